@@ -1,0 +1,28 @@
+"""nqm_mc: the noisy quadratic model, simulated and solved exactly.
+
+Two engines share one specification: :mod:`nqm_mc.exact` computes expected losses, their
+variance, steady states and steps to target from moment recurrences; the Monte Carlo engine
+(:func:`nqm_mc.simulate`) runs many noisy trajectories in parallel with a counter-based random
+number generator, reproducibly.
+"""
+
+from nqm_mc._validate import ParameterError
+from nqm_mc.exact import (
+    expected_loss,
+    loss_at,
+    stability,
+    steady_state,
+    steps_to_target,
+    steps_to_target_batch,
+)
+from nqm_mc.model import NQM
+from nqm_mc.optimizers import SGD, HeavyBall, Nesterov
+from nqm_mc import schedules
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "NQM", "SGD", "HeavyBall", "Nesterov", "schedules", "expected_loss", "loss_at",
+    "steady_state", "steps_to_target", "steps_to_target_batch", "stability", "ParameterError",
+    "__version__",
+]

@@ -1,0 +1,5 @@
+import sys
+
+from nqm_mc.cli import main
+
+sys.exit(main())

@@ -1,0 +1,715 @@
+"""Numba kernels of the exact engine (private: arrays in, arrays out, no argument checks).
+
+Per group of directions the optimizer is linear, x(t+1) = A_t x(t) + b_t xi(t) with
+xi ~ N(0, c / B_t), state x = (theta[, m][, ema]) of size k <= 3. Kernels carry the mean mu and
+the uncentred second moment S (k x k):  mu' = A mu,  S' = A S A^T + (c/B) b b^T.
+
+Powers are taken by repeated squaring; infinite sums (steady state S*, the Lyapunov matrix P)
+by doubling, sum_{j < 2T} = sum_{j < T} + A^T (sum_{j < T}) A^T', which adds positive
+semidefinite terms only: no eigendecomposition (it fails at critical damping) and no
+ill-conditioned linear solve.
+"""
+
+import numpy as np
+from numba import njit, prange
+
+KIND_SGD, KIND_HEAVY_BALL, KIND_NESTEROV = 0, 1, 2
+MAX_LOG2 = 62  # horizons up to 2^62 steps
+
+_OPTS = dict(cache=True, error_model="numpy")
+
+
+@njit(**_OPTS)
+def fill_linear_form(kind, has_ema, h, hp, lr, beta, gamma, A, b):
+    """Write the (A, b) of one group into 3x3 / 3 scratch arrays; return the state size k.
+
+    hp = h^-p (the preconditioner); the preconditioned gradient is hp * (h theta + xi).
+    """
+    for i in range(3):
+        b[i] = 0.0
+        for j in range(3):
+            A[i, j] = 0.0
+    heff = h * hp
+    x = lr * heff
+    if kind == KIND_SGD:
+        A[0, 0] = 1.0 - x
+        b[0] = -lr * hp
+        k = 1
+    elif kind == KIND_HEAVY_BALL:
+        # m' = beta m + g ; theta' = theta - lr m'
+        A[0, 0] = 1.0 - x
+        A[0, 1] = -lr * beta
+        A[1, 0] = heff
+        A[1, 1] = beta
+        b[0] = -lr * hp
+        b[1] = hp
+        k = 2
+    else:
+        # m' = beta m + g ; theta' = theta - lr (g + beta m') = theta - lr(1+beta) g - lr beta^2 m
+        A[0, 0] = 1.0 - (1.0 + beta) * x
+        A[0, 1] = -lr * beta * beta
+        A[1, 0] = heff
+        A[1, 1] = beta
+        b[0] = -lr * (1.0 + beta) * hp
+        b[1] = hp
+        k = 2
+    if has_ema:
+        # ema' = gamma ema + (1 - gamma) theta'
+        for j in range(k):
+            A[k, j] = (1.0 - gamma) * A[0, j]
+        A[k, k] = gamma
+        b[k] = (1.0 - gamma) * b[0]
+        k += 1
+    return k
+
+
+@njit(**_OPTS)
+def _matmul(k, X, Y, out):
+    for i in range(k):
+        for j in range(k):
+            s = 0.0
+            for m in range(k):
+                s += X[i, m] * Y[m, j]
+            out[i, j] = s
+
+
+@njit(**_OPTS)
+def _sandwich(k, M, X, tmp, out):
+    """out = M X M^T."""
+    for i in range(k):
+        for j in range(k):
+            s = 0.0
+            for m in range(k):
+                s += M[i, m] * X[m, j]
+            tmp[i, j] = s
+    for i in range(k):
+        for j in range(k):
+            s = 0.0
+            for m in range(k):
+                s += tmp[i, m] * M[j, m]
+            out[i, j] = s
+
+
+@njit(**_OPTS)
+def _sandwich_t(k, M, X, tmp, out):
+    """out = M^T X M."""
+    for i in range(k):
+        for j in range(k):
+            s = 0.0
+            for m in range(k):
+                s += M[m, i] * X[m, j]
+            tmp[i, j] = s
+    for i in range(k):
+        for j in range(k):
+            s = 0.0
+            for m in range(k):
+                s += tmp[i, m] * M[m, j]
+            out[i, j] = s
+
+
+@njit(**_OPTS)
+def _max_abs(k, X):
+    s = 0.0
+    for i in range(k):
+        for j in range(k):
+            a = abs(X[i, j])
+            if a > s or a != a:
+                s = a
+    return s
+
+
+@njit(**_OPTS)
+def _inv_sym(k, P, out):
+    """Inverse of a small symmetric positive definite matrix (Gauss-Jordan)."""
+    W = np.zeros((3, 6))
+    for i in range(k):
+        for j in range(k):
+            W[i, j] = P[i, j]
+            W[i, k + j] = 1.0 if i == j else 0.0
+    for col in range(k):
+        piv = col
+        for r in range(col + 1, k):
+            if abs(W[r, col]) > abs(W[piv, col]):
+                piv = r
+        if piv != col:
+            for j in range(2 * k):
+                W[col, j], W[piv, j] = W[piv, j], W[col, j]
+        d = W[col, col]
+        for j in range(2 * k):
+            W[col, j] /= d
+        for r in range(k):
+            if r != col:
+                f = W[r, col]
+                for j in range(2 * k):
+                    W[r, j] -= f * W[col, j]
+    for i in range(k):
+        for j in range(k):
+            out[i, j] = W[i, k + j]
+
+
+@njit(**_OPTS)
+def power_table(k, A, table):
+    """table[j] = A^(2^j) for j < table.shape[0]; returns how many are finite and nonzero.
+
+    Stops early once the power underflows to exactly zero (then all later ones are zero too).
+    """
+    n = table.shape[0]
+    for i in range(3):
+        for j in range(3):
+            table[0, i, j] = A[i, j]
+    last = n
+    for p in range(1, n):
+        _matmul(k, table[p - 1], table[p - 1], table[p])
+        if _max_abs(k, table[p]) == 0.0:
+            for q in range(p + 1, n):
+                for i in range(3):
+                    for j in range(3):
+                        table[q, i, j] = 0.0
+            last = p + 1
+            break
+    return last
+
+
+@njit(**_OPTS)
+def is_stable(k, table):
+    """Spectral radius < 1, read off the powers: A^(2^j) -> 0 iff rho(A) < 1."""
+    n = table.shape[0]
+    for p in range(n):
+        m = _max_abs(k, table[p])
+        if m != m or m > 1e150:
+            return False
+        if m < 1e-200:
+            return True
+    return False  # rho = 1 to machine precision: marginal, the noise accumulates without bound
+
+
+@njit(**_OPTS)
+def doubling_sum(k, table, Q, out, transpose):
+    """out = sum_{j>=0} A^j Q A^jT (or A^jT Q A^j when transpose), by doubling until it stops
+    changing. Assumes a stable A."""
+    tmp = np.zeros((3, 3))
+    add = np.zeros((3, 3))
+    for i in range(3):
+        for j in range(3):
+            out[i, j] = Q[i, j]
+    for p in range(table.shape[0]):
+        if transpose:
+            _sandwich_t(k, table[p], out, tmp, add)
+        else:
+            _sandwich(k, table[p], out, tmp, add)
+        changed = False
+        for i in range(k):
+            for j in range(k):
+                v = out[i, j] + add[i, j]
+                if v != out[i, j]:
+                    changed = True
+                out[i, j] = v
+        if not changed:
+            break
+
+
+# --------------------------------------------------------------------------- per-step curves
+@njit(cache=True, error_model="numpy", parallel=True)
+def curve_kernel(kind, has_ema, h, hp, c, n, mu0, v0, lr_t, batch_t, beta, gamma, record,
+                 n_chunks, out_mean, out_var, out_theta_mean, out_group_m1, out_group_m2):
+    """Per-step recurrences for t = 0..record[-1]; statistics at the steps listed in ``record``.
+
+    out_* have shape (n_chunks, R) and hold per-chunk partial sums (summed by the caller in
+    chunk order, so totals do not depend on the thread count). out_group_m1/m2 (R, G) or (0, 0)
+    receive the readout's per-group mean and uncentred second moment.
+    """
+    G = h.shape[0]
+    R = record.shape[0]
+    keep_groups = out_group_m1.shape[0] > 0
+    for ch in prange(n_chunks):
+        A = np.zeros((3, 3))
+        b = np.zeros(3)
+        S = np.zeros((3, 3))
+        T = np.zeros((3, 3))
+        tmp = np.zeros((3, 3))
+        mu = np.zeros(3)
+        nm = np.zeros(3)
+        for g in range(ch * G // n_chunks, (ch + 1) * G // n_chunks):
+            k = fill_linear_form(kind, has_ema, h[g], hp[g], lr_t[0], beta, gamma, A, b)
+            ro = k - 1 if has_ema else 0
+            for i in range(3):
+                mu[i] = 0.0
+                for j in range(3):
+                    S[i, j] = 0.0
+            mu[0] = mu0[g]
+            S[0, 0] = mu0[g] * mu0[g] + v0[g]
+            if has_ema:
+                mu[ro] = mu0[g]
+                S[0, ro] = S[0, 0]
+                S[ro, 0] = S[0, 0]
+                S[ro, ro] = S[0, 0]
+            r = 0
+            t = 0
+            while r < R:
+                if t == record[r]:
+                    m1 = mu[ro]
+                    m2 = S[ro, ro]
+                    var = m2 - m1 * m1
+                    if var < 0.0:
+                        var = 0.0
+                    out_mean[ch, r] += 0.5 * n[g] * h[g] * m2
+                    out_var[ch, r] += n[g] * h[g] * h[g] * (0.5 * var * var + m1 * m1 * var)
+                    out_theta_mean[ch, r] += 0.5 * n[g] * h[g] * S[0, 0]
+                    if keep_groups:
+                        out_group_m1[r, g] = m1
+                        out_group_m2[r, g] = m2
+                    r += 1
+                    if r == R:
+                        break
+                k = fill_linear_form(kind, has_ema, h[g], hp[g], lr_t[t], beta, gamma, A, b)
+                q = c[g] / batch_t[t]
+                _sandwich(k, A, S, tmp, T)
+                for i in range(k):
+                    s = 0.0
+                    for j in range(k):
+                        s += A[i, j] * mu[j]
+                    nm[i] = s
+                for i in range(k):
+                    mu[i] = nm[i]
+                    for j in range(k):
+                        S[i, j] = T[i, j] + q * b[i] * b[j]
+                t += 1
+
+
+# --------------------------------------------------------------------------- O(log t) evaluation
+@njit(cache=True, error_model="numpy", parallel=True)
+def loss_at_kernel(kind, has_ema, h, hp, c, n, mu0, v0, lr, batch, beta, gamma, ts,
+                   out_mean, out_var, out_theta_mean):
+    """E[L(t)], Var[L(t)] and E[L_theta(t)] at arbitrary t for constant hyperparameters.
+
+    S(t) is assembled from the binary digits of t: with P_j = A^(2^j) and
+    N_j = sum_{i < 2^j} A^i Q A^iT, S <- P_j S P_j^T + N_j for every set bit j. Cost O(k^3 log t)
+    per group; valid for unstable configurations too (the moments then grow).
+    Outputs have shape (G, len(ts)) (per group, summed by the caller).
+    """
+    G = h.shape[0]
+    nT = ts.shape[0]
+    for g in prange(G):
+        A = np.zeros((3, 3))
+        b = np.zeros(3)
+        table = np.zeros((MAX_LOG2 + 1, 3, 3))
+        N = np.zeros((MAX_LOG2 + 1, 3, 3))
+        tmp = np.zeros((3, 3))
+        T = np.zeros((3, 3))
+        S = np.zeros((3, 3))
+        mu = np.zeros(3)
+        nm = np.zeros(3)
+        k = fill_linear_form(kind, has_ema, h[g], hp[g], lr, beta, gamma, A, b)
+        ro = k - 1 if has_ema else 0
+        q = c[g] / batch
+        # powers (no early stop here: unstable powers must be kept as they are)
+        for i in range(3):
+            for j in range(3):
+                table[0, i, j] = A[i, j]
+                N[0, i, j] = q * b[i] * b[j]
+        for p in range(1, MAX_LOG2 + 1):
+            _matmul(k, table[p - 1], table[p - 1], table[p])
+            _sandwich(k, table[p - 1], N[p - 1], tmp, T)
+            for i in range(k):
+                for j in range(k):
+                    N[p, i, j] = N[p - 1, i, j] + T[i, j]
+        for it in range(nT):
+            t = ts[it]
+            for i in range(3):
+                mu[i] = 0.0
+                for j in range(3):
+                    S[i, j] = 0.0
+            mu[0] = mu0[g]
+            S[0, 0] = mu0[g] * mu0[g] + v0[g]
+            if has_ema:
+                mu[ro] = mu0[g]
+                S[0, ro] = S[0, 0]
+                S[ro, 0] = S[0, 0]
+                S[ro, ro] = S[0, 0]
+            p = 0
+            while t > 0:
+                if t & 1:
+                    _sandwich(k, table[p], S, tmp, T)
+                    for i in range(k):
+                        s = 0.0
+                        for j in range(k):
+                            s += table[p, i, j] * mu[j]
+                        nm[i] = s
+                    for i in range(k):
+                        mu[i] = nm[i]
+                        for j in range(k):
+                            S[i, j] = T[i, j] + N[p, i, j]
+                t >>= 1
+                p += 1
+            m1 = mu[ro]
+            m2 = S[ro, ro]
+            var = m2 - m1 * m1
+            if var < 0.0:
+                var = 0.0
+            out_mean[g, it] = 0.5 * n[g] * h[g] * m2
+            out_var[g, it] = n[g] * h[g] * h[g] * (0.5 * var * var + m1 * m1 * var)
+            out_theta_mean[g, it] = 0.5 * n[g] * h[g] * S[0, 0]
+
+
+# --------------------------------------------------------------------------- steady state
+@njit(cache=True, error_model="numpy", parallel=True)
+def steady_state_kernel(kind, has_ema, h, hp, c, lr, batch, beta, gamma, out_m2, out_stable):
+    """Per group: the readout's steady-state second moment (mean is 0) and stability."""
+    G = h.shape[0]
+    for g in prange(G):
+        A = np.zeros((3, 3))
+        b = np.zeros(3)
+        Q = np.zeros((3, 3))
+        Ss = np.zeros((3, 3))
+        table = np.zeros((MAX_LOG2 + 1, 3, 3))
+        k = fill_linear_form(kind, has_ema, h[g], hp[g], lr, beta, gamma, A, b)
+        ro = k - 1 if has_ema else 0
+        power_table(k, A, table)
+        if not is_stable(k, table):
+            out_stable[g] = False
+            out_m2[g] = np.inf
+            continue
+        out_stable[g] = True
+        q = c[g] / batch
+        for i in range(k):
+            for j in range(k):
+                Q[i, j] = q * b[i] * b[j]
+        doubling_sum(k, table, Q, Ss, False)
+        out_m2[g] = Ss[ro, ro]
+
+
+# --------------------------------------------------------------------------- steps to target
+@njit(**_OPTS)
+def _apply_power(k, G, table, steps, X, Y, tmp, T):
+    """X[g] <- A^steps X[g] A^steps^T (and the same for Y) from the binary digits of steps."""
+    p = 0
+    while steps > 0:
+        if steps & 1:
+            for g in range(G):
+                _sandwich(k[g], table[g, p], X[g], tmp, T)
+                for i in range(3):
+                    for j in range(3):
+                        X[g, i, j] = T[i, j]
+                _sandwich(k[g], table[g, p], Y[g], tmp, T)
+                for i in range(3):
+                    for j in range(3):
+                        Y[g, i, j] = T[i, j]
+        steps >>= 1
+        p += 1
+
+
+MODAL_MAX_COND = 1e6
+
+
+@njit(**_OPTS)
+def modal_coefficients(k, r, h, A, D, out_abs, out_mu, out_gap):
+    """Modal form of one group's transient, T(t) = sum_ab C_ab (lam_a lam_b)^t.
+
+    With A = V diag(lam) V^-1, alpha_a = V[r, a] and u_a the rows of V^-1,
+    C_ab = h/2 alpha_a alpha_b u_a^T D u_b. Writes |C_ab| (inflated by a rounding allowance),
+    |mu_ab| and |1 - mu_ab| (mu_ab = lam_a lam_b) and returns the number of modes, or 0 when V
+    is too ill-conditioned (near critical damping) for the coefficients to be trusted.
+    """
+    Ac = np.zeros((k, k), np.complex128)
+    for i in range(k):
+        for j in range(k):
+            Ac[i, j] = A[i, j]
+    lam, V = np.linalg.eig(Ac)
+    nv = 0.0
+    for i in range(k):
+        for j in range(k):
+            nv = max(nv, abs(V[i, j]))
+    if nv == 0.0:
+        return 0
+    Vi = np.linalg.inv(V)
+    ni = 0.0
+    for i in range(k):
+        for j in range(k):
+            v = abs(Vi[i, j])
+            if v != v:
+                return 0
+            ni = max(ni, v)
+    cond = nv * ni * k
+    if not (cond < MODAL_MAX_COND):
+        return 0
+    safety = 1.0 + 1e-9 * cond * cond
+    m = 0
+    for a in range(k):
+        for bb in range(k):
+            q = 0.0j
+            for i in range(k):
+                for j in range(k):
+                    q += Vi[a, i] * D[i, j] * Vi[bb, j]
+            C = 0.5 * h * V[r, a] * V[r, bb] * q
+            mu = lam[a] * lam[bb]
+            out_abs[m] = abs(C) * safety
+            out_mu[m] = abs(mu)
+            out_gap[m] = abs(1.0 - mu) * (1.0 + 1e-9 * cond) + 1e-15
+            m += 1
+    return m
+
+
+@njit(**_OPTS)
+def modal_bound(m, c_abs, mu_abs, gap, t, slope):
+    """sum_ab |C_ab| |mu_ab|^t (times |1 - mu_ab| when ``slope``): a bound on |T(s)|, or on
+    |T(s+1) - T(s)|, for every s >= t. Infinite when the modes are not available."""
+    if m == 0:
+        return np.inf
+    s = 0.0
+    for i in range(m):
+        mu = mu_abs[i]
+        if mu == 0.0:
+            p = 1.0 if t == 0.0 else 0.0
+        else:
+            p = np.exp(t * np.log(mu))
+        s += c_abs[i] * p * (gap[i] if slope else 1.0)
+    return s
+
+
+@njit(**_OPTS)
+def first_crossing_one(kind, has_ema, h, hp, c, n, mu0, v0, lr, batch, beta, gamma, target,
+                       method, bisect_hi, ref_bias, stats):
+    """Steps to target for one configuration.
+
+    Returns t >= 0, or -1 (steady state >= target: unreachable), -2 (unstable), -3 (the target
+    lies beyond 2^62 steps). ``stats`` (size 4) receives L*, t_hi, the number of exact
+    evaluations and the number of lifting steps.
+
+    method 0 (exact first crossing). With D = S0 - S*, the transient is X(t) = A^t D A^tT and
+    E[L(t)] = L* + sum_g n h/2 X_rr(t). P = sum_j A^jT A^j satisfies A^T P A <= P, so
+    E_g(t) = tr(P A^t M A^tT), with M >= +-D positive semidefinite, never increases. Hence
+      U(t) = L* + sum_g n c_g E_g(t) >= E[L(t)]   (c_g = h/2 r^T P^-1 r)
+    is a monotone upper envelope, and |E[L(t+1)] - E[L(t)]| <= sum_g n c'_g E_g(a) for t >= a
+    (c'_g the largest |eigenvalue| of P^-1/2 (A^T R A - R) P^-1/2). The first t with U(t) < target,
+    t_hi, bounds the crossing from above (binary lifting is exact on a monotone function). From
+    a = 0 the scan evaluates E[L(a)] exactly and jumps by floor(margin / slope) + 1, a jump over
+    which the loss provably stays >= target; it stops at the first a with E[L(a)] < target.
+    In one dimension the bounds are exact and the scan converges like Newton's method.
+
+    method 1 (the reference notebook's bisection): lo = 0, hi = bisect_hi; while lo < hi - 1:
+    mid = (lo + hi) // 2, lo or hi <- mid by E[L(mid)] >= target. Returns lo (its convention:
+    one less than a crossing). ref_bias adds the notebook's 1e-8 to (1 - rho) in SGD's S*.
+    """
+    G = h.shape[0]
+    A = np.zeros((3, 3))
+    b = np.zeros(3)
+    Q = np.zeros((3, 3))
+    tmp = np.zeros((3, 3))
+    T = np.zeros((3, 3))
+    Pinv = np.zeros((3, 3))
+    Id = np.zeros((3, 3))
+    kk = np.zeros(G, np.int64)
+    ro = np.zeros(G, np.int64)
+    table = np.zeros((G, MAX_LOG2 + 1, 3, 3))
+    Sst = np.zeros((G, 3, 3))
+    D = np.zeros((G, 3, 3))
+    M = np.zeros((G, 3, 3))
+    P = np.zeros((G, 3, 3))
+    cc = np.zeros(G)
+    cp = np.zeros(G)
+    mc_abs = np.zeros((G, 9))
+    mc_mu = np.zeros((G, 9))
+    mc_gap = np.zeros((G, 9))
+    n_modes = np.zeros(G, np.int64)
+    Lstar = 0.0
+    L0 = 0.0
+    for g in range(G):
+        k = fill_linear_form(kind, has_ema, h[g], hp[g], lr, beta, gamma, A, b)
+        kk[g] = k
+        r = k - 1 if has_ema else 0
+        ro[g] = r
+        power_table(k, A, table[g])
+        if not is_stable(k, table[g]):
+            return -2
+        q = c[g] / batch
+        for i in range(k):
+            for j in range(k):
+                Q[i, j] = q * b[i] * b[j]
+        if ref_bias and k == 1:
+            Sst[g, 0, 0] = Q[0, 0] / (1.0 - A[0, 0] * A[0, 0] + 1e-8)
+        else:
+            doubling_sum(k, table[g], Q, Sst[g], False)
+        # initial second moment
+        s0 = mu0[g] * mu0[g] + v0[g]
+        for i in range(3):
+            for j in range(3):
+                D[g, i, j] = -Sst[g, i, j]
+        D[g, 0, 0] += s0
+        if has_ema:
+            D[g, 0, r] += s0
+            D[g, r, 0] += s0
+            D[g, r, r] += s0
+        Lstar += 0.5 * n[g] * h[g] * Sst[g, r, r]
+        L0 += 0.5 * n[g] * h[g] * (Sst[g, r, r] + D[g, r, r])
+    stats[0] = Lstar
+    if not (Lstar < target):
+        return -1
+    if L0 < target:
+        return 0
+
+    if method == 1:
+        stats[1] = 1.0  # bisection ran (the answer is lo, one before a crossing)
+        lo = 0
+        hi = bisect_hi
+        X = np.zeros((G, 3, 3))
+        Y = np.zeros((G, 3, 3))
+        while lo < hi - 1:
+            mid = (lo + hi) // 2
+            for g in range(G):
+                for i in range(3):
+                    for j in range(3):
+                        X[g, i, j] = D[g, i, j]
+            _apply_power(kk, G, table, mid, X, Y, tmp, T)
+            L = Lstar
+            for g in range(G):
+                L += 0.5 * n[g] * h[g] * X[g, ro[g], ro[g]]
+            stats[2] += 1
+            if L < target:
+                hi = mid
+            else:
+                lo = mid
+        return lo
+
+    # ---- envelopes
+    for g in range(G):
+        k = kk[g]
+        r = ro[g]
+        for i in range(3):
+            for j in range(3):
+                Id[i, j] = 1.0 if (i == j and i < k) else 0.0
+        if kind != KIND_SGD:
+            Id[1, 1] = lr * lr  # weigh the momentum buffer in theta units (lr m)
+        doubling_sum(k, table[g], Id, P[g], True)
+        nm = modal_coefficients(k, r, h[g], table[g, 0], D[g], mc_abs[g], mc_mu[g],
+                                mc_gap[g])
+        n_modes[g] = nm
+        _inv_sym(k, P[g], Pinv)
+        # M dominates +-D: |D| in closed form for k <= 2, S0 + S* otherwise
+        if k == 1:
+            M[g, 0, 0] = abs(D[g, 0, 0])
+        elif k == 2:
+            a11 = D[g, 0, 0]
+            a12 = D[g, 0, 1]
+            a22 = D[g, 1, 1]
+            det = abs(a11 * a22 - a12 * a12)
+            s11 = a11 * a11 + a12 * a12
+            s12 = a11 * a12 + a12 * a22
+            s22 = a12 * a12 + a22 * a22
+            den = np.sqrt(s11 + s22 + 2.0 * det)
+            if den > 0.0:
+                M[g, 0, 0] = (s11 + det) / den
+                M[g, 0, 1] = s12 / den
+                M[g, 1, 0] = s12 / den
+                M[g, 1, 1] = (s22 + det) / den
+        else:
+            for i in range(k):
+                for j in range(k):
+                    M[g, i, j] = 2.0 * Sst[g, i, j] + D[g, i, j]
+        # c = w^T P^-1 w with w = sqrt(h/2) e_r ; u = A^T w
+        w2 = 0.5 * h[g]
+        ww = w2 * Pinv[r, r]
+        uu = 0.0
+        uw = 0.0
+        for i in range(k):
+            for j in range(k):
+                uu += w2 * table[g, 0, r, i] * Pinv[i, j] * table[g, 0, r, j]
+            uw += w2 * table[g, 0, r, i] * Pinv[i, r]
+        cc[g] = ww
+        half = 0.5 * (uu - ww)
+        rad = np.sqrt(max(0.25 * (uu + ww) * (uu + ww) - uw * uw, 0.0))
+        cp[g] = max(abs(half + rad), abs(half - rad))
+
+    X = np.zeros((G, 3, 3))
+    Y = np.zeros((G, 3, 3))
+    Xc = np.zeros((G, 3, 3))
+    Yc = np.zeros((G, 3, 3))
+
+    # ---- t_hi: first t with U(t) < target. Find the first power of two first.
+    jmax = -1
+    for p in range(MAX_LOG2 + 1):
+        U = Lstar
+        tp = float(1 << p)
+        for g in range(G):
+            _sandwich(kk[g], table[g, p], M[g], tmp, T)
+            e = 0.0
+            for i in range(kk[g]):
+                for j in range(kk[g]):
+                    e += P[g, i, j] * T[i, j]
+            U += n[g] * min(cc[g] * e, modal_bound(n_modes[g], mc_abs[g], mc_mu[g], mc_gap[g], tp, False))
+        if U < target:
+            jmax = p
+            break
+    if jmax < 0:
+        return -3
+    t = 0
+    for g in range(G):
+        for i in range(3):
+            for j in range(3):
+                Y[g, i, j] = M[g, i, j]
+    for p in range(jmax - 1, -1, -1):
+        U = Lstar
+        tp = float(t + (1 << p))
+        for g in range(G):
+            _sandwich(kk[g], table[g, p], Y[g], tmp, T)
+            e = 0.0
+            for i in range(kk[g]):
+                for j in range(kk[g]):
+                    e += P[g, i, j] * T[i, j]
+                    Yc[g, i, j] = T[i, j]
+            U += n[g] * min(cc[g] * e, modal_bound(n_modes[g], mc_abs[g], mc_mu[g], mc_gap[g], tp, False))
+        stats[3] += 1
+        if not (U < target):
+            t += 1 << p
+            for g in range(G):
+                for i in range(3):
+                    for j in range(3):
+                        Y[g, i, j] = Yc[g, i, j]
+    t_hi = t + 1  # U(t) >= target here (U(0) >= L(0) >= target), U(t + 1) < target
+    stats[1] = t_hi
+
+    # ---- certified scan from 0
+    for g in range(G):
+        for i in range(3):
+            for j in range(3):
+                X[g, i, j] = D[g, i, j]
+                Y[g, i, j] = M[g, i, j]
+    a = 0
+    while True:
+        L = Lstar
+        slope = 0.0
+        for g in range(G):
+            L += 0.5 * n[g] * h[g] * X[g, ro[g], ro[g]]
+            e = 0.0
+            for i in range(kk[g]):
+                for j in range(kk[g]):
+                    e += P[g, i, j] * Y[g, i, j]
+            slope += n[g] * min(cp[g] * e,
+                                modal_bound(n_modes[g], mc_abs[g], mc_mu[g], mc_gap[g], float(a), True))
+        stats[2] += 1
+        if L < target:
+            return a
+        if a >= t_hi + 64:  # rounding guard; should not happen
+            return a
+        margin = L - target
+        if slope > 0.0:
+            jump_f = margin / slope
+            jump = np.int64(jump_f) + 1 if jump_f < 4.0e18 else np.int64(1) << 61
+        else:
+            jump = np.int64(1) << 61
+        nxt = a + jump
+        if nxt > t_hi and a < t_hi:
+            nxt = t_hi
+        elif a >= t_hi:
+            nxt = a + 1
+        _apply_power(kk, G, table, nxt - a, X, Y, tmp, T)
+        a = nxt
+
+
+@njit(cache=True, error_model="numpy", parallel=True)
+def first_crossing_batch(kind, has_ema, h, hp, c, n, mu0, v0, lrs, batches, betas, gammas,
+                         target, method, bisect_hi, ref_bias, out, out_stats):
+    """first_crossing_one over configurations (lrs, batches, betas, gammas have one length)."""
+    for i in prange(lrs.shape[0]):
+        out[i] = first_crossing_one(kind, has_ema, h, hp, c, n, mu0, v0, lrs[i], batches[i],
+                                    betas[i], gammas[i], target, method, bisect_hi, ref_bias,
+                                    out_stats[i])

@@ -1,0 +1,173 @@
+"""The ``nqm-mc`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+EXIT_BAD_INPUT = 2
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    pass
+
+
+def _model_from_args(args):
+    from nqm_mc.model import NQM
+    if args.model == "paper":
+        return NQM.paper(args.dim)
+    if args.model == "binned":
+        return NQM.binned(args.dim, args.bins)
+    return NQM.power_law(args.dim, args.curvature_exponent, args.noise_exponent)
+
+
+def _optimizer_from_args(args):
+    from nqm_mc.optimizers import SGD, HeavyBall, Nesterov
+    common = dict(preconditioning=args.preconditioning, ema=args.ema)
+    if args.optimizer == "sgd":
+        return SGD(args.learning_rate, **common)
+    cls = HeavyBall if args.optimizer == "heavy_ball" else Nesterov
+    return cls(args.learning_rate, args.momentum, **common)
+
+
+def _add_spec_args(p, lr=0.1):
+    g = p.add_argument_group("model")
+    g.add_argument("--model", choices=["paper", "binned", "power_law"], default="paper",
+                   help="paper: h_i = 1/i, c = h; binned: the reference notebook's 100 bins")
+    g.add_argument("--dim", type=int, default=10_000, help="number of directions")
+    g.add_argument("--bins", type=int, default=100, help="bins of the binned model")
+    g.add_argument("--curvature-exponent", type=float, default=1.0, help="power law: h = i^-a")
+    g.add_argument("--noise-exponent", type=float, default=1.0, help="power law: c = i^-b")
+    o = p.add_argument_group("optimizer")
+    o.add_argument("--optimizer", choices=["sgd", "heavy_ball", "nesterov"], default="sgd")
+    o.add_argument("--learning-rate", "--lr", type=float, default=lr)
+    o.add_argument("--momentum", type=float, default=0.9)
+    o.add_argument("--preconditioning", "-p", type=float, default=0.0, help="power p of H^p")
+    o.add_argument("--ema", type=float, default=None, help="EMA decay of the iterates")
+    o.add_argument("--batch-size", "-B", type=int, default=32)
+
+
+def cmd_exact(args):
+    from nqm_mc import exact
+    model = _model_from_args(args)
+    opt = _optimizer_from_args(args)
+    record = np.unique(np.concatenate([[0], np.geomspace(1, args.steps, 60).astype(np.int64)]))
+    t0 = time.perf_counter()
+    curve = exact.expected_loss(model, opt, args.batch_size, record=record)
+    ss = exact.steady_state(model, opt, args.batch_size)
+    stt = exact.steps_to_target(model, opt, args.batch_size, args.target)
+    dt = time.perf_counter() - t0
+    summary = {
+        "model": model.to_dict(), "optimizer": opt.to_dict(), "batch_size": args.batch_size,
+        "initial_loss": float(curve.mean[0]), "final_step": int(curve.steps[-1]),
+        "final_loss": float(curve.mean[-1]), "final_loss_std": float(curve.std[-1]),
+        "steady_state_loss": ss.loss, "stable": ss.stable, "target": args.target,
+        "steps_to_target": stt.steps, "status": stt.status, "reason": stt.reason or ss.reason,
+        "seconds": dt,
+    }
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "exact_curve.csv"), "w") as f:
+        f.write("step,mean_loss,std_loss,mean_loss_theta\n")
+        for row in zip(curve.steps, curve.mean, curve.std, curve.mean_theta):
+            f.write(f"{row[0]},{row[1]:.12g},{row[2]:.12g},{row[3]:.12g}\n")
+    with open(os.path.join(args.out, "exact_summary.json"), "w") as f:
+        json.dump(summary, f, indent=2, default=float)
+    png = os.path.join(args.out, "exact_curve.png")
+    _plot_exact(curve, ss, args, png)
+    if args.json:
+        print(json.dumps(summary, indent=2, default=float))
+    else:
+        print(f"model {model!r}, optimizer {opt.name}, batch size {args.batch_size}")
+        print(f"{'step':>10} {'E[L]':>12} {'sd[L]':>12}")
+        for i in np.unique(np.linspace(0, len(curve.steps) - 1, 12).astype(int)):
+            print(f"{curve.steps[i]:>10d} {curve.mean[i]:>12.6g} {curve.std[i]:>12.4g}")
+        print(f"steady state {ss.loss:.6g}; steps to {args.target:g}: "
+              f"{stt.steps if stt.reached else stt.status + ' (' + stt.reason + ')'}")
+        print(f"wrote {png} and exact_curve.csv, exact_summary.json in {args.out}")
+    return 0
+
+
+def _plot_exact(curve, ss, args, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
+    t = np.maximum(curve.steps, 0.8)
+    ax.loglog(t, curve.mean, lw=2, label="E[L(t)] (exact)")
+    ax.fill_between(t, np.maximum(curve.mean - curve.std, curve.mean * 1e-3),
+                    curve.mean + curve.std, alpha=0.2, label="± one run's sd")
+    if ss.stable:
+        ax.axhline(ss.loss, color="k", ls=":", lw=1, label="steady state")
+    ax.axhline(args.target, color="C3", ls="--", lw=1, label="target")
+    ax.set_xlabel("step t")
+    ax.set_ylabel("loss")
+    ax.set_title(f"{args.optimizer}, lr={args.learning_rate:g}, B={args.batch_size}")
+    ax.legend(frameon=False)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def cmd_info(args):
+    import numba
+    import scipy
+
+    import nqm_mc
+    info = {
+        "nqm_mc": nqm_mc.__version__, "python": sys.version.split()[0],
+        "numpy": np.__version__, "numba": numba.__version__, "scipy": scipy.__version__,
+        "cpu_count": os.cpu_count(), "numba_threads": numba.config.NUMBA_NUM_THREADS,
+        "numba_cache_dir": numba.config.CACHE_DIR or "(next to the package's sources)",
+    }
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        for k, v in info.items():
+            print(f"{k:>16}: {v}")
+    return 0
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="nqm-mc", formatter_class=_Formatter,
+        description="Noisy quadratic model: Monte Carlo and exact engines.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("exact", formatter_class=_Formatter,
+                       help="exact expected-loss curve, steady state and steps to target",
+                       description="Exact E[L(t)] by the moment recurrences.\n\nexample:\n"
+                                   "  nqm-mc exact --optimizer heavy_ball --lr 0.05 "
+                                   "--momentum 0.9 -B 64 --steps 10000")
+    _add_spec_args(p)
+    p.add_argument("--steps", type=int, default=10_000, help="last step of the curve")
+    p.add_argument("--target", type=float, default=0.01, help="loss target")
+    p.add_argument("--out", default="results", help="output directory")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=cmd_exact)
+    p = sub.add_parser("info", help="versions, threads and the numba cache",
+                       description="example:\n  nqm-mc info --json",
+                       formatter_class=_Formatter)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_info)
+    return parser
+
+
+def main(argv=None):
+    from nqm_mc._validate import ParameterError
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except ParameterError as err:
+        print(f"nqm-mc: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("nqm-mc: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

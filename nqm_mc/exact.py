@@ -1,0 +1,460 @@
+r"""The exact engine: expected losses, their variance, steady states and steps to target.
+
+Every optimizer of :mod:`nqm_mc.optimizers` is linear in its state with additive Gaussian
+noise. Per direction, with state :math:`x = (\theta[, m][, e])`,
+
+.. math::
+
+    x(t+1) = A_t x(t) + b_t \xi(t), \quad \xi \sim N(0, c / B_t), \qquad
+    \mu(t+1) = A_t \mu(t), \quad S(t+1) = A_t S(t) A_t^T + \tfrac{c}{B_t} b_t b_t^T,
+
+and the readout :math:`r` (:math:`\theta`, or the EMA :math:`e`) gives
+:math:`E[\ell_i] = \tfrac12 h_i S_{rr}`. The readout is Gaussian and directions are independent,
+so one run's loss has variance :math:`\sum_i n_i h_i^2 (v_i^2/2 + m_i^2 v_i)`.
+
+The (A, b) of each optimizer are built in :func:`nqm_mc._exact_kernels.fill_linear_form`
+from the optimizer's linear form, never from the Monte Carlo kernels, so that the validation
+suite compares two independent computations.
+
+References
+----------
+G. Zhang et al., "Which Algorithmic Choices Matter at Which Batch Sizes?", NeurIPS 2019,
+arXiv:1907.04164 (Theorem 1: heavy ball; Theorem 2: EMA).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from nqm_mc import _exact_kernels as K
+from nqm_mc._validate import ParameterError, check_choice, check_int, check_real
+from nqm_mc.model import NQM
+from nqm_mc.optimizers import Optimizer
+from nqm_mc.schedules import as_batch_schedule
+
+__all__ = [
+    "ExactCurve", "SteadyState", "StepsToTarget", "expected_loss", "loss_at", "steady_state",
+    "steps_to_target", "steps_to_target_batch", "stability",
+]
+
+REFERENCE_BISECT_HI = {"sgd": 10**9, "heavy_ball": 10**7, "nesterov": 10**7, "ema": 10**7}
+
+
+def _check_model(model, owner):
+    if not isinstance(model, NQM):
+        raise ParameterError(f"The 'model' parameter of {owner} must be an NQM. "
+                             f"Got {type(model).__name__} instead.")
+
+
+def _check_optimizer(opt, owner):
+    if not isinstance(opt, Optimizer):
+        raise ParameterError(f"The 'optimizer' parameter of {owner} must be an optimizer spec "
+                             f"(SGD, HeavyBall, Nesterov). Got {type(opt).__name__} instead.")
+
+
+def _args(model, opt):
+    """Kernel arguments common to every exact kernel."""
+    h = np.ascontiguousarray(model.curvatures)
+    hp = h ** (-opt.preconditioning)
+    return (opt.kind_code, opt.ema is not None, h, hp,
+            np.ascontiguousarray(model.noise_variances),
+            model.multiplicities.astype(np.float64),
+            np.ascontiguousarray(model.initial_mean),
+            np.ascontiguousarray(model.initial_variance))
+
+
+def _n_chunks(G):
+    return int(max(1, min(G, 64)))
+
+
+# ---------------------------------------------------------------------------- stability
+@dataclass(frozen=True)
+class Stability:
+    """Whether every direction's linear map contracts (spectral radius < 1)."""
+
+    stable: bool
+    spectral_radius: float
+    reason: str
+
+
+def stability(model, optimizer, batch_size=1):
+    """Spectral radius of the per-direction maps and, when unstable, the reason in words.
+
+    Divergence does not depend on the batch size (it only scales the noise), so ``batch_size``
+    is accepted for symmetry.
+    """
+    owner = "stability"
+    _check_model(model, owner)
+    _check_optimizer(optimizer, owner)
+    h = model.curvatures
+    x = optimizer.base_learning_rate * h ** (1.0 - optimizer.preconditioning)
+    beta = getattr(optimizer, "momentum", 0.0)
+    if optimizer.kind_code == K.KIND_SGD:
+        rho = np.abs(1.0 - x)
+        bound = "alpha h^(1-p) < 2"
+    else:
+        if optimizer.kind_code == K.KIND_HEAVY_BALL:
+            tr = 1.0 - x + beta
+        else:
+            tr = 1.0 - (1.0 + beta) * x + beta
+        det = beta * (1.0 if optimizer.kind_code == K.KIND_HEAVY_BALL else 1.0)
+        disc = tr * tr - 4.0 * det + 0j
+        rho = np.maximum(np.abs((tr + np.sqrt(disc)) / 2), np.abs((tr - np.sqrt(disc)) / 2))
+        bound = ("alpha h^(1-p) < 2 (1 + beta)" if optimizer.kind_code == K.KIND_HEAVY_BALL
+                 else "alpha h^(1-p) < 2 (1 + beta) / (1 + 2 beta)")
+    i = int(np.argmax(rho))
+    r = float(rho[i])
+    if r < 1.0:
+        return Stability(True, r, "")
+    reason = (f"diverges: the direction with curvature h = {h[i]:.6g} has spectral radius "
+              f"{r:.6g} >= 1 (alpha h^(1-p) = {x[i]:.6g}; stability needs {bound})")
+    return Stability(False, r, reason)
+
+
+# ---------------------------------------------------------------------------- curves
+@dataclass(frozen=True)
+class ExactCurve:
+    """Exact moments of the loss at the recorded steps.
+
+    Attributes
+    ----------
+    steps : ndarray of int
+    mean : ndarray        E[L(t)] at the readout (the EMA when the optimizer has one).
+    variance : ndarray    Var[L(t)] of one run.
+    mean_theta : ndarray  E[L(t)] at theta (equal to ``mean`` without EMA).
+    group_mean, group_second_moment : ndarray (R, G) or None
+        Per group, the readout's mean and uncentred second moment.
+    diverged : bool, reason : str
+    """
+
+    steps: np.ndarray
+    mean: np.ndarray
+    variance: np.ndarray
+    mean_theta: np.ndarray
+    group_mean: np.ndarray | None = None
+    group_second_moment: np.ndarray | None = None
+    diverged: bool = False
+    reason: str = ""
+
+    @property
+    def std(self):
+        return np.sqrt(self.variance)
+
+    def standard_error(self, n_runs):
+        """Exact standard error of a Monte Carlo mean over ``n_runs`` independent runs."""
+        return np.sqrt(self.variance / n_runs)
+
+
+def _record_steps(n_steps, record_every, record):
+    if record is not None:
+        steps = np.unique(np.asarray(record, dtype=np.int64))
+        if steps.size == 0 or steps[0] < 0:
+            raise ParameterError("The 'record' parameter must list steps >= 0.")
+        return steps
+    n_steps = check_int("n_steps", n_steps, "expected_loss", low=0)
+    record_every = check_int("record_every", record_every, "expected_loss", low=1)
+    steps = np.arange(0, n_steps + 1, record_every, dtype=np.int64)
+    if steps[-1] != n_steps:
+        steps = np.append(steps, n_steps)
+    return steps
+
+
+def expected_loss(model, optimizer, batch_size, n_steps=None, *, record_every=1, record=None,
+                  group_moments=False):
+    """Exact E[L(t)] and Var[L(t)] for t = 0..n_steps by the per-step recurrences.
+
+    Works for every optimizer, learning-rate schedule and batch-size schedule. Cost
+    O(G n_steps) (G groups of directions), parallel over groups.
+
+    Parameters
+    ----------
+    model : NQM
+    optimizer : SGD, HeavyBall or Nesterov
+    batch_size : int or BatchSchedule
+    n_steps : int
+        Last step; statistics at ``0, record_every, 2 record_every, ..., n_steps``.
+    record : array_like of int, optional
+        Explicit steps to record instead (e.g. log-spaced).
+    group_moments : bool
+        Also return per-group means and second moments of the readout.
+
+    Returns
+    -------
+    ExactCurve
+    """
+    owner = "expected_loss"
+    _check_model(model, owner)
+    _check_optimizer(optimizer, owner)
+    if n_steps is None and record is None:
+        raise ParameterError("expected_loss needs 'n_steps' or 'record'.")
+    steps = _record_steps(n_steps, record_every, record)
+    T = int(steps[-1])
+    batch = as_batch_schedule(batch_size, "batch_size", owner)
+    lr_t = np.ascontiguousarray(optimizer.learning_rate.values(max(T, 1)), dtype=np.float64)
+    b_t = np.ascontiguousarray(batch.values(max(T, 1)), dtype=np.float64)
+    args = _args(model, optimizer)
+    G = model.n_groups
+    nc = _n_chunks(G)
+    R = steps.size
+    om, ov, ot = (np.zeros((nc, R)) for _ in range(3))
+    gm1 = np.zeros((R, G)) if group_moments else np.zeros((0, 0))
+    gm2 = np.zeros((R, G)) if group_moments else np.zeros((0, 0))
+    beta = float(getattr(optimizer, "momentum", 0.0))
+    gamma = float(optimizer.ema) if optimizer.ema is not None else 0.0
+    with np.errstate(over="ignore", invalid="ignore"):
+        K.curve_kernel(*args, lr_t, b_t, beta, gamma, steps, nc, om, ov, ot, gm1, gm2)
+    mean, var, mth = om.sum(0), ov.sum(0), ot.sum(0)
+    diverged, reason = False, ""
+    bad = ~np.isfinite(mean) | (mean > 1e300)
+    if bad.any():
+        diverged = True
+        first = int(steps[np.argmax(bad)])
+        st = stability(model, optimizer)
+        reason = (st.reason if not st.stable else "diverges") + \
+            f"; the expected loss overflows at step {first}"
+        mean = np.where(bad, np.inf, mean)
+        var = np.where(bad | ~np.isfinite(var), np.inf, var)
+        mth = np.where(~np.isfinite(mth), np.inf, mth)
+    elif optimizer.is_constant and isinstance(batch_size, (int, np.integer)) or \
+            (optimizer.is_constant and batch.is_constant):
+        st = stability(model, optimizer)
+        if not st.stable:
+            diverged, reason = True, st.reason
+    return ExactCurve(steps, mean, var, mth, gm1 if group_moments else None,
+                      gm2 if group_moments else None, diverged, reason)
+
+
+def _constant_hparams(optimizer, batch_size, owner):
+    if not optimizer.is_constant:
+        raise ParameterError(f"{owner} needs a constant learning rate; use expected_loss for "
+                             f"schedules. Got {optimizer.learning_rate!r} instead.")
+    batch = as_batch_schedule(batch_size, "batch_size", owner)
+    if not batch.is_constant:
+        raise ParameterError(f"{owner} needs a constant batch size; use expected_loss for "
+                             f"batch-size schedules. Got {batch!r} instead.")
+    return optimizer.base_learning_rate, float(batch.value)
+
+
+def loss_at(model, optimizer, batch_size, t):
+    """Exact E[L(t)], Var[L(t)] and E[L_theta(t)] at arbitrary steps in O(G log t).
+
+    Constant hyperparameters only. ``t`` may be an int or an array of ints (up to 2^62).
+    Returns three arrays (or floats for scalar ``t``).
+    """
+    owner = "loss_at"
+    _check_model(model, owner)
+    _check_optimizer(optimizer, owner)
+    lr, B = _constant_hparams(optimizer, batch_size, owner)
+    ts = np.atleast_1d(np.asarray(t))
+    if ts.dtype.kind not in "iu" or np.any(ts < 0):
+        raise ParameterError(f"The 't' parameter of loss_at must be int(s) >= 0. Got {t!r} "
+                             "instead.")
+    ts = ts.astype(np.int64)
+    G = model.n_groups
+    om, ov, ot = (np.zeros((G, ts.size)) for _ in range(3))
+    beta = float(getattr(optimizer, "momentum", 0.0))
+    gamma = float(optimizer.ema) if optimizer.ema is not None else 0.0
+    with np.errstate(over="ignore", invalid="ignore"):
+        K.loss_at_kernel(*_args(model, optimizer), lr, B, beta, gamma, ts, om, ov, ot)
+    out = (om.sum(0), ov.sum(0), ot.sum(0))
+    if np.ndim(t) == 0:
+        return tuple(float(x[0]) for x in out)
+    return out
+
+
+# ---------------------------------------------------------------------------- steady state
+@dataclass(frozen=True)
+class SteadyState:
+    """Steady-state expected loss (the readout's), per-group second moments and stability."""
+
+    loss: float
+    group_second_moment: np.ndarray
+    stable: bool
+    reason: str = ""
+
+
+def steady_state(model, optimizer, batch_size):
+    """The fixed point of the second-moment recurrence: lim E[L(t)].
+
+    Computed by doubling the series sum_j A^j Q A^jT (positive terms only, accurate at critical
+    damping); closed forms in NQM.md sec. 3 are tests of it. An unstable configuration returns
+    ``stable=False``, ``loss=inf`` and the reason.
+    """
+    owner = "steady_state"
+    _check_model(model, owner)
+    _check_optimizer(optimizer, owner)
+    lr, B = _constant_hparams(optimizer, batch_size, owner)
+    kind, has_ema, h, hp, c, n, _, _ = _args(model, optimizer)
+    m2 = np.zeros(model.n_groups)
+    stable = np.zeros(model.n_groups, dtype=np.bool_)
+    beta = float(getattr(optimizer, "momentum", 0.0))
+    gamma = float(optimizer.ema) if optimizer.ema is not None else 0.0
+    K.steady_state_kernel(kind, has_ema, h, hp, c, lr, B, beta, gamma, m2, stable)
+    if not stable.all():
+        return SteadyState(np.inf, m2, False, stability(model, optimizer).reason)
+    return SteadyState(float(0.5 * np.sum(n * h * m2)), m2, True, "")
+
+
+# ---------------------------------------------------------------------------- steps to target
+@dataclass(frozen=True)
+class StepsToTarget:
+    """Steps to reach E[L(t)] < target.
+
+    ``steps`` is an int when reachable; None otherwise with ``status`` one of "reached",
+    "unreachable" (steady state >= target: ``steady_state_loss`` says by how much),
+    "diverges" or "beyond-horizon" (more than 2^62 steps).
+    """
+
+    steps: int | None
+    status: str
+    steady_state_loss: float
+    target: float
+    method: str
+    reason: str = ""
+    evaluations: int = field(default=0, compare=False)
+
+    @property
+    def reached(self):
+        return self.status == "reached"
+
+    def __int__(self):
+        if self.steps is None:
+            raise ValueError(f"target {self.target} not reached: {self.status} ({self.reason})")
+        return self.steps
+
+
+_STATUS = {-1: "unreachable", -2: "diverges", -3: "beyond-horizon"}
+
+
+_METHODS = ("exact", "bisect", "reference")
+
+
+def _method_code(method, owner):
+    check_choice("method", method, owner, _METHODS)
+    return 0 if method == "exact" else 1
+
+
+def _reference_bisect_hi(optimizer):
+    if optimizer.ema is not None:
+        return REFERENCE_BISECT_HI["ema"]
+    return REFERENCE_BISECT_HI[optimizer.name]
+
+
+def steps_to_target_batch(model, optimizer, target, batch_sizes, learning_rates, momenta=None,
+                          ema_decays=None, *, method="exact"):
+    """Steps to target for many configurations of one optimizer family at once.
+
+    The configuration arrays broadcast against each other; the result (an int64 array of the
+    broadcast shape) holds steps, or -1 unreachable, -2 divergent, -3 beyond 2^62 steps.
+    ``optimizer`` supplies the family, the preconditioning power and whether EMA is on; its own
+    learning rate, momentum and EMA decay are replaced by the arrays. Runs in parallel over
+    configurations.
+
+    With ``method="reference"`` the reference notebook's bisection is used: it returns one
+    less than a crossing, 1 at least for plain SGD, and the notebook's 1e-8 term in SGD's
+    steady state. Use it only to reproduce the notebook's numbers.
+    """
+    owner = "steps_to_target_batch"
+    _check_model(model, owner)
+    _check_optimizer(optimizer, owner)
+    target = check_real("target", target, owner, low=0.0)
+    code = _method_code(method, owner)
+    beta0 = float(getattr(optimizer, "momentum", 0.0))
+    gamma0 = float(optimizer.ema) if optimizer.ema is not None else 0.0
+    lrs = np.asarray(learning_rates, dtype=np.float64)
+    bs = np.asarray(batch_sizes, dtype=np.float64)
+    betas = np.asarray(beta0 if momenta is None else momenta, dtype=np.float64)
+    gammas = np.asarray(gamma0 if ema_decays is None else ema_decays, dtype=np.float64)
+    for name, arr, lo, hi, lo_closed in (("learning_rates", lrs, 0.0, np.inf, False),
+                                         ("batch_sizes", bs, 0.0, np.inf, False),
+                                         ("momenta", betas, 0.0, 1.0, True),
+                                         ("ema_decays", gammas, 0.0, 1.0, True)):
+        ok = np.isfinite(arr) & (arr < hi) & ((arr >= lo) if lo_closed else (arr > lo))
+        if not ok.all():
+            bad = arr.ravel()[np.flatnonzero(~ok.ravel())[0]]
+            raise ParameterError(f"The {name!r} parameter of {owner} must hold floats in "
+                                 f"{'[' if lo_closed else '('}{lo:g}, {hi:g}). Got {bad!r} "
+                                 "instead.")
+    if momenta is not None and not optimizer.has_momentum:
+        raise ParameterError(f"The 'momenta' parameter of {owner} needs a momentum optimizer; "
+                             f"got {optimizer.name!r}.")
+    if ema_decays is not None and optimizer.ema is None:
+        raise ParameterError(f"The 'ema_decays' parameter of {owner} needs an optimizer with "
+                             "ema set (any value).")
+    shape = np.broadcast_shapes(lrs.shape, bs.shape, betas.shape, gammas.shape)
+    flat = [np.ascontiguousarray(np.broadcast_to(a, shape).ravel())
+            for a in (lrs, bs, betas, gammas)]
+    out = np.zeros(flat[0].size, dtype=np.int64)
+    stats = np.zeros((flat[0].size, 4))
+    kind, has_ema, h, hp, c, n, mu0, v0 = _args(model, optimizer)
+    ref_bias = method == "reference" and optimizer.kind_code == K.KIND_SGD and not has_ema
+    with np.errstate(over="ignore", invalid="ignore"):
+        K.first_crossing_batch(kind, has_ema, h, hp, c, n, mu0, v0, *flat, target, code,
+                               _reference_bisect_hi(optimizer), ref_bias, out, stats)
+    out = _bisect_convention(out, method, ref_bias, stats[:, 1])
+    return out.reshape(shape)
+
+
+def _bisect_convention(out, method, ref_bias, t0_reached):
+    """Map the kernel's bisection answer ``lo`` to the method's convention."""
+    if method == "reference" and ref_bias:
+        return np.where(out >= 0, np.maximum(out, 1), out)
+    if method == "bisect":
+        # lo is the last t with E[L] >= target on the path; the crossing is lo + 1, except
+        # when E[L(0)] < target already (the kernel returned 0 before bisecting)
+        return np.where((out >= 0) & (t0_reached == 1), out + 1, out)
+    return out
+
+
+def steps_to_target(model, optimizer, batch_size, target, *, method="exact"):
+    """The smallest t >= 0 with E[L(t)] < target, exactly.
+
+    E[L(t)] need not be monotone (under-damped momentum oscillates; directions starting below
+    their steady state rise), so plain bisection may return a later crossing. The exact method
+    brackets the crossing with a monotone upper envelope and scans from t = 0 with jumps over
+    which the loss is proven to stay above the target (see
+    :func:`nqm_mc._exact_kernels.first_crossing_one`); it handles targets 10^9 steps away in
+    milliseconds. ``method="bisect"`` is plain bisection on the exact curve (the same answer
+    when E[L] is monotone, possibly a later crossing otherwise); ``method="reference"``
+    reproduces the reference notebook's bisection (its bracket, one less than the crossing, at
+    least 1 for plain SGD, and its 1e-8 term in SGD's steady state).
+
+    Returns
+    -------
+    StepsToTarget
+    """
+    owner = "steps_to_target"
+    _check_model(model, owner)
+    _check_optimizer(optimizer, owner)
+    target = check_real("target", target, owner, low=0.0)
+    code = _method_code(method, owner)
+    lr, B = _constant_hparams(optimizer, batch_size, owner)
+    kind, has_ema, h, hp, c, n, mu0, v0 = _args(model, optimizer)
+    beta = float(getattr(optimizer, "momentum", 0.0))
+    gamma = float(optimizer.ema) if optimizer.ema is not None else 0.0
+    stats = np.zeros(4)
+    ref_bias = method == "reference" and optimizer.kind_code == K.KIND_SGD and not has_ema
+    with np.errstate(over="ignore", invalid="ignore"):
+        t = int(K.first_crossing_one(kind, has_ema, h, hp, c, n, mu0, v0, lr, B, beta, gamma,
+                                     target, code, _reference_bisect_hi(optimizer), ref_bias,
+                                     stats))
+    if t >= 0:
+        t = int(_bisect_convention(np.array([t]), method, ref_bias, stats[None, 1])[0])
+        return StepsToTarget(t, "reached", float(stats[0]), target, method,
+                             evaluations=int(stats[2]))
+    status = _STATUS[t]
+    if status == "diverges":
+        reason = stability(model, optimizer).reason
+        return StepsToTarget(None, status, np.inf, target, method, reason)
+    if status == "unreachable":
+        reason = (f"the steady-state loss {stats[0]:.6g} is not below the target {target:g}")
+    else:
+        reason = "the target lies beyond 2^62 steps"
+    return StepsToTarget(None, status, float(stats[0]), target, method, reason)
+
+
+def _cpu_count():
+    return os.cpu_count() or 1

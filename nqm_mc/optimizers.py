@@ -1,0 +1,156 @@
+r"""Optimizer specifications.
+
+Every optimizer is a small frozen object that checks its own arguments. Preconditioning with
+power :math:`p` (:math:`P = H^p`) replaces the stochastic gradient :math:`g` by
+:math:`\tilde g = h^{-p} g` in each of them; ``ema`` adds an exponential moving average of the
+iterates on top of any of them.
+
+Notes
+-----
+Update rules, exactly as simulated (per direction, :math:`\tilde g = h^{-p}(h\theta + \xi)`):
+
+* SGD: :math:`\theta \leftarrow \theta - \alpha_t \tilde g`.
+* Heavy ball (the paper's form, gradient weight 1): :math:`m \leftarrow \beta m + \tilde g`,
+  :math:`\theta \leftarrow \theta - \alpha_t m`, :math:`m(0) = 0`. Effective learning rate
+  :math:`\alpha / (1 - \beta)`.
+* Nesterov (PyTorch/optax convention): :math:`m \leftarrow \beta m + \tilde g`,
+  :math:`\theta \leftarrow \theta - \alpha_t (\tilde g + \beta m)`.
+* EMA of iterates, after the :math:`\theta` update:
+  :math:`e \leftarrow \gamma e + (1 - \gamma)\theta`, :math:`e(0) = \theta(0)`; the reported loss
+  is the loss at :math:`e` (the loss at :math:`\theta` is reported too).
+
+References
+----------
+G. Zhang et al., NeurIPS 2019, arXiv:1907.04164, sections 3 and 4.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from nqm_mc._validate import ParameterError, check_real
+from nqm_mc.schedules import Schedule, as_schedule
+
+__all__ = ["SGD", "HeavyBall", "Nesterov", "OPTIMIZERS", "optimizer_from_dict", "Optimizer"]
+
+KIND_SGD, KIND_HEAVY_BALL, KIND_NESTEROV = 0, 1, 2
+
+
+def _check_common(obj):
+    name = type(obj).__name__
+    object.__setattr__(obj, "learning_rate", as_schedule(obj.learning_rate, "learning_rate", name))
+    if isinstance(obj.learning_rate, Schedule) and obj.learning_rate.is_constant and \
+            obj.learning_rate.value <= 0:
+        raise ParameterError(f"The 'learning_rate' parameter of {name} must be a float in "
+                             f"(0, inf). Got {obj.learning_rate.value!r} instead.")
+    object.__setattr__(obj, "preconditioning", check_real(
+        "preconditioning", obj.preconditioning, name, low=0.0, high=1.0, closed=(True, True)))
+    if obj.ema is not None:
+        object.__setattr__(obj, "ema", check_real("ema", obj.ema, name, low=0.0, high=1.0,
+                                                  closed=(True, False)))
+
+
+class Optimizer:
+    """Common behaviour of the linear optimizers."""
+
+    name = "optimizer"
+    kind_code = -1
+
+    @property
+    def has_momentum(self):
+        return self.kind_code != KIND_SGD
+
+    @property
+    def is_constant(self):
+        """True when every hyperparameter is constant in time (fast exact paths apply)."""
+        return self.learning_rate.is_constant
+
+    @property
+    def base_learning_rate(self):
+        """The learning rate at t = 0."""
+        return float(self.learning_rate.values(1)[0])
+
+    @property
+    def effective_learning_rate(self):
+        """alpha / (1 - beta) for momentum methods, alpha for SGD (at t = 0)."""
+        beta = getattr(self, "momentum", 0.0)
+        return self.base_learning_rate / (1.0 - beta)
+
+    def with_(self, **changes):
+        """A copy with some fields changed (validated again)."""
+        return replace(self, **changes)
+
+    def to_dict(self):
+        d = {"name": self.name, "learning_rate": self.learning_rate.to_dict(),
+             "preconditioning": self.preconditioning, "ema": self.ema}
+        if self.has_momentum:
+            d["momentum"] = self.momentum
+        return d
+
+
+@dataclass(frozen=True)
+class SGD(Optimizer):
+    """Stochastic gradient descent, optionally preconditioned (P = H^p) and iterate-averaged.
+
+    Parameters
+    ----------
+    learning_rate : float or Schedule
+        alpha > 0, or a schedule alpha_t.
+    preconditioning : float in [0, 1]
+        The power p of the preconditioner H^p (0: none, 1: Newton).
+    ema : float in [0, 1), optional
+        Decay gamma of an exponential moving average of the iterates.
+    """
+
+    learning_rate: float | Schedule
+    preconditioning: float = 0.0
+    ema: float | None = None
+    name = "sgd"
+    kind_code = KIND_SGD
+
+    def __post_init__(self):
+        _check_common(self)
+
+
+@dataclass(frozen=True)
+class HeavyBall(Optimizer):
+    """Heavy-ball momentum in the paper's form: m <- beta m + g ; theta <- theta - alpha m."""
+
+    learning_rate: float | Schedule
+    momentum: float = 0.9
+    preconditioning: float = 0.0
+    ema: float | None = None
+    name = "heavy_ball"
+    kind_code = KIND_HEAVY_BALL
+
+    def __post_init__(self):
+        _check_common(self)
+        object.__setattr__(self, "momentum", check_real(
+            "momentum", self.momentum, type(self).__name__, low=0.0, high=1.0,
+            closed=(True, False)))
+
+
+@dataclass(frozen=True)
+class Nesterov(HeavyBall):
+    """Nesterov momentum: m <- beta m + g ; theta <- theta - alpha (g + beta m)."""
+
+    name = "nesterov"
+    kind_code = KIND_NESTEROV
+
+
+OPTIMIZERS = {"sgd": SGD, "heavy_ball": HeavyBall, "momentum": HeavyBall, "nesterov": Nesterov}
+
+
+def optimizer_from_dict(d):
+    """Build an optimizer from ``{"name": ..., **params}`` (inverse of ``to_dict``)."""
+    d = dict(d)
+    name = d.pop("name", None)
+    if name not in OPTIMIZERS:
+        allowed = ", ".join(repr(k) for k in OPTIMIZERS)
+        raise ParameterError(f"The 'name' of an optimizer must be one of {allowed}. "
+                             f"Got {name!r} instead.")
+    cls = OPTIMIZERS[name]
+    try:
+        return cls(**d)
+    except TypeError as err:
+        raise ParameterError(f"Bad parameters for optimizer {name!r}: {err}") from None

@@ -6,6 +6,7 @@ variance, steady states and steps to target from moment recurrences; the Monte C
 number generator, reproducibly.
 """
 
+from nqm_mc import schedules
 from nqm_mc._validate import ParameterError
 from nqm_mc.exact import (
     expected_loss,
@@ -16,13 +17,14 @@ from nqm_mc.exact import (
     steps_to_target_batch,
 )
 from nqm_mc.model import NQM
+from nqm_mc.montecarlo import simulate
 from nqm_mc.optimizers import SGD, HeavyBall, Nesterov
-from nqm_mc import schedules
+from nqm_mc.results import SimulationResult, load_result
 
 __version__ = "0.1.0"
 
 __all__ = [
     "NQM", "SGD", "HeavyBall", "Nesterov", "schedules", "expected_loss", "loss_at",
-    "steady_state", "steps_to_target", "steps_to_target_batch", "stability", "ParameterError",
-    "__version__",
+    "steady_state", "steps_to_target", "steps_to_target_batch", "stability", "simulate",
+    "SimulationResult", "load_result", "ParameterError", "__version__",
 ]

@@ -621,7 +621,6 @@ def first_crossing_one(kind, has_ema, h, hp, c, n, mu0, v0, lr, batch, beta, gam
 
     X = np.zeros((G, 3, 3))
     Y = np.zeros((G, 3, 3))
-    Xc = np.zeros((G, 3, 3))
     Yc = np.zeros((G, 3, 3))
 
     # ---- t_hi: first t with U(t) < target. Find the first power of two first.
@@ -635,7 +634,8 @@ def first_crossing_one(kind, has_ema, h, hp, c, n, mu0, v0, lr, batch, beta, gam
             for i in range(kk[g]):
                 for j in range(kk[g]):
                     e += P[g, i, j] * T[i, j]
-            U += n[g] * min(cc[g] * e, modal_bound(n_modes[g], mc_abs[g], mc_mu[g], mc_gap[g], tp, False))
+            U += n[g] * min(cc[g] * e, modal_bound(n_modes[g], mc_abs[g], mc_mu[g],
+                                                   mc_gap[g], tp, False))
         if U < target:
             jmax = p
             break
@@ -656,7 +656,8 @@ def first_crossing_one(kind, has_ema, h, hp, c, n, mu0, v0, lr, batch, beta, gam
                 for j in range(kk[g]):
                     e += P[g, i, j] * T[i, j]
                     Yc[g, i, j] = T[i, j]
-            U += n[g] * min(cc[g] * e, modal_bound(n_modes[g], mc_abs[g], mc_mu[g], mc_gap[g], tp, False))
+            U += n[g] * min(cc[g] * e, modal_bound(n_modes[g], mc_abs[g], mc_mu[g],
+                                                   mc_gap[g], tp, False))
         stats[3] += 1
         if not (U < target):
             t += 1 << p
@@ -683,8 +684,8 @@ def first_crossing_one(kind, has_ema, h, hp, c, n, mu0, v0, lr, batch, beta, gam
             for i in range(kk[g]):
                 for j in range(kk[g]):
                     e += P[g, i, j] * Y[g, i, j]
-            slope += n[g] * min(cp[g] * e,
-                                modal_bound(n_modes[g], mc_abs[g], mc_mu[g], mc_gap[g], float(a), True))
+            slope += n[g] * min(cp[g] * e, modal_bound(n_modes[g], mc_abs[g], mc_mu[g],
+                                                       mc_gap[g], float(a), True))
         stats[2] += 1
         if L < target:
             return a

@@ -73,7 +73,7 @@ def cmd_exact(args):
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "exact_curve.csv"), "w") as f:
         f.write("step,mean_loss,std_loss,mean_loss_theta\n")
-        for row in zip(curve.steps, curve.mean, curve.std, curve.mean_theta):
+        for row in zip(curve.steps, curve.mean, curve.std, curve.mean_theta, strict=True):
             f.write(f"{row[0]},{row[1]:.12g},{row[2]:.12g},{row[3]:.12g}\n")
     with open(os.path.join(args.out, "exact_summary.json"), "w") as f:
         json.dump(summary, f, indent=2, default=float)
@@ -107,6 +107,70 @@ def _plot_exact(curve, ss, args, path):
     ax.set_xlabel("step t")
     ax.set_ylabel("loss")
     ax.set_title(f"{args.optimizer}, lr={args.learning_rate:g}, B={args.batch_size}")
+    ax.legend(frameon=False)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def cmd_simulate(args):
+    from nqm_mc import exact
+    from nqm_mc.montecarlo import simulate
+    model = _model_from_args(args)
+    opt = _optimizer_from_args(args)
+    res = simulate(model, opt, args.batch_size, args.steps, args.runs, seed=args.seed,
+                   record="log", n_records=40, target=args.target, keep_paths=args.keep_paths,
+                   dtype=args.dtype, threads=args.threads, progress=not args.quiet)
+    ex = exact.expected_loss(model, opt, args.batch_size, record=res.steps)
+    os.makedirs(args.out, exist_ok=True)
+    path = res.save(os.path.join(args.out, "simulation"))
+    with open(os.path.join(args.out, "simulation.csv"), "w") as f:
+        f.write("step,mc_mean,mc_sem,exact_mean,z\n")
+        for t, m, s, e in zip(res.steps, res.mean, res.sem, ex.mean, strict=True):
+            f.write(f"{t},{m:.12g},{s:.6g},{e:.12g},{(m - e) / s if s > 0 else 0:.3f}\n")
+    png = os.path.join(args.out, "simulation.png")
+    _plot_simulation(res, ex, args, png)
+    summary = {"result": path, "n_runs": res.n_runs, "seconds": res.meta["seconds"],
+               "final_mean": float(res.mean[-1]), "final_sem": float(res.sem[-1]),
+               "exact_final_mean": float(ex.mean[-1]), "n_diverged": int(res.n_diverged[-1]),
+               "hitting": res.hitting_summary(), "interrupted": res.meta["interrupted"]}
+    if args.json:
+        print(json.dumps(summary, indent=2, default=float))
+        return 0
+    print(f"{res.n_runs} runs of {opt.name} on {model!r}, B = {args.batch_size}, "
+          f"{res.meta['seconds']:.1f} s on {res.meta['threads']} threads")
+    print(f"{'step':>8} {'MC mean':>12} {'± s.e.':>10} {'exact':>12} {'z':>6}")
+    for i in np.unique(np.linspace(0, res.steps.size - 1, 12).astype(int)):
+        z = (res.mean[i] - ex.mean[i]) / res.sem[i] if res.sem[i] > 0 else 0.0
+        print(f"{res.steps[i]:>8d} {res.mean[i]:>12.6g} {res.sem[i]:>10.3g} "
+              f"{ex.mean[i]:>12.6g} {z:>6.2f}")
+    h = res.hitting_summary()
+    if h is not None:
+        if "mean" in h:
+            print(f"first step below {args.target:g}: mean {h['mean']:.1f} ± {h['sem']:.1f}, "
+                  f"never reached by {100 * h['fraction_never']:.1f} % of runs")
+        else:
+            print(f"no run reached {args.target:g} within {args.steps} steps")
+    if res.n_diverged[-1]:
+        print(f"{res.n_diverged[-1]} runs diverged (excluded from the statistics)")
+    print(f"wrote {path}, simulation.csv and {png}")
+    return 0
+
+
+def _plot_simulation(res, ex, args, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
+    t = np.maximum(res.steps, 0.8)
+    ax.fill_between(t, res.quantiles[0], res.quantiles[-1], color="C0", alpha=0.15,
+                    label="5-95 % of runs")
+    ax.fill_between(t, res.mean - 1.96 * res.sem, res.mean + 1.96 * res.sem, color="C0",
+                    alpha=0.5, label="MC mean, 95 % band")
+    ax.loglog(t, ex.mean, "k--", lw=1, label="exact E[L(t)]")
+    ax.set_xlabel("step t")
+    ax.set_ylabel("loss")
+    ax.set_title(f"{args.optimizer}, lr={args.learning_rate:g}, B={args.batch_size}, "
+                 f"N={res.n_runs}")
     ax.legend(frameon=False)
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -147,6 +211,24 @@ def build_parser():
     p.add_argument("--out", default="results", help="output directory")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_exact)
+    p = sub.add_parser("simulate", formatter_class=_Formatter,
+                       help="Monte Carlo trajectories beside the exact curve",
+                       description="Simulate noisy trajectories; statistics with standard "
+                                   "errors next to the exact expected loss.\n\nexample:\n"
+                                   "  nqm-mc simulate --optimizer heavy_ball --lr 0.05 "
+                                   "--momentum 0.9 -B 64 --runs 200 --steps 500")
+    _add_spec_args(p)
+    p.add_argument("--runs", type=int, default=100, help="number of trajectories")
+    p.add_argument("--steps", type=int, default=1000, help="number of updates")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--target", type=float, default=2.0, help="loss target for hitting times")
+    p.add_argument("--keep-paths", type=int, default=0, help="keep this many loss paths")
+    p.add_argument("--dtype", choices=["float64", "float32"], default="float64")
+    p.add_argument("--threads", type=int, default=None, help="numba threads (default: all)")
+    p.add_argument("--quiet", action="store_true", help="no progress line")
+    p.add_argument("--out", default="results", help="output directory")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=cmd_simulate)
     p = sub.add_parser("info", help="versions, threads and the numba cache",
                        description="example:\n  nqm-mc info --json",
                        formatter_class=_Formatter)

@@ -3,8 +3,17 @@
 import numpy as np
 import pytest
 
-from nqm_mc import (NQM, SGD, HeavyBall, Nesterov, expected_loss, loss_at, steady_state,
-                    steps_to_target, steps_to_target_batch)
+from nqm_mc import (
+    NQM,
+    SGD,
+    HeavyBall,
+    Nesterov,
+    expected_loss,
+    loss_at,
+    steady_state,
+    steps_to_target,
+    steps_to_target_batch,
+)
 from nqm_mc import schedules as S
 from tests.reference import moments_reference, notebook_steps
 
@@ -37,7 +46,8 @@ def test_sgd_closed_form_variance(small):
     h, c, n = small.curvatures, small.noise_variances, small.multiplicities
     r = 1 - lr * h
     mean = r ** t * small.initial_mean
-    var = r ** (2 * t) * small.initial_variance + lr ** 2 * c / B * (1 - r ** (2 * t)) / (1 - r ** 2)
+    noise = lr ** 2 * c / B * (1 - r ** (2 * t)) / (1 - r ** 2)
+    var = r ** (2 * t) * small.initial_variance + noise
     exact_var = np.sum(n * h ** 2 * (var ** 2 / 2 + mean ** 2 * var))
     _, v, _ = loss_at(small, SGD(lr), B, t)
     assert v == pytest.approx(exact_var, rel=RTOL)
@@ -48,7 +58,6 @@ def test_sgd_closed_form_variance(small):
 def test_preconditioned_sgd_steady_state(small, p):
     lr, B = 0.5, 16
     h, c, n = small.curvatures, small.noise_variances, small.multiplicities
-    closed = np.sum(n * 0.5 * h * lr * c * h ** (-p) / (B * h * (2 - lr * h ** (1 - p))) * h ** 0)
     # per direction: E[l] = alpha c h^-p / (2B(2 - alpha h^(1-p))) ; sum with multiplicities
     closed = np.sum(n * lr * c * h ** (-p) / (2 * B * (2 - lr * h ** (1 - p))))
     ss = steady_state(small, SGD(lr, preconditioning=p), B)

@@ -5,8 +5,18 @@ import math
 import numpy as np
 import pytest
 
-from nqm_mc import (NQM, SGD, HeavyBall, Nesterov, ParameterError, expected_loss, loss_at,
-                    steady_state, steps_to_target, steps_to_target_batch)
+from nqm_mc import (
+    NQM,
+    SGD,
+    HeavyBall,
+    Nesterov,
+    ParameterError,
+    expected_loss,
+    loss_at,
+    steady_state,
+    steps_to_target,
+    steps_to_target_batch,
+)
 from nqm_mc import schedules as S
 from nqm_mc.optimizers import optimizer_from_dict
 

@@ -1,0 +1,276 @@
+r"""The Monte Carlo engine: many noisy trajectories in parallel, reproducibly.
+
+:func:`simulate` runs ``n_runs`` independent trajectories of an optimizer on an NQM. Every
+direction of every copy is simulated; the gradient noise of trajectory k at step t comes from
+Philox4x32-10 keyed by (seed, k) (see :mod:`nqm_mc._rng`), so results are bitwise identical for
+any thread count or block size, any trajectory can be replayed alone, and two configurations
+run with one seed share their noise (common random numbers).
+
+Memory never grows with n_runs x dim x n_steps: state is per trajectory, statistics per block
+and recorded step. Blocks run in parallel and are merged in block order (Chan et al.'s pairwise
+update of count, mean and M2), so sums do not depend on scheduling.
+
+Quantiles come from a histogram of log10(loss) with 0.01-decade bins spanning 10 decades below
+and 4 above the initial expected loss: a quantile is exact to about 2.3 % (relative).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+
+import numba
+import numpy as np
+
+from nqm_mc import _mc_kernels as K
+from nqm_mc._rng import split_seed
+from nqm_mc._validate import ParameterError, check_choice, check_int, check_real
+from nqm_mc.exact import _check_model, _check_optimizer
+from nqm_mc.results import SimulationResult, provenance
+from nqm_mc.schedules import as_batch_schedule
+
+__all__ = ["simulate", "record_steps"]
+
+QUANTILE_LEVELS = np.array([0.05, 0.25, 0.5, 0.75, 0.95])
+HIST_DECADES_BELOW, HIST_DECADES_ABOVE, HIST_BINS_PER_DECADE = 10, 4, 100
+STAT_GROUP = 16  # statistics are accumulated over fixed groups of 16 trajectory ids
+
+
+def record_steps(n_steps, record="all", n_records=100):
+    """Steps to record: "all", "log" (about ``n_records`` log-spaced), an int k (every k steps)
+    or an explicit array. Always includes 0 and n_steps."""
+    if isinstance(record, str):
+        check_choice("record", record, "simulate", ("all", "log"))
+        if record == "all":
+            steps = np.arange(n_steps + 1)
+        else:
+            steps = np.unique(np.concatenate([[0], np.geomspace(1, max(n_steps, 1), n_records)
+                                              .round().astype(np.int64), [n_steps]]))
+    elif isinstance(record, (int, np.integer)):
+        k = check_int("record", record, "simulate", low=1)
+        steps = np.unique(np.append(np.arange(0, n_steps + 1, k), n_steps))
+    else:
+        steps = np.unique(np.asarray(record, dtype=np.int64))
+        if steps.size == 0 or steps[0] < 0 or steps[-1] > n_steps:
+            raise ParameterError(f"The 'record' parameter of simulate must list steps in "
+                                 f"[0, {n_steps}]. Got {record!r} instead.")
+    return np.ascontiguousarray(steps, dtype=np.int64)
+
+
+@contextlib.contextmanager
+def _threads(n):
+    old = numba.get_num_threads()
+    numba.set_num_threads(n)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(old)
+
+
+def _merge(count, mean, m2, c, mu, s):
+    """Chan et al.: merge (c, mu, s) into the running (count, mean, m2); arrays per record."""
+    tot = count + c
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        delta = mu - mean
+        frac = np.where(tot > 0, c / np.where(tot > 0, tot, 1), 0.0)
+        new_mean = mean + delta * frac
+        new_m2 = m2 + s + delta * delta * count * frac
+    keep = c > 0
+    return tot, np.where(keep, new_mean, mean), np.where(keep, new_m2, m2)
+
+
+def _prepare(model, optimizer, batch_size, n_steps, dtype, n_bands):
+    h, c, mu0, v0 = model.expand()
+    p = optimizer.preconditioning
+    ft = np.float32 if dtype == "float32" else np.float64
+    batch = as_batch_schedule(batch_size, "batch_size", "simulate")
+    T = max(n_steps, 1)
+    lr_t = optimizer.learning_rate.values(T)
+    isb_t = 1.0 / np.sqrt(batch.values(T))
+    labels, edges = model.curvature_groups(n_bands)
+    band = np.repeat(labels, model.multiplicities).astype(np.int64)
+    arrs = [np.ascontiguousarray(a, dtype=ft) for a in (h, h ** (-p), np.sqrt(c), mu0,
+                                                       np.sqrt(v0))]
+    return arrs, np.ascontiguousarray(lr_t, ft), np.ascontiguousarray(isb_t, ft), band, edges
+
+
+def simulate(model, optimizer, batch_size, n_steps, n_runs, *, seed=0, record="log",
+             n_records=100, target=None, keep_paths=0, dtype="float64", threads=None,
+             block_size=16, n_bands=8, progress=None, executor=None):
+    r"""Simulate ``n_runs`` noisy trajectories and return their statistics.
+
+    Parameters
+    ----------
+    model : NQM
+    optimizer : SGD, HeavyBall or Nesterov (any schedule, preconditioning, EMA)
+    batch_size : int or BatchSchedule
+    n_steps : int
+        Number of updates.
+    n_runs : int
+        Number of independent trajectories (ids 0 .. n_runs - 1).
+    seed : int in [0, 2^64)
+        Key of the random streams; the same seed gives the same noise to every configuration.
+    record : "log", "all", int or array of steps
+        Where to record statistics ("log": about ``n_records`` log-spaced steps).
+    target : float, optional
+        Loss target: every run's first step with loss < target is returned.
+    keep_paths : int
+        Keep the recorded loss path of the first ``keep_paths`` runs.
+    dtype : "float64" or "float32"
+        Precision of the state; losses are accumulated in float64 either way.
+    threads : int, optional
+        Numba threads (default: all). Results do not depend on it.
+    block_size : int
+        Trajectories per kernel call (the unit of work handed out; rounded up to a multiple of
+        16). Statistics are always accumulated over fixed groups of 16 trajectory ids and merged
+        in id order, so results do not depend on it, nor on the thread count.
+    n_bands : int
+        Number of log-spaced curvature bands for ``band_mean_square``.
+    progress : bool, optional
+        Progress line on stderr (default: on for runs longer than ~2 s when stderr is a tty).
+
+    Returns
+    -------
+    SimulationResult
+
+    Notes
+    -----
+    Update rules (NQM.md sec. 2), with :math:`\tilde g = h^{-p}(h\theta + \sqrt{c/B_t}\,z)`:
+    SGD :math:`\theta \leftarrow \theta - \alpha_t \tilde g`; heavy ball
+    :math:`m \leftarrow \beta m + \tilde g,\ \theta \leftarrow \theta - \alpha_t m`; Nesterov
+    :math:`m \leftarrow \beta m + \tilde g,\
+    \theta \leftarrow \theta - \alpha_t(\tilde g + \beta m)`;
+    EMA :math:`e \leftarrow \gamma e + (1-\gamma)\theta`.
+
+    A trajectory whose loss overflows (exceeds 1e300 or becomes non-finite) is counted in
+    ``n_diverged`` from that step on and excluded from the statistics; its hitting time is -2
+    unless it hit the target before diverging.
+    """
+    owner = "simulate"
+    _check_model(model, owner)
+    _check_optimizer(optimizer, owner)
+    n_steps = check_int("n_steps", n_steps, owner, low=0, high=2 ** 32 - 2)
+    n_runs = check_int("n_runs", n_runs, owner, low=1, high=2 ** 32 - 1)
+    seed = check_int("seed", seed, owner, low=0, high=2 ** 64 - 1)
+    dtype = check_choice("dtype", dtype, owner, ("float64", "float32"))
+    block_size = check_int("block_size", block_size, owner, low=1)
+    n_bands = check_int("n_bands", n_bands, owner, low=1)
+    keep_paths = check_int("keep_paths", keep_paths, owner, low=0, high=n_runs)
+    n_records = check_int("n_records", n_records, owner, low=2)
+    if threads is not None:
+        threads = check_int("threads", threads, owner, low=1,
+                            high=numba.config.NUMBA_NUM_THREADS)
+    if target is not None:
+        target = check_real("target", target, owner, low=0.0)
+    steps = record_steps(n_steps, record, n_records)
+    arrs, lr_t, isb_t, band, edges = _prepare(model, optimizer, batch_size, n_steps, dtype,
+                                              n_bands)
+    spec = {"model": model.to_dict(), "optimizer": optimizer.to_dict(),
+            "batch_size": batch_size if isinstance(batch_size, int) else
+            as_batch_schedule(batch_size).to_dict(),
+            "n_steps": n_steps, "n_runs": n_runs, "seed": seed, "record": steps.tolist(),
+            "target": target, "dtype": dtype, "keep_paths": keep_paths, "n_bands": n_bands}
+    L0 = max(model.initial_loss(), 1e-300)
+    hist_lo = np.log10(L0) - HIST_DECADES_BELOW
+    nh = (HIST_DECADES_BELOW + HIST_DECADES_ABOVE) * HIST_BINS_PER_DECADE
+    n_blocks = -(-n_runs // STAT_GROUP)
+    R = steps.size
+    tot_c, tot_mean, tot_m2 = np.zeros(R), np.zeros(R), np.zeros(R)
+    tot_th = np.zeros(R)
+    tot_band = np.zeros((R, n_bands))
+    tot_hist = np.zeros((R, nh), np.int64)
+    tot_div = np.zeros(R, np.int64)
+    hits = np.full(n_runs, -1, np.int64)
+    paths = np.zeros((keep_paths, R))
+    ft = np.float32 if dtype == "float32" else np.float64
+    beta = ft(getattr(optimizer, "momentum", 0.0))
+    gamma = ft(optimizer.ema if optimizer.ema is not None else 0.0)
+    seed_lo, seed_hi = split_seed(seed)
+    tgt = -np.inf if target is None else target
+    n_threads = threads or numba.get_num_threads()
+    wave = max(-(-block_size // STAT_GROUP), 1)
+    if block_size == 16:  # default: enough groups per call to keep every thread busy
+        wave = max(8 * n_threads, 8)
+    start = time.perf_counter()
+    show = progress if progress is not None else sys.stderr.isatty()
+    done_blocks = 0
+    interrupted = False
+    with _threads(n_threads):
+        try:
+            while done_blocks < n_blocks:
+                nb = min(wave, n_blocks - done_blocks)
+                oc, om, om2, oth = (np.zeros((nb, R)) for _ in range(4))
+                ob = np.zeros((nb, R, n_bands))
+                oh = np.zeros((nb, R, nh), np.int64)
+                od = np.zeros((nb, R), np.int64)
+                lo = done_blocks * STAT_GROUP
+                ohit = np.full(min(nb * STAT_GROUP, n_runs - lo), -1, np.int64)
+                K.run_blocks(optimizer.kind_code, optimizer.ema is not None, *arrs, lr_t, isb_t,
+                             beta, gamma, seed_lo, seed_hi, done_blocks, nb, STAT_GROUP, n_runs,
+                             steps, tgt, band, n_bands, hist_lo, float(HIST_BINS_PER_DECADE),
+                             dtype == "float32", np.zeros(1, ft), keep_paths, oc, om, om2, oth,
+                             ob, oh, od, ohit, paths)
+                for b in range(nb):  # merge in block order: deterministic
+                    prev = tot_c.copy()
+                    tot_c, tot_mean, tot_m2 = _merge(tot_c, tot_mean, tot_m2, oc[b], om[b],
+                                                     om2[b])
+                    with np.errstate(invalid="ignore", divide="ignore"):
+                        tot_th = np.where(tot_c > 0, (tot_th * prev + oth[b] * oc[b])
+                                          / np.where(tot_c > 0, tot_c, 1), tot_th)
+                    tot_band += ob[b]
+                tot_hist += oh.sum(0)
+                tot_div += od.sum(0)
+                hits[lo:lo + ohit.size] = ohit
+                done_blocks += nb
+                if show:
+                    _progress(done_blocks, n_blocks, start)
+        except KeyboardInterrupt:
+            interrupted = True
+    if show:
+        sys.stderr.write("\n")
+    completed = min(done_blocks * STAT_GROUP, n_runs)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        var = np.where(tot_c > 1, tot_m2 / (tot_c - 1), np.nan)
+        sem = np.sqrt(var / tot_c)
+        counts_per_band = np.bincount(band, minlength=n_bands).astype(float)
+        band_ms = tot_band / (np.maximum(tot_c, 1)[:, None] * np.maximum(counts_per_band, 1))
+    quant = _hist_quantiles(tot_hist, hist_lo, QUANTILE_LEVELS)
+    meta = {"provenance": provenance(), "seconds": time.perf_counter() - start,
+            "threads": n_threads, "block_size": block_size, "runs_completed": completed,
+            "interrupted": interrupted, "executor": "threads" if executor is None else
+            str(executor)}
+    return SimulationResult(
+        steps=steps, mean=np.where(tot_c > 0, tot_mean, np.nan), sem=sem, variance=var,
+        quantile_levels=QUANTILE_LEVELS.copy(), quantiles=quant, mean_theta=tot_th,
+        n_finite=tot_c.astype(np.int64), n_diverged=tot_div, band_mean_square=band_ms,
+        band_edges=edges, hitting_times=hits[:completed] if target is not None else None,
+        paths=paths if keep_paths else None, spec=spec, meta=meta)
+
+
+def _hist_quantiles(hist, lo, levels):
+    R, nh = hist.shape
+    out = np.full((levels.size, R), np.nan)
+    cum = np.cumsum(hist, axis=1)
+    n = cum[:, -1]
+    for r in range(R):
+        if n[r] == 0:
+            continue
+        for qi, q in enumerate(levels):
+            target = q * n[r]
+            k = int(np.searchsorted(cum[r], target, side="left"))
+            below = cum[r, k - 1] if k > 0 else 0
+            frac = (target - below) / max(hist[r, k], 1)
+            out[qi, r] = 10.0 ** (lo + (k + frac) / HIST_BINS_PER_DECADE)
+    return out
+
+
+def _progress(done, total, start):
+    el = time.perf_counter() - start
+    if el < 2.0 and done < total:
+        return
+    eta = el / done * (total - done)
+    bar = "#" * int(30 * done / total)
+    sys.stderr.write(f"\r[{bar:<30}] {100 * done / total:5.1f}%  {el:6.1f}s elapsed, "
+                     f"~{eta:6.1f}s left")
+    sys.stderr.flush()

@@ -1,0 +1,37 @@
+"""The command line, driven as a user would (subprocess)."""
+
+import json
+import subprocess
+import sys
+
+
+def run(*args):
+    return subprocess.run([sys.executable, "-m", "nqm_mc", *args], capture_output=True,
+                          text=True, timeout=600)
+
+
+def test_exact_and_simulate_json(tmp_path):
+    r = run("exact", "--dim", "200", "--steps", "500", "--out", str(tmp_path), "--json")
+    assert r.returncode == 0, r.stderr
+    s = json.loads(r.stdout)
+    assert s["status"] in ("reached", "unreachable") and s["final_loss"] < s["initial_loss"]
+    assert (tmp_path / "exact_curve.png").exists()
+    r = run("simulate", "--dim", "100", "--steps", "50", "--runs", "40", "--out", str(tmp_path),
+            "--json", "--quiet")
+    assert r.returncode == 0, r.stderr
+    s = json.loads(r.stdout)
+    assert s["n_runs"] == 40 and (tmp_path / "simulation.npz").exists()
+    assert abs(s["final_mean"] - s["exact_final_mean"]) < 6 * s["final_sem"]
+
+
+def test_bad_input_is_one_line_exit_2(tmp_path):
+    for args in (["exact", "--lr", "-0.1"], ["simulate", "--batch-size", "0"],
+                 ["exact", "--momentum", "1.0", "--optimizer", "heavy_ball"]):
+        r = run(*args, "--out", str(tmp_path))
+        assert r.returncode == 2, (args, r.stderr)
+        assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_info():
+    r = run("info", "--json")
+    assert r.returncode == 0 and "numba" in json.loads(r.stdout)

@@ -24,7 +24,6 @@ arXiv:1907.04164 (Theorem 1: heavy ball; Theorem 2: EMA).
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -96,11 +95,11 @@ def stability(model, optimizer, batch_size=1):
         rho = np.abs(1.0 - x)
         bound = "alpha h^(1-p) < 2"
     else:
+        # the (theta, m) map's trace and determinant
         if optimizer.kind_code == K.KIND_HEAVY_BALL:
-            tr = 1.0 - x + beta
+            tr, det = 1.0 - x + beta, beta
         else:
-            tr = 1.0 - (1.0 + beta) * x + beta
-        det = beta * (1.0 if optimizer.kind_code == K.KIND_HEAVY_BALL else 1.0)
+            tr, det = 1.0 - (1.0 + beta) * x + beta, beta * (1.0 - x)
         disc = tr * tr - 4.0 * det + 0j
         rho = np.maximum(np.abs((tr + np.sqrt(disc)) / 2), np.abs((tr - np.sqrt(disc)) / 2))
         bound = ("alpha h^(1-p) < 2 (1 + beta)" if optimizer.kind_code == K.KIND_HEAVY_BALL
@@ -455,6 +454,3 @@ def steps_to_target(model, optimizer, batch_size, target, *, method="exact"):
         reason = "the target lies beyond 2^62 steps"
     return StepsToTarget(None, status, float(stats[0]), target, method, reason)
 
-
-def _cpu_count():
-    return os.cpu_count() or 1

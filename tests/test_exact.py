@@ -248,3 +248,27 @@ def test_batch_matches_single():
             r = steps_to_target(m, HeavyBall(lr, b), 256, 0.01)
             code = {"unreachable": -1, "diverges": -2}.get(r.status, r.steps)
             assert grid[i, j] == code
+
+
+@pytest.mark.parametrize("opt", [SGD(1.5), HeavyBall(0.8, 0.7), Nesterov(0.8, 0.7),
+                                 Nesterov(1.9, 0.3, preconditioning=0.5)],
+                         ids=lambda o: o.name)
+def test_stability_radius_matches_eigenvalues(opt):
+    from nqm_mc import stability
+    h = np.array([2.0, 1.0, 0.3, 0.01])
+    m = NQM(h, h)
+    hp = h ** (-opt.preconditioning)
+    lr, beta = opt.base_learning_rate, getattr(opt, "momentum", 0.0)
+    rho = []
+    for hi, pi in zip(h, hp, strict=True):
+        x = lr * hi * pi
+        if opt.name == "sgd":
+            A = np.array([[1 - x]])
+        elif opt.name == "heavy_ball":
+            A = np.array([[1 - x, -lr * beta], [hi * pi, beta]])
+        else:
+            A = np.array([[1 - (1 + beta) * x, -lr * beta ** 2], [hi * pi, beta]])
+        rho.append(np.abs(np.linalg.eigvals(A)).max())
+    st = stability(m, opt)
+    assert st.spectral_radius == pytest.approx(max(rho), rel=1e-9)
+    assert st.stable == (max(rho) < 1)

@@ -90,8 +90,12 @@ def _prepare(model, optimizer, batch_size, n_steps, dtype, n_bands):
     isb_t = 1.0 / np.sqrt(batch.values(T))
     labels, edges = model.curvature_groups(n_bands)
     band = np.repeat(labels, model.multiplicities).astype(np.int64)
-    arrs = [np.ascontiguousarray(a, dtype=ft) for a in (h, h ** (-p), np.sqrt(c), mu0,
-                                                       np.sqrt(v0))]
+    # h in float64 for the losses; the gradient's coefficients h^(1-p) (of theta) and
+    # h^-p sqrt(c) (of z / sqrt(B)), mu0 and sd0 in the state's dtype
+    hp = h ** (-p)
+    arrs = [np.ascontiguousarray(h, dtype=np.float64)]
+    arrs += [np.ascontiguousarray(a, dtype=ft) for a in (hp * h, hp * np.sqrt(c), mu0,
+                                                        np.sqrt(v0))]
     return arrs, np.ascontiguousarray(lr_t, ft), np.ascontiguousarray(isb_t, ft), band, edges
 
 

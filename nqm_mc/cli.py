@@ -195,6 +195,11 @@ def cmd_info(args):
     return 0
 
 
+def cmd_validate(args):
+    from validation.__main__ import run
+    return run(args)
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="nqm-mc", formatter_class=_Formatter,
@@ -229,6 +234,16 @@ def build_parser():
     p.add_argument("--out", default="results", help="output directory")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_simulate)
+    p = sub.add_parser("validate", formatter_class=_Formatter,
+                       help="Monte Carlo against the exact engine, with a report",
+                       description="Run the validation suite (python -m validation): every "
+                                   "feature's Monte Carlo statistics against the exact "
+                                   "recurrences with family-wise error control and a power "
+                                   "check each; exit status 1 on any failure.\n\nexample:\n"
+                                   "  nqm-mc validate --quick --out validation-report")
+    from validation.__main__ import build_parser as _validation_parser
+    _validation_parser(p)
+    p.set_defaults(func=cmd_validate)
     p = sub.add_parser("info", help="versions, threads and the numba cache",
                        description="example:\n  nqm-mc info --json",
                        formatter_class=_Formatter)

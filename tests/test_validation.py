@@ -1,0 +1,93 @@
+"""The validation suite: the quick subset passes, its z-scores are calibrated, it has power,
+and it fails when the kernel is broken."""
+
+import json
+
+import numpy as np
+import pytest
+
+from nqm_mc import HeavyBall, expected_loss, simulate
+from nqm_mc import montecarlo as mc
+from validation.cases import SMALL, get_cases
+from validation.report import write_report
+from validation.stats import LossLaw, holm, ks_against_law
+from validation.suite import run_case, run_suite
+
+
+def test_quick_suite_passes_and_every_power_check_rejects(tmp_path):
+    cases = get_cases(quick=True)
+    results = run_suite(cases, quick=True, seed=20191)
+    bad = write_report(results, str(tmp_path), {"mode": "quick"})
+    summary = {r["case"]: (r["verdict"], r["power_verdict"]) for r in results}
+    assert bad == 0, summary
+    assert all(p in ("rejected (good)", "n/a") for _, p in summary.values())
+    assert (tmp_path / "plots" / "heavy_ball.png").stat().st_size > 10_000
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert len(data["cases"]) == len(cases) and "provenance" in data
+    assert -0.9 < results[0]["convergence"]["slope"] < -0.15
+
+
+def test_z_scores_are_calibrated_over_seeds():
+    """The suite's z of the mean, over 300 independent seeds, is N(0, 1): mean within 4 s.e.,
+    variance within the chi-square(299) 1e-4 interval."""
+    from scipy import stats
+    opt = HeavyBall(0.1, 0.8)
+    steps = np.array([0, 5, 20])
+    ex = expected_loss(SMALL, opt, 4, record=steps)
+    n, k = 400, 300
+    z = np.empty((k, steps.size))
+    for s in range(k):
+        r = simulate(SMALL, opt, 4, 20, n, seed=1000 + s, record=steps, progress=False)
+        z[s] = (r.mean - ex.mean) / np.sqrt(ex.variance / n)
+    for j in range(steps.size):
+        assert abs(z[:, j].mean()) < 4 / np.sqrt(k)
+        lo, hi = stats.chi2.ppf([5e-5, 1 - 5e-5], k - 1) / (k - 1)
+        assert lo < z[:, j].var(ddof=1) < hi
+
+
+def test_holm_matches_definition():
+    p = np.array([0.01, 0.04, 0.03, 0.005])
+    reject, adj = holm(p, 0.05)
+    np.testing.assert_allclose(adj, [0.03, 0.06, 0.06, 0.02])
+    assert reject.tolist() == [True, False, False, True]
+
+
+def test_loss_law_cumulants_and_ks_power():
+    rs = np.random.default_rng(0)
+    h, m = SMALL.curvatures, SMALL.multiplicities
+    mu, v = np.linspace(-1, 1, h.size), np.linspace(0.2, 1.0, h.size)
+    law = LossLaw(h, m, mu, mu ** 2 + v)
+    x = np.repeat(mu, m) + np.sqrt(np.repeat(v, m)) * rs.standard_normal((200_000, m.sum()))
+    L = 0.5 * (np.repeat(h, m) * x ** 2).sum(1)
+    assert abs(L.mean() - law.mean) < 5 * np.sqrt(law.variance / L.size)
+    assert abs(L.var() - law.variance) < 5 * law.variance_se(L.size)
+    assert ks_against_law(L[:4000], law)[1] > 1e-4
+    wrong = LossLaw(h, m, mu, mu ** 2 + 1.3 * v)
+    assert ks_against_law(L[:4000], wrong)[1] < 1e-4
+
+
+@pytest.fixture
+def momentum_applied_twice(monkeypatch):
+    """A deliberately broken kernel: heavy-ball trajectories run the Nesterov rule, which adds
+    the momentum term to the step a second time (theta -= lr (g + beta m))."""
+    real = mc.K.run_blocks
+
+    def broken(kind, *args):
+        return real(2 if kind == 1 else kind, *args)
+
+    monkeypatch.setattr(mc.K, "run_blocks", broken)
+
+
+def test_suite_fails_with_a_broken_kernel(momentum_applied_twice):
+    case = next(c for c in get_cases(quick=True) if c.name == "heavy_ball")
+    r = run_case(case, quick=True, seed=20191)
+    assert r["verdict"] == "FAIL" and r["max_abs_z"] > r["threshold"]
+    sgd = next(c for c in get_cases(quick=True) if c.name == "sgd")
+    assert run_case(sgd, quick=True, seed=20191)["verdict"] == "pass"  # SGD is unaffected
+
+
+def test_cli_exit_status(tmp_path):
+    from validation.__main__ import main
+    assert main(["--quick", "--case", "near_critical", "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "summary.md").exists()
+    assert main(["--case", "no_such_case", "--out", str(tmp_path)]) == 2

@@ -1,0 +1,52 @@
+"""python -m validation [--quick | --full] [--out DIR] [--seed S] [--threads K] [--case NAME]"""
+
+import argparse
+import sys
+import time
+
+
+def build_parser(parser=None):
+    p = parser or argparse.ArgumentParser(
+        prog="python -m validation",
+        description="Check Monte Carlo means, band moments, variances and loss distributions "
+                    "against the exact recurrences; write a report; exit 1 on any failure.",
+        epilog="example: python -m validation --quick --out validation-report")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--quick", dest="quick", action="store_true", default=True,
+                   help="the quick subset (default; well under 2 minutes)")
+    g.add_argument("--full", dest="quick", action="store_false",
+                   help="every case with more trajectories (about 10 minutes on 2 cores)")
+    p.add_argument("--out", default="validation-report", help="report directory")
+    p.add_argument("--seed", type=int, default=20191, help="Monte Carlo seed")
+    p.add_argument("--threads", type=int, default=None, help="numba threads (default: all)")
+    p.add_argument("--case", action="append", default=None,
+                   help="only cases whose name contains this (repeatable)")
+    return p
+
+
+def run(args):
+    from validation.cases import get_cases
+    from validation.report import write_report
+    from validation.suite import run_suite
+
+    cases = get_cases(quick=args.quick, names=args.case)
+    if not cases:
+        print(f"error: no case matches --case {args.case}", file=sys.stderr)
+        return 2
+    t0 = time.perf_counter()
+    results = run_suite(cases, quick=args.quick, seed=args.seed, threads=args.threads,
+                        log=print)
+    settings = {"mode": "quick" if args.quick else "full", "seed": args.seed,
+                "threads": args.threads, "cases": [c.name for c in cases]}
+    bad = write_report(results, args.out, settings)
+    print(f"{len(results)} cases in {time.perf_counter() - t0:.1f} s; "
+          f"{'all passed' if not bad else f'{bad} FAILED'}; report in {args.out}/summary.md")
+    return 1 if bad else 0
+
+
+def main(argv=None):
+    return run(build_parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,97 @@
+"""The validation cases: one per feature. Adding an optimizer or a feature means adding a case.
+
+A case names a model, an optimizer, a batch size (or batch schedule), a horizon and the number
+of trajectories for the quick and full suites, and how to build its deliberately wrong
+reference for the power check (``wrong``: "lr" = learning rate 5 % high, "momentum" = the
+momentum term dropped, "batch" = the batch size halved).
+"""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from nqm_mc import NQM, SGD, HeavyBall, Nesterov
+from nqm_mc import schedules as S
+
+# a small model with multiplicities, a spread of curvatures and noise not equal to curvature
+SMALL = NQM(np.array([1.0, 0.4, 0.1, 0.03, 0.01]), np.array([0.6, 0.5, 0.2, 0.05, 0.02]),
+            multiplicities=[1, 2, 4, 8, 16], name="small")
+SHIFTED = NQM(SMALL.curvatures, SMALL.noise_variances, SMALL.multiplicities,
+              initial_mean=[1.0, -0.5, 2.0, 0.0, 1.5], initial_variance=0.5, name="shifted")
+DETERMINISTIC = NQM(SMALL.curvatures, SMALL.noise_variances, SMALL.multiplicities,
+                    initial_mean=1.0, initial_variance=0.0, name="deterministic start")
+BINNED = NQM.binned(dim=2000, n_bins=30)
+PAPER = NQM.paper(dim=1000)
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    feature: str
+    model: NQM
+    optimizer: object
+    batch_size: object
+    n_steps: int
+    runs_quick: int
+    runs_full: int
+    wrong: str = "lr"
+    dtype: str = "float64"
+    diverges: bool = False
+    quick: bool = True
+    tags: tuple = field(default_factory=tuple)
+
+
+def _c(name, feature, model, opt, batch, T, nq=2000, nf=20000, **kw):
+    return Case(name, feature, model, opt, batch, T, nq, nf, **kw)
+
+
+CASES = [
+    _c("sgd", "SGD", SMALL, SGD(0.8), 4, 60),
+    _c("sgd_p025", "preconditioning p = 0.25", SMALL, SGD(0.6, preconditioning=0.25), 4, 60,
+       quick=False),
+    _c("sgd_p05", "preconditioning p = 0.5", SMALL, SGD(0.4, preconditioning=0.5), 4, 60),
+    _c("sgd_p1", "preconditioning p = 1", SMALL, SGD(0.3, preconditioning=1.0), 4, 40,
+       quick=False),
+    _c("heavy_ball", "heavy-ball momentum", SMALL, HeavyBall(0.1, 0.9), 4, 80, wrong="momentum"),
+    _c("nesterov", "Nesterov momentum", SMALL, Nesterov(0.1, 0.8), 4, 80, wrong="momentum"),
+    _c("sgd_ema", "EMA of iterates", SMALL, SGD(0.8, ema=0.9), 4, 60),
+    _c("hb_ema_p", "momentum + EMA + preconditioning", SMALL,
+       HeavyBall(0.08, 0.8, preconditioning=0.5, ema=0.95), 4, 80, wrong="momentum",
+       quick=False),
+    _c("piecewise", "piecewise-constant schedule", SMALL,
+       SGD(S.PiecewiseConstant([20, 40], [0.9, 0.3, 0.1])), 4, 60),
+    _c("step_decay", "step decay", SMALL, SGD(S.StepDecay(0.9, 0.5, 15)), 4, 60, quick=False),
+    _c("exp_decay", "exponential decay", SMALL, SGD(S.ExponentialDecay(0.9, 0.97)), 4, 60,
+       quick=False),
+    _c("linear_decay", "linear decay", SMALL, HeavyBall(S.LinearDecay(0.15, 0.01, 60), 0.8), 4,
+       60, quick=False),
+    _c("cosine_warmup", "cosine decay behind linear warmup", SMALL,
+       SGD(S.Warmup(S.CosineDecay(0.9, 50), 10)), 4, 60),
+    _c("batch_schedule", "batch-size schedule", SMALL, SGD(0.6),
+       S.PiecewiseConstantBatch([20, 40], [2, 8, 32]), 60, wrong="batch"),
+    _c("initial_mean", "nonzero initial mean", SHIFTED, HeavyBall(0.1, 0.7), 4, 60),
+    _c("deterministic", "deterministic start", DETERMINISTIC, SGD(0.7), 4, 60),
+    _c("binned", "binned spectrum with multiplicities", BINNED, HeavyBall(0.3, 0.9), 16, 100,
+       nq=1000, nf=8000, wrong="momentum"),
+    _c("paper", "the paper's model (d = 1000)", PAPER, SGD(1.0), 64, 100, nq=500, nf=5000,
+       quick=False),
+    _c("batch_1", "small batch (B = 1)", SMALL, SGD(0.3), 1, 60),
+    _c("batch_large", "large batch (B = 10^4)", SMALL, HeavyBall(0.2, 0.9), 10_000, 60,
+       wrong="momentum", quick=False),
+    _c("float32", "float32 state", SMALL, HeavyBall(0.1, 0.9, ema=0.9), 4, 80, dtype="float32",
+       wrong="momentum"),
+    # sqrt(beta) = 0.9: the h = 0.5 direction would be critically damped at alpha = 0.02;
+    # h = 0.4 sits at alpha h = 0.008 and the top direction near its own critical point
+    _c("near_critical", "near-critically damped momentum", SMALL, HeavyBall(0.0101, 0.81), 4,
+       150, wrong="momentum"),
+    _c("unstable", "unstable configuration (must diverge in both engines)", SMALL, SGD(3.0), 4,
+       600, nq=64, nf=256, diverges=True),
+]
+
+
+def get_cases(quick=True, names=None):
+    """The quick subset or all cases, optionally filtered by name substring(s)."""
+    out = [c for c in CASES if (c.quick or not quick)]
+    if names:
+        out = [c for c in out if any(n in c.name for n in names)]
+    return out

@@ -1,0 +1,164 @@
+"""Run validation cases: Monte Carlo against the exact recurrences, with a power check each."""
+
+import math
+import time
+
+import numpy as np
+
+from nqm_mc import expected_loss, simulate, stability
+from nqm_mc import schedules as S
+from validation.stats import (
+    LossLaw,
+    band_moments,
+    holm,
+    ks_against_law,
+    max_abs_z_threshold,
+    two_sided_p,
+)
+
+ALPHA = 1e-4  # family-wise error per case (Holm-Bonferroni over all of the case's tests)
+POWER_MARGIN = 4.0  # the wrong reference's expected max |z| exceeds the threshold by this
+N_BANDS = 4
+MAX_PATHS = 5000
+
+
+def wrong_reference(case):
+    """The case's deliberately wrong (optimizer, batch size)."""
+    opt, batch, T = case.optimizer, case.batch_size, case.n_steps
+    if case.wrong == "momentum":
+        return opt.with_(momentum=0.0), batch, "momentum term dropped"
+    if case.wrong == "batch":
+        b = S.as_batch_schedule(batch).values(T)
+        return opt, S.PiecewiseConstantBatch(list(range(1, T)), np.maximum(b // 2, 1).tolist()), \
+            "batch size halved"
+    lr = opt.learning_rate
+    if opt.is_constant:
+        new = S.Constant(opt.base_learning_rate * 1.05)
+    else:
+        new = S.PiecewiseConstant(list(range(1, T)), (lr.values(T) * 1.05).tolist())
+    return opt.with_(learning_rate=new), batch, "learning rate 5 % high"
+
+
+def record_steps(T, n=24):
+    return np.unique(np.linspace(0, T, n + 1).astype(np.int64))
+
+
+def _design_runs(case, n_runs, exact, wrong, live):
+    """Trajectories needed so that the wrong reference's expected max |z| clears the Holm /
+    Bonferroni threshold by POWER_MARGIN."""
+    sd = np.sqrt(exact.variance[live])
+    shift = np.max(np.abs(wrong.mean[live] - exact.mean[live]) / sd)
+    thr = max_abs_z_threshold(int(live.sum()), ALPHA)
+    need = math.ceil(((thr + POWER_MARGIN) / max(shift, 1e-12)) ** 2)
+    return max(n_runs, need), float(shift), thr
+
+
+def run_case(case, quick=True, seed=0, threads=None, simulator=simulate, convergence=False):
+    """Validate one case; returns a JSON-ready dict (arrays as lists) with the verdicts."""
+    t0 = time.perf_counter()
+    n_runs = case.runs_quick if quick else case.runs_full
+    steps = record_steps(case.n_steps)
+    model, opt, batch = case.model, case.optimizer, case.batch_size
+    exact = expected_loss(model, opt, batch, record=steps, group_moments=True)
+    out = {"case": case.name, "feature": case.feature, "dtype": case.dtype, "seed": seed}
+    if case.diverges:
+        st = stability(model, opt, batch)
+        res = simulator(model, opt, batch, case.n_steps, n_runs, seed=seed, record=steps,
+                        dtype=case.dtype, threads=threads, progress=False)
+        mc_div = int(res.n_diverged[-1])
+        ok = (not st.stable) and bool(exact.diverged) and mc_div == n_runs
+        out.update(runs=n_runs, max_abs_z=float("nan"), p_value=float("nan"),
+                   verdict="pass" if ok else "FAIL", power_verdict="n/a",
+                   detail=f"exact: {st.reason or 'stable'}; Monte Carlo: {mc_div} of {n_runs} "
+                          f"trajectories diverged by step {case.n_steps}",
+                   seconds=time.perf_counter() - t0)
+        return out
+    wopt, wbatch, wdesc = wrong_reference(case)
+    wrong = expected_loss(model, wopt, wbatch, record=steps)
+    sd = np.sqrt(exact.variance)
+    live = sd > 0
+    n_runs, shift, thr = _design_runs(case, n_runs, exact, wrong, live)
+    keep = min(n_runs, MAX_PATHS)
+    res = simulator(model, opt, batch, case.n_steps, n_runs, seed=seed, record=steps,
+                    keep_paths=keep, n_bands=N_BANDS, dtype=case.dtype, threads=threads,
+                    progress=False)
+    n = res.n_finite.astype(float)
+    # 1. the mean at every recorded step
+    z_mean = np.zeros(steps.size)
+    z_mean[live] = (res.mean[live] - exact.mean[live]) / (sd[live] / np.sqrt(n[live]))
+    tol = 1e-5 if case.dtype == "float32" else 1e-10
+    det_ok = bool(np.all(np.abs(res.mean[~live] - exact.mean[~live])
+                         <= tol * (1 + np.abs(exact.mean[~live]))))
+    # 2. per-band mean of the readout's square
+    labels, _ = model.curvature_groups(N_BANDS)
+    bm, bv, counts = band_moments(model, labels, N_BANDS, exact.group_mean,
+                                  exact.group_second_moment)
+    blive = (bv > 0) & (counts[None, :] > 0)
+    z_band = np.zeros_like(bm)
+    z_band[blive] = ((res.band_mean_square - bm)[blive]
+                     / np.sqrt(bv / n[:, None])[blive])
+    # 3. the sample variance against the exact variance (standard error from the exact law)
+    laws = [LossLaw(model.curvatures, model.multiplicities, exact.group_mean[r],
+                    exact.group_second_moment[r]) for r in range(steps.size)]
+    law_var = np.array([law.variance for law in laws])
+    consistent = bool(np.allclose(law_var, exact.variance, rtol=1e-8, atol=1e-300))
+    z_var = np.zeros(steps.size)
+    z_var[live] = [(res.variance[r] - exact.variance[r]) / laws[r].variance_se(n[r])
+                   for r in np.flatnonzero(live)]
+    # 4. the distribution of the loss at the last step against its exact law
+    ks_stat, ks_p = ks_against_law(res.paths[:, -1], laws[-1], seed=seed + 1)
+    pvals = np.concatenate([two_sided_p(z_mean[live]), two_sided_p(z_band[blive]),
+                            two_sided_p(z_var[live]), [ks_p]])
+    reject, adj = holm(pvals, ALPHA)
+    passed = (not reject.any()) and det_ok and consistent and res.n_diverged[-1] == 0
+    # power: the same mean test against the wrong reference
+    z_wrong = np.zeros(steps.size)
+    z_wrong[live] = (res.mean[live] - wrong.mean[live]) / (sd[live] / np.sqrt(n[live]))
+    wreject, wadj = holm(two_sided_p(z_wrong[live]), ALPHA)
+    out.update(
+        runs=n_runs, steps=steps.tolist(), mc_mean=res.mean.tolist(), mc_sem=res.sem.tolist(),
+        exact_mean=exact.mean.tolist(), exact_std=sd.tolist(), wrong_mean=wrong.mean.tolist(),
+        z_mean=z_mean.tolist(), z_wrong=z_wrong.tolist(),
+        max_abs_z=float(np.max(np.abs(z_mean))), max_abs_z_band=float(np.max(np.abs(z_band))),
+        max_abs_z_variance=float(np.max(np.abs(z_var))), ks_statistic=ks_stat, ks_p=ks_p,
+        n_tests=int(pvals.size), p_value=float(adj.min()), threshold=thr,
+        verdict="pass" if passed else "FAIL",
+        wrong=wdesc, designed_wrong_z=float(shift * math.sqrt(n_runs)),
+        max_abs_z_wrong=float(np.max(np.abs(z_wrong))), power_p_value=float(wadj.min()),
+        power_verdict="rejected (good)" if wreject.any() else "NOT REJECTED",
+        deterministic_steps_ok=det_ok, variance_formula_consistent=consistent)
+    if convergence:
+        out["convergence"] = _convergence(case, steps, exact, live, n_runs, seed, threads,
+                                          simulator)
+        if not out["convergence"]["ok"]:
+            out["verdict"] = "FAIL"
+    out["seconds"] = time.perf_counter() - t0
+    return out
+
+
+def _convergence(case, steps, exact, live, n_runs, seed, threads, simulator):
+    """RMS standardised error (MC mean - exact) / exact std over steps at N/16, N/4, N (nested
+    trajectory sets: the first n trajectories of a seed are the same for any n_runs); its
+    log-log slope should be -1/2."""
+    sizes = [max(n_runs // 16, 32), max(n_runs // 4, 64), n_runs]
+    sd = np.sqrt(exact.variance[live])
+    errs = []
+    for k in sizes:
+        r = simulator(case.model, case.optimizer, case.batch_size, case.n_steps, k, seed=seed,
+                      record=steps, dtype=case.dtype, threads=threads, progress=False)
+        errs.append(float(np.sqrt(np.mean(((r.mean[live] - exact.mean[live]) / sd) ** 2))))
+    slope = float(np.polyfit(np.log(sizes), np.log(errs), 1)[0])
+    return {"runs": sizes, "rms_error": errs, "slope": slope, "ok": -0.9 < slope < -0.15}
+
+
+def run_suite(cases, quick=True, seed=0, threads=None, simulator=simulate, log=None):
+    results = []
+    for i, case in enumerate(cases):
+        conv = (not quick or i == 0) and not case.diverges
+        r = run_case(case, quick=quick, seed=seed, threads=threads, simulator=simulator,
+                     convergence=conv)
+        if log:
+            log(f"{case.name:16s} {r['verdict']:5s} power: {r['power_verdict']:16s} "
+                f"runs {r['runs']:6d}  max|z| {r['max_abs_z']:5.2f}  {r['seconds']:5.1f} s")
+        results.append(r)
+    return results

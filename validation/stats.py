@@ -54,7 +54,8 @@ class LossLaw:
 
     def cumulant(self, r):
         """r-th cumulant of the loss."""
-        k = np.sum(self.lam ** r * 2.0 ** (r - 1) * math.factorial(r - 1) * (self.dof + r * self.nc))
+        c = 2.0 ** (r - 1) * math.factorial(r - 1)
+        k = np.sum(c * self.lam ** r * (self.dof + r * self.nc))
         return float(k + (self.offset if r == 1 else 0.0))
 
     @property

@@ -195,6 +195,44 @@ def cmd_info(args):
     return 0
 
 
+def cmd_reproduce(args):
+    from nqm_mc.reproduce import run
+    run(args.out, quick=args.quick)
+    return 0
+
+
+def cmd_scaling(args):
+    import csv
+    import json
+    import os
+
+    from nqm_mc.model import NQM
+    from nqm_mc.scaling import tune
+    model = NQM.binned() if args.model == "binned" else NQM.paper(args.dim)
+    from nqm_mc._validate import ParameterError
+    try:
+        bs = [int(b) for b in args.batch_sizes.split(",")]
+    except ValueError:
+        raise ParameterError("The '--batch-sizes' option takes comma-separated integers. Got "
+                             f"{args.batch_sizes!r} instead.") from None
+    res = tune(model, args.family, bs, args.target, preconditioning=args.p, search=args.search)
+    os.makedirs(args.out, exist_ok=True)
+    path = os.path.join(args.out, f"scaling_{args.family}_p{args.p}.csv")
+    rows = res.to_rows()
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    if args.json:
+        print(json.dumps(res.to_dict(), indent=1))
+    else:
+        for r in rows:
+            print(f"B = {r['batch_size']:8d}  steps {r['steps']:12.0f}  lr {r['learning_rate']:.4g}"
+                  f"  second {r['second']:.4g}  lower bound {r['lower_bound']:.4g}")
+        print(f"critical batch size: {res.critical_batch_size()}; table in {path}")
+    return 0
+
+
 def cmd_validate(args):
     from validation.__main__ import run
     return run(args)
@@ -234,6 +272,29 @@ def build_parser():
     p.add_argument("--out", default="results", help="output directory")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_simulate)
+    p = sub.add_parser("reproduce", formatter_class=_Formatter,
+                       help="the paper's NQM figures (PNG + CSV) and critical batch sizes",
+                       description="Reproduce the paper's NQM scaling figures from the exact "
+                                   "engine.\n\nexample:\n  nqm-mc reproduce --quick --out "
+                                   "figures")
+    p.add_argument("--quick", action="store_true", help="coarse grids, every 4th power of 2")
+    p.add_argument("--out", default="figures", help="output directory")
+    p.set_defaults(func=cmd_reproduce)
+    p = sub.add_parser("scaling", formatter_class=_Formatter,
+                       help="tuned steps to target against batch size for one family",
+                       description="Tune an optimizer family per batch size (exact engine).\n\n"
+                                   "example:\n  nqm-mc scaling --family heavy_ball "
+                                   "--batch-sizes 4,64,1024 --p 0.5")
+    p.add_argument("--family", choices=["sgd", "heavy_ball", "ema"], default="sgd")
+    p.add_argument("--batch-sizes", default="4,16,64,256,1024,4096,16384")
+    p.add_argument("--p", type=float, default=0.0, help="preconditioning power")
+    p.add_argument("--target", type=float, default=0.01)
+    p.add_argument("--search", choices=["grid", "refine"], default="grid")
+    p.add_argument("--model", choices=["binned", "paper"], default="binned")
+    p.add_argument("--dim", type=int, default=10_000, help="dimension of --model paper")
+    p.add_argument("--out", default="results")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_scaling)
     p = sub.add_parser("validate", formatter_class=_Formatter,
                        help="Monte Carlo against the exact engine, with a report",
                        description="Run the validation suite (python -m validation): every "

@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 
 def run(*args):
     return subprocess.run([sys.executable, "-m", "nqm_mc", *args], capture_output=True,
@@ -35,3 +37,30 @@ def test_bad_input_is_one_line_exit_2(tmp_path):
 def test_info():
     r = run("info", "--json")
     assert r.returncode == 0 and "numba" in json.loads(r.stdout)
+
+
+def test_scaling_and_validate_subcommands(tmp_path):
+    r = run("scaling", "--batch-sizes", "4,64,1024", "--out", str(tmp_path), "--json")
+    assert r.returncode == 0, r.stderr
+    s = json.loads(r.stdout)
+    assert s["steps"][0] == 1508044 and (tmp_path / "scaling_sgd_p0.0.csv").exists()
+    r = run("scaling", "--batch-sizes", "4,abc", "--out", str(tmp_path))
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    r = run("validate", "--case", "near_critical", "--out", str(tmp_path / "v"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (tmp_path / "v" / "summary.md").exists()
+
+
+def test_every_subcommand_has_help_with_an_example():
+    for cmd in ("exact", "simulate", "validate", "scaling", "reproduce", "info"):
+        r = run(cmd, "--help")
+        assert r.returncode == 0 and "example" in r.stdout, cmd
+
+
+@pytest.mark.slow
+def test_reproduce_quick_writes_every_figure(tmp_path):
+    r = run("reproduce", "--quick", "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    for name in ("loss_curves", "steps_vs_batch_targets", "optimal_lr_vs_batch",
+                 "momentum_vs_sgd", "effective_lr", "ema_vs_sgd", "critical_batch_sizes"):
+        assert (tmp_path / f"{name}.csv").exists(), name

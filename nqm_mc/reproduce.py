@@ -1,0 +1,140 @@
+"""``nqm-mc reproduce``: the paper's NQM figures from the exact engine, one PNG and one CSV each,
+plus the critical batch sizes of every curve."""
+
+import csv
+import json
+import os
+import time
+
+import numpy as np
+
+from nqm_mc.exact import expected_loss
+from nqm_mc.model import NQM
+from nqm_mc.optimizers import SGD
+from nqm_mc.results import provenance
+from nqm_mc.scaling import tune
+
+POWERS = (0.0, 0.25, 0.5, 0.75)
+
+
+def settings(quick):
+    if quick:
+        return {"batch_sizes": [2 ** k for k in range(2, 21, 4)], "grid_size": [30, 8],
+                "targets": [0.1, 0.01], "target": 0.01, "search": "grid"}
+    return {"batch_sizes": [2 ** k for k in range(2, 21, 2)], "grid_size": [100, 20],
+            "targets": [0.1, 0.01, 0.001], "target": 0.01, "search": "grid"}
+
+
+def _write_csv(path, rows):
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
+def _fig():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _steps_plot(path, curves, title, ylabel="steps to target", key="steps", lower=None):
+    plt = _fig()
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for label, r in curves:
+        y = getattr(r, key) if key != "effective_learning_rate" else r.effective_learning_rate
+        ax.loglog(r.batch_sizes, y, "o-", ms=3, label=label)
+    if lower is not None:
+        ax.loglog(lower.batch_sizes, lower.lower_bound, "k--", lw=1, label="lower bound")
+    ax.set_xlabel("batch size")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def run(outdir, quick=False, log=print):
+    os.makedirs(outdir, exist_ok=True)
+    cfg = settings(quick)
+    model = NQM.binned()
+    B, gs, target = cfg["batch_sizes"], tuple(cfg["grid_size"]), cfg["target"]
+    t_start = time.perf_counter()
+    summary = {}
+
+    def study(family, p=0.0, tgt=target):
+        t0 = time.perf_counter()
+        r = tune(model, family, B, tgt, preconditioning=p, grid_size=gs, search=cfg["search"])
+        log(f"  {family:10s} p = {p:4.2f} target {tgt:g}: {time.perf_counter() - t0:5.1f} s")
+        summary[f"{family} p={p} target={tgt}"] = r.critical_batch_size()
+        return r
+
+    # 1. loss curves for several learning rates (SGD, B = 64)
+    log("loss curves")
+    steps = np.unique(np.geomspace(1, 1e6, 200).astype(np.int64))
+    rows, curves = [], []
+    for lr in (0.01, 0.1, 0.5, 1.0, 1.9):
+        c = expected_loss(model, SGD(lr), 64, record=steps)
+        curves.append((lr, c))
+        rows += [{"learning_rate": lr, "step": int(t), "expected_loss": m}
+                 for t, m in zip(c.steps, c.mean, strict=True)]
+    _write_csv(os.path.join(outdir, "loss_curves.csv"), rows)
+    plt = _fig()
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for lr, c in curves:
+        ax.loglog(c.steps, c.mean, label=f"alpha = {lr}")
+    ax.set_xlabel("step")
+    ax.set_ylabel("E[L(t)]")
+    ax.set_title("SGD, B = 64: expected loss for several learning rates")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(os.path.join(outdir, "loss_curves.png"), dpi=120)
+    plt.close(fig)
+    # 2. steps vs batch size for several targets
+    log("steps vs batch size, several targets")
+    per_target = [(f"target {t:g}", study("sgd", 0.0, t)) for t in cfg["targets"]]
+    _write_csv(os.path.join(outdir, "steps_vs_batch_targets.csv"),
+               [row for _, r in per_target for row in r.to_rows()])
+    _steps_plot(os.path.join(outdir, "steps_vs_batch_targets.png"), per_target,
+                "SGD: tougher targets move the critical batch size up")
+    # 3-5. SGD and momentum for every p: optimal lr, steps with the lower bound, effective lr
+    log("SGD and momentum with preconditioning")
+    sgd = [(f"SGD p = {p}", study("sgd", p)) for p in POWERS]
+    hb = [(f"momentum p = {p}", study("heavy_ball", p)) for p in POWERS]
+    _write_csv(os.path.join(outdir, "optimal_lr_vs_batch.csv"),
+               [row for _, r in sgd for row in r.to_rows()])
+    _steps_plot(os.path.join(outdir, "optimal_lr_vs_batch.png"), sgd,
+                "SGD: optimal learning rate against batch size", "optimal learning rate",
+                key="learning_rate")
+    _write_csv(os.path.join(outdir, "momentum_vs_sgd.csv"),
+               [row for _, r in sgd + hb for row in r.to_rows()])
+    _steps_plot(os.path.join(outdir, "momentum_vs_sgd.png"), sgd + hb,
+                "Momentum vs SGD with preconditioning", lower=sgd[0][1])
+    _write_csv(os.path.join(outdir, "effective_lr.csv"),
+               [row for _, r in sgd + hb for row in r.to_rows()])
+    _steps_plot(os.path.join(outdir, "effective_lr.png"), sgd + hb,
+                "Effective learning rate alpha / (1 - beta)", "effective learning rate",
+                key="effective_learning_rate")
+    # 6. EMA vs SGD
+    log("EMA vs SGD")
+    ema = [(f"EMA p = {p}", study("ema", p)) for p in (0.0, 0.5)]
+    _write_csv(os.path.join(outdir, "ema_vs_sgd.csv"),
+               [row for _, r in ema + [sgd[0], sgd[2]] for row in r.to_rows()])
+    _steps_plot(os.path.join(outdir, "ema_vs_sgd.png"), [sgd[0], sgd[2]] + ema,
+                "Exponential moving average vs SGD", lower=sgd[0][1])
+    # critical batch sizes
+    with open(os.path.join(outdir, "critical_batch_sizes.json"), "w") as f:
+        json.dump({"settings": cfg, "provenance": provenance(), "critical_batch_size": summary,
+                   "definitions": {"doubling": "smallest B with steps > 2 x S(B0) B0 / B",
+                                   "fit": "B_crit of S(B) = S_min (1 + B_crit / B)"}}, f,
+                  indent=1)
+    rows = [{"curve": k, "doubling": v["doubling"], "fit": v["fit"], "fit_S_min": v["fit_S_min"]}
+            for k, v in summary.items()]
+    _write_csv(os.path.join(outdir, "critical_batch_sizes.csv"), rows)
+    log(f"done in {time.perf_counter() - t_start:.1f} s; figures and tables in {outdir}/")
+    return summary

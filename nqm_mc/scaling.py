@@ -1,0 +1,180 @@
+"""Batch-size scaling studies: tuned steps to target per batch size, optimal hyperparameters,
+the lower bound and critical batch sizes (NQM.md sec. 4-6).
+
+Every number comes from the exact engine (true first crossings), vectorised over a whole
+hyperparameter grid per call. ``search="grid"`` uses the reference notebook's grids;
+``search="refine"`` then zooms into the best cell with finer log-spaced grids (never worse
+than the grid: the grid's optimum stays a candidate).
+"""
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+from scipy import optimize
+
+from nqm_mc._validate import ParameterError, check_choice, check_int, check_real
+from nqm_mc.exact import steps_to_target_batch
+from nqm_mc.optimizers import SGD, HeavyBall
+
+FAMILIES = ("sgd", "heavy_ball", "ema")
+
+
+def reference_grid(family, size=None):
+    """The notebook's grids: SGD alpha in logspace(-5, 0.5, 100); momentum and EMA alpha in
+    logspace(-8, 1, 100) x (1 - logspace(-5, 0, 20)). ``size`` = (n_alpha, n_second) coarser."""
+    na, nb = size or (100, 20)
+    if family == "sgd":
+        return np.logspace(-5, 0.5, na), None
+    return np.logspace(-8, 1, na), 1.0 - np.logspace(-5, 0, nb)
+
+
+def _optimizer(family, p):
+    if family == "heavy_ball":
+        return HeavyBall(0.1, 0.5, preconditioning=p)
+    if family == "ema":
+        return SGD(0.1, preconditioning=p, ema=0.5)
+    return SGD(0.1, preconditioning=p)
+
+
+def _evaluate(model, family, p, target, batch, alphas, seconds, method):
+    """Steps over the grid alphas x seconds (momenta or EMA decays) at one batch size; failures
+    (unreachable, divergent) become +inf."""
+    opt = _optimizer(family, p)
+    kw = {}
+    if family == "heavy_ball":
+        kw["momenta"] = seconds[None, :]
+    elif family == "ema":
+        kw["ema_decays"] = seconds[None, :]
+    a = alphas[:, None] if seconds is not None else alphas
+    s = steps_to_target_batch(model, opt, target, batch, a, method=method, **kw)
+    s = s.astype(float)
+    s[s < 0] = np.inf
+    return s
+
+
+@dataclass
+class ScalingResult:
+    """Tuned steps to target against batch size for one optimizer family."""
+
+    family: str
+    preconditioning: float
+    target: float
+    search: str
+    batch_sizes: np.ndarray
+    steps: np.ndarray  # inf where no configuration reaches the target
+    learning_rate: np.ndarray
+    second: np.ndarray  # momentum (heavy_ball) or EMA decay (ema); nan for SGD
+    lower_bound: np.ndarray
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def effective_learning_rate(self):
+        """alpha / (1 - beta) for momentum; alpha otherwise."""
+        if self.family == "heavy_ball":
+            return self.learning_rate / (1.0 - self.second)
+        return self.learning_rate.copy()
+
+    def critical_batch_size(self):
+        """Two definitions (NQM.md sec. 5):
+        "doubling": the smallest B whose steps exceed twice the perfect-scaling extrapolation
+        S(B0) B0 / B from the smallest batch size B0 (None if never);
+        "fit": B_crit of S(B) = S_min (1 + B_crit / B) fitted by least squares on log S."""
+        B, S = self.batch_sizes.astype(float), self.steps
+        ok = np.isfinite(S)
+        out = {"doubling": None, "fit": None, "fit_S_min": None}
+        if ok.sum() < 2:
+            return out
+        B, S = B[ok], S[ok]
+        ideal = S[0] * B[0] / B
+        over = np.flatnonzero(S > 2 * ideal)
+        out["doubling"] = float(B[over[0]]) if over.size else None
+        x0 = np.array([np.log(S.min()), np.log(np.sqrt(B[0] * B[-1]))])
+
+        def resid(x):
+            return np.log(S) - x[0] - np.log1p(np.exp(x[1]) / B)
+
+        fit = optimize.least_squares(resid, x0)
+        out["fit"] = float(np.exp(fit.x[1]))
+        out["fit_S_min"] = float(np.exp(fit.x[0]))
+        return out
+
+    def to_rows(self):
+        rows = []
+        eff = self.effective_learning_rate
+        for i, b in enumerate(self.batch_sizes):
+            rows.append({"family": self.family, "p": self.preconditioning, "target": self.target,
+                         "batch_size": int(b), "steps": self.steps[i],
+                         "learning_rate": self.learning_rate[i], "second": self.second[i],
+                         "effective_learning_rate": eff[i], "lower_bound": self.lower_bound[i]})
+        return rows
+
+    def to_dict(self):
+        d = asdict(self)
+        for k, v in d.items():
+            if isinstance(v, np.ndarray):
+                d[k] = [None if not np.isfinite(x) else float(x) for x in v]
+        d["critical_batch_size"] = self.critical_batch_size()
+        return d
+
+
+def tune(model, family, batch_sizes, target, *, preconditioning=0.0, search="grid",
+         grid_size=None, refine_rounds=3, method="exact"):
+    """Minimise steps to ``target`` over the family's hyperparameters at each batch size.
+
+    family: "sgd" (alpha), "heavy_ball" (alpha, beta) or "ema" (SGD with EMA: alpha, gamma).
+    search: "grid" (the reference notebook's grids, or ``grid_size`` = (n_alpha, n_second)
+    coarser versions) or "refine" (then ``refine_rounds`` zooms around the best cell).
+    method: "exact" (true first crossing) or "reference" (the notebook's bisection convention).
+    """
+    owner = "tune"
+    family = check_choice("family", family, owner, FAMILIES)
+    search = check_choice("search", search, owner, ("grid", "refine"))
+    target = check_real("target", target, owner, low=0.0)
+    p = check_real("preconditioning", preconditioning, owner, low=0.0, high=1.0,
+                   closed=(True, True))
+    refine_rounds = check_int("refine_rounds", refine_rounds, owner, low=0)
+    bs = np.atleast_1d(np.asarray(batch_sizes))
+    if bs.size == 0 or not np.all(np.isfinite(bs.astype(float))) or np.any(bs < 1):
+        raise ParameterError(f"The 'batch_sizes' parameter of {owner} must be a non-empty list "
+                             f"of batch sizes >= 1. Got {batch_sizes!r} instead.")
+    alphas, seconds = reference_grid(family, grid_size)
+    nB = bs.size
+    steps = np.full(nB, np.inf)
+    lr = np.full(nB, np.nan)
+    sec = np.full(nB, np.nan)
+    evals = 0
+    for i, b in enumerate(bs):
+        s = _evaluate(model, family, p, target, float(b), alphas, seconds, method)
+        evals += s.size
+        k = np.unravel_index(np.argmin(s), s.shape)
+        best = s[k]
+        a_best = alphas[k[0]]
+        b_best = seconds[k[1]] if seconds is not None else np.nan
+        if search == "refine" and np.isfinite(best):
+            la = np.log(alphas)
+            da = la[1] - la[0]
+            lq = np.log(1 - seconds) if seconds is not None else None
+            dq = (lq[1] - lq[0]) if seconds is not None else None
+            ca, cq = np.log(a_best), (np.log(1 - b_best) if seconds is not None else None)
+            for _ in range(refine_rounds):
+                ga = np.exp(np.linspace(ca - da, ca + da, 21))
+                gq = (1 - np.exp(np.linspace(cq - dq, min(cq + dq, 0.0), 11))
+                      if seconds is not None else None)
+                if gq is not None:
+                    gq = gq[(gq >= 0) & (gq < 1)]
+                s2 = _evaluate(model, family, p, target, float(b), ga, gq, method)
+                evals += s2.size
+                k2 = np.unravel_index(np.argmin(s2), s2.shape)
+                if s2[k2] < best:
+                    best = s2[k2]
+                    a_best = ga[k2[0]]
+                    b_best = gq[k2[1]] if gq is not None else np.nan
+                ca = np.log(a_best)
+                cq = np.log(1 - b_best) if seconds is not None else None
+                da /= 5
+                dq = dq / 5 if seconds is not None else None
+        steps[i], lr[i], sec[i] = best, a_best, b_best
+    lower = np.array([model.lower_bound_steps(target, float(b)) for b in bs])
+    return ScalingResult(family, p, target, search, bs.astype(np.int64), steps, lr, sec, lower,
+                         meta={"evaluations": evals, "method": method,
+                               "grid_size": list(grid_size or (100, 20))})

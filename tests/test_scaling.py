@@ -1,0 +1,82 @@
+"""The paper's NQM predictions (NQM.md sec. 4) as quantitative checks on tuned studies."""
+
+import numpy as np
+import pytest
+
+from nqm_mc import NQM, ParameterError
+from nqm_mc.scaling import tune
+
+MODEL = NQM.binned()
+TARGET = 0.01
+
+
+@pytest.fixture(scope="module")
+def sgd_p0():
+    return tune(MODEL, "sgd", [4, 8, 16, 2 ** 18], TARGET)
+
+
+@pytest.fixture(scope="module")
+def momentum_p0():
+    return tune(MODEL, "heavy_ball", [4, 2 ** 18], TARGET)
+
+
+def test_perfect_scaling_at_small_batch(sgd_p0):
+    slope = np.polyfit(np.log(sgd_p0.batch_sizes[:3]), np.log(sgd_p0.steps[:3]), 1)[0]
+    assert abs(slope + 1) < 0.05
+    # the optimal learning rate grows in proportion to B there too
+    lr_slope = np.polyfit(np.log(sgd_p0.batch_sizes[:3]), np.log(sgd_p0.learning_rate[:3]), 1)[0]
+    assert abs(lr_slope - 1) < 0.1
+
+
+def test_momentum_equals_sgd_at_small_batch_and_wins_at_large(sgd_p0, momentum_p0):
+    s_small, s_large = sgd_p0.steps[0], sgd_p0.steps[-1]
+    m_small, m_large = momentum_p0.steps
+    assert abs(m_small / s_small - 1) < 0.15
+    assert s_large / m_large >= 10
+    # same effective learning rate at small B
+    eff = momentum_p0.effective_learning_rate[0]
+    assert abs(np.log(eff / sgd_p0.learning_rate[0])) < np.log(1.5)
+
+
+def test_critical_batch_size_increases_with_preconditioning():
+    bs = [2 ** k for k in range(2, 21, 2)]
+    crit = [tune(MODEL, "sgd", bs, TARGET, preconditioning=p).critical_batch_size()["fit"]
+            for p in (0.0, 0.25, 0.5, 0.75)]
+    assert np.all(np.diff(crit) > 0), crit
+
+
+def test_ema_helps_at_small_batch_and_is_redundant_at_large(sgd_p0):
+    ema = tune(MODEL, "ema", [4, 2 ** 18], TARGET)
+    assert ema.steps[0] < 0.9 * sgd_p0.steps[0]
+    assert abs(ema.steps[1] / sgd_p0.steps[-1] - 1) < 0.02
+
+
+def test_refined_search_never_needs_more_steps():
+    bs = [4, 256, 2 ** 14]
+    for fam in ("sgd", "heavy_ball"):
+        g = tune(MODEL, fam, bs, TARGET, grid_size=(30, 8))
+        r = tune(MODEL, fam, bs, TARGET, grid_size=(30, 8), search="refine")
+        assert np.all(r.steps <= g.steps)
+        assert np.any(r.steps < g.steps)
+
+
+def test_critical_batch_size_definitions_on_a_synthetic_curve():
+    from nqm_mc.scaling import ScalingResult
+    B = 2.0 ** np.arange(2, 21)
+    S = 100.0 * (1 + 5000.0 / B)
+    r = ScalingResult("sgd", 0.0, 0.01, "grid", B, S, B * 0, B * 0, B * 0)
+    c = r.critical_batch_size()
+    assert abs(c["fit"] / 5000 - 1) < 1e-6 and abs(c["fit_S_min"] / 100 - 1) < 1e-6
+    # S > 2 S(4) 4 / B  <=>  1 + 5000 / B > 2 (1 + 5000 / 4) 4 / B  <=>  B > 5004
+    assert c["doubling"] == 8192
+
+
+@pytest.mark.parametrize("kw,name", [({"family": "adam"}, "family"),
+                                     ({"batch_sizes": [0, 4]}, "batch_sizes"),
+                                     ({"preconditioning": 1.5}, "preconditioning"),
+                                     ({"target": -1.0}, "target")])
+def test_bad_input(kw, name):
+    args = {"model": MODEL, "family": "sgd", "batch_sizes": [4], "target": TARGET}
+    args.update(kw)
+    with pytest.raises(ParameterError, match=name):
+        tune(**args)

@@ -117,9 +117,19 @@ def cmd_simulate(args):
     from nqm_mc.montecarlo import simulate
     model = _model_from_args(args)
     opt = _optimizer_from_args(args)
-    res = simulate(model, opt, args.batch_size, args.steps, args.runs, seed=args.seed,
-                   record="log", n_records=40, target=args.target, keep_paths=args.keep_paths,
-                   dtype=args.dtype, threads=args.threads, progress=not args.quiet)
+    executor = None
+    if args.scheduler:
+        from nqm_mc.distributed import DaskExecutor
+        executor = DaskExecutor(args.scheduler, threads_per_task=args.threads)
+    try:
+        res = simulate(model, opt, args.batch_size, args.steps, args.runs, seed=args.seed,
+                       record="log", n_records=40, target=args.target,
+                       keep_paths=args.keep_paths, dtype=args.dtype,
+                       threads=None if executor else args.threads, progress=not args.quiet,
+                       executor=executor)
+    finally:
+        if executor is not None:
+            executor.close()
     ex = exact.expected_loss(model, opt, args.batch_size, record=res.steps)
     os.makedirs(args.out, exist_ok=True)
     path = res.save(os.path.join(args.out, "simulation"))
@@ -269,6 +279,8 @@ def build_parser():
     p.add_argument("--dtype", choices=["float64", "float32"], default="float64")
     p.add_argument("--threads", type=int, default=None, help="numba threads (default: all)")
     p.add_argument("--quiet", action="store_true", help="no progress line")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="run on a Dask cluster (e.g. tcp://host:8786); same results")
     p.add_argument("--out", default="results", help="output directory")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_simulate)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
+from dataclasses import dataclass
 
 import numba
 import numpy as np
@@ -30,7 +31,7 @@ from nqm_mc.exact import _check_model, _check_optimizer
 from nqm_mc.results import SimulationResult, provenance
 from nqm_mc.schedules import as_batch_schedule
 
-__all__ = ["simulate", "record_steps"]
+__all__ = ["simulate", "simulate_many", "record_steps"]
 
 QUANTILE_LEVELS = np.array([0.05, 0.25, 0.5, 0.75, 0.95])
 HIST_DECADES_BELOW, HIST_DECADES_ABOVE, HIST_BINS_PER_DECADE = 10, 4, 100
@@ -151,6 +152,74 @@ def simulate(model, optimizer, batch_size, n_steps, n_runs, *, seed=0, record="l
     ``n_diverged`` from that step on and excluded from the statistics; its hitting time is -2
     unless it hit the target before diverging.
     """
+    job = _job(model, optimizer, batch_size, n_steps, n_runs, seed, record, n_records, target,
+               keep_paths, dtype, threads, block_size, n_bands)
+    plan, n_blocks = job.plan, job.n_blocks
+    acc = _Accumulator(plan)
+    n_threads = job.threads or numba.get_num_threads()
+    wave = max(-(-job.block_size // STAT_GROUP), 1)
+    if job.block_size == 16:  # default: enough groups per call to keep every thread busy
+        wave = max(8 * n_threads, 8)
+    start = time.perf_counter()
+    show = progress if progress is not None else sys.stderr.isatty()
+    interrupted = False
+    ranges = [(b, min(wave, n_blocks - b)) for b in range(0, n_blocks, wave)]
+    try:
+        if executor is None:
+            with _threads(n_threads):
+                for first, nb in ranges:
+                    acc.add(run_range(plan, first, nb))
+                    if show:
+                        _progress(acc.done_blocks, n_blocks, start)
+        else:
+            for part in executor.map_ranges(plan, n_blocks):
+                acc.add(part)
+                if show:
+                    _progress(acc.done_blocks, n_blocks, start)
+    except KeyboardInterrupt:
+        interrupted = True
+    return _finish(job, acc, interrupted, start, executor, n_threads)
+
+
+def simulate_many(jobs, *, executor=None, progress=None):
+    """Run several simulations (a sweep) and return their results in order.
+
+    ``jobs`` is a list of dicts of :func:`simulate` arguments (model, optimizer, batch_size,
+    n_steps, n_runs and any keyword). Locally they run one after the other on all threads;
+    with a :class:`~nqm_mc.distributed.DaskExecutor` every task of every job is submitted as
+    one graph first, then gathered and merged per job in group order, so each result is
+    bitwise identical to its own ``simulate`` call.
+    """
+    if not isinstance(jobs, (list, tuple)) or not all(isinstance(j, dict) for j in jobs):
+        raise ParameterError("The 'jobs' parameter of simulate_many must be a list of dicts of "
+                             f"simulate arguments. Got {type(jobs).__name__} instead.")
+    if executor is None:
+        return [simulate(**{"progress": progress, **j}) for j in jobs]
+    names = ("model", "optimizer", "batch_size", "n_steps", "n_runs")
+    defaults = {"seed": 0, "record": "log", "n_records": 100, "target": None, "keep_paths": 0,
+                "dtype": "float64", "threads": None, "block_size": 16, "n_bands": 8}
+    built = []
+    for i, j in enumerate(jobs):
+        unknown = set(j) - set(names) - set(defaults)
+        if unknown or any(n not in j for n in names):
+            raise ParameterError(f"Job {i} of simulate_many has unknown keys {sorted(unknown)} "
+                                 f"or lacks one of {list(names)}. Got {sorted(j)} instead.")
+        kw = {**defaults, **j}
+        built.append(_job(*(kw[n] for n in names), *(kw[k] for k in defaults)))
+    start = time.perf_counter()
+    pending = [executor.submit_ranges(job.plan, job.n_blocks) for job in built]
+    out = []
+    for job, futures in zip(built, pending, strict=True):
+        acc = _Accumulator(job.plan)
+        for part in executor.gather_in_order(futures):
+            acc.add(part)
+        out.append(_finish(job, acc, False, start, executor))
+    return out
+
+
+def _job(model, optimizer, batch_size, n_steps, n_runs, seed, record, n_records, target,
+         keep_paths, dtype, threads, block_size, n_bands):
+    """Check the arguments and build the job (kernel plan plus what the result needs)."""
     owner = "simulate"
     _check_model(model, owner)
     _check_optimizer(optimizer, owner)
@@ -180,59 +249,25 @@ def simulate(model, optimizer, batch_size, n_steps, n_runs, *, seed=0, record="l
     nh = (HIST_DECADES_BELOW + HIST_DECADES_ABOVE) * HIST_BINS_PER_DECADE
     n_blocks = -(-n_runs // STAT_GROUP)
     R = steps.size
-    tot_c, tot_mean, tot_m2 = np.zeros(R), np.zeros(R), np.zeros(R)
-    tot_th = np.zeros(R)
-    tot_band = np.zeros((R, n_bands))
-    tot_hist = np.zeros((R, nh), np.int64)
-    tot_div = np.zeros(R, np.int64)
-    hits = np.full(n_runs, -1, np.int64)
-    paths = np.zeros((keep_paths, R))
     ft = np.float32 if dtype == "float32" else np.float64
-    beta = ft(getattr(optimizer, "momentum", 0.0))
-    gamma = ft(optimizer.ema if optimizer.ema is not None else 0.0)
-    seed_lo, seed_hi = split_seed(seed)
-    tgt = -np.inf if target is None else target
-    n_threads = threads or numba.get_num_threads()
-    wave = max(-(-block_size // STAT_GROUP), 1)
-    if block_size == 16:  # default: enough groups per call to keep every thread busy
-        wave = max(8 * n_threads, 8)
-    start = time.perf_counter()
-    show = progress if progress is not None else sys.stderr.isatty()
-    done_blocks = 0
-    interrupted = False
-    with _threads(n_threads):
-        try:
-            while done_blocks < n_blocks:
-                nb = min(wave, n_blocks - done_blocks)
-                oc, om, om2, oth = (np.zeros((nb, R)) for _ in range(4))
-                ob = np.zeros((nb, R, n_bands))
-                oh = np.zeros((nb, R, nh), np.int64)
-                od = np.zeros((nb, R), np.int64)
-                lo = done_blocks * STAT_GROUP
-                ohit = np.full(min(nb * STAT_GROUP, n_runs - lo), -1, np.int64)
-                K.run_blocks(optimizer.kind_code, optimizer.ema is not None, *arrs, lr_t, isb_t,
-                             beta, gamma, seed_lo, seed_hi, done_blocks, nb, STAT_GROUP, n_runs,
-                             steps, tgt, band, n_bands, hist_lo, float(HIST_BINS_PER_DECADE),
-                             dtype == "float32", np.zeros(1, ft), keep_paths, oc, om, om2, oth,
-                             ob, oh, od, ohit, paths)
-                for b in range(nb):  # merge in block order: deterministic
-                    prev = tot_c.copy()
-                    tot_c, tot_mean, tot_m2 = _merge(tot_c, tot_mean, tot_m2, oc[b], om[b],
-                                                     om2[b])
-                    with np.errstate(invalid="ignore", divide="ignore"):
-                        tot_th = np.where(tot_c > 0, (tot_th * prev + oth[b] * oc[b])
-                                          / np.where(tot_c > 0, tot_c, 1), tot_th)
-                    tot_band += ob[b]
-                tot_hist += oh.sum(0)
-                tot_div += od.sum(0)
-                hits[lo:lo + ohit.size] = ohit
-                done_blocks += nb
-                if show:
-                    _progress(done_blocks, n_blocks, start)
-        except KeyboardInterrupt:
-            interrupted = True
-    if show:
-        sys.stderr.write("\n")
+    plan = Plan(
+        args=(optimizer.kind_code, optimizer.ema is not None, *arrs, lr_t, isb_t,
+              ft(getattr(optimizer, "momentum", 0.0)),
+              ft(optimizer.ema if optimizer.ema is not None else 0.0), *split_seed(seed)),
+        tail=(steps, -np.inf if target is None else target, band, n_bands, hist_lo,
+              float(HIST_BINS_PER_DECADE), dtype == "float32", np.zeros(1, ft)),
+        n_runs=n_runs, keep_paths=keep_paths, R=R, n_bands=n_bands, nh=nh)
+    return Job(plan, spec, steps, band, n_bands, hist_lo, edges, target, keep_paths, n_runs,
+               n_blocks, block_size, threads)
+
+
+def _finish(job, acc, interrupted, start, executor=None, n_threads=None):
+    """The SimulationResult of a job from its merged statistics."""
+    steps, band, n_bands, hist_lo = job.steps, job.band, job.n_bands, job.hist_lo
+    n_runs, target, keep_paths = job.n_runs, job.target, job.keep_paths
+    done_blocks = acc.done_blocks
+    tot_c, tot_mean, tot_m2, tot_th = acc.count, acc.mean, acc.m2, acc.theta
+    tot_band, tot_hist, tot_div, hits, paths = acc.band, acc.hist, acc.div, acc.hits, acc.paths
     completed = min(done_blocks * STAT_GROUP, n_runs)
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         var = np.where(tot_c > 1, tot_m2 / (tot_c - 1), np.nan)
@@ -241,15 +276,101 @@ def simulate(model, optimizer, batch_size, n_steps, n_runs, *, seed=0, record="l
         band_ms = tot_band / (np.maximum(tot_c, 1)[:, None] * np.maximum(counts_per_band, 1))
     quant = _hist_quantiles(tot_hist, hist_lo, QUANTILE_LEVELS)
     meta = {"provenance": provenance(), "seconds": time.perf_counter() - start,
-            "threads": n_threads, "block_size": block_size, "runs_completed": completed,
-            "interrupted": interrupted, "executor": "threads" if executor is None else
-            str(executor)}
+            "threads": n_threads if executor is None else None, "block_size": job.block_size,
+            "runs_completed": completed, "interrupted": interrupted,
+            "executor": "threads" if executor is None else repr(executor)}
     return SimulationResult(
         steps=steps, mean=np.where(tot_c > 0, tot_mean, np.nan), sem=sem, variance=var,
         quantile_levels=QUANTILE_LEVELS.copy(), quantiles=quant, mean_theta=tot_th,
         n_finite=tot_c.astype(np.int64), n_diverged=tot_div, band_mean_square=band_ms,
-        band_edges=edges, hitting_times=hits[:completed] if target is not None else None,
-        paths=paths if keep_paths else None, spec=spec, meta=meta)
+        band_edges=job.edges, hitting_times=hits[:completed] if target is not None else None,
+        paths=paths if keep_paths else None, spec=job.spec, meta=meta)
+
+
+@dataclass(frozen=True)
+class Job:
+    plan: Plan
+    spec: dict
+    steps: np.ndarray
+    band: np.ndarray
+    n_bands: int
+    hist_lo: float
+    edges: np.ndarray
+    target: float | None
+    keep_paths: int
+    n_runs: int
+    n_blocks: int
+    block_size: int
+    threads: int | None
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything a worker needs to simulate any range of statistic groups (picklable)."""
+
+    args: tuple  # kernel arguments before the block range
+    tail: tuple  # kernel arguments after n_runs, before keep_paths
+    n_runs: int
+    keep_paths: int
+    R: int
+    n_bands: int
+    nh: int
+
+
+def run_range(plan, first, nb):
+    """Simulate statistic groups first .. first + nb - 1 (trajectories 16 first ..) and return
+    their mergeable statistics: per group count/mean/M2/theta/band sums (floats, merged by the
+    caller in group order), histogram and divergence counts (integers, summed), hitting times
+    and the kept paths of the range's trajectories."""
+    R, nbd = plan.R, plan.n_bands
+    oc, om, om2, oth = (np.zeros((nb, R)) for _ in range(4))
+    ob = np.zeros((nb, R, nbd))
+    oh = np.zeros((nb, R, plan.nh), np.int64)
+    od = np.zeros((nb, R), np.int64)
+    lo = first * STAT_GROUP
+    hi = min((first + nb) * STAT_GROUP, plan.n_runs)
+    ohit = np.full(hi - lo, -1, np.int64)
+    paths = np.zeros((plan.keep_paths, R))
+    K.run_blocks(*plan.args, first, nb, STAT_GROUP, plan.n_runs, *plan.tail, plan.keep_paths,
+                 oc, om, om2, oth, ob, oh, od, ohit, paths)
+    kp = paths[lo:min(hi, plan.keep_paths)]
+    return {"first": first, "nb": nb, "count": oc, "mean": om, "m2": om2, "theta": oth,
+            "band": ob, "hist": oh.sum(0), "div": od.sum(0), "hits": ohit, "paths": kp}
+
+
+class _Accumulator:
+    """Merges run_range parts; parts must arrive in group order (so sums are deterministic)."""
+
+    def __init__(self, plan):
+        R = plan.R
+        self.count, self.mean, self.m2, self.theta = (np.zeros(R) for _ in range(4))
+        self.band = np.zeros((R, plan.n_bands))
+        self.hist = np.zeros((R, plan.nh), np.int64)
+        self.div = np.zeros(R, np.int64)
+        self.hits = np.full(plan.n_runs, -1, np.int64)
+        self.paths = np.zeros((plan.keep_paths, R))
+        self.done_blocks = 0
+
+    def add(self, part):
+        if part["first"] != self.done_blocks:
+            raise RuntimeError(f"statistics merged out of order: got group {part['first']}, "
+                               f"expected {self.done_blocks}")
+        for b in range(part["nb"]):
+            prev = self.count.copy()
+            c = part["count"][b]
+            self.count, self.mean, self.m2 = _merge(self.count, self.mean, self.m2, c,
+                                                    part["mean"][b], part["m2"][b])
+            with np.errstate(invalid="ignore", divide="ignore"):
+                self.theta = np.where(self.count > 0, (self.theta * prev + part["theta"][b] * c)
+                                      / np.where(self.count > 0, self.count, 1), self.theta)
+            self.band += part["band"][b]
+        self.hist += part["hist"]
+        self.div += part["div"]
+        lo = part["first"] * STAT_GROUP
+        self.hits[lo:lo + part["hits"].size] = part["hits"]
+        kp = part["paths"]
+        self.paths[lo:lo + kp.shape[0]] = kp
+        self.done_blocks += part["nb"]
 
 
 def _hist_quantiles(hist, lo, levels):

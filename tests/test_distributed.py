@@ -1,0 +1,102 @@
+"""Dask executor: bitwise identity with a local run, sweeps as one graph, worker loss."""
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from nqm_mc import NQM, SGD, HeavyBall, Nesterov, simulate
+from nqm_mc.montecarlo import simulate_many
+
+distributed = pytest.importorskip("dask.distributed")
+
+MODEL = NQM.power_law(300, 1.0, 1.0)
+KW = dict(seed=17, record=9, target=0.3, keep_paths=5, progress=False)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  host="127.0.0.1", dashboard_address=None) as c:
+        yield c
+
+
+def test_identical_to_local_run_with_hitting_times(cluster):
+    from nqm_mc.distributed import DaskExecutor
+    opt = HeavyBall(0.2, 0.8, ema=0.9)
+    local = simulate(MODEL, opt, 8, 60, 1000, **KW)
+    for g in (1, 7, 64):
+        with DaskExecutor(cluster, groups_per_task=g) as ex:
+            res = simulate(MODEL, opt, 8, 60, 1000, executor=ex, **KW)
+        assert res.equals(local), g
+        np.testing.assert_array_equal(res.hitting_times, local.hitting_times)
+        assert "DaskExecutor" in res.meta["executor"]
+
+
+def test_sweep_is_one_graph_and_matches_local(cluster):
+    from nqm_mc.distributed import DaskExecutor
+    jobs = [dict(model=MODEL, optimizer=o, batch_size=b, n_steps=40, n_runs=300, seed=s,
+                 record=10) for o in (SGD(0.5), Nesterov(0.1, 0.9)) for b in (4, 64)
+            for s in (0, 1)]
+    with DaskExecutor(cluster, groups_per_task=4) as ex:
+        remote = simulate_many(jobs, executor=ex)
+    local = simulate_many(jobs)
+    assert len(remote) == len(jobs)
+    assert all(r.equals(loc) for r, loc in zip(remote, local, strict=True))
+
+
+def test_killed_worker_is_recomputed_and_result_identical(cluster):
+    from nqm_mc.distributed import DaskExecutor
+    model = NQM.paper(5000)
+    opt = SGD(0.5)
+    local = simulate(model, opt, 16, 200, 640, **KW)
+    with DaskExecutor(cluster, groups_per_task=1) as ex:
+        pids = list(ex.client.run(os.getpid).values())
+        killer = threading.Timer(1.5, os.kill, (pids[0], signal.SIGKILL))
+        killer.start()
+        t0 = time.perf_counter()
+        res = simulate(model, opt, 16, 200, 640, executor=ex, **KW)
+        killer.join()
+        assert time.perf_counter() - t0 > 1.5  # the worker died mid-run
+        ex.client.wait_for_workers(2, timeout=60)
+    assert res.equals(local)
+
+
+def test_no_dask_import_without_an_executor():
+    code = ("import sys; from nqm_mc import NQM, SGD, simulate; "
+            "simulate(NQM.paper(50), SGD(0.1), 4, 5, 20, progress=False); "
+            "print(any(m == 'dask' or m.startswith(('dask.', 'distributed')) "
+            "for m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_bad_executor_arguments():
+    from nqm_mc import ParameterError
+    from nqm_mc.distributed import DaskExecutor
+    with pytest.raises(ParameterError, match="cluster_or_address"):
+        DaskExecutor(42)
+    with pytest.raises(ParameterError, match="groups_per_task"):
+        DaskExecutor("tcp://127.0.0.1:1", groups_per_task=0)
+    with pytest.raises(ParameterError, match="jobs"):
+        simulate_many("not a list")
+
+
+def test_cli_scheduler_option(cluster, tmp_path):
+    import json
+    r = subprocess.run([sys.executable, "-m", "nqm_mc", "simulate", "--dim", "100", "--steps",
+                        "30", "--runs", "64", "--quiet", "--json", "--out", str(tmp_path),
+                        "--scheduler", cluster.scheduler_address], capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    remote = json.loads(r.stdout)
+    r = subprocess.run([sys.executable, "-m", "nqm_mc", "simulate", "--dim", "100", "--steps",
+                        "30", "--runs", "64", "--quiet", "--json", "--out", str(tmp_path)],
+                       capture_output=True, text=True, timeout=300)
+    assert json.loads(r.stdout)["final_mean"] == remote["final_mean"]

@@ -13,49 +13,113 @@ import numpy as np
 EXIT_BAD_INPUT = 2
 
 
-class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+class _Formatter(argparse.RawDescriptionHelpFormatter):
     pass
 
 
-def _model_from_args(args):
+SPEC_DEFAULTS = {"model": "paper", "dim": 10_000, "bins": 100, "curvature_exponent": 1.0,
+                 "noise_exponent": 1.0, "optimizer": "sgd", "learning_rate": 0.1,
+                 "momentum": 0.9, "preconditioning": 0.0, "ema": None, "batch_size": 32}
+MODEL_FLAGS = ("model", "dim", "bins", "curvature_exponent", "noise_exponent")
+# command-line name -> (config section, key)
+RUN_FLAGS = {"steps": ("run", "steps"), "runs": ("run", "runs"), "seed": ("run", "seed"),
+             "target": ("run", "target"), "dtype": ("run", "dtype"),
+             "keep_paths": ("run", "keep_paths"), "threads": ("run", "threads"),
+             "scheduler": ("run", "scheduler"), "out": ("output", "dir"),
+             "json": ("output", "json")}
+
+
+class Resolved(argparse.Namespace):
+    """Command-line values over config-file values over defaults."""
+
+
+def _given(args, name):
+    v = getattr(args, name, None)
+    return v is not None and v is not False
+
+
+def _resolve(args, run_defaults):
+    """Model, optimizer, batch size and run settings: explicit flags override the --config
+    file, which overrides the defaults."""
+    from nqm_mc import config
     from nqm_mc.model import NQM
-    if args.model == "paper":
-        return NQM.paper(args.dim)
-    if args.model == "binned":
-        return NQM.binned(args.dim, args.bins)
-    return NQM.power_law(args.dim, args.curvature_exponent, args.noise_exponent)
-
-
-def _optimizer_from_args(args):
     from nqm_mc.optimizers import SGD, HeavyBall, Nesterov
-    common = dict(preconditioning=args.preconditioning, ema=args.ema)
-    if args.optimizer == "sgd":
-        return SGD(args.learning_rate, **common)
-    cls = HeavyBall if args.optimizer == "heavy_ball" else Nesterov
-    return cls(args.learning_rate, args.momentum, **common)
+    exp = config.load(args.config) if getattr(args, "config", None) else config.Experiment()
+
+    def val(name):
+        return getattr(args, name) if _given(args, name) else SPEC_DEFAULTS[name]
+
+    if exp.model is not None and not any(_given(args, k) for k in MODEL_FLAGS):
+        model = exp.model
+    elif val("model") == "paper":
+        model = NQM.paper(val("dim"))
+    elif val("model") == "binned":
+        model = NQM.binned(val("dim"), val("bins"))
+    else:
+        model = NQM.power_law(val("dim"), val("curvature_exponent"), val("noise_exponent"))
+    if exp.optimizer is not None and not _given(args, "optimizer"):
+        opt = exp.optimizer
+        if _given(args, "learning_rate"):
+            opt = opt.with_(learning_rate=args.learning_rate)
+        if _given(args, "momentum") and opt.has_momentum:
+            opt = opt.with_(momentum=args.momentum)
+        if _given(args, "preconditioning"):
+            opt = opt.with_(preconditioning=args.preconditioning)
+        if _given(args, "ema"):
+            opt = opt.with_(ema=args.ema)
+    else:
+        common = dict(preconditioning=val("preconditioning"), ema=val("ema"))
+        if val("optimizer") == "sgd":
+            opt = SGD(val("learning_rate"), **common)
+        else:
+            cls = HeavyBall if val("optimizer") == "heavy_ball" else Nesterov
+            opt = cls(val("learning_rate"), val("momentum"), **common)
+    if _given(args, "batch_size"):
+        batch = args.batch_size
+    elif exp.batch_size is not None:
+        batch = exp.batch_size
+    else:
+        batch = SPEC_DEFAULTS["batch_size"]
+    r = Resolved(model=model, optimizer=opt, batch_size=batch)
+    for name, default in run_defaults.items():
+        section, key = RUN_FLAGS.get(name, ("run", name))
+        cfg = getattr(exp, section).get(key)
+        setattr(r, name, getattr(args, name) if _given(args, name) else
+                (cfg if cfg is not None else default))
+    return r
 
 
-def _add_spec_args(p, lr=0.1):
+def _batch_label(batch):
+    return str(batch) if isinstance(batch, int) else "schedule"
+
+
+def _add_spec_args(p):
+    p.add_argument("--config", "-c", metavar="FILE.toml", default=None,
+                   help="experiment file (see examples/); flags given here override it")
     g = p.add_argument_group("model")
-    g.add_argument("--model", choices=["paper", "binned", "power_law"], default="paper",
-                   help="paper: h_i = 1/i, c = h; binned: the reference notebook's 100 bins")
-    g.add_argument("--dim", type=int, default=10_000, help="number of directions")
-    g.add_argument("--bins", type=int, default=100, help="bins of the binned model")
-    g.add_argument("--curvature-exponent", type=float, default=1.0, help="power law: h = i^-a")
-    g.add_argument("--noise-exponent", type=float, default=1.0, help="power law: c = i^-b")
+    g.add_argument("--model", choices=["paper", "binned", "power_law"], default=None,
+                   help="paper (default): h_i = 1/i, c = h; binned: the reference notebook's "
+                        "100 bins")
+    g.add_argument("--dim", type=int, default=None, help="number of directions (10000)")
+    g.add_argument("--bins", type=int, default=None, help="bins of the binned model (100)")
+    g.add_argument("--curvature-exponent", type=float, default=None,
+                   help="power law: h = i^-a (1)")
+    g.add_argument("--noise-exponent", type=float, default=None, help="power law: c = i^-b (1)")
     o = p.add_argument_group("optimizer")
-    o.add_argument("--optimizer", choices=["sgd", "heavy_ball", "nesterov"], default="sgd")
-    o.add_argument("--learning-rate", "--lr", type=float, default=lr)
-    o.add_argument("--momentum", type=float, default=0.9)
-    o.add_argument("--preconditioning", "-p", type=float, default=0.0, help="power p of H^p")
-    o.add_argument("--ema", type=float, default=None, help="EMA decay of the iterates")
-    o.add_argument("--batch-size", "-B", type=int, default=32)
+    o.add_argument("--optimizer", choices=["sgd", "heavy_ball", "nesterov"], default=None,
+                   help="(sgd)")
+    o.add_argument("--learning-rate", "--lr", type=float, default=None, help="(0.1)")
+    o.add_argument("--momentum", type=float, default=None, help="(0.9)")
+    o.add_argument("--preconditioning", "-p", type=float, default=None,
+                   help="power p of H^p (0)")
+    o.add_argument("--ema", type=float, default=None, help="EMA decay of the iterates (off)")
+    o.add_argument("--batch-size", "-B", type=int, default=None, help="(32)")
 
 
 def cmd_exact(args):
     from nqm_mc import exact
-    model = _model_from_args(args)
-    opt = _optimizer_from_args(args)
+    args = _resolve(args, {"steps": 10_000, "target": 0.01, "out": "results", "json": False})
+    model, opt = args.model, args.optimizer
     record = np.unique(np.concatenate([[0], np.geomspace(1, args.steps, 60).astype(np.int64)]))
     t0 = time.perf_counter()
     curve = exact.expected_loss(model, opt, args.batch_size, record=record)
@@ -63,7 +127,9 @@ def cmd_exact(args):
     stt = exact.steps_to_target(model, opt, args.batch_size, args.target)
     dt = time.perf_counter() - t0
     summary = {
-        "model": model.to_dict(), "optimizer": opt.to_dict(), "batch_size": args.batch_size,
+        "model": model.to_dict(), "optimizer": opt.to_dict(),
+        "batch_size": args.batch_size if isinstance(args.batch_size, int) else
+        args.batch_size.to_dict(),
         "initial_loss": float(curve.mean[0]), "final_step": int(curve.steps[-1]),
         "final_loss": float(curve.mean[-1]), "final_loss_std": float(curve.std[-1]),
         "steady_state_loss": ss.loss, "stable": ss.stable, "target": args.target,
@@ -77,12 +143,13 @@ def cmd_exact(args):
             f.write(f"{row[0]},{row[1]:.12g},{row[2]:.12g},{row[3]:.12g}\n")
     with open(os.path.join(args.out, "exact_summary.json"), "w") as f:
         json.dump(summary, f, indent=2, default=float)
-    png = os.path.join(args.out, "exact_curve.png")
-    _plot_exact(curve, ss, args, png)
+    from nqm_mc import plotting
+    png = plotting.plot_exact(curve, os.path.join(args.out, "exact_curve.png"), ss, args.target,
+                              f"{opt.name}, B = {_batch_label(args.batch_size)} (exact)")
     if args.json:
         print(json.dumps(summary, indent=2, default=float))
     else:
-        print(f"model {model!r}, optimizer {opt.name}, batch size {args.batch_size}")
+        print(f"model {model!r}, optimizer {opt!r}, batch size {args.batch_size}")
         print(f"{'step':>10} {'E[L]':>12} {'sd[L]':>12}")
         for i in np.unique(np.linspace(0, len(curve.steps) - 1, 12).astype(int)):
             print(f"{curve.steps[i]:>10d} {curve.mean[i]:>12.6g} {curve.std[i]:>12.4g}")
@@ -92,31 +159,14 @@ def cmd_exact(args):
     return 0
 
 
-def _plot_exact(curve, ss, args, path):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
-    t = np.maximum(curve.steps, 0.8)
-    ax.loglog(t, curve.mean, lw=2, label="E[L(t)] (exact)")
-    ax.fill_between(t, np.maximum(curve.mean - curve.std, curve.mean * 1e-3),
-                    curve.mean + curve.std, alpha=0.2, label="± one run's sd")
-    if ss.stable:
-        ax.axhline(ss.loss, color="k", ls=":", lw=1, label="steady state")
-    ax.axhline(args.target, color="C3", ls="--", lw=1, label="target")
-    ax.set_xlabel("step t")
-    ax.set_ylabel("loss")
-    ax.set_title(f"{args.optimizer}, lr={args.learning_rate:g}, B={args.batch_size}")
-    ax.legend(frameon=False)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
 def cmd_simulate(args):
     from nqm_mc import exact
     from nqm_mc.montecarlo import simulate
-    model = _model_from_args(args)
-    opt = _optimizer_from_args(args)
+    quiet = args.quiet
+    args = _resolve(args, {"runs": 100, "steps": 1000, "seed": 0, "target": 2.0,
+                           "keep_paths": 0, "dtype": "float64", "threads": None,
+                           "scheduler": None, "out": "results", "json": False})
+    model, opt = args.model, args.optimizer
     executor = None
     if args.scheduler:
         from nqm_mc.distributed import DaskExecutor
@@ -125,7 +175,7 @@ def cmd_simulate(args):
         res = simulate(model, opt, args.batch_size, args.steps, args.runs, seed=args.seed,
                        record="log", n_records=40, target=args.target,
                        keep_paths=args.keep_paths, dtype=args.dtype,
-                       threads=None if executor else args.threads, progress=not args.quiet,
+                       threads=None if executor else args.threads, progress=not quiet,
                        executor=executor)
     finally:
         if executor is not None:
@@ -137,8 +187,8 @@ def cmd_simulate(args):
         f.write("step,mc_mean,mc_sem,exact_mean,z\n")
         for t, m, s, e in zip(res.steps, res.mean, res.sem, ex.mean, strict=True):
             f.write(f"{t},{m:.12g},{s:.6g},{e:.12g},{(m - e) / s if s > 0 else 0:.3f}\n")
-    png = os.path.join(args.out, "simulation.png")
-    _plot_simulation(res, ex, args, png)
+    from nqm_mc import plotting
+    png = plotting.plot_mean(res, os.path.join(args.out, "simulation.png"), ex)
     summary = {"result": path, "n_runs": res.n_runs, "seconds": res.meta["seconds"],
                "final_mean": float(res.mean[-1]), "final_sem": float(res.sem[-1]),
                "exact_final_mean": float(ex.mean[-1]), "n_diverged": int(res.n_diverged[-1]),
@@ -166,24 +216,48 @@ def cmd_simulate(args):
     return 0
 
 
-def _plot_simulation(res, ex, args, path):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
-    t = np.maximum(res.steps, 0.8)
-    ax.fill_between(t, res.quantiles[0], res.quantiles[-1], color="C0", alpha=0.15,
-                    label="5-95 % of runs")
-    ax.fill_between(t, res.mean - 1.96 * res.sem, res.mean + 1.96 * res.sem, color="C0",
-                    alpha=0.5, label="MC mean, 95 % band")
-    ax.loglog(t, ex.mean, "k--", lw=1, label="exact E[L(t)]")
-    ax.set_xlabel("step t")
-    ax.set_ylabel("loss")
-    ax.set_title(f"{args.optimizer}, lr={args.learning_rate:g}, B={args.batch_size}, "
-                 f"N={res.n_runs}")
-    ax.legend(frameon=False)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+def cmd_plot(args):
+    from nqm_mc import plotting
+    from nqm_mc.results import load_result
+    os.makedirs(args.out, exist_ok=True)
+    stem = os.path.splitext(os.path.basename(args.result))[0]
+    written = []
+    if args.result.endswith(".csv"):
+        written.append(plotting.plot_scaling(args.result, os.path.join(args.out, f"{stem}.png")))
+    else:
+        from nqm_mc._validate import ParameterError
+        try:
+            res = load_result(args.result)
+        except (OSError, ValueError, KeyError) as err:
+            raise ParameterError(f"cannot read a saved result from {args.result!r}: {err}") \
+                from None
+        kinds = ["mean", "quantiles", "paths", "hitting"] if args.kind == "all" else [args.kind]
+        for kind in kinds:
+            path = os.path.join(args.out, f"{stem}_{kind}.png")
+            if kind == "mean":
+                written.append(plotting.plot_mean(res, path, _exact_for(res)))
+            elif kind == "quantiles":
+                written.append(plotting.plot_quantiles(res, path))
+            elif kind == "paths" and res.paths is not None:
+                written.append(plotting.plot_paths(res, path))
+            elif kind == "hitting" and res.hitting_times is not None:
+                written.append(plotting.plot_hitting_times(res, path))
+    for w in written:
+        print(w)
+    return 0
+
+
+def _exact_for(res):
+    """The exact curve of a saved result's specification (None if it cannot be rebuilt)."""
+    from nqm_mc.exact import expected_loss
+    from nqm_mc.model import NQM
+    from nqm_mc.optimizers import optimizer_from_dict
+    try:
+        s = res.spec
+        return expected_loss(NQM.from_dict(s["model"]), optimizer_from_dict(s["optimizer"]),
+                             s["batch_size"], record=res.steps)
+    except Exception:  # a result from another version: plot without the exact curve
+        return None
 
 
 def cmd_info(args):
@@ -259,9 +333,9 @@ def build_parser():
                                    "  nqm-mc exact --optimizer heavy_ball --lr 0.05 "
                                    "--momentum 0.9 -B 64 --steps 10000")
     _add_spec_args(p)
-    p.add_argument("--steps", type=int, default=10_000, help="last step of the curve")
-    p.add_argument("--target", type=float, default=0.01, help="loss target")
-    p.add_argument("--out", default="results", help="output directory")
+    p.add_argument("--steps", type=int, default=None, help="last step of the curve (10000)")
+    p.add_argument("--target", type=float, default=None, help="loss target (0.01)")
+    p.add_argument("--out", default=None, help="output directory (results)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_exact)
     p = sub.add_parser("simulate", formatter_class=_Formatter,
@@ -271,17 +345,18 @@ def build_parser():
                                    "  nqm-mc simulate --optimizer heavy_ball --lr 0.05 "
                                    "--momentum 0.9 -B 64 --runs 200 --steps 500")
     _add_spec_args(p)
-    p.add_argument("--runs", type=int, default=100, help="number of trajectories")
-    p.add_argument("--steps", type=int, default=1000, help="number of updates")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--target", type=float, default=2.0, help="loss target for hitting times")
-    p.add_argument("--keep-paths", type=int, default=0, help="keep this many loss paths")
-    p.add_argument("--dtype", choices=["float64", "float32"], default="float64")
+    p.add_argument("--runs", type=int, default=None, help="number of trajectories (100)")
+    p.add_argument("--steps", type=int, default=None, help="number of updates (1000)")
+    p.add_argument("--seed", type=int, default=None, help="(0)")
+    p.add_argument("--target", type=float, default=None,
+                   help="loss target for hitting times (2.0)")
+    p.add_argument("--keep-paths", type=int, default=None, help="keep this many loss paths (0)")
+    p.add_argument("--dtype", choices=["float64", "float32"], default=None, help="(float64)")
     p.add_argument("--threads", type=int, default=None, help="numba threads (default: all)")
     p.add_argument("--quiet", action="store_true", help="no progress line")
     p.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="run on a Dask cluster (e.g. tcp://host:8786); same results")
-    p.add_argument("--out", default="results", help="output directory")
+    p.add_argument("--out", default=None, help="output directory (results)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_simulate)
     p = sub.add_parser("reproduce", formatter_class=_Formatter,
@@ -317,6 +392,18 @@ def build_parser():
     from validation.__main__ import build_parser as _validation_parser
     _validation_parser(p)
     p.set_defaults(func=cmd_validate)
+    p = sub.add_parser("plot", formatter_class=_Formatter,
+                       help="figures of a saved result or a scaling CSV",
+                       description="Publication-quality figures: mean with a 95 % band and the "
+                                   "exact curve, quantile fans, sample paths, hitting-time "
+                                   "histograms; steps against batch size for a scaling CSV."
+                                   "\n\nexample:\n  nqm-mc simulate --runs 200 --keep-paths 10 "
+                                   "--out results && nqm-mc plot results/simulation.npz")
+    p.add_argument("result", help="a saved result (.npz or .json) or a scaling CSV")
+    p.add_argument("--kind", choices=["all", "mean", "quantiles", "paths", "hitting"],
+                   default="all")
+    p.add_argument("--out", default="figures", help="output directory")
+    p.set_defaults(func=cmd_plot)
     p = sub.add_parser("info", help="versions, threads and the numba cache",
                        description="example:\n  nqm-mc info --json",
                        formatter_class=_Formatter)

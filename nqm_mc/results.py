@@ -120,7 +120,7 @@ def _json_default(o):
 
 def load_result(path):
     """Load a result written by :meth:`SimulationResult.save`."""
-    base = path[:-4] if path.endswith((".npz", ".json")) else path
+    base = os.path.splitext(path)[0] if path.endswith((".npz", ".json")) else path
     with open(base + ".json") as f:
         side = json.load(f)
     with np.load(base + ".npz") as z:

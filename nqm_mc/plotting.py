@@ -1,0 +1,171 @@
+"""Publication-quality figures of saved results (matplotlib, Agg backend; nothing is shown).
+
+- :func:`plot_mean` -- Monte Carlo mean with its 95 % band, the exact curve and the 5-95 %
+  quantile band of single runs;
+- :func:`plot_quantiles` -- the quantile fan of the loss;
+- :func:`plot_paths` -- kept sample paths over the mean;
+- :func:`plot_hitting_times` -- histogram of first hitting times, with the never-hit fraction;
+- :func:`plot_exact` -- an exact curve with one run's standard deviation and the steady state;
+- :func:`plot_scaling` -- steps to target against batch size (log-log) from a scaling CSV.
+"""
+
+import csv
+
+import numpy as np
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({"font.size": 10, "axes.grid": True, "grid.alpha": 0.3,
+                         "axes.spines.top": False, "axes.spines.right": False})
+    return plt
+
+
+def _save(fig, path):
+    fig.savefig(path, dpi=150)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return path
+
+
+def _title(res):
+    s = res.spec
+    opt = s.get("optimizer", {})
+    lr = opt.get("learning_rate")
+    lr = f"{lr:g}" if isinstance(lr, (int, float)) else (lr or {}).get("kind", "schedule")
+    b = s.get("batch_size")
+    b = b if isinstance(b, int) else "schedule"
+    return f"{opt.get('name', '?')}, lr = {lr}, B = {b}, N = {res.n_runs}"
+
+
+def plot_mean(res, path, exact=None):
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4.2), constrained_layout=True)
+    t = np.maximum(res.steps, 0.8)
+    ax.fill_between(t, res.quantiles[0], res.quantiles[-1], color="C0", alpha=0.12,
+                    label="5-95 % of runs")
+    ax.fill_between(t, res.mean - 1.96 * res.sem, res.mean + 1.96 * res.sem, color="C0",
+                    alpha=0.5, label="Monte Carlo mean, 95 % band")
+    ax.plot(t, res.mean, color="C0", lw=1)
+    if exact is not None:
+        ax.plot(t, exact.mean, "k--", lw=1.2, label="exact E[L(t)]")
+    if res.spec.get("target") is not None:
+        ax.axhline(res.spec["target"], color="C3", ls=":", lw=1, label="target")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("step t")
+    ax.set_ylabel("loss")
+    ax.set_title(_title(res))
+    ax.legend(frameon=False, fontsize=8)
+    return _save(fig, path)
+
+
+def plot_quantiles(res, path):
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4.2), constrained_layout=True)
+    t = np.maximum(res.steps, 0.8)
+    q, lv = res.quantiles, res.quantile_levels
+    n = len(lv)
+    for i in range(n // 2):
+        ax.fill_between(t, q[i], q[n - 1 - i], color="C2", alpha=0.18 + 0.18 * i,
+                        label=f"{100 * lv[i]:g}-{100 * lv[n - 1 - i]:g} %")
+    if n % 2:
+        ax.plot(t, q[n // 2], color="C2", lw=1.5, label="median")
+    ax.plot(t, res.mean, "k-", lw=1, label="mean")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("step t")
+    ax.set_ylabel("loss")
+    ax.set_title("loss quantiles: " + _title(res))
+    ax.legend(frameon=False, fontsize=8)
+    return _save(fig, path)
+
+
+def plot_paths(res, path, max_paths=20):
+    if res.paths is None:
+        raise ValueError("this result kept no paths (simulate with keep_paths > 0)")
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4.2), constrained_layout=True)
+    t = np.maximum(res.steps, 0.8)
+    for p in res.paths[:max_paths]:
+        ax.plot(t, p, lw=0.6, alpha=0.6)
+    ax.plot(t, res.mean, "k-", lw=2, label="mean")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("step t")
+    ax.set_ylabel("loss")
+    ax.set_title(f"{min(max_paths, len(res.paths))} sample paths: " + _title(res))
+    ax.legend(frameon=False, fontsize=8)
+    return _save(fig, path)
+
+
+def plot_hitting_times(res, path):
+    if res.hitting_times is None:
+        raise ValueError("this result has no hitting times (simulate with a target)")
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4.2), constrained_layout=True)
+    h = res.hitting_times
+    hit = h[h >= 0]
+    if hit.size:
+        bins = np.unique(np.geomspace(max(hit.min(), 1), max(hit.max(), 2), 40).astype(int))
+        ax.hist(np.maximum(hit, 1), bins=bins, color="C1", alpha=0.8)
+        ax.set_xscale("log")
+    never = np.mean(h < 0)
+    ax.set_xlabel("first step with loss < target")
+    ax.set_ylabel("runs")
+    ax.set_title(f"hitting times (target {res.spec.get('target')}); never: {100 * never:.1f} %")
+    return _save(fig, path)
+
+
+def plot_exact(curve, path, steady=None, target=None, title=""):
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4.2), constrained_layout=True)
+    t = np.maximum(curve.steps, 0.8)
+    ax.plot(t, curve.mean, lw=2, label="E[L(t)] (exact)")
+    ax.fill_between(t, np.maximum(curve.mean - curve.std, curve.mean * 1e-3),
+                    curve.mean + curve.std, alpha=0.2, label="± one run's sd")
+    if steady is not None and steady.stable:
+        ax.axhline(steady.loss, color="k", ls=":", lw=1, label="steady state")
+    if target is not None:
+        ax.axhline(target, color="C3", ls="--", lw=1, label="target")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("step t")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    ax.legend(frameon=False, fontsize=8)
+    return _save(fig, path)
+
+
+def plot_scaling(csv_path, path):
+    """Steps (and the lower bound) against batch size from a scaling or reproduce CSV with
+    columns batch_size, steps[, lower_bound, family, p, target]."""
+    with open(csv_path) as f:
+        rows = list(csv.DictReader(f))
+    if not rows or "batch_size" not in rows[0] or "steps" not in rows[0]:
+        raise ValueError(f"{csv_path} has no batch_size and steps columns")
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4.5), constrained_layout=True)
+    curves = {}
+    for r in rows:
+        key = " ".join(f"{k} {r[k]}" for k in ("family", "p", "target") if k in r)
+        curves.setdefault(key, []).append(r)
+    for key, rs in curves.items():
+        b = np.array([float(r["batch_size"]) for r in rs])
+        s = np.array([float(r["steps"]) for r in rs])
+        ax.plot(b, s, "o-", ms=3, label=key or "steps")
+    if "lower_bound" in rows[0]:
+        rs = next(iter(curves.values()))
+        ax.plot([float(r["batch_size"]) for r in rs], [float(r["lower_bound"]) for r in rs],
+                "k--", lw=1, label="lower bound")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("batch size")
+    ax.set_ylabel("steps to target")
+    ax.legend(frameon=False, fontsize=8)
+    return _save(fig, path)

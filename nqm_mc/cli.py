@@ -195,9 +195,10 @@ def cmd_simulate(args):
                "hitting": res.hitting_summary(), "interrupted": res.meta["interrupted"]}
     if args.json:
         print(json.dumps(summary, indent=2, default=float))
-        return 0
+        return 130 if res.meta["interrupted"] else 0
     print(f"{res.n_runs} runs of {opt.name} on {model!r}, B = {args.batch_size}, "
-          f"{res.meta['seconds']:.1f} s on {res.meta['threads']} threads")
+          f"{res.meta['seconds']:.1f} s on "
+          + (f"{res.meta['threads']} threads" if res.meta["threads"] else res.meta["executor"]))
     print(f"{'step':>8} {'MC mean':>12} {'± s.e.':>10} {'exact':>12} {'z':>6}")
     for i in np.unique(np.linspace(0, res.steps.size - 1, 12).astype(int)):
         z = (res.mean[i] - ex.mean[i]) / res.sem[i] if res.sem[i] > 0 else 0.0
@@ -213,6 +214,10 @@ def cmd_simulate(args):
     if res.n_diverged[-1]:
         print(f"{res.n_diverged[-1]} runs diverged (excluded from the statistics)")
     print(f"wrote {path}, simulation.csv and {png}")
+    if res.meta["interrupted"]:
+        print(f"interrupted: kept the {res.meta['runs_completed']} runs finished",
+              file=sys.stderr)
+        return 130
     return 0
 
 
@@ -281,7 +286,9 @@ def cmd_info(args):
 
 def cmd_reproduce(args):
     from nqm_mc.reproduce import run
-    run(args.out, quick=args.quick)
+    summary = run(args.out, quick=args.quick, log=(lambda *a: None) if args.json else print)
+    if args.json:
+        print(json.dumps({"out": args.out, "critical_batch_size": summary}, indent=1))
     return 0
 
 
@@ -366,6 +373,7 @@ def build_parser():
                                    "figures")
     p.add_argument("--quick", action="store_true", help="coarse grids, every 4th power of 2")
     p.add_argument("--out", default="figures", help="output directory")
+    p.add_argument("--json", action="store_true", help="print the critical batch sizes as JSON")
     p.set_defaults(func=cmd_reproduce)
     p = sub.add_parser("scaling", formatter_class=_Formatter,
                        help="tuned steps to target against batch size for one family",

@@ -158,8 +158,12 @@ def simulate(model, optimizer, batch_size, n_steps, n_runs, *, seed=0, record="l
     acc = _Accumulator(plan)
     n_threads = job.threads or numba.get_num_threads()
     wave = max(-(-job.block_size // STAT_GROUP), 1)
-    if job.block_size == 16:  # default: enough groups per call to keep every thread busy
-        wave = max(8 * n_threads, 8)
+    if job.block_size == 16:
+        # default: keep every thread busy, but return to Python about once a second (progress,
+        # Ctrl-C) -- about 2e8 dimension-steps per call
+        per_group = STAT_GROUP * max(plan.args[2].size, 1) * max(int(job.steps[-1]), 1)
+        wave = int(min(8 * n_threads, max(1, 2e8 // per_group * n_threads)))
+        wave = max(n_threads, wave - wave % n_threads)
     start = time.perf_counter()
     show = progress if progress is not None else sys.stderr.isatty()
     interrupted = False

@@ -127,3 +127,30 @@ def load_result(path):
         arrays = {k: z[k] for k in z.files}
     kw = {k: arrays.get(k) for k in SimulationResult._ARRAYS}
     return SimulationResult(**kw, spec=side["spec"], meta=side.get("meta", {}))
+
+
+def save_study(results, directory, labels=None):
+    """Save several results (a sweep) into one directory: result_000.npz/.json ... and
+    study.json indexing them (label, spec summary, file), with provenance."""
+    os.makedirs(directory, exist_ok=True)
+    labels = labels or [f"{i:03d}" for i in range(len(results))]
+    index = []
+    for lab, res in zip(labels, results, strict=True):
+        name = f"result_{lab}"
+        res.save(os.path.join(directory, name))
+        s = res.spec
+        index.append({"label": lab, "file": name + ".npz", "optimizer": s.get("optimizer"),
+                      "batch_size": s.get("batch_size"), "seed": s.get("seed"),
+                      "n_runs": s.get("n_runs"), "final_mean": float(res.mean[-1]),
+                      "final_sem": float(res.sem[-1])})
+    with open(os.path.join(directory, "study.json"), "w") as f:
+        json.dump({"kind": "study", "provenance": provenance(), "results": index}, f,
+                  indent=1, default=_json_default)
+    return os.path.join(directory, "study.json")
+
+
+def load_study(directory):
+    """The results of :func:`save_study`, in order, as a dict label -> SimulationResult."""
+    with open(os.path.join(directory, "study.json")) as f:
+        index = json.load(f)["results"]
+    return {e["label"]: load_result(os.path.join(directory, e["file"])) for e in index}

@@ -64,3 +64,24 @@ def test_reproduce_quick_writes_every_figure(tmp_path):
     for name in ("loss_curves", "steps_vs_batch_targets", "optimal_lr_vs_batch",
                  "momentum_vs_sgd", "effective_lr", "ema_vs_sgd", "critical_batch_sizes"):
         assert (tmp_path / f"{name}.csv").exists(), name
+
+
+def test_ctrl_c_stops_cleanly_and_keeps_finished_runs(tmp_path):
+    import signal
+    import time
+    p = subprocess.Popen([sys.executable, "-m", "nqm_mc", "simulate", "--dim", "5000",
+                          "--steps", "1000", "--runs", "4000", "--json", "--quiet", "--out",
+                          str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    time.sleep(6)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=300)
+    assert p.returncode == 130, err
+    s = json.loads(out)
+    assert s["interrupted"] and "Traceback" not in err
+    side = json.loads((tmp_path / "simulation.json").read_text())
+    done = side["meta"]["runs_completed"]
+    assert 0 < done < 4000 and done % 16 == 0
+    from nqm_mc.results import load_result
+    res = load_result(str(tmp_path / "simulation.npz"))
+    assert res.n_finite[-1] == done

@@ -38,7 +38,7 @@ def test_identical_to_local_run_with_hitting_times(cluster):
         assert "DaskExecutor" in res.meta["executor"]
 
 
-def test_sweep_is_one_graph_and_matches_local(cluster):
+def test_sweep_is_one_graph_and_matches_local(cluster, tmp_path):
     from nqm_mc.distributed import DaskExecutor
     jobs = [dict(model=MODEL, optimizer=o, batch_size=b, n_steps=40, n_runs=300, seed=s,
                  record=10) for o in (SGD(0.5), Nesterov(0.1, 0.9)) for b in (4, 64)
@@ -48,6 +48,11 @@ def test_sweep_is_one_graph_and_matches_local(cluster):
     local = simulate_many(jobs)
     assert len(remote) == len(jobs)
     assert all(r.equals(loc) for r, loc in zip(remote, local, strict=True))
+    from nqm_mc.results import load_study, save_study
+    path = save_study(remote, str(tmp_path / "study"))
+    back = load_study(str(tmp_path / "study"))
+    assert path.endswith("study.json") and len(back) == len(jobs)
+    assert all(b.equals(r) for b, r in zip(back.values(), remote, strict=True))
 
 
 def test_killed_worker_is_recomputed_and_result_identical(cluster):

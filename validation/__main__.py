@@ -21,6 +21,8 @@ def build_parser(parser=None):
     p.add_argument("--threads", type=int, default=None, help="numba threads (default: all)")
     p.add_argument("--case", action="append", default=None,
                    help="only cases whose name contains this (repeatable)")
+    p.add_argument("--json", action="store_true",
+                   help="print the summary table as JSON instead of progress lines")
     return p
 
 
@@ -34,11 +36,20 @@ def run(args):
         print(f"error: no case matches --case {args.case}", file=sys.stderr)
         return 2
     t0 = time.perf_counter()
+    quiet = getattr(args, "json", False)
     results = run_suite(cases, quick=args.quick, seed=args.seed, threads=args.threads,
-                        log=print)
+                        log=None if quiet else print)
     settings = {"mode": "quick" if args.quick else "full", "seed": args.seed,
                 "threads": args.threads, "cases": [c.name for c in cases]}
     bad = write_report(results, args.out, settings)
+    if quiet:
+        import json
+
+        from validation.report import COLUMNS
+        print(json.dumps({"settings": settings, "failed": bad,
+                          "cases": [{c: r.get(c) for c in COLUMNS} for r in results]},
+                         indent=1, default=float))
+        return 1 if bad else 0
     print(f"{len(results)} cases in {time.perf_counter() - t0:.1f} s; "
           f"{'all passed' if not bad else f'{bad} FAILED'}; report in {args.out}/summary.md")
     return 1 if bad else 0

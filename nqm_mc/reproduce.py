@@ -20,9 +20,11 @@ POWERS = (0.0, 0.25, 0.5, 0.75)
 def settings(quick):
     if quick:
         return {"batch_sizes": [2 ** k for k in range(2, 21, 4)], "grid_size": [30, 8],
-                "targets": [0.1, 0.01], "target": 0.01, "search": "grid"}
+                "targets": [0.1, 0.01], "target": 0.01, "search": "grid",
+                "schedule_pieces": 10, "shape_batch_sizes": [4, 1024], "mc_runs": 100}
     return {"batch_sizes": [2 ** k for k in range(2, 21, 2)], "grid_size": [100, 20],
-            "targets": [0.1, 0.01, 0.001], "target": 0.01, "search": "grid"}
+            "targets": [0.1, 0.01, 0.001], "target": 0.01, "search": "grid",
+            "schedule_pieces": 10, "shape_batch_sizes": [4, 256, 16384], "mc_runs": 400}
 
 
 def _write_csv(path, rows):
@@ -127,6 +129,58 @@ def run(outdir, quick=False, log=print):
                [row for _, r in ema + [sgd[0], sgd[2]] for row in r.to_rows()])
     _steps_plot(os.path.join(outdir, "ema_vs_sgd.png"), [sgd[0], sgd[2]] + ema,
                 "Exponential moving average vs SGD", lower=sgd[0][1])
+    # 7. optimal piecewise-constant schedules against the best constant learning rate
+    log("optimal schedules")
+    from nqm_mc.schedule_opt import optimal_schedule
+    n_pieces = cfg["schedule_pieces"]
+    rows, sched_steps = [], []
+    for i, b in enumerate(B):
+        o = optimal_schedule(model, b, target, n_pieces)
+        sched_steps.append(o.steps if o.steps is not None else np.inf)
+        rows.append({"batch_size": b, "constant_lr_steps": sgd[0][1].steps[i],
+                     "schedule_steps": o.steps, "lower_bound": sgd[0][1].lower_bound[i],
+                     "learning_rates": " ".join(f"{a:.5g}" for a in o.learning_rates)})
+    _write_csv(os.path.join(outdir, "schedules_vs_constant.csv"), rows)
+    plt = _fig()
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    ax.loglog(B, sgd[0][1].steps, "o-", ms=3, label="best constant learning rate")
+    ax.loglog(B, sched_steps, "s-", ms=3, label=f"optimal {n_pieces}-piece schedule")
+    ax.loglog(B, sgd[0][1].lower_bound, "k--", lw=1, label="lower bound")
+    ax.set_xlabel("batch size")
+    ax.set_ylabel("steps to target")
+    ax.set_title("SGD: optimised schedules close the gap at small B")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(os.path.join(outdir, "schedules_vs_constant.png"), dpi=120)
+    plt.close(fig)
+    # 8. the shape of optimal 50-piece schedules
+    log("schedule shapes")
+    rows = []
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for b in cfg["shape_batch_sizes"]:
+        o = optimal_schedule(model, b, target, 50)
+        frac = (np.arange(50) + 0.5) / 50
+        ax.semilogy(frac, o.learning_rates, label=f"B = {b} ({o.steps} steps)")
+        rows += [{"batch_size": b, "piece": k, "learning_rate": a, "steps": o.steps}
+                 for k, a in enumerate(o.learning_rates)]
+    _write_csv(os.path.join(outdir, "schedule_shapes.csv"), rows)
+    ax.axhline(o.cap, color="k", ls=":", lw=1, label="stability cap")
+    ax.set_xlabel("fraction of training")
+    ax.set_ylabel("learning rate")
+    ax.set_title("Optimal 50-piece schedules")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(os.path.join(outdir, "schedule_shapes.png"), dpi=120)
+    plt.close(fig)
+    # Monte Carlo confirmation of tuned points
+    log("Monte Carlo confirmation")
+    from nqm_mc.scaling import monte_carlo_confirmation
+    hb0 = hb[0][1]
+    idx = [i for i, b in enumerate(B) if b >= 2 ** 14]
+    rows = monte_carlo_confirmation(model, hb0, idx, n_runs=cfg["mc_runs"], seed=0)
+    if rows:
+        _write_csv(os.path.join(outdir, "mc_confirmation.csv"), rows)
+        summary["monte_carlo_confirmation"] = rows
     # critical batch sizes
     with open(os.path.join(outdir, "critical_batch_sizes.json"), "w") as f:
         json.dump({"settings": cfg, "provenance": provenance(), "critical_batch_size": summary,
@@ -134,7 +188,7 @@ def run(outdir, quick=False, log=print):
                                    "fit": "B_crit of S(B) = S_min (1 + B_crit / B)"}}, f,
                   indent=1)
     rows = [{"curve": k, "doubling": v["doubling"], "fit": v["fit"], "fit_S_min": v["fit_S_min"]}
-            for k, v in summary.items()]
+            for k, v in summary.items() if k != "monte_carlo_confirmation"]
     _write_csv(os.path.join(outdir, "critical_batch_sizes.csv"), rows)
     log(f"done in {time.perf_counter() - t_start:.1f} s; figures and tables in {outdir}/")
     return summary

@@ -178,3 +178,42 @@ def tune(model, family, batch_sizes, target, *, preconditioning=0.0, search="gri
     return ScalingResult(family, p, target, search, bs.astype(np.int64), steps, lr, sec, lower,
                          meta={"evaluations": evals, "method": method,
                                "grid_size": list(grid_size or (100, 20))})
+
+
+def optimizer_for(result, i):
+    """The tuned optimizer of batch size number ``i`` of a ScalingResult."""
+    p, lr, sec = result.preconditioning, float(result.learning_rate[i]), result.second[i]
+    if result.family == "heavy_ball":
+        return HeavyBall(lr, float(sec), preconditioning=p)
+    if result.family == "ema":
+        return SGD(lr, preconditioning=p, ema=float(sec))
+    return SGD(lr, preconditioning=p)
+
+
+def monte_carlo_confirmation(model, result, indices, n_runs=200, seed=0, horizon=1.5,
+                             threads=None):
+    """Simulate the tuned configuration at the chosen batch sizes and return, beside the exact
+    steps, the empirical first step where the Monte Carlo mean loss is below the target, with
+    an interval from the standard errors: [first t with mean - 1.96 s.e. < target, first t
+    with mean + 1.96 s.e. < target]."""
+    from nqm_mc.montecarlo import simulate
+    rows = []
+    for i in indices:
+        exact = result.steps[i]
+        if not np.isfinite(exact):
+            continue
+        T = int(np.ceil(horizon * exact)) + 1
+        opt = optimizer_for(result, i)
+        res = simulate(model, opt, int(result.batch_sizes[i]), T, n_runs, seed=seed,
+                       record="all", threads=threads, progress=False)
+
+        def first(x):
+            k = np.flatnonzero(x < result.target)
+            return int(res.steps[k[0]]) if k.size else None
+
+        rows.append({"family": result.family, "p": result.preconditioning,
+                     "batch_size": int(result.batch_sizes[i]), "exact_steps": int(exact),
+                     "mc_steps": first(res.mean), "mc_low": first(res.mean - 1.96 * res.sem),
+                     "mc_high": first(res.mean + 1.96 * res.sem), "n_runs": n_runs,
+                     "seed": seed})
+    return rows

@@ -62,7 +62,8 @@ def test_reproduce_quick_writes_every_figure(tmp_path):
     r = run("reproduce", "--quick", "--out", str(tmp_path))
     assert r.returncode == 0, r.stderr
     for name in ("loss_curves", "steps_vs_batch_targets", "optimal_lr_vs_batch",
-                 "momentum_vs_sgd", "effective_lr", "ema_vs_sgd", "critical_batch_sizes"):
+                 "momentum_vs_sgd", "effective_lr", "ema_vs_sgd", "schedules_vs_constant",
+                 "schedule_shapes", "mc_confirmation", "critical_batch_sizes"):
         assert (tmp_path / f"{name}.csv").exists(), name
 
 

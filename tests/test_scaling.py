@@ -80,3 +80,41 @@ def test_bad_input(kw, name):
     args.update(kw)
     with pytest.raises(ParameterError, match=name):
         tune(**args)
+
+
+def test_schedule_loss_and_gradient_match_the_exact_engine_and_finite_differences():
+    from nqm_mc import SGD, expected_loss
+    from nqm_mc import schedules as S
+    from nqm_mc.schedule_opt import final_loss
+    model = NQM.binned(dim=2000, n_bins=30).with_initial_state(0.3, 0.7)
+    lr, ell, B, p = np.array([0.4, 0.05, 0.01, 0.002]), 300, 8, 0.5
+    loss, grad = final_loss(model, B, lr, ell, preconditioning=p)
+    sched = S.PiecewiseConstant([ell, 2 * ell, 3 * ell], lr.tolist())
+    ex = expected_loss(model, SGD(sched, preconditioning=p), B, record=[4 * ell])
+    assert abs(loss / ex.mean[-1] - 1) < 1e-12
+    for k in range(lr.size):
+        x = np.log(lr)
+        x[k] += 1e-6
+        up = final_loss(model, B, np.exp(x), ell, preconditioning=p)[0]
+        x[k] -= 2e-6
+        down = final_loss(model, B, np.exp(x), ell, preconditioning=p)[0]
+        assert abs(grad[k] - (up - down) / 2e-6) < 1e-6 * (1 + abs(grad[k]))
+
+
+def test_optimal_schedule_beats_constant_at_small_batch(sgd_p0):
+    from nqm_mc.schedule_opt import optimal_schedule
+    o = optimal_schedule(MODEL, 4, TARGET, n_pieces=10)
+    lb = MODEL.lower_bound_steps(TARGET, 4)
+    const = sgd_p0.steps[0]
+    assert lb <= o.steps < const and (o.steps - lb) < 0.25 * (const - lb)
+    assert np.all(o.learning_rates <= o.cap * (1 + 1e-12))
+    assert np.all(np.diff(o.learning_rates) <= 1e-12)  # a decaying schedule
+    # the optimised schedule reaches the target at the length found
+    from nqm_mc.schedule_opt import final_loss
+    assert final_loss(MODEL, 4, o.learning_rates, o.piece_length)[0] < TARGET
+
+
+def test_monte_carlo_confirms_tuned_steps(momentum_p0):
+    from nqm_mc.scaling import monte_carlo_confirmation
+    [row] = monte_carlo_confirmation(MODEL, momentum_p0, [1], n_runs=64, seed=5)
+    assert row["mc_low"] <= row["exact_steps"] <= row["mc_high"] + 1

@@ -1,0 +1,152 @@
+"""Optimal piecewise-constant learning-rate schedules for (preconditioned) SGD on an NQM.
+
+With n equal pieces of length l and learning rate a_k in piece k, every direction's second
+moment s evolves in closed form over a piece (mean-zero start; a nonzero initial mean enters
+through the same recurrence on mu^2 without the noise term):
+
+    r = (1 - a x)^2,  x = h^(1-p);   q = a^2 h^(-2p) c / B;   G = (1 - r^l) / (1 - r)
+    s  <-  r^l s + q G
+
+The final expected loss L = sum_g m_g h_g s_g / 2 is minimised over log a_k with L-BFGS-B under
+the stability cap a <= 2 / (x_max + x_min) (NQM.md sec. 6), starting from log a = -5. Its
+gradient with respect to every log a_k comes from one backward pass through the pieces
+(adjoint lambda_k = r_k^l lambda_{k+1}), derived by hand -- no autograd. The smallest total
+length reaching a target is then found by bisection over the piece length.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import optimize
+
+from nqm_mc._validate import ParameterError, check_int, check_real
+
+LOG_LR_START = -5.0
+
+
+def _dG_dr(r, ell):
+    """d/dr of (1 - r^l) / (1 - r) = sum_{j<l} r^j, stable near r = 1."""
+    e = 1.0 - r
+    small = ell * e < 1e-3
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        exact = (-ell * r ** (ell - 1) * e + (1.0 - r ** ell)) / (e * e)
+    series = ell * (ell - 1) / 2.0 - e * (ell - 1) * ell * (ell - 2) / 3.0
+    return np.where(small, series, exact)
+
+
+def _G(r, ell):
+    e = 1.0 - r
+    with np.errstate(divide="ignore", invalid="ignore"):
+        exact = -np.expm1(ell * np.log(np.maximum(r, 1e-300))) / e
+    return np.where(ell * e < 1e-8, ell - e * ell * (ell - 1) / 2.0, exact)
+
+
+class _Problem:
+    def __init__(self, model, batch_size, p):
+        h = model.curvatures
+        self.w = 0.5 * h * model.multiplicities
+        self.x = h ** (1.0 - p)
+        self.kappa = h ** (-2.0 * p) * model.noise_variances / batch_size
+        self.s0 = model.initial_variance + model.initial_mean ** 2
+        self.cap = 2.0 / (self.x.max() + self.x.min())
+
+    def loss_and_grad(self, log_lr, ell):
+        """Final expected loss and its gradient with respect to the log learning rates."""
+        a = np.exp(log_lr)
+        n = a.size
+        s = self.s0.copy()
+        states, parts = [], []
+        for k in range(n):
+            u = 1.0 - a[k] * self.x
+            r = u * u
+            rl = r ** ell
+            G = _G(r, ell)
+            q = a[k] ** 2 * self.kappa
+            states.append(s)
+            parts.append((u, r, rl, G, q))
+            s = rl * s + q * G
+        loss = float(self.w @ s)
+        lam = self.w.copy()
+        grad = np.empty(n)
+        for k in range(n - 1, -1, -1):
+            u, r, rl, G, q = parts[k]
+            dr = -2.0 * self.x * u  # dr/da
+            with np.errstate(invalid="ignore"):
+                drl = np.where(r > 0, ell * rl / np.where(r > 0, r, 1.0), 0.0) * dr
+            dG = _dG_dr(r, ell) * dr
+            dq = 2.0 * a[k] * self.kappa
+            ds = drl * states[k] + dq * G + q * dG  # d s_{k+1} / d a_k
+            grad[k] = float(lam @ ds) * a[k]  # chain rule to log a_k
+            lam = lam * rl
+        return loss, grad
+
+    def optimise(self, n_pieces, ell, x0=None):
+        x0 = np.full(n_pieces, LOG_LR_START) if x0 is None else x0
+        bounds = [(-30.0, np.log(self.cap))] * n_pieces
+        res = optimize.minimize(self.loss_and_grad, x0, args=(ell,), jac=True,
+                                method="L-BFGS-B", bounds=bounds,
+                                options={"maxiter": 2000, "ftol": 1e-15, "gtol": 1e-12})
+        return float(res.fun), res.x
+
+
+@dataclass
+class OptimalSchedule:
+    """The optimal n-piece schedule reaching ``target`` in the fewest steps."""
+
+    steps: int | None  # n_pieces x piece_length; None when even a long schedule cannot reach
+    piece_length: int | None
+    learning_rates: np.ndarray  # one per piece
+    final_loss: float
+    target: float
+    batch_size: float
+    preconditioning: float
+    cap: float
+
+    def to_dict(self):
+        return {"steps": self.steps, "piece_length": self.piece_length,
+                "learning_rates": self.learning_rates.tolist(), "final_loss": self.final_loss,
+                "target": self.target, "batch_size": self.batch_size,
+                "preconditioning": self.preconditioning, "cap": self.cap}
+
+
+def final_loss(model, batch_size, learning_rates, piece_length, preconditioning=0.0):
+    """E[L] after the pieces (for checks); also returns the gradient w.r.t. log rates."""
+    prob = _Problem(model, float(batch_size), float(preconditioning))
+    return prob.loss_and_grad(np.log(np.asarray(learning_rates, float)), int(piece_length))
+
+
+def optimal_schedule(model, batch_size, target, n_pieces=10, preconditioning=0.0,
+                     max_piece_length=2 ** 40):
+    """Fewest steps to ``target`` for SGD with an optimised n-piece constant schedule:
+    bisection over the piece length, optimising the log learning rates at each length."""
+    owner = "optimal_schedule"
+    batch_size = check_real("batch_size", batch_size, owner, low=0.0)
+    target = check_real("target", target, owner, low=0.0)
+    n_pieces = check_int("n_pieces", n_pieces, owner, low=1)
+    p = check_real("preconditioning", preconditioning, owner, low=0.0, high=1.0,
+                   closed=(True, True))
+    if model.initial_loss() < target:
+        raise ParameterError(f"The 'target' parameter of {owner} is above the initial loss "
+                             f"{model.initial_loss():.6g}: nothing to optimise.")
+    prob = _Problem(model, batch_size, p)
+    lo, hi = 0, 1
+    best = None
+    x_warm = None
+    while True:  # grow until reachable
+        f, x = prob.optimise(n_pieces, hi, x_warm)
+        if f < target:
+            best = (hi, f, x)
+            break
+        x_warm = x
+        if hi >= max_piece_length:
+            return OptimalSchedule(None, None, np.exp(x), f, target, batch_size, p, prob.cap)
+        lo, hi = hi, hi * 2
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        f, x = prob.optimise(n_pieces, mid, best[2])
+        if f < target:
+            hi, best = mid, (mid, f, x)
+        else:
+            lo = mid
+    ell, f, x = best
+    return OptimalSchedule(n_pieces * ell, ell, np.exp(x), f, target, batch_size, p, prob.cap)

@@ -207,9 +207,9 @@ def monte_carlo_confirmation(model, result, indices, n_runs=200, seed=0, horizon
         res = simulate(model, opt, int(result.batch_sizes[i]), T, n_runs, seed=seed,
                        record="all", threads=threads, progress=False)
 
-        def first(x):
+        def first(x, steps=res.steps):
             k = np.flatnonzero(x < result.target)
-            return int(res.steps[k[0]]) if k.size else None
+            return int(steps[k[0]]) if k.size else None
 
         rows.append({"family": result.family, "p": result.preconditioning,
                      "batch_size": int(result.batch_sizes[i]), "exact_steps": int(exact),

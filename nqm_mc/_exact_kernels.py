@@ -76,6 +76,18 @@ def _matmul(k, X, Y, out):
 @njit(**_OPTS)
 def _sandwich(k, M, X, tmp, out):
     """out = M X M^T."""
+    if k == 2:  # in scalars: the same operations in the same order, without loop overhead
+        m00, m01, m10, m11 = M[0, 0], M[0, 1], M[1, 0], M[1, 1]
+        x00, x01, x10, x11 = X[0, 0], X[0, 1], X[1, 0], X[1, 1]
+        t00 = m00 * x00 + m01 * x10
+        t01 = m00 * x01 + m01 * x11
+        t10 = m10 * x00 + m11 * x10
+        t11 = m10 * x01 + m11 * x11
+        out[0, 0] = t00 * m00 + t01 * m01
+        out[0, 1] = t00 * m10 + t01 * m11
+        out[1, 0] = t10 * m00 + t11 * m01
+        out[1, 1] = t10 * m10 + t11 * m11
+        return
     for i in range(k):
         for j in range(k):
             s = 0.0
@@ -148,6 +160,31 @@ def _inv_sym(k, P, out):
 
 
 @njit(**_OPTS)
+def _power_table2(table):
+    """power_table for k = 2 in scalars (same operations, same order, same bits)."""
+    n = table.shape[0]
+    a00, a01, a10, a11 = table[0, 0, 0], table[0, 0, 1], table[0, 1, 0], table[0, 1, 1]
+    for p in range(1, n):
+        b00 = a00 * a00 + a01 * a10
+        b01 = a00 * a01 + a01 * a11
+        b10 = a10 * a00 + a11 * a10
+        b11 = a10 * a01 + a11 * a11
+        a00, a01, a10, a11 = b00, b01, b10, b11
+        table[p, 0, 0], table[p, 0, 1], table[p, 1, 0], table[p, 1, 1] = a00, a01, a10, a11
+        m = 0.0
+        for v in (abs(a00), abs(a01), abs(a10), abs(a11)):
+            if v > m or v != v:
+                m = v
+        if m == 0.0:
+            for q in range(p + 1, n):
+                for i in range(3):
+                    for j in range(3):
+                        table[q, i, j] = 0.0
+            return p + 1
+    return n
+
+
+@njit(**_OPTS)
 def power_table(k, A, table):
     """table[j] = A^(2^j) for j < table.shape[0]; returns how many are finite and nonzero.
 
@@ -157,6 +194,8 @@ def power_table(k, A, table):
     for i in range(3):
         for j in range(3):
             table[0, i, j] = A[i, j]
+    if k == 2:
+        return _power_table2(table)
     last = n
     for p in range(1, n):
         _matmul(k, table[p - 1], table[p - 1], table[p])
@@ -175,7 +214,14 @@ def is_stable(k, table):
     """Spectral radius < 1, read off the powers: A^(2^j) -> 0 iff rho(A) < 1."""
     n = table.shape[0]
     for p in range(n):
-        m = _max_abs(k, table[p])
+        if k == 2:
+            m = 0.0
+            for v in (abs(table[p, 0, 0]), abs(table[p, 0, 1]), abs(table[p, 1, 0]),
+                      abs(table[p, 1, 1])):
+                if v > m or v != v:
+                    m = v
+        else:
+            m = _max_abs(k, table[p])
         if m != m or m > 1e150:
             return False
         if m < 1e-200:
@@ -184,9 +230,48 @@ def is_stable(k, table):
 
 
 @njit(**_OPTS)
+def _doubling_sum2(table, Q, out, transpose):
+    """doubling_sum for k = 2 in scalars (the same operations in the same order as the
+    general loops, so the same bits, without their bookkeeping)."""
+    x00, x01, x10, x11 = Q[0, 0], Q[0, 1], Q[1, 0], Q[1, 1]
+    for p in range(table.shape[0]):
+        m00, m01, m10, m11 = table[p, 0, 0], table[p, 0, 1], table[p, 1, 0], table[p, 1, 1]
+        if transpose:
+            t00 = m00 * x00 + m10 * x10
+            t01 = m00 * x01 + m10 * x11
+            t10 = m01 * x00 + m11 * x10
+            t11 = m01 * x01 + m11 * x11
+            a00 = t00 * m00 + t01 * m10
+            a01 = t00 * m01 + t01 * m11
+            a10 = t10 * m00 + t11 * m10
+            a11 = t10 * m01 + t11 * m11
+        else:
+            t00 = m00 * x00 + m01 * x10
+            t01 = m00 * x01 + m01 * x11
+            t10 = m10 * x00 + m11 * x10
+            t11 = m10 * x01 + m11 * x11
+            a00 = t00 * m00 + t01 * m01
+            a01 = t00 * m10 + t01 * m11
+            a10 = t10 * m00 + t11 * m01
+            a11 = t10 * m10 + t11 * m11
+        y00, y01, y10, y11 = x00 + a00, x01 + a01, x10 + a10, x11 + a11
+        changed = y00 != x00 or y01 != x01 or y10 != x10 or y11 != x11
+        x00, x01, x10, x11 = y00, y01, y10, y11
+        if not changed:
+            break
+    for i in range(3):
+        for j in range(3):
+            out[i, j] = Q[i, j]
+    out[0, 0], out[0, 1], out[1, 0], out[1, 1] = x00, x01, x10, x11
+
+
+@njit(**_OPTS)
 def doubling_sum(k, table, Q, out, transpose):
     """out = sum_{j>=0} A^j Q A^jT (or A^jT Q A^j when transpose), by doubling until it stops
     changing. Assumes a stable A."""
+    if k == 2:
+        _doubling_sum2(table, Q, out, transpose)
+        return
     tmp = np.zeros((3, 3))
     add = np.zeros((3, 3))
     for i in range(3):
@@ -380,12 +465,31 @@ def steady_state_kernel(kind, has_ema, h, hp, c, lr, batch, beta, gamma, out_m2,
 
 # --------------------------------------------------------------------------- steps to target
 @njit(**_OPTS)
+def _sandwich2_inplace(M, X):
+    """X <- M X M^T for k = 2 (the bits of _sandwich)."""
+    m00, m01, m10, m11 = M[0, 0], M[0, 1], M[1, 0], M[1, 1]
+    x00, x01, x10, x11 = X[0, 0], X[0, 1], X[1, 0], X[1, 1]
+    t00 = m00 * x00 + m01 * x10
+    t01 = m00 * x01 + m01 * x11
+    t10 = m10 * x00 + m11 * x10
+    t11 = m10 * x01 + m11 * x11
+    X[0, 0] = t00 * m00 + t01 * m01
+    X[0, 1] = t00 * m10 + t01 * m11
+    X[1, 0] = t10 * m00 + t11 * m01
+    X[1, 1] = t10 * m10 + t11 * m11
+
+
+@njit(**_OPTS)
 def _apply_power(k, G, table, steps, X, Y, tmp, T):
     """X[g] <- A^steps X[g] A^steps^T (and the same for Y) from the binary digits of steps."""
     p = 0
     while steps > 0:
         if steps & 1:
             for g in range(G):
+                if k[g] == 2:
+                    _sandwich2_inplace(table[g, p], X[g])
+                    _sandwich2_inplace(table[g, p], Y[g])
+                    continue
                 _sandwich(k[g], table[g, p], X[g], tmp, T)
                 for i in range(3):
                     for j in range(3):
@@ -402,6 +506,83 @@ MODAL_MAX_COND = 1e6
 
 
 @njit(**_OPTS)
+def _eig2(k, A):
+    """Eigenvalues and unit eigenvectors of a real 1x1 or 2x2 matrix in closed form (what
+    LAPACK's geev would give up to scaling, without its call overhead)."""
+    lam = np.zeros(k, np.complex128)
+    V = np.zeros((k, k), np.complex128)
+    if k == 1:
+        lam[0] = A[0, 0]
+        V[0, 0] = 1.0
+        return lam, V
+    a, b, c, d = A[0, 0], A[0, 1], A[1, 0], A[1, 1]
+    half = 0.5 * (a - d)
+    disc = half * half + b * c  # eigenvalues: (a + d) / 2 +- sqrt(disc)
+    mid = 0.5 * (a + d)
+    if disc >= 0.0:
+        r = np.sqrt(disc)
+        # the larger-magnitude root first, the other from it without cancellation
+        s = r if half >= 0.0 else -r
+        l1 = mid + s
+        l2 = (a * d - b * c) / l1 if l1 != 0.0 else mid - s
+        lam[0] = l1
+        lam[1] = l2
+    else:
+        r = np.sqrt(-disc)
+        lam[0] = complex(mid, r)
+        lam[1] = complex(mid, -r)
+    for j in range(2):
+        # (A - lam I) v = 0: v = (b, lam - a) or (lam - d, c), the better-scaled one
+        x1, y1 = complex(b, 0.0), lam[j] - a
+        x2, y2 = lam[j] - d, complex(c, 0.0)
+        n1 = abs(x1) + abs(y1)
+        n2 = abs(x2) + abs(y2)
+        if n1 >= n2 and n1 > 0.0:
+            x, y = x1, y1
+        elif n2 > 0.0:
+            x, y = x2, y2
+        else:  # A = lam I: any basis
+            x = complex(1.0 if j == 0 else 0.0, 0.0)
+            y = complex(0.0 if j == 0 else 1.0, 0.0)
+        nn = np.sqrt(abs(x) ** 2 + abs(y) ** 2)
+        V[0, j] = x / nn
+        V[1, j] = y / nn
+    return lam, V
+
+
+@njit(**_OPTS)
+def _inv_small(k, V, out):
+    """Inverse of a complex k x k matrix (k <= 3) by the adjugate; False when singular."""
+    if k == 1:
+        if V[0, 0] == 0:
+            return False
+        out[0, 0] = 1.0 / V[0, 0]
+        return True
+    if k == 2:
+        det = V[0, 0] * V[1, 1] - V[0, 1] * V[1, 0]
+        if det == 0:
+            return False
+        out[0, 0] = V[1, 1] / det
+        out[0, 1] = -V[0, 1] / det
+        out[1, 0] = -V[1, 0] / det
+        out[1, 1] = V[0, 0] / det
+        return True
+    for i in range(3):
+        for j in range(3):
+            # cofactor C_ji goes to out[i, j]
+            r0, r1 = (j + 1) % 3, (j + 2) % 3
+            c0, c1 = (i + 1) % 3, (i + 2) % 3
+            out[i, j] = V[r0, c0] * V[r1, c1] - V[r0, c1] * V[r1, c0]
+    det = V[0, 0] * out[0, 0] + V[0, 1] * out[1, 0] + V[0, 2] * out[2, 0]
+    if det == 0:
+        return False
+    for i in range(3):
+        for j in range(3):
+            out[i, j] /= det
+    return True
+
+
+@njit(**_OPTS)
 def modal_coefficients(k, r, h, A, D, out_abs, out_mu, out_gap):
     """Modal form of one group's transient, T(t) = sum_ab C_ab (lam_a lam_b)^t.
 
@@ -410,18 +591,23 @@ def modal_coefficients(k, r, h, A, D, out_abs, out_mu, out_gap):
     |mu_ab| and |1 - mu_ab| (mu_ab = lam_a lam_b) and returns the number of modes, or 0 when V
     is too ill-conditioned (near critical damping) for the coefficients to be trusted.
     """
-    Ac = np.zeros((k, k), np.complex128)
-    for i in range(k):
-        for j in range(k):
-            Ac[i, j] = A[i, j]
-    lam, V = np.linalg.eig(Ac)
+    if k <= 2:
+        lam, V = _eig2(k, A)
+    else:
+        Ac = np.zeros((k, k), np.complex128)
+        for i in range(k):
+            for j in range(k):
+                Ac[i, j] = A[i, j]
+        lam, V = np.linalg.eig(Ac)
     nv = 0.0
     for i in range(k):
         for j in range(k):
             nv = max(nv, abs(V[i, j]))
     if nv == 0.0:
         return 0
-    Vi = np.linalg.inv(V)
+    Vi = np.zeros((k, k), np.complex128)
+    if not _inv_small(k, V, Vi):
+        return 0  # defective (a repeated eigenvalue with one eigenvector)
     ni = 0.0
     for i in range(k):
         for j in range(k):
@@ -468,11 +654,13 @@ def modal_bound(m, c_abs, mu_abs, gap, t, slope):
 
 @njit(**_OPTS)
 def first_crossing_one(kind, has_ema, h, hp, c, n, mu0, v0, lr, batch, beta, gamma, target,
-                       method, bisect_hi, ref_bias, stats):
+                       method, bisect_hi, ref_bias, stats, cap=0):
     """Steps to target for one configuration.
 
     Returns t >= 0, or -1 (steady state >= target: unreachable), -2 (unstable), -3 (the target
-    lies beyond 2^62 steps). ``stats`` (size 4) receives L*, t_hi, the number of exact
+    lies beyond 2^62 steps), -4 (method 0 with cap > 0: no crossing before ``cap``; the scan
+    stops there, which is what a search for the best of many configurations needs; a negative
+    cap skips the configuration). ``stats`` (size 4) receives L*, t_hi, the number of exact
     evaluations and the number of lifting steps.
 
     method 0 (exact first crossing). With D = S0 - S*, the transient is X(t) = A^t D A^tT and
@@ -490,6 +678,8 @@ def first_crossing_one(kind, has_ema, h, hp, c, n, mu0, v0, lr, batch, beta, gam
     mid = (lo + hi) // 2, lo or hi <- mid by E[L(mid)] >= target. Returns lo (its convention:
     one less than a crossing). ref_bias adds the notebook's 1e-8 to (1 - rho) in SGD's S*.
     """
+    if cap < 0:
+        return -4  # skipped
     G = h.shape[0]
     A = np.zeros((3, 3))
     b = np.zeros(3)
@@ -625,7 +815,27 @@ def first_crossing_one(kind, has_ema, h, hp, c, n, mu0, v0, lr, batch, beta, gam
 
     # ---- t_hi: first t with U(t) < target. Find the first power of two first.
     jmax = -1
-    for p in range(MAX_LOG2 + 1):
+    pmax = MAX_LOG2
+    if cap > 0:
+        pmax = 0
+        while pmax < MAX_LOG2 and (np.int64(1) << pmax) < cap:
+            pmax += 1
+    p_first = 0
+    if cap > 0:
+        # U is monotone: if it is still above the target at 2^pmax (>= cap), the crossing, if
+        # any, lies beyond the cap's reach of the lifting; one check spares the others
+        U = Lstar
+        for g in range(G):
+            _sandwich(kk[g], table[g, pmax], M[g], tmp, T)
+            e = 0.0
+            for i in range(kk[g]):
+                for j in range(kk[g]):
+                    e += P[g, i, j] * T[i, j]
+            U += n[g] * min(cc[g] * e, modal_bound(n_modes[g], mc_abs[g], mc_mu[g],
+                                                   mc_gap[g], float(1 << pmax), False))
+        if not (U < target):
+            p_first = pmax + 1
+    for p in range(p_first, pmax + 1):
         U = Lstar
         tp = float(1 << p)
         for g in range(G):
@@ -639,14 +849,17 @@ def first_crossing_one(kind, has_ema, h, hp, c, n, mu0, v0, lr, batch, beta, gam
         if U < target:
             jmax = p
             break
+    capped = False
     if jmax < 0:
-        return -3
+        if cap <= 0:
+            return -3
+        capped = True  # U stays above the target to beyond cap: scan [0, cap) only
     t = 0
     for g in range(G):
         for i in range(3):
             for j in range(3):
                 Y[g, i, j] = M[g, i, j]
-    for p in range(jmax - 1, -1, -1):
+    for p in range(jmax - 1 if not capped else -1, -1, -1):
         U = Lstar
         tp = float(t + (1 << p))
         for g in range(G):
@@ -666,6 +879,8 @@ def first_crossing_one(kind, has_ema, h, hp, c, n, mu0, v0, lr, batch, beta, gam
                     for j in range(3):
                         Y[g, i, j] = Yc[g, i, j]
     t_hi = t + 1  # U(t) >= target here (U(0) >= L(0) >= target), U(t + 1) < target
+    if capped:
+        t_hi = cap
     stats[1] = t_hi
 
     # ---- certified scan from 0
@@ -688,7 +903,9 @@ def first_crossing_one(kind, has_ema, h, hp, c, n, mu0, v0, lr, batch, beta, gam
                                                        mc_gap[g], float(a), True))
         stats[2] += 1
         if L < target:
-            return a
+            return a if (cap <= 0 or a < cap) else -4
+        if cap > 0 and a >= cap:
+            return -4
         if a >= t_hi + 64:  # rounding guard; should not happen
             return a
         margin = L - target
@@ -708,9 +925,10 @@ def first_crossing_one(kind, has_ema, h, hp, c, n, mu0, v0, lr, batch, beta, gam
 
 @njit(cache=True, error_model="numpy", parallel=True)
 def first_crossing_batch(kind, has_ema, h, hp, c, n, mu0, v0, lrs, batches, betas, gammas,
-                         target, method, bisect_hi, ref_bias, out, out_stats):
-    """first_crossing_one over configurations (lrs, batches, betas, gammas have one length)."""
+                         target, method, bisect_hi, ref_bias, out, out_stats, caps):
+    """first_crossing_one over configurations (lrs, batches, betas, gammas, caps have one
+    length; a cap of 0 means none)."""
     for i in prange(lrs.shape[0]):
         out[i] = first_crossing_one(kind, has_ema, h, hp, c, n, mu0, v0, lrs[i], batches[i],
                                     betas[i], gammas[i], target, method, bisect_hi, ref_bias,
-                                    out_stats[i])
+                                    out_stats[i], caps[i])

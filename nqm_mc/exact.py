@@ -343,7 +343,7 @@ def _reference_bisect_hi(optimizer):
 
 
 def steps_to_target_batch(model, optimizer, target, batch_sizes, learning_rates, momenta=None,
-                          ema_decays=None, *, method="exact"):
+                          ema_decays=None, *, method="exact", caps=None):
     """Steps to target for many configurations of one optimizer family at once.
 
     The configuration arrays broadcast against each other; the result (an int64 array of the
@@ -355,6 +355,11 @@ def steps_to_target_batch(model, optimizer, target, batch_sizes, learning_rates,
     With ``method="reference"`` the reference notebook's bisection is used: it returns one
     less than a crossing, 1 at least for plain SGD, and the notebook's 1e-8 term in SGD's
     steady state. Use it only to reproduce the notebook's numbers.
+
+    ``caps`` (exact method only; broadcasts like the configurations; 0 = none) stops the
+    search at that many steps: a configuration that does not cross before its cap gets -4
+    (so does one with a negative cap, which is skipped).
+    A search for the best of many configurations passes the best count found so far.
     """
     owner = "steps_to_target_batch"
     _check_model(model, owner)
@@ -383,16 +388,29 @@ def steps_to_target_batch(model, optimizer, target, batch_sizes, learning_rates,
     if ema_decays is not None and optimizer.ema is None:
         raise ParameterError(f"The 'ema_decays' parameter of {owner} needs an optimizer with "
                              "ema set (any value).")
-    shape = np.broadcast_shapes(lrs.shape, bs.shape, betas.shape, gammas.shape)
+    if caps is None:
+        cap_arr = np.zeros((), np.int64)
+    else:
+        if code != 0:
+            raise ParameterError(f"The 'caps' parameter of {owner} needs method='exact'.")
+        cap_arr = np.asarray(caps)
+        if cap_arr.dtype.kind not in "iu" and not (
+                cap_arr.dtype.kind == "f" and np.all(np.isfinite(cap_arr))
+                and np.all(cap_arr == np.round(cap_arr))):
+            raise ParameterError(f"The 'caps' parameter of {owner} must hold integers. "
+                                 f"Got {caps!r} instead.")
+        cap_arr = cap_arr.astype(np.int64)
+    shape = np.broadcast_shapes(lrs.shape, bs.shape, betas.shape, gammas.shape, cap_arr.shape)
     flat = [np.ascontiguousarray(np.broadcast_to(a, shape).ravel())
             for a in (lrs, bs, betas, gammas)]
+    cap_flat = np.ascontiguousarray(np.broadcast_to(cap_arr, shape).ravel())
     out = np.zeros(flat[0].size, dtype=np.int64)
     stats = np.zeros((flat[0].size, 4))
     kind, has_ema, h, hp, c, n, mu0, v0 = _args(model, optimizer)
     ref_bias = method == "reference" and optimizer.kind_code == K.KIND_SGD and not has_ema
     with np.errstate(over="ignore", invalid="ignore"):
         K.first_crossing_batch(kind, has_ema, h, hp, c, n, mu0, v0, *flat, target, code,
-                               _reference_bisect_hi(optimizer), ref_bias, out, stats)
+                               _reference_bisect_hi(optimizer), ref_bias, out, stats, cap_flat)
     out = _bisect_convention(out, method, ref_bias, stats[:, 1])
     return out.reshape(shape)
 

@@ -8,6 +8,7 @@ from nqm_mc import (
     SGD,
     HeavyBall,
     Nesterov,
+    ParameterError,
     expected_loss,
     loss_at,
     steady_state,
@@ -272,3 +273,45 @@ def test_stability_radius_matches_eigenvalues(opt):
     st = stability(m, opt)
     assert st.spectral_radius == pytest.approx(max(rho), rel=1e-9)
     assert st.stable == (max(rho) < 1)
+
+
+def test_caps_cut_the_search_without_changing_what_is_found():
+    m = NQM.binned()
+    lrs = np.logspace(-3, 0.5, 9)[:, None]
+    betas = np.array([0.0, 0.5, 0.9, 0.99])[None, :]
+    opt = HeavyBall(0.1, 0.5)
+    full = steps_to_target_batch(m, opt, 0.01, 256, lrs, betas)
+    reached = full[full >= 0]
+    cap = int(np.median(reached))
+    capped = steps_to_target_batch(m, opt, 0.01, 256, lrs, betas, caps=cap)
+    below = (full >= 0) & (full < cap)
+    assert np.array_equal(capped[below], full[below])
+    assert np.all(capped[(full >= cap)] == -4)
+    assert np.array_equal(capped[full < 0], full[full < 0])  # statuses are not caps' business
+    caps = np.where(np.arange(4)[None, :] == 1, -1, 0)  # a negative cap skips
+    part = steps_to_target_batch(m, opt, 0.01, 256, lrs, betas, caps=caps)
+    assert np.all(part[:, 1] == -4) and np.array_equal(part[:, [0, 2, 3]], full[:, [0, 2, 3]])
+    with pytest.raises(ParameterError, match="'caps'"):
+        steps_to_target_batch(m, opt, 0.01, 256, lrs, betas, caps=2.5)
+    with pytest.raises(ParameterError, match="'caps'.*exact"):
+        steps_to_target_batch(m, opt, 0.01, 256, lrs, betas, caps=10, method="reference")
+
+
+@pytest.mark.parametrize("A", [[[0.3, 0.9], [-0.2, 0.9]], [[0.99, 0.1], [0.0, 0.5]],
+                               [[1e-9, -0.3], [0.7, 0.2]], [[0.0, 0.0], [0.4, 0.0]],
+                               [[0.5, 0.0], [0.0, 0.5]], [[0.2]]])
+def test_small_eigendecomposition_matches_lapack(A):
+    from nqm_mc._exact_kernels import _eig2, _inv_small
+    A = np.array(A, float)
+    k = A.shape[0]
+    lam, V = _eig2(k, A)
+    assert np.allclose(np.sort_complex(lam), np.sort_complex(np.linalg.eigvals(A)), atol=1e-14)
+    Vi = np.zeros((k, k), complex)
+    if _inv_small(k, V, Vi):
+        assert np.allclose(V @ np.diag(lam) @ Vi, A, atol=1e-12)
+    else:  # only a defective matrix (one eigenvector for a repeated eigenvalue) has no inverse
+        assert np.isclose(lam[0], lam[1])
+        assert np.linalg.matrix_rank(A - lam[0].real * np.eye(k)) == 1
+    M = np.random.default_rng(1).normal(size=(3, 3)) + 1j
+    out = np.zeros((3, 3), complex)
+    assert _inv_small(3, M, out) and np.allclose(out @ M, np.eye(3))

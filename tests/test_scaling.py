@@ -118,3 +118,17 @@ def test_monte_carlo_confirms_tuned_steps(momentum_p0):
     from nqm_mc.scaling import monte_carlo_confirmation
     [row] = monte_carlo_confirmation(MODEL, momentum_p0, [1], n_runs=64, seed=5)
     assert row["mc_low"] <= row["exact_steps"] <= row["mc_high"] + 1
+
+
+@pytest.mark.parametrize("family,p,batch,hint", [("heavy_ball", 0.0, 4.0, None),
+                                                ("heavy_ball", 0.5, 2.0 ** 14, 57),
+                                                ("sgd", 0.25, 64.0, 3),
+                                                ("ema", 0.0, 1024.0, None)])
+def test_pruned_grid_minimum_is_the_full_grid_argmin(family, p, batch, hint):
+    from nqm_mc.scaling import _evaluate, grid_minimum, reference_grid
+    alphas, seconds = reference_grid(family, (40, 10))
+    full = _evaluate(MODEL, family, p, TARGET, batch, alphas, seconds, "exact")
+    s, k, n_seed = grid_minimum(MODEL, family, p, TARGET, batch, alphas, seconds, hint=hint)
+    assert k == int(np.argmin(full)) and s.flat[k] == full.min()
+    assert np.array_equal(s[np.isfinite(s)], full[np.isfinite(s)])  # what it reports is exact
+    assert n_seed < full.size / 4

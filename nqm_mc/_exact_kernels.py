@@ -346,8 +346,21 @@ def curve_kernel(kind, has_ema, h, hp, c, n, mu0, v0, lr_t, batch_t, beta, gamma
                     r += 1
                     if r == R:
                         break
-                k = fill_linear_form(kind, has_ema, h[g], hp[g], lr_t[t], beta, gamma, A, b)
+                if t > 0 and lr_t[t] != lr_t[t - 1]:  # A and b depend on the step only here
+                    k = fill_linear_form(kind, has_ema, h[g], hp[g], lr_t[t], beta, gamma, A, b)
                 q = c[g] / batch_t[t]
+                if k == 2:  # the same operations as below, in scalars
+                    _sandwich2_inplace(A, S)
+                    m0 = A[0, 0] * mu[0] + A[0, 1] * mu[1]
+                    m1_ = A[1, 0] * mu[0] + A[1, 1] * mu[1]
+                    mu[0] = m0
+                    mu[1] = m1_
+                    S[0, 0] = S[0, 0] + q * b[0] * b[0]
+                    S[0, 1] = S[0, 1] + q * b[0] * b[1]
+                    S[1, 0] = S[1, 0] + q * b[1] * b[0]
+                    S[1, 1] = S[1, 1] + q * b[1] * b[1]
+                    t += 1
+                    continue
                 _sandwich(k, A, S, tmp, T)
                 for i in range(k):
                     s = 0.0

@@ -51,10 +51,33 @@ def test_scaling_and_validate_subcommands(tmp_path):
     assert (tmp_path / "v" / "summary.md").exists()
 
 
-def test_every_subcommand_has_help_with_an_example():
-    for cmd in ("exact", "simulate", "validate", "scaling", "reproduce", "info"):
-        r = run(cmd, "--help")
-        assert r.returncode == 0 and "example" in r.stdout, cmd
+def _help_example(cmd):
+    r = run(cmd, "--help")
+    assert r.returncode == 0, cmd
+    lines = r.stdout.splitlines()
+    i = next(k for k, line in enumerate(lines) if line.strip() == "example:")
+    return lines[i + 1].strip()
+
+
+def _run_example(example, cwd):
+    """Run a help example verbatim (``a && b`` in order), nqm-mc as python -m nqm_mc."""
+    for part in example.split("&&"):
+        words = part.split()
+        assert words[0] == "nqm-mc", example
+        r = subprocess.run([sys.executable, "-m", "nqm_mc", *words[1:]], capture_output=True,
+                           text=True, timeout=600, cwd=cwd)
+        assert r.returncode == 0, (example, r.stdout[-2000:], r.stderr[-2000:])
+
+
+@pytest.mark.parametrize("cmd", ["exact", "simulate", "validate", "scaling", "plot", "info"])
+def test_every_help_example_runs_verbatim(cmd, tmp_path):
+    _run_example(_help_example(cmd), tmp_path)
+
+
+@pytest.mark.slow
+def test_reproduce_help_example_runs_verbatim(tmp_path):
+    _run_example(_help_example("reproduce"), tmp_path)
+    assert (tmp_path / "figures" / "momentum_vs_sgd.png").exists()
 
 
 @pytest.mark.slow

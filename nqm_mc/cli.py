@@ -286,7 +286,8 @@ def cmd_info(args):
 
 def cmd_reproduce(args):
     from nqm_mc.reproduce import run
-    summary = run(args.out, quick=args.quick, log=(lambda *a: None) if args.json else print)
+    summary = run(args.out, quick=args.quick, log=(lambda *a: None) if args.json else print,
+                  seed=args.seed)
     if args.json:
         print(json.dumps({"out": args.out, "critical_batch_size": summary}, indent=1))
     return 0
@@ -372,6 +373,7 @@ def build_parser():
                                    "engine.\n\nexample:\n  nqm-mc reproduce --quick --out "
                                    "figures")
     p.add_argument("--quick", action="store_true", help="coarse grids, every 4th power of 2")
+    p.add_argument("--seed", type=int, default=0, help="seed of the Monte Carlo confirmation")
     p.add_argument("--out", default="figures", help="output directory")
     p.add_argument("--json", action="store_true", help="print the critical batch sizes as JSON")
     p.set_defaults(func=cmd_reproduce)
@@ -380,15 +382,18 @@ def build_parser():
                        description="Tune an optimizer family per batch size (exact engine).\n\n"
                                    "example:\n  nqm-mc scaling --family heavy_ball "
                                    "--batch-sizes 4,64,1024 --p 0.5")
-    p.add_argument("--family", choices=["sgd", "heavy_ball", "ema"], default="sgd")
-    p.add_argument("--batch-sizes", default="4,16,64,256,1024,4096,16384")
+    p.add_argument("--family", choices=["sgd", "heavy_ball", "ema"], default="sgd",
+                   help="sgd (alpha), heavy_ball (alpha, beta), ema (SGD + EMA: alpha, gamma)")
+    p.add_argument("--batch-sizes", default="4,16,64,256,1024,4096,16384",
+                   help="comma-separated batch sizes")
     p.add_argument("--p", type=float, default=0.0, help="preconditioning power")
-    p.add_argument("--target", type=float, default=0.01)
-    p.add_argument("--search", choices=["grid", "refine"], default="grid")
+    p.add_argument("--target", type=float, default=0.01, help="loss target")
+    p.add_argument("--search", choices=["grid", "refine"], default="grid",
+                   help="grid: the reference notebook's grids; refine: then zoom in log space")
     p.add_argument("--model", choices=["binned", "paper"], default="binned")
     p.add_argument("--dim", type=int, default=10_000, help="dimension of --model paper")
-    p.add_argument("--out", default="results")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--out", default="results", help="output directory")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_scaling)
     p = sub.add_parser("validate", formatter_class=_Formatter,
                        help="Monte Carlo against the exact engine, with a report",

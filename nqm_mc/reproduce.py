@@ -61,7 +61,7 @@ def _steps_plot(path, curves, title, ylabel="steps to target", key="steps", lowe
     plt.close(fig)
 
 
-def run(outdir, quick=False, log=print):
+def run(outdir, quick=False, log=print, seed=0):
     os.makedirs(outdir, exist_ok=True)
     cfg = settings(quick)
     model = NQM.binned()
@@ -177,7 +177,7 @@ def run(outdir, quick=False, log=print):
     from nqm_mc.scaling import monte_carlo_confirmation
     hb0 = hb[0][1]
     idx = [i for i, b in enumerate(B) if b >= 2 ** 14]
-    rows = monte_carlo_confirmation(model, hb0, idx, n_runs=cfg["mc_runs"], seed=0)
+    rows = monte_carlo_confirmation(model, hb0, idx, n_runs=cfg["mc_runs"], seed=seed)
     if rows:
         _write_csv(os.path.join(outdir, "mc_confirmation.csv"), rows)
         summary["monte_carlo_confirmation"] = rows

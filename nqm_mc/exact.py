@@ -347,7 +347,8 @@ def steps_to_target_batch(model, optimizer, target, batch_sizes, learning_rates,
     """Steps to target for many configurations of one optimizer family at once.
 
     The configuration arrays broadcast against each other; the result (an int64 array of the
-    broadcast shape) holds steps, or -1 unreachable, -2 divergent, -3 beyond 2^62 steps.
+    broadcast shape) holds steps, or -1 unreachable, -2 divergent, -3 beyond 2^62 steps,
+    -4 not before its cap (see ``caps``).
     ``optimizer`` supplies the family, the preconditioning power and whether EMA is on; its own
     learning rate, momentum and EMA decay are replaced by the arrays. Runs in parallel over
     configurations.

@@ -15,7 +15,7 @@ def build_parser(parser=None):
     g.add_argument("--quick", dest="quick", action="store_true", default=True,
                    help="the quick subset (default; well under 2 minutes)")
     g.add_argument("--full", dest="quick", action="store_false",
-                   help="every case with more trajectories (about 1.5 minutes on 2 cores)")
+                   help="every case with more trajectories (about a minute on 2 cores)")
     p.add_argument("--out", default="validation-report", help="report directory")
     p.add_argument("--seed", type=int, default=20191, help="Monte Carlo seed")
     p.add_argument("--threads", type=int, default=None, help="numba threads (default: all)")

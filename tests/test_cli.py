@@ -109,3 +109,14 @@ def test_ctrl_c_stops_cleanly_and_keeps_finished_runs(tmp_path):
     from nqm_mc.results import load_result
     res = load_result(str(tmp_path / "simulation.npz"))
     assert res.n_finite[-1] == done
+
+
+def test_readme_python_example_runs_verbatim(tmp_path):
+    import pathlib
+    import re
+    readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
+    code = re.search(r"## In Python\s+```python\n(.*?)```", readme, re.S).group(1)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=600, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (tmp_path / "results" / "hb.npz").exists()

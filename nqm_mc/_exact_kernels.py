@@ -77,16 +77,10 @@ def _matmul(k, X, Y, out):
 def _sandwich(k, M, X, tmp, out):
     """out = M X M^T."""
     if k == 2:  # in scalars: the same operations in the same order, without loop overhead
-        m00, m01, m10, m11 = M[0, 0], M[0, 1], M[1, 0], M[1, 1]
-        x00, x01, x10, x11 = X[0, 0], X[0, 1], X[1, 0], X[1, 1]
-        t00 = m00 * x00 + m01 * x10
-        t01 = m00 * x01 + m01 * x11
-        t10 = m10 * x00 + m11 * x10
-        t11 = m10 * x01 + m11 * x11
-        out[0, 0] = t00 * m00 + t01 * m01
-        out[0, 1] = t00 * m10 + t01 * m11
-        out[1, 0] = t10 * m00 + t11 * m01
-        out[1, 1] = t10 * m10 + t11 * m11
+        for i in range(2):
+            for j in range(2):
+                out[i, j] = X[i, j]
+        _sandwich2_inplace(M, out)
         return
     for i in range(k):
         for j in range(k):
@@ -666,6 +660,22 @@ def modal_bound(m, c_abs, mu_abs, gap, t, slope):
 
 
 @njit(**_OPTS)
+def _envelope(G, kk, table, p, M, P, n, cc, n_modes, mc_abs, mc_mu, mc_gap, t, Lstar, tmp, T):
+    """The monotone upper envelope U(t) at t = 2^p: L* + sum_g n min(c_g tr(P A^t M A^tT),
+    modal bound)."""
+    U = Lstar
+    for g in range(G):
+        _sandwich(kk[g], table[g, p], M[g], tmp, T)
+        e = 0.0
+        for i in range(kk[g]):
+            for j in range(kk[g]):
+                e += P[g, i, j] * T[i, j]
+        U += n[g] * min(cc[g] * e, modal_bound(n_modes[g], mc_abs[g], mc_mu[g], mc_gap[g], t,
+                                               False))
+    return U
+
+
+@njit(**_OPTS)
 def first_crossing_one(kind, has_ema, h, hp, c, n, mu0, v0, lr, batch, beta, gamma, target,
                        method, bisect_hi, ref_bias, stats, cap=0):
     """Steps to target for one configuration.
@@ -837,28 +847,13 @@ def first_crossing_one(kind, has_ema, h, hp, c, n, mu0, v0, lr, batch, beta, gam
     if cap > 0:
         # U is monotone: if it is still above the target at 2^pmax (>= cap), the crossing, if
         # any, lies beyond the cap's reach of the lifting; one check spares the others
-        U = Lstar
-        for g in range(G):
-            _sandwich(kk[g], table[g, pmax], M[g], tmp, T)
-            e = 0.0
-            for i in range(kk[g]):
-                for j in range(kk[g]):
-                    e += P[g, i, j] * T[i, j]
-            U += n[g] * min(cc[g] * e, modal_bound(n_modes[g], mc_abs[g], mc_mu[g],
-                                                   mc_gap[g], float(1 << pmax), False))
+        U = _envelope(G, kk, table, pmax, M, P, n, cc, n_modes, mc_abs, mc_mu, mc_gap,
+                      float(1 << pmax), Lstar, tmp, T)
         if not (U < target):
             p_first = pmax + 1
     for p in range(p_first, pmax + 1):
-        U = Lstar
-        tp = float(1 << p)
-        for g in range(G):
-            _sandwich(kk[g], table[g, p], M[g], tmp, T)
-            e = 0.0
-            for i in range(kk[g]):
-                for j in range(kk[g]):
-                    e += P[g, i, j] * T[i, j]
-            U += n[g] * min(cc[g] * e, modal_bound(n_modes[g], mc_abs[g], mc_mu[g],
-                                                   mc_gap[g], tp, False))
+        U = _envelope(G, kk, table, p, M, P, n, cc, n_modes, mc_abs, mc_mu, mc_gap,
+                      float(1 << p), Lstar, tmp, T)
         if U < target:
             jmax = p
             break

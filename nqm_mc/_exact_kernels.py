@@ -230,24 +230,16 @@ def _doubling_sum2(table, Q, out, transpose):
     x00, x01, x10, x11 = Q[0, 0], Q[0, 1], Q[1, 0], Q[1, 1]
     for p in range(table.shape[0]):
         m00, m01, m10, m11 = table[p, 0, 0], table[p, 0, 1], table[p, 1, 0], table[p, 1, 1]
-        if transpose:
-            t00 = m00 * x00 + m10 * x10
-            t01 = m00 * x01 + m10 * x11
-            t10 = m01 * x00 + m11 * x10
-            t11 = m01 * x01 + m11 * x11
-            a00 = t00 * m00 + t01 * m10
-            a01 = t00 * m01 + t01 * m11
-            a10 = t10 * m00 + t11 * m10
-            a11 = t10 * m01 + t11 * m11
-        else:
-            t00 = m00 * x00 + m01 * x10
-            t01 = m00 * x01 + m01 * x11
-            t10 = m10 * x00 + m11 * x10
-            t11 = m10 * x01 + m11 * x11
-            a00 = t00 * m00 + t01 * m01
-            a01 = t00 * m10 + t01 * m11
-            a10 = t10 * m00 + t11 * m01
-            a11 = t10 * m10 + t11 * m11
+        if transpose:  # M^T X M is the sandwich with M^T
+            m01, m10 = m10, m01
+        t00 = m00 * x00 + m01 * x10
+        t01 = m00 * x01 + m01 * x11
+        t10 = m10 * x00 + m11 * x10
+        t11 = m10 * x01 + m11 * x11
+        a00 = t00 * m00 + t01 * m01
+        a01 = t00 * m10 + t01 * m11
+        a10 = t10 * m00 + t11 * m01
+        a11 = t10 * m10 + t11 * m11
         y00, y01, y10, y11 = x00 + a00, x01 + a01, x10 + a10, x11 + a11
         changed = y00 != x00 or y01 != x01 or y10 != x10 or y11 != x11
         x00, x01, x10, x11 = y00, y01, y10, y11

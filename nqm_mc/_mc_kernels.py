@@ -29,40 +29,22 @@ DIVERGED = 1e300
 
 @njit(cache=True, error_model="numpy")
 def half_quadratic(h, x):
-    """0.5 sum_i h_i x_i^2 in float64 with four interleaved partial sums: a fixed order (the
-    same bits on every machine) that the compiler can still keep in SIMD registers."""
-    d = h.shape[0]
-    d4 = d - d % 4
-    a0 = 0.0
-    a1 = 0.0
-    a2 = 0.0
-    a3 = 0.0
-    for i in range(0, d4, 4):
-        x0 = float(x[i])
-        x1 = float(x[i + 1])
-        x2 = float(x[i + 2])
-        x3 = float(x[i + 3])
-        a0 += h[i] * x0 * x0
-        a1 += h[i + 1] * x1 * x1
-        a2 += h[i + 2] * x2 * x2
-        a3 += h[i + 3] * x3 * x3
-    for i in range(d4, d):
-        xi = float(x[i])
-        a0 += h[i] * xi * xi
-    return 0.5 * ((a0 + a1) + (a2 + a3))
+    """0.5 sum_i h_i x_i^2 in float64, summed as the steps' losses are (sixteen partial sums by
+    index mod 16, see _add_hsq16): a fixed order, the same bits on every machine."""
+    acc = np.zeros(16)
+    _add_hsq16(h, x, 0, h.shape[0], acc)
+    return _total16(acc)
 
 
-@njit(cache=True, error_model="numpy", inline="always")
-def _update(kind, has_ema, a, b, h, lr, isb, beta, gamma, theta, m, ema, z, q, qe, lo, n):
+@njit(cache=True, error_model="numpy")
+def _update(kind, has_ema, a, b, lr, isb, beta, gamma, theta, m, ema, z, lo, n):
     """Update directions lo .. lo + n - 1 with the noise z[0:n] (one SIMD loop per rule). The
     stochastic gradient is h^-p (h theta + sqrt(c / B) z) = a theta + b z / sqrt(B) with
-    a = h^(1-p), b = h^-p sqrt(c). q, qe <- h theta^2 and h ema^2 in float64."""
+    a = h^(1-p), b = h^-p sqrt(c)."""
     th = theta[lo:]
     mm = m[lo:]
-    em = ema[lo:]
     aa = a[lo:]
     bb = b[lo:]
-    hh = h[lo:]
     if kind == KIND_SGD:
         for i in range(n):
             g = aa[i] * th[i] + bb[i] * isb * z[i]
@@ -79,72 +61,247 @@ def _update(kind, has_ema, a, b, h, lr, isb, beta, gamma, theta, m, ema, z, q, q
             mi = beta * mm[i] + g
             mm[i] = mi
             th[i] = th[i] - lr * (g + beta * mi)
-    for i in range(n):
-        x = float(th[i])
-        q[i] = hh[i] * x * x
     if has_ema:
+        em = ema[lo:]
         for i in range(n):
-            e = gamma * em[i] + (1.0 - gamma) * th[i]
-            em[i] = e
-            x = float(e)
-            qe[i] = hh[i] * x * x
+            em[i] = gamma * em[i] + (1.0 - gamma) * th[i]
 
 
-@njit(cache=True, error_model="numpy", inline="always")
-def _add4(q, n, acc):
-    """acc[k] += q[i] for i = k mod 4 (i < n - n mod 4), the rest into acc[0]."""
-    n4 = n - n % 4
+@njit(cache=True, error_model="numpy")
+def _add_hsq16(h, x, lo, n, acc):
+    """acc[k] += h_i x_i^2 (float64) for the directions i = lo + j, j < n, j = k mod 16 (j < n - n
+    mod 16), the rest into acc[0]: sixteen independent partial sums in a fixed order, which the
+    compiler keeps in SIMD registers."""
+    hh = h[lo:]
+    xs = x[lo:]
+    n16 = n - n % 16
     a0 = acc[0]
     a1 = acc[1]
     a2 = acc[2]
     a3 = acc[3]
-    for i in range(0, n4, 4):
-        a0 += q[i]
-        a1 += q[i + 1]
-        a2 += q[i + 2]
-        a3 += q[i + 3]
-    for i in range(n4, n):
-        a0 += q[i]
+    a4 = acc[4]
+    a5 = acc[5]
+    a6 = acc[6]
+    a7 = acc[7]
+    a8 = acc[8]
+    a9 = acc[9]
+    a10 = acc[10]
+    a11 = acc[11]
+    a12 = acc[12]
+    a13 = acc[13]
+    a14 = acc[14]
+    a15 = acc[15]
+    for i in range(0, n16, 16):
+        x0 = float(xs[i])
+        a0 += hh[i] * x0 * x0
+        x1 = float(xs[i + 1])
+        a1 += hh[i + 1] * x1 * x1
+        x2 = float(xs[i + 2])
+        a2 += hh[i + 2] * x2 * x2
+        x3 = float(xs[i + 3])
+        a3 += hh[i + 3] * x3 * x3
+        x4 = float(xs[i + 4])
+        a4 += hh[i + 4] * x4 * x4
+        x5 = float(xs[i + 5])
+        a5 += hh[i + 5] * x5 * x5
+        x6 = float(xs[i + 6])
+        a6 += hh[i + 6] * x6 * x6
+        x7 = float(xs[i + 7])
+        a7 += hh[i + 7] * x7 * x7
+        x8 = float(xs[i + 8])
+        a8 += hh[i + 8] * x8 * x8
+        x9 = float(xs[i + 9])
+        a9 += hh[i + 9] * x9 * x9
+        x10 = float(xs[i + 10])
+        a10 += hh[i + 10] * x10 * x10
+        x11 = float(xs[i + 11])
+        a11 += hh[i + 11] * x11 * x11
+        x12 = float(xs[i + 12])
+        a12 += hh[i + 12] * x12 * x12
+        x13 = float(xs[i + 13])
+        a13 += hh[i + 13] * x13 * x13
+        x14 = float(xs[i + 14])
+        a14 += hh[i + 14] * x14 * x14
+        x15 = float(xs[i + 15])
+        a15 += hh[i + 15] * x15 * x15
+    for i in range(n16, n):
+        x0 = float(xs[i])
+        a0 += hh[i] * x0 * x0
     acc[0] = a0
     acc[1] = a1
     acc[2] = a2
     acc[3] = a3
+    acc[4] = a4
+    acc[5] = a5
+    acc[6] = a6
+    acc[7] = a7
+    acc[8] = a8
+    acc[9] = a9
+    acc[10] = a10
+    acc[11] = a11
+    acc[12] = a12
+    acc[13] = a13
+    acc[14] = a14
+    acc[15] = a15
 
 
 @njit(cache=True, error_model="numpy")
-def _step(kind, has_ema, a, b, h, lr, isb, beta, gamma, theta, m, ema, z, q, qe, acc, ws,
-          step, shi, k0, k1, use_f32):
-    """One step of one trajectory, chunk by chunk: draw a chunk of normals (L1-resident),
-    update that chunk's directions, accumulate the losses. Returns (theta loss, readout loss);
-    the summation order is half_quadratic's (partial sums by index mod 4)."""
+def _total16(acc):
+    """0.5 x the sum of the 16 partial sums, by a fixed pairwise tree."""
+    p0 = (acc[0] + acc[1]) + (acc[2] + acc[3])
+    p1 = (acc[4] + acc[5]) + (acc[6] + acc[7])
+    p2 = (acc[8] + acc[9]) + (acc[10] + acc[11])
+    p3 = (acc[12] + acc[13]) + (acc[14] + acc[15])
+    return 0.5 * ((p0 + p1) + (p2 + p3))
+
+
+@njit(cache=True, error_model="numpy")
+def _sumsq16(x, lo, hi):
+    """sum_{lo <= i < hi} x_i^2 in float64: sixteen partial sums by (i - lo) mod 16, the rest
+    into the first, added by the fixed tree of _total16 (SIMD, a fixed order)."""
+    n = hi - lo
+    n16 = n - n % 16
+    xs = x[lo:]
+    a0 = 0.0
+    a1 = 0.0
+    a2 = 0.0
+    a3 = 0.0
+    a4 = 0.0
+    a5 = 0.0
+    a6 = 0.0
+    a7 = 0.0
+    a8 = 0.0
+    a9 = 0.0
+    a10 = 0.0
+    a11 = 0.0
+    a12 = 0.0
+    a13 = 0.0
+    a14 = 0.0
+    a15 = 0.0
+    for i in range(0, n16, 16):
+        v0 = float(xs[i + 0])
+        a0 += v0 * v0
+        v1 = float(xs[i + 1])
+        a1 += v1 * v1
+        v2 = float(xs[i + 2])
+        a2 += v2 * v2
+        v3 = float(xs[i + 3])
+        a3 += v3 * v3
+        v4 = float(xs[i + 4])
+        a4 += v4 * v4
+        v5 = float(xs[i + 5])
+        a5 += v5 * v5
+        v6 = float(xs[i + 6])
+        a6 += v6 * v6
+        v7 = float(xs[i + 7])
+        a7 += v7 * v7
+        v8 = float(xs[i + 8])
+        a8 += v8 * v8
+        v9 = float(xs[i + 9])
+        a9 += v9 * v9
+        v10 = float(xs[i + 10])
+        a10 += v10 * v10
+        v11 = float(xs[i + 11])
+        a11 += v11 * v11
+        v12 = float(xs[i + 12])
+        a12 += v12 * v12
+        v13 = float(xs[i + 13])
+        a13 += v13 * v13
+        v14 = float(xs[i + 14])
+        a14 += v14 * v14
+        v15 = float(xs[i + 15])
+        a15 += v15 * v15
+    for i in range(n16, n):
+        v = float(xs[i])
+        a0 += v * v
+    return (((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))) + (
+        ((a8 + a9) + (a10 + a11)) + ((a12 + a13) + (a14 + a15)))
+
+
+@njit(cache=True, error_model="numpy")
+def _band_sums(x, lo, hi, run_start, run_band, out):
+    """out[band] += sum of x_i^2 over lo <= i < hi, run by run (a run is a maximal range of
+    consecutive directions in one curvature band; run_start has a final entry d)."""
+    k = np.searchsorted(run_start, lo, side="right") - 1
+    while k < run_band.shape[0] and run_start[k] < hi:
+        a = max(lo, run_start[k])
+        b = min(hi, run_start[k + 1])
+        out[run_band[k]] += _sumsq16(x, a, b)
+        k += 1
+
+
+@njit(cache=True)
+def band_runs(band):
+    """(run_start, run_band) of the per-direction band labels (see _band_sums)."""
+    d = band.shape[0]
+    n = 1
+    for i in range(1, d):
+        if band[i] != band[i - 1]:
+            n += 1
+    run_start = np.empty(n + 1, np.int64)
+    run_band = np.empty(n, np.int64)
+    run_start[0] = 0
+    run_band[0] = band[0]
+    k = 1
+    for i in range(1, d):
+        if band[i] != band[i - 1]:
+            run_start[k] = i
+            run_band[k] = band[i]
+            k += 1
+    run_start[n] = d
+    return run_start, run_band
+
+
+WINDOW = 64  # steps advanced per pass over a chunk of directions (see _window)
+
+
+@njit(cache=True, error_model="numpy")
+def _window(kind, has_ema, a, b, h, lr_t, isb_t, beta, gamma, theta, m, ema, z, ws,
+            t0, w, shi, k0, k1, use_f32, lw, record, r0, run_start, run_band, rec_band):
+    """Advance one trajectory by steps t0 .. t0 + w - 1, one chunk of directions at a time.
+
+    The directions of the NQM evolve independently, so each chunk (its state, coefficients
+    and noise: a few kB, L1-resident) goes through all w steps before the next chunk is
+    touched; the state crosses the memory hierarchy once per window, not once per step.
+    lw[s, 0:16] (lw[s, 16:32] for the readout) receive the partial sums of h theta^2 after
+    step t0 + s, by index mod 16 and chunk after chunk: the same operations in the same order as
+    one pass over all directions per step. Recorded steps in the window (record[r0:]) get
+    their per-band sums of the readout's square, again in index order."""
     d = theta.shape[0]
     per = 4 * CHUNK if use_f32 else 2 * CHUNK
-    for k in range(8):
-        acc[k] = 0.0
+    R = record.shape[0]
+    for s in range(w):
+        for k in range(32):
+            lw[s, k] = 0.0
     for lo in range(0, d, per):
         n = min(per, d - lo)
-        if use_f32:
-            normals_chunk_f32(lo // 4, (n + 3) // 4, np.uint32(step),
-                              np.uint32(PURPOSE_GRADIENT), shi, k0, k1, ws, z)
-        else:
-            normals_chunk_f64(lo // 2, (n + 1) // 2, np.uint32(step),
-                              np.uint32(PURPOSE_GRADIENT), shi, k0, k1, ws, z)
-        _update(kind, has_ema, a, b, h, lr, isb, beta, gamma, theta, m, ema, z, q, qe, lo, n)
-        _add4(q, n, acc[0:4])
-        if has_ema:
-            _add4(qe, n, acc[4:8])
-    loss_th = 0.5 * ((acc[0] + acc[1]) + (acc[2] + acc[3]))
-    if has_ema:
-        return loss_th, 0.5 * ((acc[4] + acc[5]) + (acc[6] + acc[7]))
-    return loss_th, loss_th
+        r = r0
+        for s in range(w):
+            t = t0 + s
+            if use_f32:
+                normals_chunk_f32(lo // 4, (n + 3) // 4, np.uint32(t),
+                                  np.uint32(PURPOSE_GRADIENT), shi, k0, k1, ws, z)
+            else:
+                normals_chunk_f64(lo // 2, (n + 1) // 2, np.uint32(t),
+                                  np.uint32(PURPOSE_GRADIENT), shi, k0, k1, ws, z)
+            _update(kind, has_ema, a, b, lr_t[t], isb_t[t], beta, gamma, theta, m, ema, z, lo,
+                    n)
+            _add_hsq16(h, theta, lo, n, lw[s, 0:16])
+            if has_ema:
+                _add_hsq16(h, ema, lo, n, lw[s, 16:32])
+            if r < R and record[r] == t + 1:
+                _band_sums(ema if has_ema else theta, lo, lo + n, run_start, run_band,
+                           rec_band[r])
+                r += 1
 
 
 @njit(cache=True, error_model="numpy")
 def _trajectory(kind, has_ema, h, a, b, mu0, sd0, lr_t, isb_t, beta, gamma, seed_lo,
-                seed_hi, traj, record, target, band, theta, m, ema, z, q, qe, acc, ws, rec_loss,
-                rec_theta, rec_band, use_f32):
+                seed_hi, traj, record, target, run_start, run_band, theta, m, ema, z, lw, ws,
+                rec_loss, rec_theta, rec_band, use_f32):
     """Run one trajectory; write its readout loss, theta loss and per-band sums of the readout's
-    square at the recorded steps. Returns (hitting time or -1, step of divergence or -1)."""
+    square at the recorded steps. Returns (hitting time or -1, step of divergence or -1).
+    A window in which the loss overflows is cut at its first diverged step."""
     d = h.shape[0]
     R = record.shape[0]
     T = record[R - 1]
@@ -160,35 +317,43 @@ def _trajectory(kind, has_ema, h, a, b, mu0, sd0, lr_t, isb_t, beta, gamma, seed
         m[i] = 0.0
         ema[i] = theta[i]
     loss = half_quadratic(h, theta)
-    loss_th = loss
     hit = -1
     div = -1
+    if loss < target:
+        hit = 0
     r = 0
-    t = 0
-    while True:
-        if hit < 0 and loss < target:
-            hit = t
-        if t == record[r]:
-            rec_loss[r] = loss
-            rec_theta[r] = loss_th
-            for i in range(d):
-                v = float(ema[i]) if has_ema else float(theta[i])
-                rec_band[r, band[i]] += v * v
-            r += 1
-            if r == R:
+    if record[0] == 0:
+        rec_loss[0] = loss
+        rec_theta[0] = loss
+        per = 4 * CHUNK if use_f32 else 2 * CHUNK
+        for lo in range(0, d, per):
+            _band_sums(theta, lo, min(d, lo + per), run_start, run_band, rec_band[0])
+        r = 1
+    t0 = 0
+    while t0 < T:
+        w = min(WINDOW, T - t0)
+        _window(kind, has_ema, a, b, h, lr_t, isb_t, beta, gamma, theta, m, ema, z, ws,
+                t0, w, shi, k0, k1, use_f32, lw, record, r, run_start, run_band, rec_band)
+        for s in range(w):
+            t = t0 + s + 1
+            loss_th = _total16(lw[s, 0:16])
+            loss = _total16(lw[s, 16:32]) if has_ema else loss_th
+            if not (loss < DIVERGED and loss_th < DIVERGED):
+                div = t
                 break
-        loss_th, loss = _step(kind, has_ema, a, b, h, lr_t[t], isb_t[t], beta, gamma, theta, m,
-                              ema, z, q, qe, acc, ws, t, shi, k0, k1, use_f32)
-        t += 1
-        if not (loss < DIVERGED and loss_th < DIVERGED):
-            div = t
+            if hit < 0 and loss < target:
+                hit = t
+            if r < R and record[r] == t:
+                rec_loss[r] = loss
+                rec_theta[r] = loss_th
+                r += 1
+        if div >= 0:
             while r < R:
                 rec_loss[r] = np.inf
                 rec_theta[r] = np.inf
                 r += 1
             break
-        if t > T:
-            break
+        t0 += w
     return hit, div
 
 
@@ -210,15 +375,14 @@ def run_blocks(kind, has_ema, h, coef_a, coef_b, mu0, sd0, lr_t, isb_t, beta, ga
     d = h.shape[0]
     R = record.shape[0]
     nh = out_hist.shape[2]
+    run_start, run_band = band_runs(band)
     for bb in prange(n_blocks):
         b = first_block + bb
         theta = np.empty(d, dtype_probe.dtype)
         m = np.empty(d, dtype_probe.dtype)
         ema = np.empty(d, dtype_probe.dtype)
         z = np.empty(max(d, 4 * CHUNK) + 4, dtype_probe.dtype)
-        qbuf = np.empty(4 * CHUNK)
-        qebuf = np.empty(4 * CHUNK)
-        acc = np.empty(8)
+        lw = np.empty((WINDOW, 32))
         ws = np.empty((4, CHUNK), np.uint32)
         rec_loss = np.empty(R)
         rec_theta = np.empty(R)
@@ -231,9 +395,9 @@ def run_blocks(kind, has_ema, h, coef_a, coef_b, mu0, sd0, lr_t, isb_t, beta, ga
                 for q in range(n_bands):
                     rec_band[r, q] = 0.0
             hit, div = _trajectory(kind, has_ema, h, coef_a, coef_b, mu0, sd0, lr_t, isb_t, beta,
-                                   gamma, seed_lo, seed_hi, traj, record, target, band, theta,
-                                   m, ema, z, qbuf, qebuf, acc, ws, rec_loss, rec_theta, rec_band,
-                                   use_f32)
+                                   gamma, seed_lo, seed_hi, traj, record, target, run_start,
+                                   run_band, theta, m, ema, z, lw, ws, rec_loss, rec_theta,
+                                   rec_band, use_f32)
             if div >= 0 and (hit < 0 or hit > div):
                 hit = -2
             out_hit[traj - first_block * block_size] = hit

@@ -315,3 +315,27 @@ def test_small_eigendecomposition_matches_lapack(A):
     M = np.random.default_rng(1).normal(size=(3, 3)) + 1j
     out = np.zeros((3, 3), complex)
     assert _inv_small(3, M, out) and np.allclose(out @ M, np.eye(3))
+
+
+@pytest.mark.parametrize("B", [4, 2 ** 16])
+def test_reference_method_on_the_heavy_ball_grid_matches_notebook_math(B):
+    """The grid-wide bisection (state kept at lo, powers per depth) gives the notebook's counts
+    on random cells of its heavy-ball grid, including heavily under-damped ones."""
+    from nqm_mc.scaling import reference_grid
+    m = NQM.binned()
+    alphas, betas = reference_grid("heavy_ball")
+    rng = np.random.default_rng(5)
+    ia = rng.integers(alphas.size, size=24)
+    ib = np.concatenate([rng.integers(betas.size, size=20), [0, 1, 2, 3]])  # beta -> 1 too
+    got = steps_to_target_batch(m, HeavyBall(0.1, 0.5, preconditioning=0.25), 0.01, B,
+                                alphas[ia], betas[ib], method="reference")
+    checked = 0
+    for a, b, g in zip(alphas[ia], betas[ib], got):
+        if g <= 0:
+            continue  # divergent or unreachable: the notebook's bisection has no answer
+        with np.errstate(over="ignore", invalid="ignore"):
+            ref = notebook_steps(m.curvatures, m.multiplicities, B, a, 0.01, "momentum",
+                                 momentum=b, p=0.25)
+        assert g == ref, (a, b)
+        checked += 1
+    assert checked >= 6

@@ -11,14 +11,14 @@ Reports dimension-steps per second (d x N x T / s) for
   speed limit: the kernel's rate as a fraction of it.
 """
 
-import argparse
+import argparse  # noqa: I001 (nqm_mc before numba: it sets the vector width)
 import time
 
-import numba
-import numpy as np
-from numba import njit, prange
+from nqm_mc import NQM, SGD, _rng, simulate  # first: it chooses numba's vector width
 
-from nqm_mc import NQM, SGD, _rng, simulate
+import numba  # noqa: E402
+import numpy as np  # noqa: E402
+from numba import njit, prange  # noqa: E402
 
 
 def baseline(model, lr, batch, n_steps, n_runs, seed):

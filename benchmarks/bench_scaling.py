@@ -89,7 +89,7 @@ def main():
                                      momentum=betas[j], p=p))
     per_config = (time.perf_counter() - t0) / n_sample
     # the notebook's bisection has no answer for divergent or unreachable cells
-    agree = all(grids[p, b][i, j] == s for (p, b, i, j), s in zip(sample, nb)
+    agree = all(grids[p, b][i, j] == s for (p, b, i, j), s in zip(sample, nb, strict=True)
                 if np.isfinite(grids[p, b][i, j]))
     n_configs = len(POWERS) * len(batch_sizes) * alphas.size * betas.size
     t_notebook = per_config * n_configs

@@ -6,9 +6,13 @@ variance, steady states and steps to target from moment recurrences; the Monte C
 number generator, reproducibly.
 """
 
-from nqm_mc import schedules
-from nqm_mc._validate import ParameterError
-from nqm_mc.exact import (
+from nqm_mc._cpu import prefer_wide_vectors
+
+prefer_wide_vectors()  # before numba is imported; speed only, the same bits
+
+from nqm_mc import schedules  # noqa: E402
+from nqm_mc._validate import ParameterError  # noqa: E402
+from nqm_mc.exact import (  # noqa: E402
     expected_loss,
     loss_at,
     stability,
@@ -16,10 +20,10 @@ from nqm_mc.exact import (
     steps_to_target,
     steps_to_target_batch,
 )
-from nqm_mc.model import NQM
-from nqm_mc.montecarlo import simulate
-from nqm_mc.optimizers import SGD, HeavyBall, Nesterov
-from nqm_mc.results import SimulationResult, load_result
+from nqm_mc.model import NQM  # noqa: E402
+from nqm_mc.montecarlo import simulate  # noqa: E402
+from nqm_mc.optimizers import SGD, HeavyBall, Nesterov  # noqa: E402
+from nqm_mc.results import SimulationResult, load_result  # noqa: E402
 
 __version__ = "0.1.0"
 

@@ -275,6 +275,8 @@ def cmd_info(args):
         "numpy": np.__version__, "numba": numba.__version__, "scipy": scipy.__version__,
         "cpu_count": os.cpu_count(), "numba_threads": numba.config.NUMBA_NUM_THREADS,
         "numba_cache_dir": numba.config.CACHE_DIR or "(next to the package's sources)",
+        "vector_width": ("512 bit (AVX-512)" if "-prefer-256-bit" in
+                         (numba.config.CPU_FEATURES or "") else "numba's default"),
     }
     if args.json:
         print(json.dumps(info, indent=2))

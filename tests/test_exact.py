@@ -330,7 +330,7 @@ def test_reference_method_on_the_heavy_ball_grid_matches_notebook_math(B):
     got = steps_to_target_batch(m, HeavyBall(0.1, 0.5, preconditioning=0.25), 0.01, B,
                                 alphas[ia], betas[ib], method="reference")
     checked = 0
-    for a, b, g in zip(alphas[ia], betas[ib], got):
+    for a, b, g in zip(alphas[ia], betas[ib], got, strict=True):
         if g <= 0:
             continue  # divergent or unreachable: the notebook's bisection has no answer
         with np.errstate(over="ignore", invalid="ignore"):

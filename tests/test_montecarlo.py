@@ -212,3 +212,38 @@ def test_simulate_bad_input(kw, name):
     args.update(kw)
     with pytest.raises(ParameterError, match=f"'{name}'"):
         simulate(**args)
+
+
+_VECTOR_WIDTH_SCRIPT = """
+import hashlib, sys
+import numpy as np
+from nqm_mc import NQM, HeavyBall, expected_loss, simulate, steps_to_target
+m = NQM.paper(300)
+h = hashlib.sha256()
+for dt in ("float64", "float32"):
+    r = simulate(m, HeavyBall(0.3, 0.8, ema=0.9), 16, 200, 40, seed=7, target=0.5,
+                 keep_paths=3, dtype=dt, progress=False)
+    for a in (r.mean, r.variance, r.paths, r.band_mean_square, r.hitting_times):
+        h.update(np.ascontiguousarray(a).tobytes())
+h.update(expected_loss(m, HeavyBall(0.3, 0.8), 16, 500).mean.tobytes())
+h.update(str(steps_to_target(NQM.binned(), HeavyBall(0.5, 0.99), 1024, 0.01).steps).encode())
+print(h.hexdigest())
+"""
+
+
+@pytest.mark.slow
+def test_vector_width_changes_speed_not_bits(tmp_path):
+    """On an AVX-512 machine the package asks numba for 512-bit vectors; the results must be
+    the bits of numba's default (256-bit) build. Elsewhere both runs use the same code."""
+    import os
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CPU_FEATURES"}
+    digests = []
+    for width in ("512", "256"):
+        out = subprocess.run([sys.executable, "-c", _VECTOR_WIDTH_SCRIPT], check=True,
+                             capture_output=True, text=True,
+                             env={**env, "NQM_MC_VECTOR_WIDTH": width,
+                                  "NUMBA_CACHE_DIR": str(tmp_path / width)})
+        digests.append(out.stdout.strip())
+    assert digests[0] == digests[1]

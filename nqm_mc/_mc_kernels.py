@@ -19,11 +19,15 @@ from nqm_mc._rng import (
     PURPOSE_INITIAL,
     fill_normals_f32,
     fill_normals_f64,
+    fill_student_t,
     normals_chunk_f32,
     normals_chunk_f64,
+    sample_without_replacement,
 )
 
 KIND_SGD, KIND_HEAVY_BALL, KIND_NESTEROV = 0, 1, 2
+KIND_ADAM, KIND_RMSPROP, KIND_ADAGRAD, KIND_SIGN = 3, 4, 5, 6
+NOISE_GAUSSIAN, NOISE_STUDENT_T, NOISE_FINITE = 0, 1, 2
 DIVERGED = 1e300
 
 
@@ -357,10 +361,156 @@ def _trajectory(kind, has_ema, h, a, b, mu0, sd0, lr_t, isb_t, beta, gamma, seed
     return hit, div
 
 
+@njit(cache=True, error_model="numpy")
+def _noise(noise_kind, nu, data, perm, batch, z, d, step, shi, k0, k1, ws, use_f32):
+    """z[0:d] <- the step's unit-variance gradient noise (of z / sqrt(B) per direction).
+    Gaussian: the fast path's normals, bit for bit. Student-t: see _rng.fill_student_t.
+    Finite data: a batch of B of the n standardised per-example rows, drawn without
+    replacement; z = sqrt(B) f mean_batch(row), f = sqrt((n - 1) / (n - B)) the inverse finite
+    population correction, so that z has unit variance like the Gaussian case."""
+    if noise_kind == NOISE_GAUSSIAN:
+        if use_f32:
+            fill_normals_f32(z, d, step, np.uint32(PURPOSE_GRADIENT), shi, k0, k1, ws)
+        else:
+            fill_normals_f64(z, d, step, np.uint32(PURPOSE_GRADIENT), shi, k0, k1, ws)
+    elif noise_kind == NOISE_STUDENT_T:
+        fill_student_t(z, d, step, shi, k0, k1, nu)
+    else:
+        n = perm.shape[0]
+        sample_without_replacement(perm, batch, step, shi, k0, k1)
+        for i in range(d):
+            z[i] = 0.0
+        for j in range(batch):
+            row = data[perm[j]]
+            for i in range(d):
+                z[i] += row[i]
+        f = math.sqrt((n - 1.0) / (n - batch)) / math.sqrt(float(batch))
+        for i in range(d):
+            z[i] = z[i] * f
+
+
+@njit(cache=True, error_model="numpy")
+def _general_step(kind, a, b, lr, isb, beta, beta2, eps, clip, t, theta, m, v, z, g):
+    """One step of any rule on the full gradient g = a theta + b z / sqrt(B), optionally
+    clipped to Euclidean norm ``clip`` first (the norm in float64, 16 fixed partial sums)."""
+    d = theta.shape[0]
+    for i in range(d):
+        g[i] = a[i] * theta[i] + b[i] * isb * z[i]
+    if clip > 0.0:
+        nrm = math.sqrt(_sumsq16(g, 0, d))
+        if nrm > clip:
+            s = clip / nrm
+            for i in range(d):
+                g[i] = g[i] * s
+    if kind == KIND_SGD:
+        for i in range(d):
+            theta[i] = theta[i] - lr * g[i]
+    elif kind == KIND_HEAVY_BALL:
+        for i in range(d):
+            m[i] = beta * m[i] + g[i]
+            theta[i] = theta[i] - lr * m[i]
+    elif kind == KIND_NESTEROV:
+        for i in range(d):
+            m[i] = beta * m[i] + g[i]
+            theta[i] = theta[i] - lr * (g[i] + beta * m[i])
+    elif kind == KIND_ADAM:
+        c1 = 1.0 - beta ** (t + 1)
+        c2 = 1.0 - beta2 ** (t + 1)
+        for i in range(d):
+            m[i] = beta * m[i] + (1.0 - beta) * g[i]
+            v[i] = beta2 * v[i] + (1.0 - beta2) * g[i] * g[i]
+            theta[i] = theta[i] - lr * (m[i] / c1) / (math.sqrt(v[i] / c2) + eps)
+    elif kind == KIND_RMSPROP:
+        for i in range(d):
+            v[i] = beta * v[i] + (1.0 - beta) * g[i] * g[i]
+            theta[i] = theta[i] - lr * g[i] / (math.sqrt(v[i]) + eps)
+    elif kind == KIND_ADAGRAD:
+        for i in range(d):
+            v[i] = v[i] + g[i] * g[i]
+            theta[i] = theta[i] - lr * g[i] / (math.sqrt(v[i]) + eps)
+    else:
+        for i in range(d):
+            gi = g[i]
+            sg = 1.0 if gi > 0 else (-1.0 if gi < 0 else 0.0)
+            theta[i] = theta[i] - lr * sg
+
+
+@njit(cache=True, error_model="numpy")
+def _trajectory_general(kind, has_ema, h, a, b, mu0, sd0, lr_t, isb_t, bsz_t, beta, gamma,
+                        extra, noise_kind, data, seed_lo, seed_hi, traj, record, target,
+                        run_start, run_band, theta, m, v, ema, z, g, perm, ws, rec_loss,
+                        rec_theta, rec_band, use_f32):
+    """_trajectory for every rule (adaptive ones, clipping) and every noise law, one full pass
+    over the directions per step (clipping needs the whole gradient's norm first). The same
+    initial state and, for Gaussian noise, the same normals as the fast path."""
+    d = h.shape[0]
+    R = record.shape[0]
+    T = record[R - 1]
+    k0 = np.uint32(seed_lo)
+    k1 = np.uint32(traj)
+    shi = np.uint32(seed_hi)
+    beta2 = extra[0]
+    eps = extra[1]
+    clip = extra[2]
+    nu = extra[3]
+    if use_f32:
+        fill_normals_f32(z, d, np.uint32(0), np.uint32(PURPOSE_INITIAL), shi, k0, k1, ws)
+    else:
+        fill_normals_f64(z, d, np.uint32(0), np.uint32(PURPOSE_INITIAL), shi, k0, k1, ws)
+    for i in range(d):
+        theta[i] = mu0[i] + sd0[i] * z[i]
+        m[i] = 0.0
+        v[i] = 0.0
+        ema[i] = theta[i]
+    for j in range(perm.shape[0]):
+        perm[j] = j
+    loss = half_quadratic(h, theta)
+    hit = -1
+    div = -1
+    if loss < target:
+        hit = 0
+    r = 0
+    per = 4 * CHUNK
+    if record[0] == 0:
+        rec_loss[0] = loss
+        rec_theta[0] = loss
+        for lo in range(0, d, per):
+            _band_sums(theta, lo, min(d, lo + per), run_start, run_band, rec_band[0])
+        r = 1
+    for t in range(T):
+        _noise(noise_kind, nu, data, perm, bsz_t[t], z, d, np.uint32(t), shi, k0, k1, ws,
+               use_f32)
+        _general_step(kind, a, b, lr_t[t], isb_t[t], beta, beta2, eps, clip, t, theta, m, v, z,
+                      g)
+        if has_ema:
+            for i in range(d):
+                ema[i] = gamma * ema[i] + (1.0 - gamma) * theta[i]
+        loss_th = half_quadratic(h, theta)
+        loss = half_quadratic(h, ema) if has_ema else loss_th
+        if not (loss < DIVERGED and loss_th < DIVERGED):
+            div = t + 1
+            while r < R:
+                rec_loss[r] = np.inf
+                rec_theta[r] = np.inf
+                r += 1
+            break
+        if hit < 0 and loss < target:
+            hit = t + 1
+        if r < R and record[r] == t + 1:
+            rec_loss[r] = loss
+            rec_theta[r] = loss_th
+            for lo in range(0, d, per):
+                _band_sums(ema if has_ema else theta, lo, min(d, lo + per), run_start,
+                           run_band, rec_band[r])
+            r += 1
+    return hit, div
+
+
 @njit(cache=True, error_model="numpy", parallel=True)
-def run_blocks(kind, has_ema, h, coef_a, coef_b, mu0, sd0, lr_t, isb_t, beta, gamma, seed_lo,
-               seed_hi, first_block, n_blocks, block_size, n_runs, record, target, band, n_bands,
-               hist_lo, hist_inv_width, use_f32, dtype_probe, keep_paths,
+def run_blocks(kind, has_ema, h, coef_a, coef_b, mu0, sd0, lr_t, isb_t, beta, gamma, general,
+               extra, noise_kind, data, bsz_t, seed_lo, seed_hi, first_block, n_blocks,
+               block_size, n_runs, record, target, band, n_bands, hist_lo, hist_inv_width,
+               use_f32, dtype_probe, keep_paths,
                out_count, out_mean, out_m2, out_theta_mean, out_band, out_hist, out_div,
                out_hit, out_paths):
     """Simulate blocks first_block .. first_block + n_blocks - 1 (trajectory ids
@@ -381,6 +531,9 @@ def run_blocks(kind, has_ema, h, coef_a, coef_b, mu0, sd0, lr_t, isb_t, beta, ga
         theta = np.empty(d, dtype_probe.dtype)
         m = np.empty(d, dtype_probe.dtype)
         ema = np.empty(d, dtype_probe.dtype)
+        v = np.empty(d if general else 0, dtype_probe.dtype)
+        g = np.empty(d if general else 0, dtype_probe.dtype)
+        perm = np.empty(data.shape[0], np.int64)
         z = np.empty(max(d, 4 * CHUNK) + 4, dtype_probe.dtype)
         lw = np.empty((WINDOW, 32))
         ws = np.empty((4, CHUNK), np.uint32)
@@ -394,10 +547,17 @@ def run_blocks(kind, has_ema, h, coef_a, coef_b, mu0, sd0, lr_t, isb_t, beta, ga
             for r in range(R):
                 for q in range(n_bands):
                     rec_band[r, q] = 0.0
-            hit, div = _trajectory(kind, has_ema, h, coef_a, coef_b, mu0, sd0, lr_t, isb_t, beta,
-                                   gamma, seed_lo, seed_hi, traj, record, target, run_start,
-                                   run_band, theta, m, ema, z, lw, ws, rec_loss, rec_theta,
-                                   rec_band, use_f32)
+            if general:
+                hit, div = _trajectory_general(
+                    kind, has_ema, h, coef_a, coef_b, mu0, sd0, lr_t, isb_t, bsz_t, beta, gamma,
+                    extra, noise_kind, data, seed_lo, seed_hi, traj, record, target, run_start,
+                    run_band, theta, m, v, ema, z, g, perm, ws, rec_loss, rec_theta, rec_band,
+                    use_f32)
+            else:
+                hit, div = _trajectory(kind, has_ema, h, coef_a, coef_b, mu0, sd0, lr_t, isb_t,
+                                       beta, gamma, seed_lo, seed_hi, traj, record, target,
+                                       run_start, run_band, theta, m, ema, z, lw, ws, rec_loss,
+                                       rec_theta, rec_band, use_f32)
             if div >= 0 and (hit < 0 or hit > div):
                 hit = -2
             out_hit[traj - first_block * block_size] = hit

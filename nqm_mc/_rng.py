@@ -29,6 +29,7 @@ MASK32 = np.uint64(0xFFFFFFFF)
 PURPOSE_GRADIENT = 0
 PURPOSE_INITIAL = 1
 PURPOSE_FINITE_DATA = 2
+PURPOSE_STUDENT = 3  # | (round << 8): Bailey's polar method, two attempts per Philox call
 
 _OPTS = dict(cache=True, error_model="numpy", inline="always")
 
@@ -268,6 +269,57 @@ def fill_normals_f32(out, n, step, purpose, seed_hi, k0, k1, ws):
     for start in range(0, nq, CHUNK):
         normals_chunk_f32(start, min(CHUNK, nq - start), step, purpose, seed_hi, k0, k1, ws,
                           out[4 * start:])
+
+
+@njit(cache=True, error_model="numpy")
+def fill_student_t(out, n, step, seed_hi, k0, k1, nu):
+    """out[0:n] <- Student-t variates with nu > 2 degrees of freedom, scaled to unit variance,
+    by Bailey's polar method: (u, v) uniform on (-1, 1)^2 until w = u^2 + v^2 < 1, then
+    t = u sqrt(nu (w^(-2/nu) - 1) / w). Element i draws from counters (i, step,
+    PURPOSE_STUDENT | round << 8, seed_hi), two attempts per call (32-bit uniforms), so any
+    element is replayable alone. w^(-2/nu) uses libm's exp: bits may differ across libm
+    versions (never across threads or executors)."""
+    scale = math.sqrt((nu - 2.0) / nu)
+    for i in range(n):
+        rnd = 0
+        while True:
+            r0, r1, r2, r3 = philox4x32(np.uint32(i), step,
+                                        np.uint32(PURPOSE_STUDENT | (rnd << 8)), seed_hi, k0, k1)
+            x = 0.0
+            found = False
+            for attempt in range(2):
+                a = r0 if attempt == 0 else r2
+                b = r1 if attempt == 0 else r3
+                u = (np.float64(a) + 0.5) * (1.0 / 2147483648.0) - 1.0
+                v = (np.float64(b) + 0.5) * (1.0 / 2147483648.0) - 1.0
+                w = u * u + v * v
+                if w < 1.0:
+                    x = u * math.sqrt(nu * (math.exp(-2.0 / nu * math.log(w)) - 1.0) / w)
+                    found = True
+                    break
+            if found:
+                break
+            rnd += 1
+        out[i] = x * scale
+
+
+@njit(cache=True, error_model="numpy")
+def sample_without_replacement(perm, batch, step, seed_hi, k0, k1):
+    """Move a uniform random batch of ``batch`` distinct entries of perm to perm[0:batch] by a
+    partial Fisher-Yates shuffle (perm stays a permutation). Position j swaps with
+    j + floor(w (n - j) / 2^32), w the j-th 32-bit word of counters (j // 4, step,
+    PURPOSE_FINITE_DATA, seed_hi); the bias of this multiply-shift is below n / 2^32."""
+    n = perm.shape[0]
+    r0 = r1 = r2 = r3 = np.uint32(0)
+    for j in range(batch):
+        if j % 4 == 0:
+            r0, r1, r2, r3 = philox4x32(np.uint32(j // 4), step,
+                                        np.uint32(PURPOSE_FINITE_DATA), seed_hi, k0, k1)
+        w = r0 if j % 4 == 0 else (r1 if j % 4 == 1 else (r2 if j % 4 == 2 else r3))
+        k = j + np.int64((np.uint64(w) * np.uint64(n - j)) >> np.uint64(32))
+        tmp = perm[j]
+        perm[j] = perm[k]
+        perm[k] = tmp
 
 
 def workspace():

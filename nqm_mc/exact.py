@@ -52,6 +52,12 @@ def _check_optimizer(opt, owner):
     if not isinstance(opt, Optimizer):
         raise ParameterError(f"The 'optimizer' parameter of {owner} must be an optimizer spec "
                              f"(SGD, HeavyBall, Nesterov). Got {type(opt).__name__} instead.")
+    if not opt.is_linear:
+        what = (f"gradient clipping (clip_norm={opt.clip_norm!r})" if opt.clip_norm is not None
+                else f"{type(opt).__name__}")
+        raise ParameterError(f"The 'optimizer' parameter of {owner}: the exact engine needs an "
+                             f"update linear in the gradient (SGD, HeavyBall, Nesterov without "
+                             f"clipping); {what} is nonlinear. Use nqm_mc.simulate.")
 
 
 def _args(model, opt):

@@ -27,7 +27,9 @@ import numpy as np
 from nqm_mc import _mc_kernels as K
 from nqm_mc._rng import split_seed
 from nqm_mc._validate import ParameterError, check_choice, check_int, check_real
-from nqm_mc.exact import _check_model, _check_optimizer
+from nqm_mc.exact import _check_model
+from nqm_mc.noise import NOISE_FINITE, as_noise
+from nqm_mc.optimizers import Optimizer
 from nqm_mc.results import SimulationResult, provenance
 from nqm_mc.schedules import as_batch_schedule
 
@@ -102,13 +104,14 @@ def _prepare(model, optimizer, batch_size, n_steps, dtype, n_bands):
 
 def simulate(model, optimizer, batch_size, n_steps, n_runs, *, seed=0, record="log",
              n_records=100, target=None, keep_paths=0, dtype="float64", threads=None,
-             block_size=16, n_bands=8, progress=None, executor=None):
+             block_size=16, n_bands=8, noise=None, progress=None, executor=None):
     r"""Simulate ``n_runs`` noisy trajectories and return their statistics.
 
     Parameters
     ----------
     model : NQM
-    optimizer : SGD, HeavyBall or Nesterov (any schedule, preconditioning, EMA)
+    optimizer : SGD, HeavyBall, Nesterov (any schedule, preconditioning, EMA), or Adam,
+        RMSProp, Adagrad, SignSGD; any of them with ``clip_norm``
     batch_size : int or BatchSchedule
     n_steps : int
         Number of updates.
@@ -132,6 +135,8 @@ def simulate(model, optimizer, batch_size, n_steps, n_runs, *, seed=0, record="l
         in id order, so results do not depend on it, nor on the thread count.
     n_bands : int
         Number of log-spaced curvature bands for ``band_mean_square``.
+    noise : Gaussian (default), StudentT(nu) or FiniteData(n, seed)
+        Law of the gradient noise, always with the model's covariance (:mod:`nqm_mc.noise`).
     progress : bool, optional
         Progress line on stderr (default: on for runs longer than ~2 s when stderr is a tty).
 
@@ -146,14 +151,17 @@ def simulate(model, optimizer, batch_size, n_steps, n_runs, *, seed=0, record="l
     :math:`m \leftarrow \beta m + \tilde g,\ \theta \leftarrow \theta - \alpha_t m`; Nesterov
     :math:`m \leftarrow \beta m + \tilde g,\
     \theta \leftarrow \theta - \alpha_t(\tilde g + \beta m)`;
-    EMA :math:`e \leftarrow \gamma e + (1-\gamma)\theta`.
+    EMA :math:`e \leftarrow \gamma e + (1-\gamma)\theta`. The adaptive rules are in
+    :mod:`nqm_mc.optimizers`; clipping rescales the whole gradient to norm ``clip_norm``.
+    Linear optimizers with Gaussian noise run the fast kernel (chunks of directions advanced
+    many steps at a time); everything else runs one pass over all directions per step.
 
     A trajectory whose loss overflows (exceeds 1e300 or becomes non-finite) is counted in
     ``n_diverged`` from that step on and excluded from the statistics; its hitting time is -2
     unless it hit the target before diverging.
     """
     job = _job(model, optimizer, batch_size, n_steps, n_runs, seed, record, n_records, target,
-               keep_paths, dtype, threads, block_size, n_bands)
+               keep_paths, dtype, threads, block_size, n_bands, noise)
     plan, n_blocks = job.plan, job.n_blocks
     acc = _Accumulator(plan)
     n_threads = job.threads or numba.get_num_threads()
@@ -201,7 +209,8 @@ def simulate_many(jobs, *, executor=None, progress=None):
         return [simulate(**{"progress": progress, **j}) for j in jobs]
     names = ("model", "optimizer", "batch_size", "n_steps", "n_runs")
     defaults = {"seed": 0, "record": "log", "n_records": 100, "target": None, "keep_paths": 0,
-                "dtype": "float64", "threads": None, "block_size": 16, "n_bands": 8}
+                "dtype": "float64", "threads": None, "block_size": 16, "n_bands": 8,
+                "noise": None}
     built = []
     for i, j in enumerate(jobs):
         unknown = set(j) - set(names) - set(defaults)
@@ -222,11 +231,15 @@ def simulate_many(jobs, *, executor=None, progress=None):
 
 
 def _job(model, optimizer, batch_size, n_steps, n_runs, seed, record, n_records, target,
-         keep_paths, dtype, threads, block_size, n_bands):
+         keep_paths, dtype, threads, block_size, n_bands, noise=None):
     """Check the arguments and build the job (kernel plan plus what the result needs)."""
     owner = "simulate"
     _check_model(model, owner)
-    _check_optimizer(optimizer, owner)
+    if not isinstance(optimizer, Optimizer):
+        raise ParameterError(f"The 'optimizer' parameter of {owner} must be an optimizer spec "
+                             f"(SGD, HeavyBall, Nesterov, Adam, RMSProp, Adagrad, SignSGD). "
+                             f"Got {type(optimizer).__name__} instead.")
+    noise = as_noise(noise, owner)
     n_steps = check_int("n_steps", n_steps, owner, low=0, high=2 ** 32 - 2)
     n_runs = check_int("n_runs", n_runs, owner, low=1, high=2 ** 32 - 1)
     seed = check_int("seed", seed, owner, low=0, high=2 ** 64 - 1)
@@ -247,17 +260,30 @@ def _job(model, optimizer, batch_size, n_steps, n_runs, seed, record, n_records,
             "batch_size": batch_size if isinstance(batch_size, int) else
             as_batch_schedule(batch_size).to_dict(),
             "n_steps": n_steps, "n_runs": n_runs, "seed": seed, "record": steps.tolist(),
-            "target": target, "dtype": dtype, "keep_paths": keep_paths, "n_bands": n_bands}
+            "target": target, "dtype": dtype, "keep_paths": keep_paths, "n_bands": n_bands,
+            "noise": noise.to_dict()}
     L0 = max(model.initial_loss(), 1e-300)
     hist_lo = np.log10(L0) - HIST_DECADES_BELOW
     nh = (HIST_DECADES_BELOW + HIST_DECADES_ABOVE) * HIST_BINS_PER_DECADE
     n_blocks = -(-n_runs // STAT_GROUP)
     R = steps.size
     ft = np.float32 if dtype == "float32" else np.float64
+    general = not optimizer.is_linear or noise.code != 0
+    bsz_t = np.rint(as_batch_schedule(batch_size).values(max(n_steps, 1))).astype(np.int64)
+    data = np.zeros((0, 0), ft)
+    if noise.code == NOISE_FINITE:
+        if bsz_t.max() >= noise.n:
+            raise ParameterError(f"The 'batch_size' parameter of {owner} must stay below the "
+                                 f"dataset size n = {noise.n} of FiniteData (minibatches are "
+                                 f"drawn without replacement). Got {int(bsz_t.max())} instead.")
+        data = noise.examples(arrs[0].size, ft)
+    beta, beta2, eps = optimizer.kernel_params
+    extra = np.array([beta2, eps, optimizer.clip_norm or 0.0,
+                      getattr(noise, "nu", 0.0)], np.float64)
     plan = Plan(
-        args=(optimizer.kind_code, optimizer.ema is not None, *arrs, lr_t, isb_t,
-              ft(getattr(optimizer, "momentum", 0.0)),
-              ft(optimizer.ema if optimizer.ema is not None else 0.0), *split_seed(seed)),
+        args=(optimizer.kind_code, optimizer.ema is not None, *arrs, lr_t, isb_t, ft(beta),
+              ft(optimizer.ema if optimizer.ema is not None else 0.0), general, extra,
+              noise.code, data, bsz_t, *split_seed(seed)),
         tail=(steps, -np.inf if target is None else target, band, n_bands, hist_lo,
               float(HIST_BINS_PER_DECADE), dtype == "float32", np.zeros(1, ft)),
         n_runs=n_runs, keep_paths=keep_paths, R=R, n_bands=n_bands, nh=nh)

@@ -31,9 +31,11 @@ from dataclasses import dataclass, replace
 from nqm_mc._validate import ParameterError, check_real
 from nqm_mc.schedules import Schedule, as_schedule
 
-__all__ = ["SGD", "HeavyBall", "Nesterov", "OPTIMIZERS", "optimizer_from_dict", "Optimizer"]
+__all__ = ["SGD", "HeavyBall", "Nesterov", "Adam", "RMSProp", "Adagrad", "SignSGD",
+           "OPTIMIZERS", "optimizer_from_dict", "Optimizer"]
 
 KIND_SGD, KIND_HEAVY_BALL, KIND_NESTEROV = 0, 1, 2
+KIND_ADAM, KIND_RMSPROP, KIND_ADAGRAD, KIND_SIGN = 3, 4, 5, 6
 
 
 def _check_common(obj):
@@ -48,6 +50,12 @@ def _check_common(obj):
     if obj.ema is not None:
         object.__setattr__(obj, "ema", check_real("ema", obj.ema, name, low=0.0, high=1.0,
                                                   closed=(True, False)))
+    if obj.clip_norm is not None:
+        object.__setattr__(obj, "clip_norm", check_real("clip_norm", obj.clip_norm, name,
+                                                        low=0.0))
+        if obj.clip_norm <= 0:
+            raise ParameterError(f"The 'clip_norm' parameter of {name} must be a float in "
+                                 f"(0, inf) or None. Got {obj.clip_norm!r} instead.")
 
 
 class Optimizer:
@@ -58,7 +66,13 @@ class Optimizer:
 
     @property
     def has_momentum(self):
-        return self.kind_code != KIND_SGD
+        return self.kind_code in (KIND_HEAVY_BALL, KIND_NESTEROV)
+
+    @property
+    def is_linear(self):
+        """True when the update is linear in the gradient (the exact engine applies): SGD,
+        heavy-ball and Nesterov without gradient clipping."""
+        return self.kind_code <= KIND_NESTEROV and self.clip_norm is None
 
     @property
     def is_constant(self):
@@ -81,11 +95,22 @@ class Optimizer:
         return replace(self, **changes)
 
     def to_dict(self):
-        d = {"name": self.name, "learning_rate": self.learning_rate.to_dict(),
-             "preconditioning": self.preconditioning, "ema": self.ema}
-        if self.has_momentum:
-            d["momentum"] = self.momentum
+        d = {"name": self.name, "learning_rate": self.learning_rate.to_dict(), "ema": self.ema}
+        if self.kind_code <= KIND_NESTEROV:
+            d["preconditioning"] = self.preconditioning
+        for key in ("momentum", "beta1", "beta2", "decay", "eps"):
+            if hasattr(self, key):
+                d[key] = getattr(self, key)
+        if self.clip_norm is not None:
+            d["clip_norm"] = self.clip_norm
         return d
+
+    # the adaptive optimizers' hyperparameters as the kernel takes them
+    @property
+    def kernel_params(self):
+        """(beta1 or momentum or decay, beta2, eps) for the Monte Carlo kernel."""
+        return (getattr(self, "momentum", getattr(self, "beta1", getattr(self, "decay", 0.0))),
+                getattr(self, "beta2", 0.0), getattr(self, "eps", 0.0))
 
 
 @dataclass(frozen=True)
@@ -100,11 +125,15 @@ class SGD(Optimizer):
         The power p of the preconditioner H^p (0: none, 1: Newton).
     ema : float in [0, 1), optional
         Decay gamma of an exponential moving average of the iterates.
+    clip_norm : float > 0, optional
+        Clip the (preconditioned) stochastic gradient to this Euclidean norm before the update
+        (Monte Carlo only: clipping makes the update nonlinear).
     """
 
     learning_rate: float | Schedule
     preconditioning: float = 0.0
     ema: float | None = None
+    clip_norm: float | None = None
     name = "sgd"
     kind_code = KIND_SGD
 
@@ -120,6 +149,7 @@ class HeavyBall(Optimizer):
     momentum: float = 0.9
     preconditioning: float = 0.0
     ema: float | None = None
+    clip_norm: float | None = None
     name = "heavy_ball"
     kind_code = KIND_HEAVY_BALL
 
@@ -138,7 +168,102 @@ class Nesterov(HeavyBall):
     kind_code = KIND_NESTEROV
 
 
-OPTIMIZERS = {"sgd": SGD, "heavy_ball": HeavyBall, "momentum": HeavyBall, "nesterov": Nesterov}
+def _check_unit(obj, key, closed_low=True):
+    object.__setattr__(obj, key, check_real(key, getattr(obj, key), type(obj).__name__, low=0.0,
+                                            high=1.0, closed=(closed_low, False)))
+
+
+def _check_eps(obj):
+    eps = check_real("eps", obj.eps, type(obj).__name__, low=0.0)
+    if eps <= 0:
+        raise ParameterError(f"The 'eps' parameter of {type(obj).__name__} must be a float in "
+                             f"(0, inf). Got {obj.eps!r} instead.")
+    object.__setattr__(obj, "eps", eps)
+
+
+class _Adaptive(Optimizer):
+    """Adaptive optimizers act on the raw stochastic gradient g = h theta + xi (no fixed
+    preconditioner: their own per-coordinate scaling is the point). Monte Carlo only."""
+
+    preconditioning = 0.0
+
+    def __post_init__(self):
+        _check_common(self)
+
+
+@dataclass(frozen=True)
+class Adam(_Adaptive):
+    r"""Adam with bias correction: m <- b1 m + (1 - b1) g, v <- b2 v + (1 - b2) g^2,
+    theta <- theta - alpha_t m_hat / (sqrt(v_hat) + eps), m_hat = m / (1 - b1^t),
+    v_hat = v / (1 - b2^t) (t = 1, 2, ...)."""
+
+    learning_rate: float | Schedule
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    ema: float | None = None
+    clip_norm: float | None = None
+    name = "adam"
+    kind_code = KIND_ADAM
+
+    def __post_init__(self):
+        super().__post_init__()
+        _check_unit(self, "beta1")
+        _check_unit(self, "beta2")
+        _check_eps(self)
+
+
+@dataclass(frozen=True)
+class RMSProp(_Adaptive):
+    """RMSProp: v <- decay v + (1 - decay) g^2, theta <- theta - alpha_t g / (sqrt(v) + eps),
+    v(0) = 0."""
+
+    learning_rate: float | Schedule
+    decay: float = 0.99
+    eps: float = 1e-8
+    ema: float | None = None
+    clip_norm: float | None = None
+    name = "rmsprop"
+    kind_code = KIND_RMSPROP
+
+    def __post_init__(self):
+        super().__post_init__()
+        _check_unit(self, "decay")
+        _check_eps(self)
+
+
+@dataclass(frozen=True)
+class Adagrad(_Adaptive):
+    """Adagrad: v <- v + g^2, theta <- theta - alpha_t g / (sqrt(v) + eps), v(0) = 0."""
+
+    learning_rate: float | Schedule
+    eps: float = 1e-10
+    ema: float | None = None
+    clip_norm: float | None = None
+    name = "adagrad"
+    kind_code = KIND_ADAGRAD
+
+    def __post_init__(self):
+        super().__post_init__()
+        _check_eps(self)
+
+
+@dataclass(frozen=True)
+class SignSGD(_Adaptive):
+    """sign-SGD: theta <- theta - alpha_t sign(g) (sign(0) = 0)."""
+
+    learning_rate: float | Schedule
+    ema: float | None = None
+    clip_norm: float | None = None
+    name = "sign_sgd"
+    kind_code = KIND_SIGN
+
+    def __post_init__(self):
+        super().__post_init__()
+
+
+OPTIMIZERS = {"sgd": SGD, "heavy_ball": HeavyBall, "momentum": HeavyBall, "nesterov": Nesterov,
+              "adam": Adam, "rmsprop": RMSProp, "adagrad": Adagrad, "sign_sgd": SignSGD}
 
 
 def optimizer_from_dict(d):

@@ -88,6 +88,7 @@ class SimulationResult:
 
     def save(self, path):
         """Write ``path`` (.npz) and ``path`` with .json (specs, seed, versions, RNG scheme)."""
+        path = os.fspath(path)
         base = path[:-4] if path.endswith(".npz") else path
         os.makedirs(os.path.dirname(os.path.abspath(base)), exist_ok=True)
         arrays = {k: getattr(self, k) for k in self._ARRAYS if getattr(self, k) is not None}
@@ -120,6 +121,7 @@ def _json_default(o):
 
 def load_result(path):
     """Load a result written by :meth:`SimulationResult.save`."""
+    path = os.fspath(path)
     base = os.path.splitext(path)[0] if path.endswith((".npz", ".json")) else path
     with open(base + ".json") as f:
         side = json.load(f)

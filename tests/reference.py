@@ -128,3 +128,42 @@ def notebook_steps(h, counts, B, lr, target, kind, momentum=0.0, decay=0.0, p=0.
         else:
             low = mid
     return max(low, 1) if kind == "sgd" else low
+
+
+class AdaptiveStepper:
+    """Adaptive rules and clipping as written in their docstrings, in NumPy (float64)."""
+
+    def __init__(self, opt, d):
+        self.opt = opt
+        self.m = np.zeros(d)
+        self.v = np.zeros(d)
+        self.t = 0
+
+    def step(self, theta, g, lr):
+        o = self.opt
+        if o.clip_norm is not None:
+            norm = np.sqrt(np.sum(g * g))
+            if norm > o.clip_norm:
+                g = g * (o.clip_norm / norm)
+        self.t += 1
+        if o.name == "adam":
+            self.m = o.beta1 * self.m + (1 - o.beta1) * g
+            self.v = o.beta2 * self.v + (1 - o.beta2) * g * g
+            mh = self.m / (1 - o.beta1 ** self.t)
+            vh = self.v / (1 - o.beta2 ** self.t)
+            return theta - lr * mh / (np.sqrt(vh) + o.eps)
+        if o.name == "rmsprop":
+            self.v = o.decay * self.v + (1 - o.decay) * g * g
+            return theta - lr * g / (np.sqrt(self.v) + o.eps)
+        if o.name == "adagrad":
+            self.v = self.v + g * g
+            return theta - lr * g / (np.sqrt(self.v) + o.eps)
+        if o.name == "sign_sgd":
+            return theta - lr * np.sign(g)
+        beta = getattr(o, "momentum", 0.0)
+        if o.name == "sgd":
+            return theta - lr * g
+        self.m = beta * self.m + g
+        if o.name == "heavy_ball":
+            return theta - lr * self.m
+        return theta - lr * (g + beta * self.m)

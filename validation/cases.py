@@ -12,6 +12,7 @@ import numpy as np
 
 from nqm_mc import NQM, SGD, HeavyBall, Nesterov
 from nqm_mc import schedules as S
+from nqm_mc.noise import FiniteData, StudentT
 
 # a small model with multiplicities, a spread of curvatures and noise not equal to curvature
 SMALL = NQM(np.array([1.0, 0.4, 0.1, 0.03, 0.01]), np.array([0.6, 0.5, 0.2, 0.05, 0.02]),
@@ -39,6 +40,7 @@ class Case:
     diverges: bool = False
     quick: bool = True
     tags: tuple = field(default_factory=tuple)
+    noise: object = None  # a non-Gaussian law: only the means are tested (with sample SEs)
 
 
 def _c(name, feature, model, opt, batch, T, nq=2000, nf=20000, **kw):
@@ -84,6 +86,17 @@ CASES = [
     # h = 0.4 sits at alpha h = 0.008 and the top direction near its own critical point
     _c("near_critical", "near-critically damped momentum", SMALL, HeavyBall(0.0101, 0.81), 4,
        150, wrong="momentum"),
+    # non-Gaussian noise with the model's covariance: the exact mean still holds (it depends on
+    # second moments only); nu = 5 keeps the loss's variance finite, so the z-test applies
+    _c("student_t", "Student-t noise (nu = 5)", SMALL, HeavyBall(0.1, 0.9), 4, 80,
+       wrong="momentum", noise=StudentT(5.0)),
+    _c("student_t_sgd", "Student-t noise (nu = 4.5), SGD + EMA", SMALL, SGD(0.8, ema=0.9), 4,
+       60, noise=StudentT(4.5), quick=False),
+    _c("finite_data", "finite dataset (n = 32), batches without replacement", SMALL, SGD(0.8),
+       4, 60, noise=FiniteData(32, seed=1)),
+    _c("finite_data_hb", "finite dataset (n = 20, B = 12), heavy ball", SMALL,
+       HeavyBall(0.1, 0.8), 12, 80, wrong="momentum", noise=FiniteData(20, seed=2),
+       quick=False),
     _c("unstable", "unstable configuration (must diverge in both engines)", SMALL, SGD(3.0), 4,
        600, nq=64, nf=256, diverges=True),
 ]

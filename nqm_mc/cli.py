@@ -19,7 +19,8 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
 
 SPEC_DEFAULTS = {"model": "paper", "dim": 10_000, "bins": 100, "curvature_exponent": 1.0,
                  "noise_exponent": 1.0, "optimizer": "sgd", "learning_rate": 0.1,
-                 "momentum": 0.9, "preconditioning": 0.0, "ema": None, "batch_size": 32}
+                 "momentum": 0.9, "preconditioning": 0.0, "ema": None, "batch_size": 32,
+                 "clip_norm": None}
 MODEL_FLAGS = ("model", "dim", "bins", "curvature_exponent", "noise_exponent")
 # command-line name -> (config section, key)
 RUN_FLAGS = {"steps": ("run", "steps"), "runs": ("run", "runs"), "seed": ("run", "seed"),
@@ -43,7 +44,8 @@ def _resolve(args, run_defaults):
     file, which overrides the defaults."""
     from nqm_mc import config
     from nqm_mc.model import NQM
-    from nqm_mc.optimizers import SGD, HeavyBall, Nesterov
+    from nqm_mc.optimizers import SGD, Adagrad, Adam, HeavyBall, Nesterov, RMSProp, SignSGD
+    ADAPTIVE = {"adam": Adam, "rmsprop": RMSProp, "adagrad": Adagrad, "sign_sgd": SignSGD}
     exp = config.load(args.config) if getattr(args, "config", None) else config.Experiment()
 
     def val(name):
@@ -67,13 +69,23 @@ def _resolve(args, run_defaults):
             opt = opt.with_(preconditioning=args.preconditioning)
         if _given(args, "ema"):
             opt = opt.with_(ema=args.ema)
+    elif val("optimizer") in ADAPTIVE:
+        if _given(args, "preconditioning"):
+            from nqm_mc._validate import ParameterError
+            raise ParameterError(f"The '--preconditioning' option does not apply to "
+                                 f"{val('optimizer')} (it scales each coordinate itself).")
+        opt = ADAPTIVE[val("optimizer")](val("learning_rate"), ema=val("ema"),
+                                         clip_norm=val("clip_norm"))
     else:
-        common = dict(preconditioning=val("preconditioning"), ema=val("ema"))
+        common = dict(preconditioning=val("preconditioning"), ema=val("ema"),
+                      clip_norm=val("clip_norm"))
         if val("optimizer") == "sgd":
             opt = SGD(val("learning_rate"), **common)
         else:
             cls = HeavyBall if val("optimizer") == "heavy_ball" else Nesterov
             opt = cls(val("learning_rate"), val("momentum"), **common)
+    if _given(args, "clip_norm") and opt.clip_norm != args.clip_norm:
+        opt = opt.with_(clip_norm=args.clip_norm)
     if _given(args, "batch_size"):
         batch = args.batch_size
     elif exp.batch_size is not None:
@@ -106,13 +118,17 @@ def _add_spec_args(p):
                    help="power law: h = i^-a (1)")
     g.add_argument("--noise-exponent", type=float, default=None, help="power law: c = i^-b (1)")
     o = p.add_argument_group("optimizer")
-    o.add_argument("--optimizer", choices=["sgd", "heavy_ball", "nesterov"], default=None,
-                   help="(sgd)")
+    o.add_argument("--optimizer", default=None,
+                   choices=["sgd", "heavy_ball", "nesterov", "adam", "rmsprop", "adagrad",
+                            "sign_sgd"],
+                   help="(sgd); adam, rmsprop, adagrad and sign_sgd are Monte Carlo only")
     o.add_argument("--learning-rate", "--lr", type=float, default=None, help="(0.1)")
     o.add_argument("--momentum", type=float, default=None, help="(0.9)")
     o.add_argument("--preconditioning", "-p", type=float, default=None,
                    help="power p of H^p (0)")
     o.add_argument("--ema", type=float, default=None, help="EMA decay of the iterates (off)")
+    o.add_argument("--clip-norm", type=float, default=None,
+                   help="clip the gradient to this norm (off; Monte Carlo only)")
     o.add_argument("--batch-size", "-B", type=int, default=None, help="(32)")
 
 
@@ -163,10 +179,14 @@ def cmd_simulate(args):
     from nqm_mc import exact
     from nqm_mc.montecarlo import simulate
     quiet = args.quiet
+    raw = args
     args = _resolve(args, {"runs": 100, "steps": 1000, "seed": 0, "target": 2.0,
                            "keep_paths": 0, "dtype": "float64", "threads": None,
                            "scheduler": None, "out": "results", "json": False})
     model, opt = args.model, args.optimizer
+    from nqm_mc.noise import FiniteData, Gaussian, StudentT
+    noise = {"gaussian": lambda: Gaussian(), "student_t": lambda: StudentT(raw.nu),
+             "finite_data": lambda: FiniteData(raw.dataset_size, seed=args.seed)}[raw.noise]()
     executor = None
     if args.scheduler:
         from nqm_mc.distributed import DaskExecutor
@@ -176,22 +196,26 @@ def cmd_simulate(args):
                        record="log", n_records=40, target=args.target,
                        keep_paths=args.keep_paths, dtype=args.dtype,
                        threads=None if executor else args.threads, progress=not quiet,
-                       executor=executor)
+                       executor=executor, noise=noise)
     finally:
         if executor is not None:
             executor.close()
-    ex = exact.expected_loss(model, opt, args.batch_size, record=res.steps)
+    # the exact engine covers the linear optimizers (under every noise law: it needs second
+    # moments only); for adaptive rules and clipping the columns say "nan"
+    ex = exact.expected_loss(model, opt, args.batch_size, record=res.steps) \
+        if opt.is_linear else None
+    ex_mean = ex.mean if ex is not None else np.full(res.steps.size, np.nan)
     os.makedirs(args.out, exist_ok=True)
     path = res.save(os.path.join(args.out, "simulation"))
     with open(os.path.join(args.out, "simulation.csv"), "w") as f:
         f.write("step,mc_mean,mc_sem,exact_mean,z\n")
-        for t, m, s, e in zip(res.steps, res.mean, res.sem, ex.mean, strict=True):
+        for t, m, s, e in zip(res.steps, res.mean, res.sem, ex_mean, strict=True):
             f.write(f"{t},{m:.12g},{s:.6g},{e:.12g},{(m - e) / s if s > 0 else 0:.3f}\n")
     from nqm_mc import plotting
     png = plotting.plot_mean(res, os.path.join(args.out, "simulation.png"), ex)
     summary = {"result": path, "n_runs": res.n_runs, "seconds": res.meta["seconds"],
                "final_mean": float(res.mean[-1]), "final_sem": float(res.sem[-1]),
-               "exact_final_mean": float(ex.mean[-1]), "n_diverged": int(res.n_diverged[-1]),
+               "exact_final_mean": float(ex_mean[-1]), "n_diverged": int(res.n_diverged[-1]),
                "hitting": res.hitting_summary(), "interrupted": res.meta["interrupted"]}
     if args.json:
         print(json.dumps(summary, indent=2, default=float))
@@ -201,9 +225,9 @@ def cmd_simulate(args):
           + (f"{res.meta['threads']} threads" if res.meta["threads"] else res.meta["executor"]))
     print(f"{'step':>8} {'MC mean':>12} {'± s.e.':>10} {'exact':>12} {'z':>6}")
     for i in np.unique(np.linspace(0, res.steps.size - 1, 12).astype(int)):
-        z = (res.mean[i] - ex.mean[i]) / res.sem[i] if res.sem[i] > 0 else 0.0
+        z = (res.mean[i] - ex_mean[i]) / res.sem[i] if res.sem[i] > 0 else 0.0
         print(f"{res.steps[i]:>8d} {res.mean[i]:>12.6g} {res.sem[i]:>10.3g} "
-              f"{ex.mean[i]:>12.6g} {z:>6.2f}")
+              f"{ex_mean[i]:>12.6g} {z:>6.2f}")
     h = res.hitting_summary()
     if h is not None:
         if "mean" in h:
@@ -295,6 +319,24 @@ def cmd_reproduce(args):
     return 0
 
 
+def cmd_adam_proxy(args):
+    from nqm_mc.model import NQM
+    from nqm_mc.studies import adam_proxy_study
+    model = NQM.paper(args.dim) if args.dim is not None else None
+    out = adam_proxy_study(args.out, model=model, target=args.target, n_runs=args.runs,
+                           seed=args.seed, quick=args.quick)
+    print(f"best proxy p = {out['best_p']:g}; wrote {args.out}/adam_proxy.png, .md, .csv, "
+          ".json")
+    return 0
+
+
+def cmd_noise_study(args):
+    from nqm_mc.studies import noise_study
+    noise_study(args.out, n_runs=args.runs, seed=args.seed, quick=args.quick)
+    print(f"wrote {args.out}/noise_study.png, .md, .csv, .json")
+    return 0
+
+
 def cmd_scaling(args):
     import csv
     import json
@@ -362,6 +404,11 @@ def build_parser():
                    help="loss target for hitting times (2.0)")
     p.add_argument("--keep-paths", type=int, default=None, help="keep this many loss paths (0)")
     p.add_argument("--dtype", choices=["float64", "float32"], default=None, help="(float64)")
+    p.add_argument("--noise", choices=["gaussian", "student_t", "finite_data"],
+                   default="gaussian", help="law of the gradient noise, same covariance")
+    p.add_argument("--nu", type=float, default=5.0, help="Student-t degrees of freedom (5)")
+    p.add_argument("--dataset-size", type=int, default=1024,
+                   help="finite_data: number of per-example gradients (1024)")
     p.add_argument("--threads", type=int, default=None, help="numba threads (default: all)")
     p.add_argument("--quiet", action="store_true", help="no progress line")
     p.add_argument("--scheduler", default=None, metavar="ADDRESS",
@@ -379,6 +426,34 @@ def build_parser():
     p.add_argument("--out", default="figures", help="output directory")
     p.add_argument("--json", action="store_true", help="print the critical batch sizes as JSON")
     p.set_defaults(func=cmd_reproduce)
+    p = sub.add_parser("adam-proxy", formatter_class=_Formatter,
+                       help="Adam (simulated) against preconditioned SGD P = H^p (exact)",
+                       description="Steps to target against batch size for real Adam, tuned "
+                                   "per batch size by simulation, beside the fixed-power "
+                                   "proxy at the p that fits best, and where the proxy fails. "
+                                   "Writes adam_proxy.png, .md, .csv and .json.\n\nexample:\n"
+                                   "  nqm-mc adam-proxy --quick --out adam-proxy")
+    p.add_argument("--quick", action="store_true", help="d = 100, 4 batch sizes, 16 runs")
+    p.add_argument("--dim", type=int, default=None,
+                   help="directions of the paper's model (300; 100 with --quick)")
+    p.add_argument("--target", type=float, default=0.1, help="loss target (0.1)")
+    p.add_argument("--runs", type=int, default=32, help="trajectories per Adam setting (32)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="adam-proxy", help="output directory")
+    p.set_defaults(func=cmd_adam_proxy)
+    p = sub.add_parser("noise-study", formatter_class=_Formatter,
+                       help="Gaussian, Student-t and finite-data noise: means, quantiles, "
+                            "hitting times",
+                       description="One optimizer under gradient-noise laws with the same "
+                                   "covariance: the mean loss against the exact engine and "
+                                   "the loss quantiles and hitting times against the Gaussian "
+                                   "case. Writes noise_study.png, .md, .csv and .json.\n\n"
+                                   "example:\n  nqm-mc noise-study --quick --out noise-study")
+    p.add_argument("--quick", action="store_true", help="1000 runs, 1500 steps")
+    p.add_argument("--runs", type=int, default=4000, help="trajectories per law (4000)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="noise-study", help="output directory")
+    p.set_defaults(func=cmd_noise_study)
     p = sub.add_parser("scaling", formatter_class=_Formatter,
                        help="tuned steps to target against batch size for one family",
                        description="Tune an optimizer family per batch size (exact engine).\n\n"

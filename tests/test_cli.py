@@ -69,9 +69,43 @@ def _run_example(example, cwd):
         assert r.returncode == 0, (example, r.stdout[-2000:], r.stderr[-2000:])
 
 
-@pytest.mark.parametrize("cmd", ["exact", "simulate", "validate", "scaling", "plot", "info"])
+@pytest.mark.parametrize("cmd", ["exact", "simulate", "validate", "scaling", "plot", "info",
+                                 "noise-study"])
 def test_every_help_example_runs_verbatim(cmd, tmp_path):
     _run_example(_help_example(cmd), tmp_path)
+    if cmd == "noise-study":
+        for ext in ("png", "md", "csv", "json"):
+            assert (tmp_path / "noise-study" / f"noise_study.{ext}").exists()
+
+
+@pytest.mark.slow
+def test_adam_proxy_help_example_writes_figure_and_table(tmp_path):
+    _run_example(_help_example("adam-proxy"), tmp_path)
+    for ext in ("png", "md", "csv", "json"):
+        assert (tmp_path / "adam-proxy" / f"adam_proxy.{ext}").exists()
+    out = json.loads((tmp_path / "adam-proxy" / "adam_proxy.json").read_text())
+    assert out["best_p"] in (0.0, 0.25, 0.5, 0.75, 1.0)
+    assert all(s > 0 for s in out["adam"]["steps"])
+
+
+def test_simulate_adaptive_and_noise_flags(tmp_path):
+    r = run("simulate", "--optimizer", "adam", "--lr", "0.01", "--dim", "50", "--runs", "16",
+            "--steps", "50", "--noise", "student_t", "--nu", "4", "--clip-norm", "3",
+            "--out", str(tmp_path), "--json", "--quiet")
+    assert r.returncode == 0, r.stderr
+    s = json.loads(r.stdout)
+    assert s["final_mean"] > 0 and s["exact_final_mean"] != s["exact_final_mean"]  # nan
+    side = json.loads((tmp_path / "simulation.json").read_text())
+    assert side["spec"]["optimizer"]["name"] == "adam"
+    assert side["spec"]["optimizer"]["clip_norm"] == 3.0
+    assert side["spec"]["noise"] == {"name": "student_t", "nu": 4.0}
+    r = run("simulate", "--optimizer", "rmsprop", "-p", "0.5", "--runs", "2", "--steps", "2")
+    assert r.returncode == 2 and "preconditioning" in r.stderr and "Traceback" not in r.stderr
+    r = run("exact", "--optimizer", "adam", "--dim", "10", "--steps", "10")
+    assert r.returncode == 2 and "nonlinear" in r.stderr
+    r = run("simulate", "--noise", "finite_data", "--dataset-size", "8", "-B", "8",
+            "--runs", "2", "--steps", "2")
+    assert r.returncode == 2 and "dataset size" in r.stderr
 
 
 @pytest.mark.slow

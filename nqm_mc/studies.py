@@ -1,0 +1,305 @@
+"""Studies beyond the paper, by simulation: real Adam against the fixed-power proxy, and how
+non-Gaussian gradient noise changes the distribution of the loss and of hitting times.
+
+Both write a figure (PNG), a table (Markdown and CSV) and every number (JSON, with
+provenance) into a directory; ``nqm-mc adam-proxy`` and ``nqm-mc noise-study`` run them.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+
+import numpy as np
+
+from nqm_mc._validate import ParameterError, check_int, check_real
+from nqm_mc.exact import expected_loss
+from nqm_mc.model import NQM
+from nqm_mc.montecarlo import simulate
+from nqm_mc.noise import FiniteData, Gaussian, StudentT
+from nqm_mc.optimizers import SGD, Adam
+from nqm_mc.results import provenance
+from nqm_mc.scaling import tune
+
+__all__ = ["mc_steps_to_target", "adam_proxy_study", "noise_study"]
+
+PROXY_POWERS = (0.0, 0.25, 0.5, 0.75, 1.0)
+FAIL_RATIO = 1.5  # the proxy "fails" at a batch size when it is off by more than this factor
+
+
+def mc_steps_to_target(res, target):
+    """First step at which the Monte Carlo mean loss falls below ``target``, interpolated
+    linearly in log(loss) between recorded steps, with a delta-method standard error
+    sem(L) / |dL/dt| at the crossing. Returns (steps, se); (inf, nan) if it never does."""
+    mean, sem, steps = res.mean, res.sem, res.steps.astype(float)
+    below = np.flatnonzero(mean < target)
+    if below.size == 0:
+        return np.inf, np.nan
+    k = int(below[0])
+    if k == 0:
+        return 0.0, 0.0
+    l0, l1 = np.log(mean[k - 1]), np.log(mean[k])
+    s0, s1 = steps[k - 1], steps[k]
+    frac = (l0 - np.log(target)) / (l0 - l1)
+    t = s0 + frac * (s1 - s0)
+    slope = (l1 - l0) / (s1 - s0)  # d log L / dt
+    rel = sem[k] / mean[k]  # se of log L
+    se = rel / abs(slope) if slope < 0 else np.nan
+    return float(np.ceil(t)), float(se)
+
+
+def _write_table(path, header, rows):
+    with open(path + ".csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+    with open(path + ".md", "w") as f:
+        f.write("| " + " | ".join(header) + " |\n")
+        f.write("|" + "---|" * len(header) + "\n")
+        for r in rows:
+            f.write("| " + " | ".join(_fmt(x) for x in r) + " |\n")
+
+
+def _fmt(x):
+    if isinstance(x, float):
+        if not np.isfinite(x):
+            return "-" if np.isnan(x) else "never"
+        return f"{x:.4g}"
+    return str(x)
+
+
+def adam_proxy_study(outdir, *, model=None, batch_sizes=None, target=0.1, lrs=None,
+                     n_runs=32, max_steps=20_000, seed=0, quick=False, log=print):
+    """Steps to target against batch size for Adam (tuned per batch size by simulation) and
+    for preconditioned SGD with P = H^p (tuned exactly), for p in PROXY_POWERS.
+
+    Adam (beta1 0.9, beta2 0.999, eps 1e-8, bias-corrected) runs ``n_runs`` trajectories per
+    learning rate of the grid ``lrs``; its steps to target are where the Monte Carlo mean loss
+    crosses ``target`` (``mc_steps_to_target``, with a standard error). The best p minimises
+    the mean squared log ratio of the proxy's steps to Adam's; the proxy fails at a batch size
+    where the two differ by more than FAIL_RATIO, beyond the Monte Carlo uncertainty.
+    Writes adam_proxy.{png,md,csv,json} into ``outdir`` and returns the JSON-ready dict.
+    """
+    t_start = time.perf_counter()
+    if model is None:
+        model = NQM.paper(dim=100 if quick else 300)
+    if batch_sizes is None:
+        batch_sizes = [1, 16, 256, 4096] if quick else [1, 4, 16, 64, 256, 1024, 4096]
+    batch_sizes = [check_int("batch_sizes", b, "adam_proxy_study", low=1) for b in batch_sizes]
+    target = check_real("target", target, "adam_proxy_study", low=0.0)
+    if not 0 < target < model.initial_loss():
+        raise ParameterError(f"The 'target' parameter of adam_proxy_study must lie in (0, "
+                             f"{model.initial_loss():.4g}) (the initial loss). Got {target!r}.")
+    if lrs is None:
+        lrs = np.geomspace(1e-3, 0.3, 8 if quick else 13)
+    lrs = np.asarray(lrs, float)
+    n_runs = check_int("n_runs", n_runs, "adam_proxy_study", low=2)
+    if quick:
+        n_runs = min(n_runs, 16)
+        max_steps = min(max_steps, 5000)
+    os.makedirs(outdir, exist_ok=True)
+
+    # Adam, tuned per batch size by simulation; batch sizes in increasing order, each capped
+    # near the previous one's best (steps to target do not grow with the batch size)
+    adam_steps, adam_se, adam_lr = [], [], []
+    cap = max_steps
+    for b in sorted(batch_sizes):
+        best = (np.inf, np.nan, np.nan)
+        for lr in lrs:
+            res = simulate(model, Adam(float(lr)), b, cap, n_runs, seed=seed, record="log",
+                           n_records=300, progress=False)
+            s, se = mc_steps_to_target(res, target)
+            if s < best[0]:
+                best = (s, se, float(lr))
+        adam_steps.append(best[0])
+        adam_se.append(best[1])
+        adam_lr.append(best[2])
+        if np.isfinite(best[0]):
+            cap = int(min(max_steps, max(2 * best[0], 50)))
+        log(f"  Adam B = {b:6d}: {best[0]:9.0f} steps (se {best[1]:.3g}) at lr {best[2]:.3g}")
+    order = np.argsort(batch_sizes)
+    inv = np.empty_like(order)
+    inv[order] = np.arange(order.size)
+    adam_steps = np.array(adam_steps)[inv]
+    adam_se = np.array(adam_se)[inv]
+    adam_lr = np.array(adam_lr)[inv]
+
+    proxies = {}
+    for p in PROXY_POWERS:
+        r = tune(model, "sgd", batch_sizes, target, preconditioning=p, search="refine")
+        proxies[p] = r
+        log(f"  preconditioned SGD p = {p:4}: {[float(s) for s in r.steps]}")
+    ok = np.isfinite(adam_steps) & (adam_steps > 0)
+    err = {p: float(np.mean(np.log(r.steps[ok] / adam_steps[ok]) ** 2)) if ok.any() else np.inf
+           for p, r in proxies.items()}
+    best_p = min(err, key=err.get)
+    proxy = proxies[best_p].steps
+    ratio = adam_steps / proxy
+    # beyond the Monte Carlo uncertainty: |log ratio| - 2 se(log steps) > log FAIL_RATIO
+    se_log = np.where(adam_steps > 0, adam_se / np.maximum(adam_steps, 1), np.nan)
+    fails = ok & (np.abs(np.log(ratio)) - 2 * np.nan_to_num(se_log) > np.log(FAIL_RATIO))
+
+    header = ["batch size", "Adam steps", "Adam se", "Adam lr"] + \
+        [f"SGD p={p:g}" for p in PROXY_POWERS] + [f"Adam / best proxy (p={best_p:g})",
+                                                  "proxy fails"]
+    rows = []
+    for i, b in enumerate(batch_sizes):
+        rows.append([b, float(adam_steps[i]), float(adam_se[i]), float(adam_lr[i])]
+                    + [float(proxies[p].steps[i]) for p in PROXY_POWERS]
+                    + [float(ratio[i]), "yes" if fails[i] else "no"])
+    base = os.path.join(outdir, "adam_proxy")
+    _write_table(base, header, rows)
+    out = {
+        "model": model.to_dict(), "target": target, "batch_sizes": batch_sizes,
+        "adam": {"steps": adam_steps.tolist(), "se": adam_se.tolist(),
+                 "learning_rate": adam_lr.tolist(), "lr_grid": lrs.tolist(), "runs": n_runs,
+                 "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "seed": seed},
+        "proxies": {str(p): {"steps": r.steps.tolist(),
+                             "learning_rate": r.learning_rate.tolist(),
+                             "mean_sq_log_ratio": err[p]} for p, r in proxies.items()},
+        "best_p": best_p, "ratio": ratio.tolist(), "proxy_fails": fails.tolist(),
+        "fail_ratio": FAIL_RATIO, "provenance": provenance(),
+        "seconds": time.perf_counter() - t_start,
+    }
+    with open(base + ".json", "w") as f:
+        json.dump(out, f, indent=2, default=float)
+    _plot_adam_proxy(base + ".png", batch_sizes, adam_steps, adam_se, proxies, best_p, fails,
+                     target)
+    log(f"  best proxy p = {best_p:g}; fails at B = "
+        f"{[b for b, f in zip(batch_sizes, fails, strict=True) if f] or 'none'}")
+    return out
+
+
+def _plot_adam_proxy(path, bs, adam, se, proxies, best_p, fails, target):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    bs = np.asarray(bs, float)
+    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    for p, r in proxies.items():
+        ax.plot(bs, r.steps, "-" if p == best_p else ":", lw=2 if p == best_p else 1,
+                label=f"SGD, P = H^{p:g}" + (" (best fit)" if p == best_p else ""))
+    ax.errorbar(bs, adam, yerr=2 * np.nan_to_num(se), fmt="ko", ms=5, capsize=3,
+                label="Adam (simulated, 2 se)")
+    if np.any(fails):
+        ax.plot(bs[fails], adam[fails], "o", mfc="none", mec="r", ms=13, mew=2,
+                label=f"proxy off by > {FAIL_RATIO:g}x")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("batch size")
+    ax.set_ylabel(f"steps to E[L] < {target:g}")
+    ax.set_title("Adam against the fixed-power preconditioning proxy")
+    ax.legend(fontsize=8)
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def noise_study(outdir, *, model=None, optimizer=None, batch_size=4, n_steps=3000,
+                n_runs=4000, target=None, laws=None, seed=0, quick=False, log=print):
+    """The same optimizer under Gaussian, Student-t and finite-dataset gradient noise with one
+    covariance: the mean loss (which the exact engine predicts under every law) against the
+    distribution of the loss (quantiles) and of hitting times, which differ.
+
+    For each law: the final mean loss against the exact value (z-score with the Monte Carlo
+    standard error), the 5/50/95 % quantiles of the final loss, and the hitting times of
+    ``target`` (mean with standard error, median, 95 % quantile, fraction never hit) with a
+    two-sample Kolmogorov-Smirnov test against the Gaussian ones.
+    Writes noise_study.{png,md,csv,json} into ``outdir`` and returns the JSON-ready dict.
+    """
+    from scipy import stats
+    t_start = time.perf_counter()
+    if model is None:
+        model = NQM.paper(dim=100)
+    if optimizer is None:
+        optimizer = SGD(0.5)
+    if quick:
+        n_runs = min(n_runs, 1000)
+        n_steps = min(n_steps, 1500)
+    if laws is None:
+        laws = [Gaussian(), StudentT(3.0), StudentT(5.0), FiniteData(16, seed=1),
+                FiniteData(256, seed=1)]
+    exact = expected_loss(model, optimizer, batch_size, n_steps)
+    if target is None:  # a target reached around a third of the way
+        target = float(exact.mean[n_steps // 3])
+    os.makedirs(outdir, exist_ok=True)
+    results = {}
+    for law in laws:
+        r = simulate(model, optimizer, batch_size, n_steps, n_runs, seed=seed, record="log",
+                     n_records=120, target=target, noise=law, progress=False)
+        results[law] = r
+        log(f"  {law!s:32s} final mean {r.mean[-1]:.5g} +- {r.sem[-1]:.2g}")
+    gauss_hits = None
+    rows = []
+    summary = {}
+    for law, r in results.items():
+        ex = expected_loss(model, optimizer, batch_size, record=r.steps).mean
+        z = (r.mean[-1] - ex[-1]) / r.sem[-1]
+        hits = r.hitting_times
+        hit = hits[hits >= 0].astype(float)
+        never = float(np.mean(hits < 0))
+        if gauss_hits is None and isinstance(law, Gaussian):
+            gauss_hits = hit
+        ks_p = float(stats.ks_2samp(hit, gauss_hits).pvalue) if gauss_hits is not None \
+            and hit.size and not isinstance(law, Gaussian) else float("nan")
+        q = dict(zip(np.round(r.quantile_levels, 3), r.quantiles[:, -1], strict=True))
+        row = [str(law), float(r.mean[-1]), float(r.sem[-1]), float(ex[-1]), float(z),
+               float(q.get(0.05, np.nan)), float(q.get(0.5, np.nan)), float(q.get(0.95, np.nan)),
+               float(hit.mean()) if hit.size else np.nan,
+               float(hit.std(ddof=1) / np.sqrt(hit.size)) if hit.size > 1 else np.nan,
+               float(np.median(hit)) if hit.size else np.nan,
+               float(np.quantile(hit, 0.95)) if hit.size else np.nan, never, ks_p]
+        rows.append(row)
+        summary[str(law)] = {"noise": law.to_dict(), "steps": r.steps.tolist(),
+                             "mean": r.mean.tolist(), "sem": r.sem.tolist(),
+                             "exact_mean": ex.tolist(),
+                             "quantile_levels": r.quantile_levels.tolist(),
+                             "quantiles": r.quantiles.tolist(), "final_z": float(z),
+                             "hitting_time_ks_p_vs_gaussian": ks_p, "never_hit": never}
+    header = ["noise", "final mean", "se", "exact", "z", "q05", "median", "q95",
+              "hit mean", "hit se", "hit median", "hit q95", "never hit", "KS p vs Gaussian"]
+    base = os.path.join(outdir, "noise_study")
+    _write_table(base, header, rows)
+    out = {"model": model.to_dict(), "optimizer": optimizer.to_dict(),
+           "batch_size": batch_size, "n_steps": n_steps, "n_runs": n_runs, "target": target,
+           "seed": seed, "laws": summary, "provenance": provenance(),
+           "seconds": time.perf_counter() - t_start}
+    with open(base + ".json", "w") as f:
+        json.dump(out, f, indent=2, default=float)
+    _plot_noise(base + ".png", results, target, optimizer, batch_size)
+    return out
+
+
+def _plot_noise(path, results, target, optimizer, batch_size):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.4))
+    for k, (law, r) in enumerate(results.items()):
+        col = f"C{k}"
+        lv = np.round(r.quantile_levels, 3)
+        lo, hi = r.quantiles[list(lv).index(0.05)], r.quantiles[list(lv).index(0.95)]
+        s = np.maximum(r.steps, 1)
+        a.plot(s, r.mean, color=col, lw=1.5, label=str(law))
+        a.fill_between(s, lo, hi, color=col, alpha=0.12)
+        hit = np.sort(r.hitting_times[r.hitting_times >= 0])
+        if hit.size:
+            b.step(hit, np.arange(1, hit.size + 1) / r.hitting_times.size, color=col,
+                   where="post", label=str(law))
+    a.axhline(target, color="k", ls=":", lw=1)
+    a.set_xscale("log")
+    a.set_yscale("log")
+    a.set_xlabel("step")
+    a.set_ylabel("loss: mean and 5-95 % band")
+    a.set_title(f"{optimizer.name}, B = {batch_size}: same covariance, different laws")
+    a.legend(fontsize=7)
+    b.set_xlabel(f"hitting time of L < {target:.3g}")
+    b.set_ylabel("fraction of trajectories")
+    b.set_title("hitting-time distribution")
+    b.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -13,6 +13,7 @@ import numpy as np
 from nqm_mc import NQM, SGD, HeavyBall, Nesterov
 from nqm_mc import schedules as S
 from nqm_mc.noise import FiniteData, StudentT
+from nqm_mc.rotated import RotatedNQM
 
 # a small model with multiplicities, a spread of curvatures and noise not equal to curvature
 SMALL = NQM(np.array([1.0, 0.4, 0.1, 0.03, 0.01]), np.array([0.6, 0.5, 0.2, 0.05, 0.02]),
@@ -41,6 +42,8 @@ class Case:
     quick: bool = True
     tags: tuple = field(default_factory=tuple)
     noise: object = None  # a non-Gaussian law: only the means are tested (with sample SEs)
+    # a RotatedNQM runs on the dense engines; preconditioner: the diagonal of a fixed P
+    preconditioner: object = None
 
 
 def _c(name, feature, model, opt, batch, T, nq=2000, nf=20000, **kw):
@@ -97,6 +100,18 @@ CASES = [
     _c("finite_data_hb", "finite dataset (n = 20, B = 12), heavy ball", SMALL,
        HeavyBall(0.1, 0.8), 12, 80, wrong="momentum", noise=FiniteData(20, seed=2),
        quick=False),
+    # non-aligned H and C (d = 31): the dense Monte Carlo against the full covariance
+    # recurrence; "aligned" = the wrong reference that ignores the rotation (noise variances c
+    # in H's basis instead of diag(U_H^T C U_H))
+    _c("rotated_noise", "rotated noise covariance, P = H^0.5 (commutes with H)",
+       RotatedNQM.from_nqm(SMALL, "noise", seed=1), SGD(0.5, preconditioning=0.5), 4, 60,
+       wrong="aligned"),
+    _c("rotated_both_hb", "rotated H and C, heavy ball + EMA",
+       RotatedNQM.from_nqm(SMALL, "both", seed=2), HeavyBall(0.1, 0.9, ema=0.9), 4, 80,
+       wrong="aligned", quick=False),
+    _c("rotated_diag_precond", "rotated H, fixed diagonal preconditioner (does not commute)",
+       RotatedNQM.from_nqm(SMALL, "hessian", seed=3), SGD(0.4), 4, 60,
+       preconditioner="jacobi"),
     _c("unstable", "unstable configuration (must diverge in both engines)", SMALL, SGD(3.0), 4,
        600, nq=64, nf=256, diverges=True),
 ]

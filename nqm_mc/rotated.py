@@ -162,11 +162,11 @@ class RotatedNQM:
         return f"RotatedNQM(d={self.dim}, {self.name!r})"
 
 
-def _check(model, optimizer, preconditioner, owner):
+def _check(model, optimizer, preconditioner, owner, linear=True):
     if not isinstance(model, RotatedNQM):
         raise ParameterError(f"The 'model' parameter of {owner} must be a RotatedNQM. Got "
                              f"{type(model).__name__} instead.")
-    if not isinstance(optimizer, Optimizer) or not optimizer.is_linear:
+    if not isinstance(optimizer, Optimizer) or (linear and not optimizer.is_linear):
         raise ParameterError(f"The 'optimizer' parameter of {owner} must be SGD, HeavyBall or "
                              f"Nesterov without clipping. Got {optimizer!r} instead.")
     d = model.dim
@@ -295,18 +295,23 @@ def _matvec(M, x, out):
 
 
 @njit(cache=True, error_model="numpy", parallel=True)
-def _dense_runs(kind, has_ema, H, Lc, Minv, mu0, sd0, lr_t, isb_t, beta, gamma, seed_lo,
-                seed_hi, n_runs, record, target, keep, out_loss, out_hit):
+def _dense_runs(kind, has_ema, H, Lc, Minv, mu0, sd0, lr_t, isb_t, beta, gamma, extra,
+                seed_lo, seed_hi, n_runs, record, target, keep, out_loss, out_hit):
     """One trajectory per run id: noise xi = Lc z / sqrt(B) with z the generator's normals
     (keyed (seed, run), the aligned engine's streams), g~ = Minv (H theta + xi), the rule as
     written. Writes the readout loss at the recorded steps (inf after a divergence) and the
-    hitting time of ``target`` (-1 never, -2 diverged first)."""
+    hitting time of ``target`` (-1 never, -2 diverged first). Adaptive rules and clipping
+    as in the aligned engine (extra = beta2, eps, clip norm)."""
     d = H.shape[0]
+    beta2 = extra[0]
+    eps = extra[1]
+    clip = extra[2]
     R = record.shape[0]
     T = record[R - 1]
     for j in prange(n_runs):
         th = np.empty(d)
         m = np.zeros(d)
+        v = np.zeros(d)
         e = np.empty(d)
         z = np.empty(d + 4)
         xi = np.empty(d)
@@ -337,16 +342,39 @@ def _dense_runs(kind, has_ema, H, Lc, Minv, mu0, sd0, lr_t, isb_t, beta, gamma, 
             for i in range(d):
                 g[i] = hx[i] + isb_t[t] * xi[i]
             _matvec(Minv, g, gt)
+            if clip > 0.0:
+                nrm = 0.0
+                for i in range(d):
+                    nrm += gt[i] * gt[i]
+                nrm = math.sqrt(nrm)
+                if nrm > clip:
+                    for i in range(d):
+                        gt[i] = gt[i] * (clip / nrm)
             lr = lr_t[t]
+            c1 = 1.0 - beta ** (t + 1)
+            c2 = 1.0 - beta2 ** (t + 1)
             for i in range(d):
+                gi = gt[i]
                 if kind == 0:
-                    th[i] = th[i] - lr * gt[i]
+                    th[i] = th[i] - lr * gi
                 elif kind == 1:
-                    m[i] = beta * m[i] + gt[i]
+                    m[i] = beta * m[i] + gi
                     th[i] = th[i] - lr * m[i]
-                else:
-                    m[i] = beta * m[i] + gt[i]
-                    th[i] = th[i] - lr * (gt[i] + beta * m[i])
+                elif kind == 2:
+                    m[i] = beta * m[i] + gi
+                    th[i] = th[i] - lr * (gi + beta * m[i])
+                elif kind == 3:  # Adam
+                    m[i] = beta * m[i] + (1.0 - beta) * gi
+                    v[i] = beta2 * v[i] + (1.0 - beta2) * gi * gi
+                    th[i] = th[i] - lr * (m[i] / c1) / (math.sqrt(v[i] / c2) + eps)
+                elif kind == 4:  # RMSProp
+                    v[i] = beta * v[i] + (1.0 - beta) * gi * gi
+                    th[i] = th[i] - lr * gi / (math.sqrt(v[i]) + eps)
+                elif kind == 5:  # Adagrad
+                    v[i] = v[i] + gi * gi
+                    th[i] = th[i] - lr * gi / (math.sqrt(v[i]) + eps)
+                else:  # sign-SGD
+                    th[i] = th[i] - lr * (1.0 if gi > 0 else (-1.0 if gi < 0 else 0.0))
             _matvec(H, th, hx)
             loss = 0.0
             if has_ema:
@@ -376,8 +404,8 @@ def _dense_runs(kind, has_ema, H, Lc, Minv, mu0, sd0, lr_t, isb_t, beta, gamma, 
 
 def simulate_dense(model, optimizer, batch_size, n_steps, n_runs, *, seed=0, record="log",
                    n_records=60, target=None, keep_paths=0, preconditioner=None, threads=None):
-    """Monte Carlo for a RotatedNQM (SGD, heavy-ball, Nesterov; EMA; schedules; P = H^p or a
-    fixed diagonal ``preconditioner``). Gaussian noise from the same counter-based streams as
+    """Monte Carlo for a RotatedNQM: SGD, heavy-ball, Nesterov (P = H^p or a fixed diagonal
+    ``preconditioner``), Adam, RMSProp, Adagrad, sign-SGD, clipping, EMA and schedules. Gaussian noise from the same counter-based streams as
     :func:`nqm_mc.simulate`, so results are bitwise reproducible for any thread count.
 
     Every run's recorded losses are kept (n_runs x records floats), so the statistics are
@@ -386,7 +414,7 @@ def simulate_dense(model, optimizer, batch_size, n_steps, n_runs, *, seed=0, rec
     """
     from nqm_mc.montecarlo import QUANTILE_LEVELS, record_steps
     owner = "simulate_dense"
-    minv = _check(model, optimizer, preconditioner, owner)
+    minv = _check(model, optimizer, preconditioner, owner, linear=False)
     n_steps = check_int("n_steps", n_steps, owner, low=1, high=2 ** 32 - 2)
     n_runs = check_int("n_runs", n_runs, owner, low=2, high=2 ** 31 - 1)
     seed = check_int("seed", seed, owner, low=0, high=2 ** 64 - 1)
@@ -409,8 +437,10 @@ def simulate_dense(model, optimizer, batch_size, n_steps, n_runs, *, seed=0, rec
                     np.ascontiguousarray(model.hessian()),
                     np.ascontiguousarray(model.noise_factor()), np.ascontiguousarray(minv),
                     model.initial_mean, np.sqrt(model.initial_variance), lr_t, isb_t,
-                    float(getattr(optimizer, "momentum", 0.0)),
-                    float(optimizer.ema if optimizer.ema is not None else 0.0), lo, hi, n_runs,
+                    float(optimizer.kernel_params[0]),
+                    float(optimizer.ema if optimizer.ema is not None else 0.0),
+                    np.array([optimizer.kernel_params[1], optimizer.kernel_params[2],
+                              optimizer.clip_norm or 0.0]), lo, hi, n_runs,
                     steps, -np.inf if target is None else target, keep_paths, out, hit)
     finally:
         numba.set_num_threads(prev)

@@ -132,3 +132,23 @@ def test_dense_divergence_is_reported():
 def test_bad_input_is_a_parameter_error(bad):
     with pytest.raises(ParameterError):
         bad()
+
+
+@pytest.mark.parametrize("opt", [Adam(0.05), SGD(0.5, clip_norm=0.5)])
+def test_dense_adaptive_rules_match_a_numpy_stepper(opt):
+    """Adam and clipping on a rotated model: same normals, the rule written in NumPy."""
+    from nqm_mc import _rng
+    from tests.reference import AdaptiveStepper
+    m = RotatedNQM.from_nqm(BASE, "both", seed=2)
+    H, L = m.hessian(), m.noise_factor()
+    r = simulate_dense(m, opt, 4, 30, 3, seed=5, record="all", keep_paths=3)
+    for k in range(3):
+        th = m.initial_mean + np.sqrt(m.initial_variance) * _rng.normals(
+            5, k, 0, m.dim, purpose=_rng.PURPOSE_INITIAL)
+        st = AdaptiveStepper(opt, m.dim)
+        ref = [0.5 * th @ H @ th]
+        for t in range(30):
+            g = H @ th + L @ _rng.normals(5, k, t, m.dim) / 2.0
+            th = st.step(th, g, opt.base_learning_rate)
+            ref.append(0.5 * th @ H @ th)
+        np.testing.assert_allclose(r.paths[k], ref, rtol=1e-10)

@@ -324,7 +324,7 @@ def cmd_adam_proxy(args):
     from nqm_mc.studies import adam_proxy_study
     model = NQM.paper(args.dim) if args.dim is not None else None
     out = adam_proxy_study(args.out, model=model, target=args.target, n_runs=args.runs,
-                           seed=args.seed, quick=args.quick)
+                           seed=args.seed, quick=args.quick, rotate=args.rotate)
     print(f"best proxy p = {out['best_p']:g}; wrote {args.out}/adam_proxy.png, .md, .csv, "
           ".json")
     return 0
@@ -438,6 +438,8 @@ def build_parser():
                    help="directions of the paper's model (300; 100 with --quick)")
     p.add_argument("--target", type=float, default=0.1, help="loss target (0.1)")
     p.add_argument("--runs", type=int, default=32, help="trajectories per Adam setting (32)")
+    p.add_argument("--rotate", choices=["hessian", "noise", "both"], default=None,
+                   help="rotate the model (Adam on the dense engine; P = H^p still commutes)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="adam-proxy", help="output directory")
     p.set_defaults(func=cmd_adam_proxy)

@@ -405,8 +405,9 @@ def _dense_runs(kind, has_ema, H, Lc, Minv, mu0, sd0, lr_t, isb_t, beta, gamma, 
 def simulate_dense(model, optimizer, batch_size, n_steps, n_runs, *, seed=0, record="log",
                    n_records=60, target=None, keep_paths=0, preconditioner=None, threads=None):
     """Monte Carlo for a RotatedNQM: SGD, heavy-ball, Nesterov (P = H^p or a fixed diagonal
-    ``preconditioner``), Adam, RMSProp, Adagrad, sign-SGD, clipping, EMA and schedules. Gaussian noise from the same counter-based streams as
-    :func:`nqm_mc.simulate`, so results are bitwise reproducible for any thread count.
+    ``preconditioner``), Adam, RMSProp, Adagrad, sign-SGD, clipping, EMA and schedules.
+    Gaussian noise from the same counter-based streams as :func:`nqm_mc.simulate`, so results
+    are bitwise reproducible for any thread count.
 
     Every run's recorded losses are kept (n_runs x records floats), so the statistics are
     exact sample statistics: mean, standard error, variance, quantiles (np.quantile), hitting

@@ -71,7 +71,7 @@ def _fmt(x):
 
 
 def adam_proxy_study(outdir, *, model=None, batch_sizes=None, target=0.1, lrs=None,
-                     n_runs=32, max_steps=20_000, seed=0, quick=False, log=print):
+                     n_runs=32, max_steps=20_000, seed=0, quick=False, rotate=None, log=print):
     """Steps to target against batch size for Adam (tuned per batch size by simulation) and
     for preconditioned SGD with P = H^p (tuned exactly), for p in PROXY_POWERS.
 
@@ -80,11 +80,24 @@ def adam_proxy_study(outdir, *, model=None, batch_sizes=None, target=0.1, lrs=No
     crosses ``target`` (``mc_steps_to_target``, with a standard error). The best p minimises
     the mean squared log ratio of the proxy's steps to Adam's; the proxy fails at a batch size
     where the two differ by more than FAIL_RATIO, beyond the Monte Carlo uncertainty.
+    ``rotate`` ("hessian", "noise" or "both") rotates the model (:mod:`nqm_mc.rotated`):
+    Adam then runs on the dense engine, while the proxy P = H^p still commutes with H, so its
+    steps are the aligned model's with noise variances diag(U^T C U). A rotated Hessian is
+    where Adam's coordinate-wise scaling stops looking like a power of H.
     Writes adam_proxy.{png,md,csv,json} into ``outdir`` and returns the JSON-ready dict.
     """
     t_start = time.perf_counter()
     if model is None:
-        model = NQM.paper(dim=100 if quick else 300)
+        model = NQM.paper(dim=(50 if rotate else 100) if quick else (100 if rotate else 300))
+    run_model, proxy_model, sim = model, model, simulate
+    if rotate is not None:
+        from nqm_mc.rotated import RotatedNQM, simulate_dense
+        run_model = RotatedNQM.from_nqm(model, rotate, seed=seed)
+        proxy_model = run_model.equivalent_nqm()
+
+        def sim(m, opt, b, n_steps, n_runs, **kw):
+            kw.pop("progress", None)
+            return simulate_dense(m, opt, b, n_steps, n_runs, **kw)
     if batch_sizes is None:
         batch_sizes = [1, 16, 256, 4096] if quick else [1, 4, 16, 64, 256, 1024, 4096]
     batch_sizes = [check_int("batch_sizes", b, "adam_proxy_study", low=1) for b in batch_sizes]
@@ -93,7 +106,7 @@ def adam_proxy_study(outdir, *, model=None, batch_sizes=None, target=0.1, lrs=No
         raise ParameterError(f"The 'target' parameter of adam_proxy_study must lie in (0, "
                              f"{model.initial_loss():.4g}) (the initial loss). Got {target!r}.")
     if lrs is None:
-        lrs = np.geomspace(1e-3, 0.3, 8 if quick else 13)
+        lrs = np.geomspace(1e-3, 1.0, 10 if quick else 16)
     lrs = np.asarray(lrs, float)
     n_runs = check_int("n_runs", n_runs, "adam_proxy_study", low=2)
     if quick:
@@ -108,8 +121,8 @@ def adam_proxy_study(outdir, *, model=None, batch_sizes=None, target=0.1, lrs=No
     for b in sorted(batch_sizes):
         best = (np.inf, np.nan, np.nan)
         for lr in lrs:
-            res = simulate(model, Adam(float(lr)), b, cap, n_runs, seed=seed, record="log",
-                           n_records=300, progress=False)
+            res = sim(run_model, Adam(float(lr)), b, cap, n_runs, seed=seed, record="log",
+                      n_records=300, progress=False)
             s, se = mc_steps_to_target(res, target)
             if s < best[0]:
                 best = (s, se, float(lr))
@@ -128,7 +141,7 @@ def adam_proxy_study(outdir, *, model=None, batch_sizes=None, target=0.1, lrs=No
 
     proxies = {}
     for p in PROXY_POWERS:
-        r = tune(model, "sgd", batch_sizes, target, preconditioning=p, search="refine")
+        r = tune(proxy_model, "sgd", batch_sizes, target, preconditioning=p, search="refine")
         proxies[p] = r
         log(f"  preconditioned SGD p = {p:4}: {[float(s) for s in r.steps]}")
     ok = np.isfinite(adam_steps) & (adam_steps > 0)
@@ -152,7 +165,8 @@ def adam_proxy_study(outdir, *, model=None, batch_sizes=None, target=0.1, lrs=No
     base = os.path.join(outdir, "adam_proxy")
     _write_table(base, header, rows)
     out = {
-        "model": model.to_dict(), "target": target, "batch_sizes": batch_sizes,
+        "model": run_model.to_dict(), "rotate": rotate, "target": target,
+        "batch_sizes": batch_sizes,
         "adam": {"steps": adam_steps.tolist(), "se": adam_se.tolist(),
                  "learning_rate": adam_lr.tolist(), "lr_grid": lrs.tolist(), "runs": n_runs,
                  "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "seed": seed},
@@ -166,13 +180,13 @@ def adam_proxy_study(outdir, *, model=None, batch_sizes=None, target=0.1, lrs=No
     with open(base + ".json", "w") as f:
         json.dump(out, f, indent=2, default=float)
     _plot_adam_proxy(base + ".png", batch_sizes, adam_steps, adam_se, proxies, best_p, fails,
-                     target)
+                     target, rotate)
     log(f"  best proxy p = {best_p:g}; fails at B = "
         f"{[b for b, f in zip(batch_sizes, fails, strict=True) if f] or 'none'}")
     return out
 
 
-def _plot_adam_proxy(path, bs, adam, se, proxies, best_p, fails, target):
+def _plot_adam_proxy(path, bs, adam, se, proxies, best_p, fails, target, rotate=None):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -190,7 +204,8 @@ def _plot_adam_proxy(path, bs, adam, se, proxies, best_p, fails, target):
     ax.set_yscale("log")
     ax.set_xlabel("batch size")
     ax.set_ylabel(f"steps to E[L] < {target:g}")
-    ax.set_title("Adam against the fixed-power preconditioning proxy")
+    ax.set_title("Adam against the fixed-power preconditioning proxy"
+                 + (f"\n(rotated {rotate})" if rotate else ""))
     ax.legend(fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()

@@ -39,7 +39,9 @@ def test_parse_builds_the_objects():
     ({"model": {"kind": "spiral"}}, "'model.kind'"),
     ({"model": {"kind": "arrays", "curvatures": [1.0, float("nan")],
                 "noise_variances": [1, 1]}}, "curvatures"),
-    ({"optimizer": {"kind": "adam", "learning_rate": 1}}, "'optimizer.kind'"),
+    ({"optimizer": {"kind": "adamw", "learning_rate": 1}}, "'optimizer.kind'"),
+    ({"optimizer": {"kind": "adam", "learning_rate": 1, "momentum": 0.9}}, "'optimizer.momentum'"),
+    ({"optimizer": {"kind": "adam", "learning_rate": 0.1, "beta2": 1.0}}, "beta2"),
     ({"optimizer": {"kind": "sgd"}}, "missing key 'optimizer.learning_rate'"),
     ({"optimizer": {"kind": "sgd", "learning_rate": -1}}, "learning_rate"),
     ({"optimizer": {"kind": "heavy_ball", "learning_rate": 0.1, "momentum": 1.0}}, "momentum"),
@@ -101,3 +103,10 @@ def test_plot_command_writes_every_figure(tmp_path):
         assert (tmp_path / "f" / f"simulation_{kind}.png").stat().st_size > 10_000
     r = run("plot", str(tmp_path / "missing.npz"), "--out", str(tmp_path))
     assert r.returncode == 2 and "Traceback" not in r.stderr
+
+
+def test_adaptive_optimizer_from_a_file():
+    from nqm_mc.optimizers import Adam
+    exp = parse({"optimizer": {"kind": "adam", "learning_rate": 0.01, "beta2": 0.99,
+                               "clip_norm": 2.0}}, "exp.toml")
+    assert exp.optimizer == Adam(0.01, beta2=0.99, clip_norm=2.0)

@@ -36,7 +36,8 @@ def half_quadratic(h, x):
     """0.5 sum_i h_i x_i^2 in float64, summed as the steps' losses are (sixteen partial sums by
     index mod 16, see _add_hsq16): a fixed order, the same bits on every machine."""
     acc = np.zeros(16)
-    _add_hsq16(h, x, 0, h.shape[0], acc)
+    q = np.empty(h.shape[0])
+    _add_hsq16(h, x, 0, h.shape[0], acc, q)
     return _total16(acc)
 
 
@@ -72,12 +73,16 @@ def _update(kind, has_ema, a, b, lr, isb, beta, gamma, theta, m, ema, z, lo, n):
 
 
 @njit(cache=True, error_model="numpy")
-def _add_hsq16(h, x, lo, n, acc):
+def _add_hsq16(h, x, lo, n, acc, q):
     """acc[k] += h_i x_i^2 (float64) for the directions i = lo + j, j < n, j = k mod 16 (j < n - n
-    mod 16), the rest into acc[0]: sixteen independent partial sums in a fixed order, which the
-    compiler keeps in SIMD registers."""
+    mod 16), the rest into acc[0]: sixteen independent partial sums in a fixed order. The
+    products go through q (scratch, >= n) in one SIMD loop; the sums run as sixteen
+    independent chains."""
     hh = h[lo:]
     xs = x[lo:]
+    for j in range(n):
+        xv = float(xs[j])
+        q[j] = hh[j] * xv * xv
     n16 = n - n % 16
     a0 = acc[0]
     a1 = acc[1]
@@ -96,41 +101,24 @@ def _add_hsq16(h, x, lo, n, acc):
     a14 = acc[14]
     a15 = acc[15]
     for i in range(0, n16, 16):
-        x0 = float(xs[i])
-        a0 += hh[i] * x0 * x0
-        x1 = float(xs[i + 1])
-        a1 += hh[i + 1] * x1 * x1
-        x2 = float(xs[i + 2])
-        a2 += hh[i + 2] * x2 * x2
-        x3 = float(xs[i + 3])
-        a3 += hh[i + 3] * x3 * x3
-        x4 = float(xs[i + 4])
-        a4 += hh[i + 4] * x4 * x4
-        x5 = float(xs[i + 5])
-        a5 += hh[i + 5] * x5 * x5
-        x6 = float(xs[i + 6])
-        a6 += hh[i + 6] * x6 * x6
-        x7 = float(xs[i + 7])
-        a7 += hh[i + 7] * x7 * x7
-        x8 = float(xs[i + 8])
-        a8 += hh[i + 8] * x8 * x8
-        x9 = float(xs[i + 9])
-        a9 += hh[i + 9] * x9 * x9
-        x10 = float(xs[i + 10])
-        a10 += hh[i + 10] * x10 * x10
-        x11 = float(xs[i + 11])
-        a11 += hh[i + 11] * x11 * x11
-        x12 = float(xs[i + 12])
-        a12 += hh[i + 12] * x12 * x12
-        x13 = float(xs[i + 13])
-        a13 += hh[i + 13] * x13 * x13
-        x14 = float(xs[i + 14])
-        a14 += hh[i + 14] * x14 * x14
-        x15 = float(xs[i + 15])
-        a15 += hh[i + 15] * x15 * x15
+        a0 += q[i]
+        a1 += q[i + 1]
+        a2 += q[i + 2]
+        a3 += q[i + 3]
+        a4 += q[i + 4]
+        a5 += q[i + 5]
+        a6 += q[i + 6]
+        a7 += q[i + 7]
+        a8 += q[i + 8]
+        a9 += q[i + 9]
+        a10 += q[i + 10]
+        a11 += q[i + 11]
+        a12 += q[i + 12]
+        a13 += q[i + 13]
+        a14 += q[i + 14]
+        a15 += q[i + 15]
     for i in range(n16, n):
-        x0 = float(xs[i])
-        a0 += hh[i] * x0 * x0
+        a0 += q[i]
     acc[0] = a0
     acc[1] = a1
     acc[2] = a2
@@ -256,11 +244,12 @@ def band_runs(band):
     return run_start, run_band
 
 
+UPDATE_CALLS = 2  # generator chunks per update call (fewer calls; the state stays in L1)
 WINDOW = 64  # steps advanced per pass over a chunk of directions (see _window)
 
 
 @njit(cache=True, error_model="numpy")
-def _window(kind, has_ema, a, b, h, lr_t, isb_t, beta, gamma, theta, m, ema, z, ws,
+def _window(kind, has_ema, a, b, h, lr_t, isb_t, beta, gamma, theta, m, ema, z, q, ws,
             t0, w, shi, k0, k1, use_f32, lw, record, r0, run_start, run_band, rec_band):
     """Advance one trajectory by steps t0 .. t0 + w - 1, one chunk of directions at a time.
 
@@ -272,7 +261,8 @@ def _window(kind, has_ema, a, b, h, lr_t, isb_t, beta, gamma, theta, m, ema, z, 
     one pass over all directions per step. Recorded steps in the window (record[r0:]) get
     their per-band sums of the readout's square, again in index order."""
     d = theta.shape[0]
-    per = 4 * CHUNK if use_f32 else 2 * CHUNK
+    gen = 4 * CHUNK if use_f32 else 2 * CHUNK  # normals per generator call
+    per = UPDATE_CALLS * gen
     R = record.shape[0]
     for s in range(w):
         for k in range(32):
@@ -282,17 +272,19 @@ def _window(kind, has_ema, a, b, h, lr_t, isb_t, beta, gamma, theta, m, ema, z, 
         r = r0
         for s in range(w):
             t = t0 + s
-            if use_f32:
-                normals_chunk_f32(lo // 4, (n + 3) // 4, np.uint32(t),
-                                  np.uint32(PURPOSE_GRADIENT), shi, k0, k1, ws, z)
-            else:
-                normals_chunk_f64(lo // 2, (n + 1) // 2, np.uint32(t),
-                                  np.uint32(PURPOSE_GRADIENT), shi, k0, k1, ws, z)
+            for sub in range(0, n, gen):
+                nn = min(gen, n - sub)
+                if use_f32:
+                    normals_chunk_f32((lo + sub) // 4, (nn + 3) // 4, np.uint32(t),
+                                      np.uint32(PURPOSE_GRADIENT), shi, k0, k1, ws, z[sub:])
+                else:
+                    normals_chunk_f64((lo + sub) // 2, (nn + 1) // 2, np.uint32(t),
+                                      np.uint32(PURPOSE_GRADIENT), shi, k0, k1, ws, z[sub:])
             _update(kind, has_ema, a, b, lr_t[t], isb_t[t], beta, gamma, theta, m, ema, z, lo,
                     n)
-            _add_hsq16(h, theta, lo, n, lw[s, 0:16])
+            _add_hsq16(h, theta, lo, n, lw[s, 0:16], q)
             if has_ema:
-                _add_hsq16(h, ema, lo, n, lw[s, 16:32])
+                _add_hsq16(h, ema, lo, n, lw[s, 16:32], q)
             if r < R and record[r] == t + 1:
                 _band_sums(ema if has_ema else theta, lo, lo + n, run_start, run_band,
                            rec_band[r])
@@ -301,7 +293,7 @@ def _window(kind, has_ema, a, b, h, lr_t, isb_t, beta, gamma, theta, m, ema, z, 
 
 @njit(cache=True, error_model="numpy")
 def _trajectory(kind, has_ema, h, a, b, mu0, sd0, lr_t, isb_t, beta, gamma, seed_lo,
-                seed_hi, traj, record, target, run_start, run_band, theta, m, ema, z, lw, ws,
+                seed_hi, traj, record, target, run_start, run_band, theta, m, ema, z, q, lw, ws,
                 rec_loss, rec_theta, rec_band, use_f32):
     """Run one trajectory; write its readout loss, theta loss and per-band sums of the readout's
     square at the recorded steps. Returns (hitting time or -1, step of divergence or -1).
@@ -336,7 +328,7 @@ def _trajectory(kind, has_ema, h, a, b, mu0, sd0, lr_t, isb_t, beta, gamma, seed
     t0 = 0
     while t0 < T:
         w = min(WINDOW, T - t0)
-        _window(kind, has_ema, a, b, h, lr_t, isb_t, beta, gamma, theta, m, ema, z, ws,
+        _window(kind, has_ema, a, b, h, lr_t, isb_t, beta, gamma, theta, m, ema, z, q, ws,
                 t0, w, shi, k0, k1, use_f32, lw, record, r, run_start, run_band, rec_band)
         for s in range(w):
             t = t0 + s + 1
@@ -536,6 +528,7 @@ def run_blocks(kind, has_ema, h, coef_a, coef_b, mu0, sd0, lr_t, isb_t, beta, ga
         perm = np.empty(data.shape[0], np.int64)
         z = np.empty(max(d, 4 * CHUNK) + 4, dtype_probe.dtype)
         lw = np.empty((WINDOW, 32))
+        qbuf = np.empty(UPDATE_CALLS * 4 * CHUNK)
         ws = np.empty((4, CHUNK), np.uint32)
         rec_loss = np.empty(R)
         rec_theta = np.empty(R)
@@ -556,8 +549,8 @@ def run_blocks(kind, has_ema, h, coef_a, coef_b, mu0, sd0, lr_t, isb_t, beta, ga
             else:
                 hit, div = _trajectory(kind, has_ema, h, coef_a, coef_b, mu0, sd0, lr_t, isb_t,
                                        beta, gamma, seed_lo, seed_hi, traj, record, target,
-                                       run_start, run_band, theta, m, ema, z, lw, ws, rec_loss,
-                                       rec_theta, rec_band, use_f32)
+                                       run_start, run_band, theta, m, ema, z, qbuf, lw, ws,
+                                       rec_loss, rec_theta, rec_band, use_f32)
             if div >= 0 and (hit < 0 or hit > div):
                 hit = -2
             out_hit[traj - first_block * block_size] = hit

@@ -38,6 +38,21 @@ def test_identical_to_local_run_with_hitting_times(cluster):
         assert "DaskExecutor" in res.meta["executor"]
 
 
+def test_adaptive_rules_and_noise_laws_are_identical_on_dask(cluster):
+    """The general kernel (Adam with clipping; Student-t and finite-data noise) through the
+    executor: the dataset and every parameter travel with the plan; same bits."""
+    from nqm_mc.distributed import DaskExecutor
+    from nqm_mc.noise import FiniteData, StudentT
+    from nqm_mc.optimizers import Adam
+    cases = [(Adam(0.02, clip_norm=2.0), None), (SGD(0.5), StudentT(4.0)),
+             (HeavyBall(0.1, 0.9), FiniteData(64, seed=3))]
+    with DaskExecutor(cluster, groups_per_task=3) as ex:
+        for opt, noise in cases:
+            local = simulate(MODEL, opt, 8, 40, 200, noise=noise, **KW)
+            res = simulate(MODEL, opt, 8, 40, 200, noise=noise, executor=ex, **KW)
+            assert res.equals(local), (opt, noise)
+
+
 def test_sweep_is_one_graph_and_matches_local(cluster, tmp_path):
     from nqm_mc.distributed import DaskExecutor
     jobs = [dict(model=MODEL, optimizer=o, batch_size=b, n_steps=40, n_runs=300, seed=s,

@@ -32,12 +32,15 @@ DIVERGED = 1e300
 
 
 @njit(cache=True, error_model="numpy")
-def half_quadratic(h, x):
+def half_quadratic(h, x, q):
     """0.5 sum_i h_i x_i^2 in float64, summed as the steps' losses are (sixteen partial sums by
-    index mod 16, see _add_hsq16): a fixed order, the same bits on every machine."""
+    index mod 16, see _add_hsq16): a fixed order, the same bits on every machine. q is float64
+    scratch; its size, rounded down to a multiple of 16, is the chunk length."""
+    d = h.shape[0]
+    per = q.shape[0] - q.shape[0] % 16
     acc = np.zeros(16)
-    q = np.empty(h.shape[0])
-    _add_hsq16(h, x, 0, h.shape[0], acc, q)
+    for lo in range(0, d, per):
+        _add_hsq16(h, x, lo, min(per, d - lo), acc, q)
     return _total16(acc)
 
 
@@ -312,7 +315,7 @@ def _trajectory(kind, has_ema, h, a, b, mu0, sd0, lr_t, isb_t, beta, gamma, seed
         theta[i] = mu0[i] + sd0[i] * z[i]
         m[i] = 0.0
         ema[i] = theta[i]
-    loss = half_quadratic(h, theta)
+    loss = half_quadratic(h, theta, q)
     hit = -1
     div = -1
     if loss < target:
@@ -382,18 +385,22 @@ def _noise(noise_kind, nu, data, perm, batch, z, d, step, shi, k0, k1, ws, use_f
 
 
 @njit(cache=True, error_model="numpy")
-def _general_step(kind, a, b, lr, isb, beta, beta2, eps, clip, t, theta, m, v, z, g):
-    """One step of any rule on the full gradient g = a theta + b z / sqrt(B), optionally
-    clipped to Euclidean norm ``clip`` first (the norm in float64, 16 fixed partial sums)."""
-    d = theta.shape[0]
-    for i in range(d):
-        g[i] = a[i] * theta[i] + b[i] * isb * z[i]
+def clip_to_norm(g, clip):
+    """g <- g min(1, clip / |g|) (the norm in float64, 16 fixed partial sums); clip <= 0: off."""
     if clip > 0.0:
+        d = g.shape[0]
         nrm = math.sqrt(_sumsq16(g, 0, d))
         if nrm > clip:
             s = clip / nrm
             for i in range(d):
                 g[i] = g[i] * s
+
+
+@njit(cache=True, error_model="numpy")
+def apply_rule(kind, lr, beta, beta2, eps, t, theta, m, v, g):
+    """theta (and the buffers m, v) <- one step of the rule ``kind`` on the gradient g at step
+    t (t = 0 first; Adam's bias corrections use t + 1). Shared by every full-pass kernel."""
+    d = theta.shape[0]
     if kind == KIND_SGD:
         for i in range(d):
             theta[i] = theta[i] - lr * g[i]
@@ -430,7 +437,7 @@ def _general_step(kind, a, b, lr, isb, beta, beta2, eps, clip, t, theta, m, v, z
 @njit(cache=True, error_model="numpy")
 def _trajectory_general(kind, has_ema, h, a, b, mu0, sd0, lr_t, isb_t, bsz_t, beta, gamma,
                         extra, noise_kind, data, seed_lo, seed_hi, traj, record, target,
-                        run_start, run_band, theta, m, v, ema, z, g, perm, ws, rec_loss,
+                        run_start, run_band, theta, m, v, ema, z, g, perm, q, ws, rec_loss,
                         rec_theta, rec_band, use_f32):
     """_trajectory for every rule (adaptive ones, clipping) and every noise law, one full pass
     over the directions per step (clipping needs the whole gradient's norm first). The same
@@ -456,7 +463,7 @@ def _trajectory_general(kind, has_ema, h, a, b, mu0, sd0, lr_t, isb_t, bsz_t, be
         ema[i] = theta[i]
     for j in range(perm.shape[0]):
         perm[j] = j
-    loss = half_quadratic(h, theta)
+    loss = half_quadratic(h, theta, q)
     hit = -1
     div = -1
     if loss < target:
@@ -472,13 +479,16 @@ def _trajectory_general(kind, has_ema, h, a, b, mu0, sd0, lr_t, isb_t, bsz_t, be
     for t in range(T):
         _noise(noise_kind, nu, data, perm, bsz_t[t], z, d, np.uint32(t), shi, k0, k1, ws,
                use_f32)
-        _general_step(kind, a, b, lr_t[t], isb_t[t], beta, beta2, eps, clip, t, theta, m, v, z,
-                      g)
+        isb = isb_t[t]
+        for i in range(d):  # the (fixed-preconditioned) stochastic gradient a theta + b z / sqrt(B)
+            g[i] = a[i] * theta[i] + b[i] * isb * z[i]
+        clip_to_norm(g, clip)
+        apply_rule(kind, lr_t[t], beta, beta2, eps, t, theta, m, v, g)
         if has_ema:
             for i in range(d):
                 ema[i] = gamma * ema[i] + (1.0 - gamma) * theta[i]
-        loss_th = half_quadratic(h, theta)
-        loss = half_quadratic(h, ema) if has_ema else loss_th
+        loss_th = half_quadratic(h, theta, q)
+        loss = half_quadratic(h, ema, q) if has_ema else loss_th
         if not (loss < DIVERGED and loss_th < DIVERGED):
             div = t + 1
             while r < R:
@@ -544,8 +554,8 @@ def run_blocks(kind, has_ema, h, coef_a, coef_b, mu0, sd0, lr_t, isb_t, beta, ga
                 hit, div = _trajectory_general(
                     kind, has_ema, h, coef_a, coef_b, mu0, sd0, lr_t, isb_t, bsz_t, beta, gamma,
                     extra, noise_kind, data, seed_lo, seed_hi, traj, record, target, run_start,
-                    run_band, theta, m, v, ema, z, g, perm, ws, rec_loss, rec_theta, rec_band,
-                    use_f32)
+                    run_band, theta, m, v, ema, z, g, perm, qbuf, ws, rec_loss, rec_theta,
+                    rec_band, use_f32)
             else:
                 hit, div = _trajectory(kind, has_ema, h, coef_a, coef_b, mu0, sd0, lr_t, isb_t,
                                        beta, gamma, seed_lo, seed_hi, traj, record, target,

@@ -36,6 +36,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from nqm_mc._mc_kernels import apply_rule, clip_to_norm
 from nqm_mc._rng import PURPOSE_GRADIENT, PURPOSE_INITIAL, fill_normals_f64, split_seed
 from nqm_mc._validate import ParameterError, check_array, check_choice, check_int, check_real
 from nqm_mc.model import NQM
@@ -342,39 +343,8 @@ def _dense_runs(kind, has_ema, H, Lc, Minv, mu0, sd0, lr_t, isb_t, beta, gamma, 
             for i in range(d):
                 g[i] = hx[i] + isb_t[t] * xi[i]
             _matvec(Minv, g, gt)
-            if clip > 0.0:
-                nrm = 0.0
-                for i in range(d):
-                    nrm += gt[i] * gt[i]
-                nrm = math.sqrt(nrm)
-                if nrm > clip:
-                    for i in range(d):
-                        gt[i] = gt[i] * (clip / nrm)
-            lr = lr_t[t]
-            c1 = 1.0 - beta ** (t + 1)
-            c2 = 1.0 - beta2 ** (t + 1)
-            for i in range(d):
-                gi = gt[i]
-                if kind == 0:
-                    th[i] = th[i] - lr * gi
-                elif kind == 1:
-                    m[i] = beta * m[i] + gi
-                    th[i] = th[i] - lr * m[i]
-                elif kind == 2:
-                    m[i] = beta * m[i] + gi
-                    th[i] = th[i] - lr * (gi + beta * m[i])
-                elif kind == 3:  # Adam
-                    m[i] = beta * m[i] + (1.0 - beta) * gi
-                    v[i] = beta2 * v[i] + (1.0 - beta2) * gi * gi
-                    th[i] = th[i] - lr * (m[i] / c1) / (math.sqrt(v[i] / c2) + eps)
-                elif kind == 4:  # RMSProp
-                    v[i] = beta * v[i] + (1.0 - beta) * gi * gi
-                    th[i] = th[i] - lr * gi / (math.sqrt(v[i]) + eps)
-                elif kind == 5:  # Adagrad
-                    v[i] = v[i] + gi * gi
-                    th[i] = th[i] - lr * gi / (math.sqrt(v[i]) + eps)
-                else:  # sign-SGD
-                    th[i] = th[i] - lr * (1.0 if gi > 0 else (-1.0 if gi < 0 else 0.0))
+            clip_to_norm(gt, clip)
+            apply_rule(kind, lr_t[t], beta, beta2, eps, t, th, m, v, gt)
             _matvec(H, th, hx)
             loss = 0.0
             if has_ema:

@@ -79,7 +79,9 @@ def adam_proxy_study(outdir, *, model=None, batch_sizes=None, target=0.1, lrs=No
     learning rate of the grid ``lrs``; its steps to target are where the Monte Carlo mean loss
     crosses ``target`` (``mc_steps_to_target``, with a standard error). The best p minimises
     the mean squared log ratio of the proxy's steps to Adam's; the proxy fails at a batch size
-    where the two differ by more than FAIL_RATIO, beyond the Monte Carlo uncertainty.
+    where the two differ by more than FAIL_RATIO, beyond the Monte Carlo uncertainty. The
+    table also gives the closest power at each batch size: where it drifts with B, no fixed
+    power describes Adam.
     ``rotate`` ("hessian", "noise" or "both") rotates the model (:mod:`nqm_mc.rotated`):
     Adam then runs on the dense engine, while the proxy P = H^p still commutes with H, so its
     steps are the aligned model's with noise variances diag(U^T C U). A rotated Hessian is
@@ -154,14 +156,19 @@ def adam_proxy_study(outdir, *, model=None, batch_sizes=None, target=0.1, lrs=No
     se_log = np.where(adam_steps > 0, adam_se / np.maximum(adam_steps, 1), np.nan)
     fails = ok & (np.abs(np.log(ratio)) - 2 * np.nan_to_num(se_log) > np.log(FAIL_RATIO))
 
+    # the power whose proxy is closest to Adam at each batch size: a drift of this local p
+    # with B is what no single fixed power can follow
+    local = np.array([min(PROXY_POWERS, key=lambda q: abs(np.log(proxies[q].steps[i]
+                                                                  / adam_steps[i])))
+                      if ok[i] else np.nan for i in range(len(batch_sizes))])
     header = ["batch size", "Adam steps", "Adam se", "Adam lr"] + \
         [f"SGD p={p:g}" for p in PROXY_POWERS] + [f"Adam / best proxy (p={best_p:g})",
-                                                  "proxy fails"]
+                                                  "proxy fails", "closest p"]
     rows = []
     for i, b in enumerate(batch_sizes):
         rows.append([b, float(adam_steps[i]), float(adam_se[i]), float(adam_lr[i])]
                     + [float(proxies[p].steps[i]) for p in PROXY_POWERS]
-                    + [float(ratio[i]), "yes" if fails[i] else "no"])
+                    + [float(ratio[i]), "yes" if fails[i] else "no", float(local[i])])
     base = os.path.join(outdir, "adam_proxy")
     _write_table(base, header, rows)
     out = {
@@ -174,6 +181,7 @@ def adam_proxy_study(outdir, *, model=None, batch_sizes=None, target=0.1, lrs=No
                              "learning_rate": r.learning_rate.tolist(),
                              "mean_sq_log_ratio": err[p]} for p, r in proxies.items()},
         "best_p": best_p, "ratio": ratio.tolist(), "proxy_fails": fails.tolist(),
+        "closest_p": local.tolist(),
         "fail_ratio": FAIL_RATIO, "provenance": provenance(),
         "seconds": time.perf_counter() - t_start,
     }
@@ -182,7 +190,8 @@ def adam_proxy_study(outdir, *, model=None, batch_sizes=None, target=0.1, lrs=No
     _plot_adam_proxy(base + ".png", batch_sizes, adam_steps, adam_se, proxies, best_p, fails,
                      target, rotate)
     log(f"  best proxy p = {best_p:g}; fails at B = "
-        f"{[b for b, f in zip(batch_sizes, fails, strict=True) if f] or 'none'}")
+        f"{[b for b, f in zip(batch_sizes, fails, strict=True) if f] or 'none'}; closest p "
+        f"per batch size: {local.tolist()}")
     return out
 
 

@@ -33,11 +33,11 @@ DIVERGED = 1e300
 
 @njit(cache=True, error_model="numpy")
 def half_quadratic(h, x, q):
-    """0.5 sum_i h_i x_i^2 in float64, summed as the steps' losses are (sixteen partial sums by
-    index mod 16, see _add_hsq16): a fixed order, the same bits on every machine. q is float64
-    scratch; its size, rounded down to a multiple of 16, is the chunk length."""
+    """0.5 sum_i h_i x_i^2 in float64, summed as the steps' losses are (see _add_hsq16): a fixed
+    order, the same bits on every machine. q is float64 scratch whose size is the chunk length
+    (the kernels pass one loss chunk)."""
     d = h.shape[0]
-    per = q.shape[0] - q.shape[0] % 16
+    per = q.shape[0]
     acc = np.zeros(16)
     for lo in range(0, d, per):
         _add_hsq16(h, x, lo, min(per, d - lo), acc, q)
@@ -77,15 +77,26 @@ def _update(kind, has_ema, a, b, lr, isb, beta, gamma, theta, m, ema, z, lo, n):
 
 @njit(cache=True, error_model="numpy")
 def _add_hsq16(h, x, lo, n, acc, q):
-    """acc[k] += h_i x_i^2 (float64) for the directions i = lo + j, j < n, j = k mod 16 (j < n - n
-    mod 16), the rest into acc[0]: sixteen independent partial sums in a fixed order. The
-    products go through q (scratch, >= n) in one SIMD loop; the sums run as sixteen
-    independent chains."""
+    """acc += the products h_i x_i^2 (float64) of directions lo .. lo + n - 1, in a fixed order
+    that does not depend on the vector width: the products go through q (scratch, >= n) in one
+    SIMD loop, j paired with j + n/2 when n is a multiple of 32; then q[j] goes into acc[j mod
+    16] (j below the last multiple of 16; the rest into acc[0]), sixteen independent chains.
+    Every kernel sums a loss chunk by chunk of the same length (loss chunk: UPDATE_CALLS
+    generator calls), so the fast and general kernels give the same bits."""
     hh = h[lo:]
     xs = x[lo:]
-    for j in range(n):
-        xv = float(xs[j])
-        q[j] = hh[j] * xv * xv
+    if n % 32 == 0:  # pair j with j + n/2 in the SIMD loop: half the scalar additions
+        n //= 2
+        x2 = xs[n:]
+        h2 = hh[n:]
+        for j in range(n):
+            xv = float(xs[j])
+            xw = float(x2[j])
+            q[j] = hh[j] * xv * xv + h2[j] * xw * xw
+    else:
+        for j in range(n):
+            xv = float(xs[j])
+            q[j] = hh[j] * xv * xv
     n16 = n - n % 16
     a0 = acc[0]
     a1 = acc[1]
@@ -248,6 +259,14 @@ def band_runs(band):
 
 
 UPDATE_CALLS = 2  # generator chunks per update call (fewer calls; the state stays in L1)
+
+
+@njit(cache=True)
+def loss_chunk(use_f32):
+    """Directions per update call and per loss / band-sum chunk, in every kernel (so that the
+    fast and general kernels sum in the same order)."""
+    return UPDATE_CALLS * (4 * CHUNK if use_f32 else 2 * CHUNK)
+
 WINDOW = 64  # steps advanced per pass over a chunk of directions (see _window)
 
 
@@ -260,12 +279,12 @@ def _window(kind, has_ema, a, b, h, lr_t, isb_t, beta, gamma, theta, m, ema, z, 
     and noise: a few kB, L1-resident) goes through all w steps before the next chunk is
     touched; the state crosses the memory hierarchy once per window, not once per step.
     lw[s, 0:16] (lw[s, 16:32] for the readout) receive the partial sums of h theta^2 after
-    step t0 + s, by index mod 16 and chunk after chunk: the same operations in the same order as
-    one pass over all directions per step. Recorded steps in the window (record[r0:]) get
+    step t0 + s, chunk after chunk (_add_hsq16): the same operations in the same order as
+    half_quadratic over all directions. Recorded steps in the window (record[r0:]) get
     their per-band sums of the readout's square, again in index order."""
     d = theta.shape[0]
     gen = 4 * CHUNK if use_f32 else 2 * CHUNK  # normals per generator call
-    per = UPDATE_CALLS * gen
+    per = loss_chunk(use_f32)
     R = record.shape[0]
     for s in range(w):
         for k in range(32):
@@ -324,7 +343,7 @@ def _trajectory(kind, has_ema, h, a, b, mu0, sd0, lr_t, isb_t, beta, gamma, seed
     if record[0] == 0:
         rec_loss[0] = loss
         rec_theta[0] = loss
-        per = 4 * CHUNK if use_f32 else 2 * CHUNK
+        per = loss_chunk(use_f32)
         for lo in range(0, d, per):
             _band_sums(theta, lo, min(d, lo + per), run_start, run_band, rec_band[0])
         r = 1
@@ -469,7 +488,7 @@ def _trajectory_general(kind, has_ema, h, a, b, mu0, sd0, lr_t, isb_t, bsz_t, be
     if loss < target:
         hit = 0
     r = 0
-    per = 4 * CHUNK
+    per = loss_chunk(use_f32)
     if record[0] == 0:
         rec_loss[0] = loss
         rec_theta[0] = loss
@@ -538,7 +557,7 @@ def run_blocks(kind, has_ema, h, coef_a, coef_b, mu0, sd0, lr_t, isb_t, beta, ga
         perm = np.empty(data.shape[0], np.int64)
         z = np.empty(max(d, 4 * CHUNK) + 4, dtype_probe.dtype)
         lw = np.empty((WINDOW, 32))
-        qbuf = np.empty(UPDATE_CALLS * 4 * CHUNK)
+        qbuf = np.empty(loss_chunk(use_f32))
         ws = np.empty((4, CHUNK), np.uint32)
         rec_loss = np.empty(R)
         rec_theta = np.empty(R)

@@ -211,3 +211,16 @@ def test_finite_population_correction_is_needed_and_caught():
     z_wrong = (res.mean - wrong)[live] / res.sem[live]
     assert np.abs(z_right).max() < thr
     assert np.abs(z_wrong).max() > thr
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_general_kernel_equals_fast_kernel_on_a_large_model(dtype):
+    """Several loss chunks (d = 2100: full chunks paired, a ragged last one): the general
+    kernel's losses, summed by half_quadratic, are the fast kernel's bits."""
+    m = NQM.paper(2100)
+    opt = HeavyBall(0.3, 0.8, ema=0.9)
+    kw = dict(seed=4, record="all", keep_paths=3, target=1.0, dtype=dtype, progress=False)
+    fast = simulate(m, opt, 8, 20, 6, **kw)
+    slow = simulate(m, opt.with_(clip_norm=1e12), 8, 20, 6, **kw)
+    for f in ("mean", "paths", "band_mean_square", "hitting_times", "mean_theta"):
+        assert np.array_equal(getattr(fast, f), getattr(slow, f)), f

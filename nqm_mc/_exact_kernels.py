@@ -65,6 +65,7 @@ def fill_linear_form(kind, has_ema, h, hp, lr, beta, gamma, A, b):
 
 @njit(**_OPTS)
 def _matmul(k, X, Y, out):
+    """out = X Y (k x k blocks of 3 x 3 arrays; out must not alias X or Y)."""
     for i in range(k):
         for j in range(k):
             s = 0.0
@@ -476,17 +477,6 @@ def _sandwich2_inplace(M, X):
     X[0, 1] = t00 * m10 + t01 * m11
     X[1, 0] = t10 * m00 + t11 * m01
     X[1, 1] = t10 * m10 + t11 * m11
-
-
-@njit(**_OPTS)
-def _matmul(k, A, B, out):
-    """out = A B (k x k blocks of 3 x 3 arrays; out must not alias A or B)."""
-    for i in range(k):
-        for j in range(k):
-            s = 0.0
-            for m in range(k):
-                s += A[i, m] * B[m, j]
-            out[i, j] = s
 
 
 @njit(**_OPTS)

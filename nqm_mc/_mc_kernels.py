@@ -314,18 +314,11 @@ def _window(kind, has_ema, a, b, h, lr_t, isb_t, beta, gamma, theta, m, ema, z, 
 
 
 @njit(cache=True, error_model="numpy")
-def _trajectory(kind, has_ema, h, a, b, mu0, sd0, lr_t, isb_t, beta, gamma, seed_lo,
-                seed_hi, traj, record, target, run_start, run_band, theta, m, ema, z, q, lw, ws,
-                rec_loss, rec_theta, rec_band, use_f32):
-    """Run one trajectory; write its readout loss, theta loss and per-band sums of the readout's
-    square at the recorded steps. Returns (hitting time or -1, step of divergence or -1).
-    A window in which the loss overflows is cut at its first diverged step."""
+def _start(h, mu0, sd0, shi, k0, k1, target, record, run_start, run_band, theta, m, ema, z, q,
+           ws, rec_loss, rec_theta, rec_band, use_f32):
+    """A trajectory's initial state theta(0) = mu0 + sd0 z (its own PURPOSE_INITIAL normals),
+    m = 0, ema = theta, and step 0's loss, hit and record. Returns (loss, hit, next record)."""
     d = h.shape[0]
-    R = record.shape[0]
-    T = record[R - 1]
-    k0 = np.uint32(seed_lo)
-    k1 = np.uint32(traj)
-    shi = np.uint32(seed_hi)
     if use_f32:
         fill_normals_f32(z, d, np.uint32(0), np.uint32(PURPOSE_INITIAL), shi, k0, k1, ws)
     else:
@@ -335,10 +328,7 @@ def _trajectory(kind, has_ema, h, a, b, mu0, sd0, lr_t, isb_t, beta, gamma, seed
         m[i] = 0.0
         ema[i] = theta[i]
     loss = half_quadratic(h, theta, q)
-    hit = -1
-    div = -1
-    if loss < target:
-        hit = 0
+    hit = 0 if loss < target else -1
     r = 0
     if record[0] == 0:
         rec_loss[0] = loss
@@ -347,6 +337,24 @@ def _trajectory(kind, has_ema, h, a, b, mu0, sd0, lr_t, isb_t, beta, gamma, seed
         for lo in range(0, d, per):
             _band_sums(theta, lo, min(d, lo + per), run_start, run_band, rec_band[0])
         r = 1
+    return loss, hit, r
+
+
+@njit(cache=True, error_model="numpy")
+def _trajectory(kind, has_ema, h, a, b, mu0, sd0, lr_t, isb_t, beta, gamma, seed_lo,
+                seed_hi, traj, record, target, run_start, run_band, theta, m, ema, z, q, lw, ws,
+                rec_loss, rec_theta, rec_band, use_f32):
+    """Run one trajectory; write its readout loss, theta loss and per-band sums of the readout's
+    square at the recorded steps. Returns (hitting time or -1, step of divergence or -1).
+    A window in which the loss overflows is cut at its first diverged step."""
+    R = record.shape[0]
+    T = record[R - 1]
+    k0 = np.uint32(seed_lo)
+    k1 = np.uint32(traj)
+    shi = np.uint32(seed_hi)
+    loss, hit, r = _start(h, mu0, sd0, shi, k0, k1, target, record, run_start, run_band, theta,
+                          m, ema, z, q, ws, rec_loss, rec_theta, rec_band, use_f32)
+    div = -1
     t0 = 0
     while t0 < T:
         w = min(WINDOW, T - t0)
@@ -471,30 +479,14 @@ def _trajectory_general(kind, has_ema, h, a, b, mu0, sd0, lr_t, isb_t, bsz_t, be
     eps = extra[1]
     clip = extra[2]
     nu = extra[3]
-    if use_f32:
-        fill_normals_f32(z, d, np.uint32(0), np.uint32(PURPOSE_INITIAL), shi, k0, k1, ws)
-    else:
-        fill_normals_f64(z, d, np.uint32(0), np.uint32(PURPOSE_INITIAL), shi, k0, k1, ws)
+    loss, hit, r = _start(h, mu0, sd0, shi, k0, k1, target, record, run_start, run_band, theta,
+                          m, ema, z, q, ws, rec_loss, rec_theta, rec_band, use_f32)
+    div = -1
     for i in range(d):
-        theta[i] = mu0[i] + sd0[i] * z[i]
-        m[i] = 0.0
         v[i] = 0.0
-        ema[i] = theta[i]
     for j in range(perm.shape[0]):
         perm[j] = j
-    loss = half_quadratic(h, theta, q)
-    hit = -1
-    div = -1
-    if loss < target:
-        hit = 0
-    r = 0
     per = loss_chunk(use_f32)
-    if record[0] == 0:
-        rec_loss[0] = loss
-        rec_theta[0] = loss
-        for lo in range(0, d, per):
-            _band_sums(theta, lo, min(d, lo + per), run_start, run_band, rec_band[0])
-        r = 1
     for t in range(T):
         _noise(noise_kind, nu, data, perm, bsz_t[t], z, d, np.uint32(t), shi, k0, k1, ws,
                use_f32)

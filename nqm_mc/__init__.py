@@ -11,6 +11,7 @@ from nqm_mc._cpu import prefer_wide_vectors
 prefer_wide_vectors()  # before numba is imported; speed only, the same bits
 
 from nqm_mc import schedules  # noqa: E402
+from nqm_mc._interrupt import Interrupted, Terminated, sigterm_interrupts  # noqa: E402
 from nqm_mc._validate import ParameterError  # noqa: E402
 from nqm_mc.exact import (  # noqa: E402
     expected_loss,
@@ -30,5 +31,6 @@ __version__ = "0.1.0"
 __all__ = [
     "NQM", "SGD", "HeavyBall", "Nesterov", "schedules", "expected_loss", "loss_at",
     "steady_state", "steps_to_target", "steps_to_target_batch", "stability", "simulate",
-    "SimulationResult", "load_result", "ParameterError", "__version__",
+    "SimulationResult", "load_result", "ParameterError", "Interrupted", "Terminated",
+    "sigterm_interrupts", "__version__",
 ]

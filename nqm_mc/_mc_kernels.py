@@ -13,6 +13,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from nqm_mc._interrupt import stop_requested
 from nqm_mc._rng import (
     CHUNK,
     PURPOSE_GRADIENT,
@@ -343,9 +344,10 @@ def _start(h, mu0, sd0, shi, k0, k1, target, record, run_start, run_band, theta,
 @njit(cache=True, error_model="numpy")
 def _trajectory(kind, has_ema, h, a, b, mu0, sd0, lr_t, isb_t, beta, gamma, seed_lo,
                 seed_hi, traj, record, target, run_start, run_band, theta, m, ema, z, q, lw, ws,
-                rec_loss, rec_theta, rec_band, use_f32):
+                rec_loss, rec_theta, rec_band, use_f32, stop):
     """Run one trajectory; write its readout loss, theta loss and per-band sums of the readout's
-    square at the recorded steps. Returns (hitting time or -1, step of divergence or -1).
+    square at the recorded steps. Returns (hitting time or -1, step of divergence or -1,
+    number of records written: R unless ``stop`` was raised, checked once per window).
     A window in which the loss overflows is cut at its first diverged step."""
     R = record.shape[0]
     T = record[R - 1]
@@ -357,6 +359,8 @@ def _trajectory(kind, has_ema, h, a, b, mu0, sd0, lr_t, isb_t, beta, gamma, seed
     div = -1
     t0 = 0
     while t0 < T:
+        if stop_requested(stop) != 0:
+            break
         w = min(WINDOW, T - t0)
         _window(kind, has_ema, a, b, h, lr_t, isb_t, beta, gamma, theta, m, ema, z, q, ws,
                 t0, w, shi, k0, k1, use_f32, lw, record, r, run_start, run_band, rec_band)
@@ -380,7 +384,7 @@ def _trajectory(kind, has_ema, h, a, b, mu0, sd0, lr_t, isb_t, beta, gamma, seed
                 r += 1
             break
         t0 += w
-    return hit, div
+    return hit, div, r
 
 
 @njit(cache=True, error_model="numpy")
@@ -465,10 +469,11 @@ def apply_rule(kind, lr, beta, beta2, eps, t, theta, m, v, g):
 def _trajectory_general(kind, has_ema, h, a, b, mu0, sd0, lr_t, isb_t, bsz_t, beta, gamma,
                         extra, noise_kind, data, seed_lo, seed_hi, traj, record, target,
                         run_start, run_band, theta, m, v, ema, z, g, perm, q, ws, rec_loss,
-                        rec_theta, rec_band, use_f32):
+                        rec_theta, rec_band, use_f32, stop):
     """_trajectory for every rule (adaptive ones, clipping) and every noise law, one full pass
     over the directions per step (clipping needs the whole gradient's norm first). The same
-    initial state and, for Gaussian noise, the same normals as the fast path."""
+    initial state and, for Gaussian noise, the same normals as the fast path. ``stop`` is
+    checked before every step."""
     d = h.shape[0]
     R = record.shape[0]
     T = record[R - 1]
@@ -488,6 +493,8 @@ def _trajectory_general(kind, has_ema, h, a, b, mu0, sd0, lr_t, isb_t, bsz_t, be
         perm[j] = j
     per = loss_chunk(use_f32)
     for t in range(T):
+        if stop_requested(stop) != 0:
+            break
         _noise(noise_kind, nu, data, perm, bsz_t[t], z, d, np.uint32(t), shi, k0, k1, ws,
                use_f32)
         isb = isb_t[t]
@@ -516,16 +523,16 @@ def _trajectory_general(kind, has_ema, h, a, b, mu0, sd0, lr_t, isb_t, bsz_t, be
                 _band_sums(ema if has_ema else theta, lo, min(d, lo + per), run_start,
                            run_band, rec_band[r])
             r += 1
-    return hit, div
+    return hit, div, r
 
 
-@njit(cache=True, error_model="numpy", parallel=True)
+@njit(cache=True, error_model="numpy", parallel=True, nogil=True)
 def run_blocks(kind, has_ema, h, coef_a, coef_b, mu0, sd0, lr_t, isb_t, beta, gamma, general,
                extra, noise_kind, data, bsz_t, seed_lo, seed_hi, first_block, n_blocks,
                block_size, n_runs, record, target, band, n_bands, hist_lo, hist_inv_width,
                use_f32, dtype_probe, keep_paths,
                out_count, out_mean, out_m2, out_theta_mean, out_band, out_hist, out_div,
-               out_hit, out_paths):
+               out_hit, out_paths, out_records, stop):
     """Simulate blocks first_block .. first_block + n_blocks - 1 (trajectory ids
     block * block_size + j, j < block_size, below n_runs).
 
@@ -534,6 +541,11 @@ def run_blocks(kind, has_ema, h, coef_a, coef_b, mu0, sd0, lr_t, isb_t, beta, ga
     square, a histogram of log10(loss) and the number of diverged trajectories. out_hit
     receives each trajectory's hitting time (-1 never, -2 diverged first); out_paths the
     recorded losses of the first ``keep_paths`` trajectories overall.
+
+    ``stop`` (one int64, polled once per window of steps) ends the call early: a trajectory
+    then contributes its records before the stop, one not yet started contributes nothing.
+    out_records receives each trajectory's number of records written (R when it finished);
+    its hitting time is -3 when it stopped early without having hit.
     """
     d = h.shape[0]
     R = record.shape[0]
@@ -558,27 +570,35 @@ def run_blocks(kind, has_ema, h, coef_a, coef_b, mu0, sd0, lr_t, isb_t, beta, ga
             traj = b * block_size + j
             if traj >= n_runs:
                 break
+            slot = traj - first_block * block_size
+            if stop_requested(stop) != 0:
+                out_hit[slot] = -3
+                out_records[slot] = 0
+                continue
             for r in range(R):
                 for q in range(n_bands):
                     rec_band[r, q] = 0.0
             if general:
-                hit, div = _trajectory_general(
+                hit, div, done = _trajectory_general(
                     kind, has_ema, h, coef_a, coef_b, mu0, sd0, lr_t, isb_t, bsz_t, beta, gamma,
                     extra, noise_kind, data, seed_lo, seed_hi, traj, record, target, run_start,
                     run_band, theta, m, v, ema, z, g, perm, qbuf, ws, rec_loss, rec_theta,
-                    rec_band, use_f32)
+                    rec_band, use_f32, stop)
             else:
-                hit, div = _trajectory(kind, has_ema, h, coef_a, coef_b, mu0, sd0, lr_t, isb_t,
-                                       beta, gamma, seed_lo, seed_hi, traj, record, target,
-                                       run_start, run_band, theta, m, ema, z, qbuf, lw, ws,
-                                       rec_loss, rec_theta, rec_band, use_f32)
+                hit, div, done = _trajectory(
+                    kind, has_ema, h, coef_a, coef_b, mu0, sd0, lr_t, isb_t, beta, gamma,
+                    seed_lo, seed_hi, traj, record, target, run_start, run_band, theta, m, ema,
+                    z, qbuf, lw, ws, rec_loss, rec_theta, rec_band, use_f32, stop)
             if div >= 0 and (hit < 0 or hit > div):
                 hit = -2
-            out_hit[traj - first_block * block_size] = hit
+            elif done < R and hit < 0:
+                hit = -3
+            out_hit[slot] = hit
+            out_records[slot] = done
             if traj < keep_paths:
                 for r in range(R):
-                    out_paths[traj, r] = rec_loss[r]
-            for r in range(R):
+                    out_paths[traj, r] = rec_loss[r] if r < done else np.nan
+            for r in range(done):
                 x = rec_loss[r]
                 if not (x < DIVERGED):
                     out_div[bb, r] += 1

@@ -11,6 +11,7 @@ import time
 import numpy as np
 
 EXIT_BAD_INPUT = 2
+EXIT_SIGINT, EXIT_SIGTERM = 130, 143  # 128 + signal number, as shells report them
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):
@@ -191,19 +192,23 @@ def cmd_simulate(args):
     if args.scheduler:
         from nqm_mc.distributed import DaskExecutor
         executor = DaskExecutor(args.scheduler, threads_per_task=args.threads)
+    if not quiet:
+        print(f"simulating {args.runs} runs x {args.steps} steps of {opt.name} "
+              f"(d = {int(model.multiplicities.sum())}); Ctrl-C stops and keeps what is done",
+              file=sys.stderr, flush=True)
     try:
         res = simulate(model, opt, args.batch_size, args.steps, args.runs, seed=args.seed,
                        record="log", n_records=40, target=args.target,
                        keep_paths=args.keep_paths, dtype=args.dtype,
                        threads=None if executor else args.threads, progress=not quiet,
-                       executor=executor, noise=noise)
+                       executor=executor, noise=noise, on_interrupt="return")
     finally:
         if executor is not None:
             executor.close()
     # the exact engine covers the linear optimizers (under every noise law: it needs second
     # moments only); for adaptive rules and clipping the columns say "nan"
     ex = exact.expected_loss(model, opt, args.batch_size, record=res.steps) \
-        if opt.is_linear else None
+        if opt.is_linear and not res.meta["interrupted"] else None
     ex_mean = ex.mean if ex is not None else np.full(res.steps.size, np.nan)
     os.makedirs(args.out, exist_ok=True)
     path = res.save(os.path.join(args.out, "simulation"))
@@ -216,11 +221,19 @@ def cmd_simulate(args):
     summary = {"result": path, "n_runs": res.n_runs, "seconds": res.meta["seconds"],
                "final_mean": float(res.mean[-1]), "final_sem": float(res.sem[-1]),
                "exact_final_mean": float(ex_mean[-1]), "n_diverged": int(res.n_diverged[-1]),
-               "hitting": res.hitting_summary(), "interrupted": res.meta["interrupted"]}
+               "first_divergence_step": int(res.steps[int(np.argmax(res.n_diverged > 0))])
+               if res.n_diverged[-1] else None,
+               "hitting": res.hitting_summary(), "interrupted": res.meta["interrupted"],
+               "runs_completed": res.meta["runs_completed"],
+               "runs_started": res.meta["runs_started"], "signal": res.meta["signal"]}
+    status = _interrupt_status(res)
     if args.json:
         print(json.dumps(summary, indent=2, default=float))
-        return 130 if res.meta["interrupted"] else 0
-    print(f"{res.n_runs} runs of {opt.name} on {model!r}, B = {args.batch_size}, "
+        return status
+    counts = (f"{res.n_runs} runs" if not res.meta["interrupted"] else
+              f"{res.meta['runs_completed']} of {res.n_runs} runs finished "
+              f"({res.meta['runs_started'] - res.meta['runs_completed']} partial)")
+    print(f"{counts} of {opt.name} on {model!r}, B = {args.batch_size}, "
           f"{res.meta['seconds']:.1f} s on "
           + (f"{res.meta['threads']} threads" if res.meta["threads"] else res.meta["executor"]))
     print(f"{'step':>8} {'MC mean':>12} {'± s.e.':>10} {'exact':>12} {'z':>6}")
@@ -236,13 +249,25 @@ def cmd_simulate(args):
         else:
             print(f"no run reached {args.target:g} within {args.steps} steps")
     if res.n_diverged[-1]:
-        print(f"{res.n_diverged[-1]} runs diverged (excluded from the statistics)")
+        first = int(res.steps[int(np.argmax(res.n_diverged > 0))])
+        why = exact.stability(model, opt, args.batch_size).reason if opt.is_linear else ""
+        print(f"{res.n_diverged[-1]} of {res.n_diverged[-1] + res.n_finite[-1]} runs diverged "
+              f"(loss past 1e300 by step {first}; excluded from the statistics)"
+              + (f"; {why}" if why else ""))
     print(f"wrote {path}, simulation.csv and {png}")
-    if res.meta["interrupted"]:
-        print(f"interrupted: kept the {res.meta['runs_completed']} runs finished",
+    if status:
+        print(f"interrupted by {res.meta['signal']}: saved {res.meta['runs_completed']} finished "
+              f"and {res.meta['runs_started'] - res.meta['runs_completed']} partial runs of "
+              f"{res.n_runs} (each step's statistics over the runs that reached it)",
               file=sys.stderr)
-        return 130
-    return 0
+    return status
+
+
+def _interrupt_status(res):
+    """The exit status of a (possibly interrupted) run: 0, 130 (SIGINT) or 143 (SIGTERM)."""
+    if not res.meta.get("interrupted"):
+        return 0
+    return EXIT_SIGTERM if res.meta.get("signal") == "SIGTERM" else EXIT_SIGINT
 
 
 def cmd_plot(args):
@@ -505,17 +530,20 @@ def build_parser():
 
 
 def main(argv=None):
+    from nqm_mc._interrupt import signal_name, sigterm_interrupts
     from nqm_mc._validate import ParameterError
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.func(args)
+        with sigterm_interrupts():  # SIGTERM stops a run like Ctrl-C and keeps its work
+            return args.func(args)
     except ParameterError as err:
         print(f"nqm-mc: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print("nqm-mc: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:
+        name = signal_name(err)
+        print(f"nqm-mc: interrupted by {name}", file=sys.stderr)
+        return EXIT_SIGTERM if name == "SIGTERM" else EXIT_SIGINT
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ and 4 above the initial expected loss: a quantile is exact to about 2.3 % (relat
 
 from __future__ import annotations
 
-import contextlib
 import sys
 import time
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
+from nqm_mc import _interrupt
 from nqm_mc import _mc_kernels as K
 from nqm_mc._rng import split_seed
 from nqm_mc._validate import ParameterError, check_choice, check_int, check_real
@@ -61,16 +61,6 @@ def record_steps(n_steps, record="all", n_records=100):
     return np.ascontiguousarray(steps, dtype=np.int64)
 
 
-@contextlib.contextmanager
-def _threads(n):
-    old = numba.get_num_threads()
-    numba.set_num_threads(n)
-    try:
-        yield
-    finally:
-        numba.set_num_threads(old)
-
-
 def _merge(count, mean, m2, c, mu, s):
     """Chan et al.: merge (c, mu, s) into the running (count, mean, m2); arrays per record."""
     tot = count + c
@@ -104,7 +94,8 @@ def _prepare(model, optimizer, batch_size, n_steps, dtype, n_bands):
 
 def simulate(model, optimizer, batch_size, n_steps, n_runs, *, seed=0, record="log",
              n_records=100, target=None, keep_paths=0, dtype="float64", threads=None,
-             block_size=16, n_bands=8, noise=None, progress=None, executor=None):
+             block_size=16, n_bands=8, noise=None, progress=None, executor=None,
+             on_interrupt="raise"):
     r"""Simulate ``n_runs`` noisy trajectories and return their statistics.
 
     Parameters
@@ -139,10 +130,20 @@ def simulate(model, optimizer, batch_size, n_steps, n_runs, *, seed=0, record="l
         Law of the gradient noise, always with the model's covariance (:mod:`nqm_mc.noise`).
     progress : bool, optional
         Progress line on stderr (default: on for runs longer than ~2 s when stderr is a tty).
+    on_interrupt : "raise" or "return"
+        What Ctrl-C (``KeyboardInterrupt``, or :class:`~nqm_mc.Terminated` under
+        :func:`~nqm_mc.sigterm_interrupts`) does. The kernels stop within milliseconds either
+        way and the work done is merged. "raise" (default) then raises
+        :class:`~nqm_mc.Interrupted`, a ``KeyboardInterrupt`` whose ``result`` is the partial
+        result, so a script stops as Ctrl-C promises; "return" returns the partial result.
 
     Returns
     -------
     SimulationResult
+        After an interruption ``meta["interrupted"]`` is true and ``meta["runs_completed"]``,
+        ``meta["runs_started"]`` count the trajectories that reached the last recorded step
+        and those that began; each record's statistics cover the ``n_finite`` trajectories
+        that reached it, and a hitting time of -3 marks a trajectory stopped before it hit.
 
     Notes
     -----
@@ -160,6 +161,7 @@ def simulate(model, optimizer, batch_size, n_steps, n_runs, *, seed=0, record="l
     ``n_diverged`` from that step on and excluded from the statistics; its hitting time is -2
     unless it hit the target before diverging.
     """
+    on_interrupt = check_choice("on_interrupt", on_interrupt, "simulate", ("raise", "return"))
     job = _job(model, optimizer, batch_size, n_steps, n_runs, seed, record, n_records, target,
                keep_paths, dtype, threads, block_size, n_bands, noise)
     plan, n_blocks = job.plan, job.n_blocks
@@ -174,23 +176,37 @@ def simulate(model, optimizer, batch_size, n_steps, n_runs, *, seed=0, record="l
         wave = max(n_threads, wave - wave % n_threads)
     start = time.perf_counter()
     show = progress if progress is not None else sys.stderr.isatty()
-    interrupted = False
+    interrupt = None
     ranges = [(b, min(wave, n_blocks - b)) for b in range(0, n_blocks, wave)]
     try:
         if executor is None:
-            with _threads(n_threads):
-                for first, nb in ranges:
-                    acc.add(run_range(plan, first, nb))
-                    if show:
-                        _progress(acc.done_blocks, n_blocks, start)
+            stop = _interrupt.new_flag()
+            for first, nb in ranges:
+                try:
+                    part = _interrupt.run_stoppable(
+                        lambda first=first, nb=nb: run_range(plan, first, nb, stop), stop,
+                        n_threads)
+                except KeyboardInterrupt as err:
+                    if getattr(err, "value", None) is not None:
+                        acc.add(err.value)  # what the stopped kernel finished
+                    raise
+                acc.add(part)
+                if show:
+                    _progress(acc.done_blocks, n_blocks, start)
         else:
             for part in executor.map_ranges(plan, n_blocks):
                 acc.add(part)
                 if show:
                     _progress(acc.done_blocks, n_blocks, start)
-    except KeyboardInterrupt:
-        interrupted = True
-    return _finish(job, acc, interrupted, start, executor, n_threads)
+    except KeyboardInterrupt as err:
+        interrupt = err
+    finally:
+        if show:
+            _progress_end()
+    result = _finish(job, acc, interrupt, start, executor, n_threads)
+    if interrupt is not None and on_interrupt == "raise":
+        raise _interrupt.Interrupted(result, _interrupt.signal_name(interrupt)) from interrupt
+    return result
 
 
 def simulate_many(jobs, *, executor=None, progress=None):
@@ -226,7 +242,7 @@ def simulate_many(jobs, *, executor=None, progress=None):
         acc = _Accumulator(job.plan)
         for part in executor.gather_in_order(futures):
             acc.add(part)
-        out.append(_finish(job, acc, False, start, executor))
+        out.append(_finish(job, acc, None, start, executor))
     return out
 
 
@@ -291,14 +307,15 @@ def _job(model, optimizer, batch_size, n_steps, n_runs, seed, record, n_records,
                n_blocks, block_size, threads)
 
 
-def _finish(job, acc, interrupted, start, executor=None, n_threads=None):
-    """The SimulationResult of a job from its merged statistics."""
+def _finish(job, acc, interrupt, start, executor=None, n_threads=None):
+    """The SimulationResult of a job from its merged statistics (``interrupt``: the
+    KeyboardInterrupt that stopped it, or None)."""
     steps, band, n_bands, hist_lo = job.steps, job.band, job.n_bands, job.hist_lo
     n_runs, target, keep_paths = job.n_runs, job.target, job.keep_paths
     done_blocks = acc.done_blocks
     tot_c, tot_mean, tot_m2, tot_th = acc.count, acc.mean, acc.m2, acc.theta
     tot_band, tot_hist, tot_div, hits, paths = acc.band, acc.hist, acc.div, acc.hits, acc.paths
-    completed = min(done_blocks * STAT_GROUP, n_runs)
+    covered = min(done_blocks * STAT_GROUP, n_runs)
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         var = np.where(tot_c > 1, tot_m2 / (tot_c - 1), np.nan)
         sem = np.sqrt(var / tot_c)
@@ -307,13 +324,15 @@ def _finish(job, acc, interrupted, start, executor=None, n_threads=None):
     quant = _hist_quantiles(tot_hist, hist_lo, QUANTILE_LEVELS)
     meta = {"provenance": provenance(), "seconds": time.perf_counter() - start,
             "threads": n_threads if executor is None else None, "block_size": job.block_size,
-            "runs_completed": completed, "interrupted": interrupted,
+            "runs_completed": acc.finished, "runs_started": acc.started,
+            "interrupted": interrupt is not None,
+            "signal": None if interrupt is None else _interrupt.signal_name(interrupt),
             "executor": "threads" if executor is None else repr(executor)}
     return SimulationResult(
         steps=steps, mean=np.where(tot_c > 0, tot_mean, np.nan), sem=sem, variance=var,
         quantile_levels=QUANTILE_LEVELS.copy(), quantiles=quant, mean_theta=tot_th,
         n_finite=tot_c.astype(np.int64), n_diverged=tot_div, band_mean_square=band_ms,
-        band_edges=job.edges, hitting_times=hits[:completed] if target is not None else None,
+        band_edges=job.edges, hitting_times=hits[:covered] if target is not None else None,
         paths=paths if keep_paths else None, spec=job.spec, meta=meta)
 
 
@@ -347,11 +366,12 @@ class Plan:
     nh: int
 
 
-def run_range(plan, first, nb):
+def run_range(plan, first, nb, stop=None):
     """Simulate statistic groups first .. first + nb - 1 (trajectories 16 first ..) and return
     their mergeable statistics: per group count/mean/M2/theta/band sums (floats, merged by the
-    caller in group order), histogram and divergence counts (integers, summed), hitting times
-    and the kept paths of the range's trajectories."""
+    caller in group order), histogram and divergence counts (integers, summed), hitting times,
+    the number of records each trajectory reached (R when finished) and the kept paths of the
+    range's trajectories. ``stop`` (see :mod:`nqm_mc._interrupt`) ends the kernel early."""
     R, nbd = plan.R, plan.n_bands
     oc, om, om2, oth = (np.zeros((nb, R)) for _ in range(4))
     ob = np.zeros((nb, R, nbd))
@@ -360,12 +380,17 @@ def run_range(plan, first, nb):
     lo = first * STAT_GROUP
     hi = min((first + nb) * STAT_GROUP, plan.n_runs)
     ohit = np.full(hi - lo, -1, np.int64)
+    orec = np.zeros(hi - lo, np.int64)
     paths = np.zeros((plan.keep_paths, R))
     K.run_blocks(*plan.args, first, nb, STAT_GROUP, plan.n_runs, *plan.tail, plan.keep_paths,
-                 oc, om, om2, oth, ob, oh, od, ohit, paths)
+                 oc, om, om2, oth, ob, oh, od, ohit, paths, orec,
+                 _interrupt.new_flag() if stop is None else stop)
     kp = paths[lo:min(hi, plan.keep_paths)]
+    for i in range(kp.shape[0]):  # records a stopped trajectory never reached
+        kp[i, orec[i]:] = np.nan
     return {"first": first, "nb": nb, "count": oc, "mean": om, "m2": om2, "theta": oth,
-            "band": ob, "hist": oh.sum(0), "div": od.sum(0), "hits": ohit, "paths": kp}
+            "band": ob, "hist": oh.sum(0), "div": od.sum(0), "hits": ohit, "records": orec,
+            "paths": kp}
 
 
 class _Accumulator:
@@ -378,8 +403,11 @@ class _Accumulator:
         self.hist = np.zeros((R, plan.nh), np.int64)
         self.div = np.zeros(R, np.int64)
         self.hits = np.full(plan.n_runs, -1, np.int64)
-        self.paths = np.zeros((plan.keep_paths, R))
+        self.paths = np.full((plan.keep_paths, R), np.nan)
         self.done_blocks = 0
+        self.R = R
+        self.finished = 0  # trajectories that reached the last recorded step
+        self.started = 0  # trajectories that ran at least their initial state (finished too)
 
     def add(self, part):
         if part["first"] != self.done_blocks:
@@ -401,6 +429,11 @@ class _Accumulator:
         kp = part["paths"]
         self.paths[lo:lo + kp.shape[0]] = kp
         self.done_blocks += part["nb"]
+        rec = part.get("records")
+        if rec is None:  # a part from a worker without the counts: every trajectory finished
+            rec = np.full(part["hits"].size, self.R)
+        self.finished += int(np.count_nonzero(rec == self.R))
+        self.started += int(np.count_nonzero(rec > 0))
 
 
 def _hist_quantiles(hist, lo, levels):
@@ -420,7 +453,12 @@ def _hist_quantiles(hist, lo, levels):
     return out
 
 
+_PROGRESS_SHOWN = [False]
+
+
 def _progress(done, total, start):
+    """One progress line on stderr, redrawn in place; the time left is extrapolated from the
+    rate so far (the first wave, which includes compilation, is not shown)."""
     el = time.perf_counter() - start
     if el < 2.0 and done < total:
         return
@@ -429,3 +467,12 @@ def _progress(done, total, start):
     sys.stderr.write(f"\r[{bar:<30}] {100 * done / total:5.1f}%  {el:6.1f}s elapsed, "
                      f"~{eta:6.1f}s left")
     sys.stderr.flush()
+    _PROGRESS_SHOWN[0] = True
+
+
+def _progress_end():
+    """End the progress line (so that what is printed next starts on a line of its own)."""
+    if _PROGRESS_SHOWN[0]:
+        sys.stderr.write("\n")
+        sys.stderr.flush()
+        _PROGRESS_SHOWN[0] = False

@@ -33,6 +33,48 @@ def _save(fig, path):
     return path
 
 
+PLOT_CEILING = 1e200  # larger losses are left out of figures (log ticks past ~1e308 overflow)
+
+
+def _finite(y):
+    """y with every non-finite or astronomically large value (a diverged run or curve)
+    replaced by NaN, so that matplotlib leaves a gap instead of failing on it."""
+    y = np.asarray(y, dtype=float)
+    return np.where(np.isfinite(y) & (np.abs(y) < PLOT_CEILING), y, np.nan)
+
+
+def _top(res):
+    """The y-axis ceiling of a diverging result: 10^4 times its initial mean loss."""
+    m0 = float(np.asarray(res.mean, dtype=float)[0]) if np.size(res.mean) else np.nan
+    return 1e4 * m0 if np.isfinite(m0) and m0 > 0 else PLOT_CEILING
+
+
+def _steps_axis(steps):
+    """Steps for a log axis: step 0 is drawn at 0.5 (the axis says so in its label)."""
+    return np.where(np.asarray(steps) > 0, steps, 0.5)
+
+
+def _mark_divergence(ax, steps, first, label, top):
+    """Shade the steps from ``first`` on, say what diverged there and keep the y-axis on the
+    finite part (the curve leaves every scale)."""
+    ax.axvspan(max(first, 0.5), max(float(np.max(steps)), first + 1), color="0.85", alpha=0.6,
+               lw=0, label=label)
+    lo, hi = ax.get_ylim()
+    if np.isfinite(top) and hi > top:
+        ax.set_ylim(lo, top)
+
+
+def _divergence_of_result(res):
+    """(first step at which runs diverged, text) of a Monte Carlo result, or None."""
+    nd = np.asarray(res.n_diverged)
+    if not nd.size or nd[-1] == 0:
+        return None
+    k = int(np.argmax(nd > 0))
+    total = int(nd[-1] + res.n_finite[-1])
+    return int(res.steps[k]), (f"{int(nd[-1])} of {total} runs diverged "
+                               f"(loss > 1e300 from step {int(res.steps[k])})")
+
+
 def _title(res):
     s = res.spec
     opt = s.get("optimizer", {})
@@ -46,19 +88,24 @@ def _title(res):
 def plot_mean(res, path, exact=None):
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4.2), constrained_layout=True)
-    t = np.maximum(res.steps, 0.8)
-    ax.fill_between(t, res.quantiles[0], res.quantiles[-1], color="C0", alpha=0.12,
-                    label="5-95 % of runs")
-    ax.fill_between(t, res.mean - 1.96 * res.sem, res.mean + 1.96 * res.sem, color="C0",
+    t = _steps_axis(res.steps)
+    mean, sem = _finite(res.mean), _finite(res.sem)
+    ax.fill_between(t, _finite(res.quantiles[0]), _finite(res.quantiles[-1]), color="C0",
+                    alpha=0.12, label="5-95 % of runs")
+    ax.fill_between(t, _finite(mean - 1.96 * sem), _finite(mean + 1.96 * sem), color="C0",
                     alpha=0.5, label="Monte Carlo mean, 95 % band")
-    ax.plot(t, res.mean, color="C0", lw=1)
+    ax.plot(t, mean, color="C0", lw=1)
     if exact is not None:
-        ax.plot(t, exact.mean, "k--", lw=1.2, label="exact E[L(t)]")
+        ax.plot(t, _finite(exact.mean), "k--", lw=1.2, label="exact E[L(t)]")
     if res.spec.get("target") is not None:
-        ax.axhline(res.spec["target"], color="C3", ls=":", lw=1, label="target")
+        ax.axhline(res.spec["target"], color="C3", ls=":", lw=1,
+                   label=f"target {res.spec['target']:g}")
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("step t")
+    div = _divergence_of_result(res)
+    if div is not None:
+        _mark_divergence(ax, t, div[0], div[1], _top(res))
+    ax.set_xlabel("step t (step 0 drawn at 0.5)")
     ax.set_ylabel("loss")
     ax.set_title(_title(res))
     ax.legend(frameon=False, fontsize=8)
@@ -68,18 +115,21 @@ def plot_mean(res, path, exact=None):
 def plot_quantiles(res, path):
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4.2), constrained_layout=True)
-    t = np.maximum(res.steps, 0.8)
-    q, lv = res.quantiles, res.quantile_levels
+    t = _steps_axis(res.steps)
+    q, lv = _finite(res.quantiles), res.quantile_levels
     n = len(lv)
     for i in range(n // 2):
         ax.fill_between(t, q[i], q[n - 1 - i], color="C2", alpha=0.18 + 0.18 * i,
                         label=f"{100 * lv[i]:g}-{100 * lv[n - 1 - i]:g} %")
     if n % 2:
         ax.plot(t, q[n // 2], color="C2", lw=1.5, label="median")
-    ax.plot(t, res.mean, "k-", lw=1, label="mean")
+    ax.plot(t, _finite(res.mean), "k-", lw=1, label="mean")
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("step t")
+    div = _divergence_of_result(res)
+    if div is not None:
+        _mark_divergence(ax, t, div[0], div[1], _top(res))
+    ax.set_xlabel("step t (step 0 drawn at 0.5)")
     ax.set_ylabel("loss")
     ax.set_title("loss quantiles: " + _title(res))
     ax.legend(frameon=False, fontsize=8)
@@ -91,13 +141,16 @@ def plot_paths(res, path, max_paths=20):
         raise ValueError("this result kept no paths (simulate with keep_paths > 0)")
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4.2), constrained_layout=True)
-    t = np.maximum(res.steps, 0.8)
+    t = _steps_axis(res.steps)
     for p in res.paths[:max_paths]:
-        ax.plot(t, p, lw=0.6, alpha=0.6)
-    ax.plot(t, res.mean, "k-", lw=2, label="mean")
+        ax.plot(t, _finite(p), lw=0.6, alpha=0.6)
+    ax.plot(t, _finite(res.mean), "k-", lw=2, label="mean")
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("step t")
+    div = _divergence_of_result(res)
+    if div is not None:
+        _mark_divergence(ax, t, div[0], div[1], _top(res))
+    ax.set_xlabel("step t (step 0 drawn at 0.5)")
     ax.set_ylabel("loss")
     ax.set_title(f"{min(max_paths, len(res.paths))} sample paths: " + _title(res))
     ax.legend(frameon=False, fontsize=8)
@@ -115,27 +168,40 @@ def plot_hitting_times(res, path):
         bins = np.unique(np.geomspace(max(hit.min(), 1), max(hit.max(), 2), 40).astype(int))
         ax.hist(np.maximum(hit, 1), bins=bins, color="C1", alpha=0.8)
         ax.set_xscale("log")
-    never = np.mean(h < 0)
+    never = np.mean(h == -1) if h.size else 0.0
+    diverged = np.mean(h == -2) if h.size else 0.0
+    if not hit.size:
+        ax.text(0.5, 0.5, "no run reached the target", transform=ax.transAxes, ha="center")
     ax.set_xlabel("first step with loss < target")
     ax.set_ylabel("runs")
-    ax.set_title(f"hitting times (target {res.spec.get('target')}); never: {100 * never:.1f} %")
+    extra = f", diverged first: {100 * diverged:.1f} %" if diverged else ""
+    ax.set_title(f"hitting times (target {res.spec.get('target')}); never: {100 * never:.1f} %"
+                 + extra)
     return _save(fig, path)
 
 
 def plot_exact(curve, path, steady=None, target=None, title=""):
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4.2), constrained_layout=True)
-    t = np.maximum(curve.steps, 0.8)
-    ax.plot(t, curve.mean, lw=2, label="E[L(t)] (exact)")
-    ax.fill_between(t, np.maximum(curve.mean - curve.std, curve.mean * 1e-3),
-                    curve.mean + curve.std, alpha=0.2, label="± one run's sd")
+    t = _steps_axis(curve.steps)
+    mean, std = _finite(curve.mean), _finite(curve.std)
+    ax.plot(t, mean, lw=2, label="E[L(t)] (exact)")
+    ax.fill_between(t, _finite(np.maximum(mean - std, mean * 1e-3)), _finite(mean + std),
+                    alpha=0.2, label="± one run's sd")
     if steady is not None and steady.stable:
-        ax.axhline(steady.loss, color="k", ls=":", lw=1, label="steady state")
+        ax.axhline(steady.loss, color="k", ls=":", lw=1,
+                   label=f"steady state {steady.loss:.3g}")
     if target is not None:
-        ax.axhline(target, color="C3", ls="--", lw=1, label="target")
+        ax.axhline(target, color="C3", ls="--", lw=1, label=f"target {target:g}")
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("step t")
+    bad = ~np.isfinite(mean) | (mean > 1e4 * mean[0]) if mean.size and np.isfinite(mean[0]) \
+        else ~np.isfinite(mean)
+    if bad.any():
+        first = int(np.asarray(curve.steps)[int(np.argmax(bad))])
+        _mark_divergence(ax, t, first, f"diverges: E[L] > 1e4 L(0) from step {first}",
+                         1e4 * mean[0] if mean.size and np.isfinite(mean[0]) else np.inf)
+    ax.set_xlabel("step t (step 0 drawn at 0.5)")
     ax.set_ylabel("loss")
     ax.set_title(title)
     ax.legend(frameon=False, fontsize=8)

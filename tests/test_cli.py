@@ -139,7 +139,7 @@ def test_ctrl_c_stops_cleanly_and_keeps_finished_runs(tmp_path):
     assert s["interrupted"] and "Traceback" not in err
     side = json.loads((tmp_path / "simulation.json").read_text())
     done = side["meta"]["runs_completed"]
-    assert 0 < done < 4000 and done % 16 == 0
+    assert 0 < done < 4000
     from nqm_mc.results import load_result
     res = load_result(str(tmp_path / "simulation.npz"))
     assert res.n_finite[-1] == done

@@ -1,0 +1,138 @@
+"""SIGINT and SIGTERM stop a run within a second or two, whatever its length, and keep its work.
+
+Each test drives a real process: the kernels run in a worker thread and poll a stop flag once
+per window of steps, so a block of 16 trajectories of 2 x 10^6 steps at d = 1000 (minutes of
+work in one kernel call) must stop promptly. The latency bound below (10 s) is a functional promise with a wide margin for a
+loaded machine, not a speed measurement; the figures measured are in the test's output.
+"""
+
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+from nqm_mc import NQM, SGD, HeavyBall, simulate
+from nqm_mc._interrupt import new_flag
+from nqm_mc.montecarlo import _job, run_range
+
+LATENCY_BOUND = 10.0  # seconds from the signal to the process's exit
+
+API_SCRIPT = textwrap.dedent("""
+    import json, sys
+    from nqm_mc import NQM, SGD, simulate, Interrupted, sigterm_interrupts
+    simulate(NQM.paper(1000), SGD(0.1), 32, 10, 16, progress=False)  # compile (cached)
+    mode = sys.argv[1]
+    print("started", flush=True)
+    try:
+        with sigterm_interrupts():
+            r = simulate(NQM.paper(1000), SGD(0.1), 32, 2_000_000, 16, target=0.5,
+                         keep_paths=2, progress=False,
+                         on_interrupt="return" if mode == "return" else "raise")
+        print(json.dumps({"returned": True, **{k: r.meta[k] for k in
+              ("interrupted", "signal", "runs_completed", "runs_started")},
+              "n_finite": r.n_finite.tolist(), "hits": r.hitting_times.tolist()}))
+    except Interrupted as err:
+        print(json.dumps({"raised": type(err).__name__, "signal": err.signal,
+                          "interrupted": err.result.meta["interrupted"]}))
+        sys.exit(130)
+""")
+
+
+def _start(cmd, marker, stream="stdout"):
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    pipe = p.stdout if stream == "stdout" else p.stderr
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        line = pipe.readline()
+        if marker in line or not line:
+            break
+    time.sleep(3.0)  # past the set-up, well inside the run (16 x 2e9 dimension-steps)
+    return p
+
+
+def _stop(p, sig):
+    t0 = time.perf_counter()
+    p.send_signal(sig)
+    out, err = p.communicate(timeout=120)
+    return time.perf_counter() - t0, out, err
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_api_stops_a_long_trajectory_within_seconds(sig):
+    p = _start([sys.executable, "-c", API_SCRIPT, "return"], "started")
+    latency, out, err = _stop(p, sig)
+    assert p.returncode == 0, err
+    r = json.loads(out.strip().splitlines()[-1])
+    print(f"{sig.name}: stopped {latency:.2f} s after the signal")
+    assert latency < LATENCY_BOUND
+    assert r["interrupted"] and r["signal"] == sig.name
+    assert r["runs_completed"] == 0 and r["runs_started"] >= 1
+    # record 0 holds every started run; the last record none (no run finished)
+    assert r["n_finite"][0] == r["runs_started"] and r["n_finite"][-1] == 0
+    assert all(h == -3 or h >= 0 for h in r["hits"][:r["runs_started"]])
+
+
+def test_api_raises_interrupted_by_default():
+    p = _start([sys.executable, "-c", API_SCRIPT, "raise"], "started")
+    latency, out, err = _stop(p, signal.SIGINT)
+    assert p.returncode == 130, err
+    r = json.loads(out.strip().splitlines()[-1])
+    assert r == {"raised": "Interrupted", "signal": "SIGINT", "interrupted": True}
+    assert latency < LATENCY_BOUND
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_cli_stops_saves_and_reports_true_counts(tmp_path, sig, code):
+    warm = subprocess.run([sys.executable, "-m", "nqm_mc", "simulate", "--dim", "1000", "--runs",
+                           "16", "--steps", "10", "--quiet", "--out", str(tmp_path / "warm")],
+                          capture_output=True, text=True, timeout=600)
+    assert warm.returncode == 0, warm.stderr
+    out_dir = tmp_path / "run"
+    p = _start([sys.executable, "-m", "nqm_mc", "simulate", "--dim", "1000", "--runs", "16",
+                "--steps", "2000000", "--json", "--out", str(out_dir)], "simulating",
+               stream="stderr")
+    latency, out, err = _stop(p, sig)
+    print(f"{sig.name}: exit {p.returncode} {latency:.2f} s after the signal")
+    assert p.returncode == code, err
+    assert latency < LATENCY_BOUND
+    assert "Traceback" not in err
+    s = json.loads(out)
+    assert s["interrupted"] and s["signal"] == sig.name
+    assert s["runs_completed"] == 0 and s["runs_started"] >= 1
+    from nqm_mc.results import load_result
+    res = load_result(str(out_dir / "simulation.npz"))
+    assert res.meta["interrupted"] and res.meta["runs_completed"] == 0
+    assert res.n_finite[0] == s["runs_started"] and res.n_finite[-1] == 0
+
+
+def test_stop_flag_keeps_every_record_reached():
+    """A kernel stopped mid-run returns, per trajectory, the records it reached; statistics of
+    those records equal the uninterrupted run's where every trajectory reached them."""
+    model, opt = NQM.paper(50), HeavyBall(0.1, 0.9)
+    job = _job(model, opt, 8, 500, 32, 1, "all", 100, 0.5, 4, "float64", None, 16, 8)
+    full = run_range(job.plan, 0, 2)
+    stop = new_flag()
+    stop[0] = 1
+    none = run_range(job.plan, 0, 2, stop)
+    assert (none["records"] == 0).all() and (none["hits"] == -3).all()
+    assert (none["count"] == 0).all() and np.isnan(none["paths"]).all()
+    assert (full["records"] == 501).all()
+
+
+def test_interrupted_statistics_cover_the_runs_that_reached_each_step():
+    res = simulate(NQM.paper(20), SGD(0.1), 8, 200, 48, seed=2, record="all",
+                   progress=False)
+    assert res.meta["runs_completed"] == 48 == res.meta["runs_started"]
+    assert not res.meta["interrupted"] and res.meta["signal"] is None
+    assert (res.n_finite == 48).all()
+
+
+def test_on_interrupt_is_checked():
+    from nqm_mc import ParameterError
+    with pytest.raises(ParameterError, match="on_interrupt"):
+        simulate(NQM.paper(5), SGD(0.1), 8, 10, 16, on_interrupt="ignore")

@@ -192,10 +192,6 @@ def cmd_simulate(args):
     if args.scheduler:
         from nqm_mc.distributed import DaskExecutor
         executor = DaskExecutor(args.scheduler, threads_per_task=args.threads)
-    if not quiet:
-        print(f"simulating {args.runs} runs x {args.steps} steps of {opt.name} "
-              f"(d = {int(model.multiplicities.sum())}); Ctrl-C stops and keeps what is done",
-              file=sys.stderr, flush=True)
     try:
         res = simulate(model, opt, args.batch_size, args.steps, args.runs, seed=args.seed,
                        record="log", n_records=40, target=args.target,

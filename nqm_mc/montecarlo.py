@@ -176,6 +176,10 @@ def simulate(model, optimizer, batch_size, n_steps, n_runs, *, seed=0, record="l
         wave = max(n_threads, wave - wave % n_threads)
     start = time.perf_counter()
     show = progress if progress is not None else sys.stderr.isatty()
+    if show:
+        sys.stderr.write(f"simulating {n_runs} runs x {job.steps[-1]} steps of "
+                         f"{optimizer.name}; Ctrl-C stops and keeps what is done\n")
+        sys.stderr.flush()
     interrupt = None
     ranges = [(b, min(wave, n_blocks - b)) for b in range(0, n_blocks, wave)]
     try:

@@ -94,10 +94,18 @@ class DaskExecutor:
                 for first in range(0, n_blocks, g)]
 
     def gather_in_order(self, futures):
-        """Yield the parts in group order (each as soon as it and its predecessors are done)."""
-        for f in futures:
-            yield f.result()
-            f.release()
+        """Yield the parts in group order (each as soon as it and its predecessors are done).
+        If the caller stops early (Ctrl-C, SIGTERM, an error), the tasks still pending are
+        cancelled."""
+        done = 0
+        try:
+            for f in futures:
+                yield f.result()
+                f.release()
+                done += 1
+        finally:
+            for f in futures[done:]:
+                f.cancel()
 
     def map_ranges(self, plan, n_blocks):
         """The parts of one simulation, in group order."""

@@ -36,6 +36,8 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from nqm_mc import _interrupt
+from nqm_mc._interrupt import stop_requested
 from nqm_mc._mc_kernels import apply_rule, clip_to_norm
 from nqm_mc._rng import PURPOSE_GRADIENT, PURPOSE_INITIAL, fill_normals_f64, split_seed
 from nqm_mc._validate import ParameterError, check_array, check_choice, check_int, check_real
@@ -295,14 +297,17 @@ def _matvec(M, x, out):
         out[i] = s
 
 
-@njit(cache=True, error_model="numpy", parallel=True)
+@njit(cache=True, error_model="numpy", parallel=True, nogil=True)
 def _dense_runs(kind, has_ema, H, Lc, Minv, mu0, sd0, lr_t, isb_t, beta, gamma, extra,
-                seed_lo, seed_hi, n_runs, record, target, keep, out_loss, out_hit):
+                seed_lo, seed_hi, n_runs, record, target, keep, out_loss, out_hit, out_records,
+                stop):
     """One trajectory per run id: noise xi = Lc z / sqrt(B) with z the generator's normals
     (keyed (seed, run), the aligned engine's streams), g~ = Minv (H theta + xi), the rule as
     written. Writes the readout loss at the recorded steps (inf after a divergence) and the
     hitting time of ``target`` (-1 never, -2 diverged first). Adaptive rules and clipping
-    as in the aligned engine (extra = beta2, eps, clip norm)."""
+    as in the aligned engine (extra = beta2, eps, clip norm). ``stop`` (polled every step)
+    ends the call early: out_records[j] is the number of records run j wrote (R when it
+    finished) and its hitting time is -3 if it stopped before hitting."""
     d = H.shape[0]
     beta2 = extra[0]
     eps = extra[1]
@@ -310,6 +315,10 @@ def _dense_runs(kind, has_ema, H, Lc, Minv, mu0, sd0, lr_t, isb_t, beta, gamma, 
     R = record.shape[0]
     T = record[R - 1]
     for j in prange(n_runs):
+        if stop_requested(stop) != 0:
+            out_hit[j] = -3
+            out_records[j] = 0
+            continue
         th = np.empty(d)
         m = np.zeros(d)
         v = np.zeros(d)
@@ -338,6 +347,8 @@ def _dense_runs(kind, has_ema, H, Lc, Minv, mu0, sd0, lr_t, isb_t, beta, gamma, 
             out_loss[j, 0] = loss
             r = 1
         for t in range(T):
+            if stop_requested(stop) != 0:
+                break
             fill_normals_f64(z, d, np.uint32(t), np.uint32(PURPOSE_GRADIENT), shi, k0, k1, ws)
             _matvec(Lc, z, xi)
             for i in range(d):
@@ -369,11 +380,15 @@ def _dense_runs(kind, has_ema, H, Lc, Minv, mu0, sd0, lr_t, isb_t, beta, gamma, 
             if r < R and record[r] == t + 1:
                 out_loss[j, r] = loss
                 r += 1
+        if r < R and hit == -1:
+            hit = -3
         out_hit[j] = hit
+        out_records[j] = r
 
 
 def simulate_dense(model, optimizer, batch_size, n_steps, n_runs, *, seed=0, record="log",
-                   n_records=60, target=None, keep_paths=0, preconditioner=None, threads=None):
+                   n_records=60, target=None, keep_paths=0, preconditioner=None, threads=None,
+                   on_interrupt="raise"):
     """Monte Carlo for a RotatedNQM: SGD, heavy-ball, Nesterov (P = H^p or a fixed diagonal
     ``preconditioner``), Adam, RMSProp, Adagrad, sign-SGD, clipping, EMA and schedules.
     Gaussian noise from the same counter-based streams as :func:`nqm_mc.simulate`, so results
@@ -381,10 +396,12 @@ def simulate_dense(model, optimizer, batch_size, n_steps, n_runs, *, seed=0, rec
 
     Every run's recorded losses are kept (n_runs x records floats), so the statistics are
     exact sample statistics: mean, standard error, variance, quantiles (np.quantile), hitting
-    times. O(d^2) per step: meant for moderate d.
+    times. O(d^2) per step: meant for moderate d. Ctrl-C and ``on_interrupt`` work as in
+    :func:`nqm_mc.simulate` (each record's statistics then cover the runs that reached it).
     """
     from nqm_mc.montecarlo import QUANTILE_LEVELS, record_steps
     owner = "simulate_dense"
+    on_interrupt = check_choice("on_interrupt", on_interrupt, owner, ("raise", "return"))
     minv = _check(model, optimizer, preconditioner, owner, linear=False)
     n_steps = check_int("n_steps", n_steps, owner, low=1, high=2 ** 32 - 2)
     n_runs = check_int("n_runs", n_runs, owner, low=2, high=2 ** 31 - 1)
@@ -398,13 +415,15 @@ def simulate_dense(model, optimizer, batch_size, n_steps, n_runs, *, seed=0, rec
     lo, hi = split_seed(seed)
     out = np.zeros((n_runs, steps.size))
     hit = np.full(n_runs, -1, np.int64)
+    reached = np.zeros(n_runs, np.int64)
     t0 = time.perf_counter()
-    prev = numba.get_num_threads()
     if threads is not None:
-        numba.set_num_threads(check_int("threads", threads, owner, low=1,
-                                        high=numba.config.NUMBA_NUM_THREADS))
+        threads = check_int("threads", threads, owner, low=1,
+                            high=numba.config.NUMBA_NUM_THREADS)
+    stop = _interrupt.new_flag()
+    interrupt = None
     try:
-        _dense_runs(optimizer.kind_code, optimizer.ema is not None,
+        _interrupt.run_stoppable(lambda: _dense_runs(optimizer.kind_code, optimizer.ema is not None,
                     np.ascontiguousarray(model.hessian()),
                     np.ascontiguousarray(model.noise_factor()), np.ascontiguousarray(minv),
                     model.initial_mean, np.sqrt(model.initial_variance), lr_t, isb_t,
@@ -412,9 +431,12 @@ def simulate_dense(model, optimizer, batch_size, n_steps, n_runs, *, seed=0, rec
                     float(optimizer.ema if optimizer.ema is not None else 0.0),
                     np.array([optimizer.kernel_params[1], optimizer.kernel_params[2],
                               optimizer.clip_norm or 0.0]), lo, hi, n_runs,
-                    steps, -np.inf if target is None else target, keep_paths, out, hit)
-    finally:
-        numba.set_num_threads(prev)
+                    steps, -np.inf if target is None else target, keep_paths, out, hit, reached,
+                    stop), stop, threads or numba.get_num_threads())
+    except KeyboardInterrupt as err:
+        interrupt = err
+    ran = np.arange(steps.size)[None, :] < reached[:, None]  # records each run reached
+    out[~ran] = np.nan
     finite = np.isfinite(out)
     n = finite.sum(0)
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
@@ -433,13 +455,19 @@ def simulate_dense(model, optimizer, batch_size, n_steps, n_runs, *, seed=0, rec
             np.asarray(preconditioner, float).tolist()}
     meta = {"provenance": provenance(), "seconds": time.perf_counter() - t0,
             "threads": threads or numba.get_num_threads(), "block_size": 1,
-            "runs_completed": n_runs, "interrupted": False, "executor": "threads",
-            "engine": "dense"}
-    return SimulationResult(
+            "runs_completed": int(np.count_nonzero(reached == steps.size)),
+            "runs_started": int(np.count_nonzero(reached > 0)),
+            "interrupted": interrupt is not None,
+            "signal": None if interrupt is None else _interrupt.signal_name(interrupt),
+            "executor": "threads", "engine": "dense"}
+    result = SimulationResult(
         steps=steps, mean=mean, sem=sem, variance=var, quantile_levels=QUANTILE_LEVELS.copy(),
         quantiles=quant, mean_theta=mean if optimizer.ema is None else np.full(steps.size,
                                                                                  math.nan),
-        n_finite=n.astype(np.int64), n_diverged=(n_runs - n).astype(np.int64),
+        n_finite=n.astype(np.int64), n_diverged=(ran.sum(0) - n).astype(np.int64),
         band_mean_square=np.zeros((steps.size, 0)), band_edges=np.zeros(0),
         hitting_times=hit if target is not None else None,
         paths=out[:keep_paths].copy() if keep_paths else None, spec=spec, meta=meta)
+    if interrupt is not None and on_interrupt == "raise":
+        raise _interrupt.Interrupted(result, meta["signal"]) from interrupt
+    return result

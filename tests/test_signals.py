@@ -2,8 +2,9 @@
 
 Each test drives a real process: the kernels run in a worker thread and poll a stop flag once
 per window of steps, so a block of 16 trajectories of 2 x 10^6 steps at d = 1000 (minutes of
-work in one kernel call) must stop promptly. The latency bound below (10 s) is a functional promise with a wide margin for a
-loaded machine, not a speed measurement; the figures measured are in the test's output.
+work in one kernel call) must stop promptly. The latency bound below (10 s) is a functional
+promise with a wide margin for a loaded machine, not a speed measurement; the figures
+measured are in the test's output.
 """
 
 import json
@@ -136,3 +137,31 @@ def test_on_interrupt_is_checked():
     from nqm_mc import ParameterError
     with pytest.raises(ParameterError, match="on_interrupt"):
         simulate(NQM.paper(5), SGD(0.1), 8, 10, 16, on_interrupt="ignore")
+
+
+DENSE_SCRIPT = textwrap.dedent("""
+    import json
+    from nqm_mc import NQM, SGD
+    from nqm_mc.rotated import RotatedNQM, simulate_dense
+    model = RotatedNQM.from_nqm(NQM.paper(200), "hessian", seed=0)
+    simulate_dense(model, SGD(0.1), 8, 5, 4)  # compile (cached)
+    print("started", flush=True)
+    r = simulate_dense(model, SGD(0.1), 8, 10_000_000, 8, target=0.5, on_interrupt="return")
+    print(json.dumps({k: r.meta[k] for k in ("interrupted", "signal", "runs_completed",
+                                              "runs_started")}
+                     | {"n_finite": r.n_finite.tolist(), "n_diverged": r.n_diverged.tolist(),
+                        "hits": r.hitting_times.tolist()}))
+""")
+
+
+def test_dense_engine_stops_within_seconds():
+    p = _start([sys.executable, "-c", DENSE_SCRIPT], "started")
+    latency, out, err = _stop(p, signal.SIGINT)
+    assert p.returncode == 0, err
+    r = json.loads(out.strip().splitlines()[-1])
+    print(f"dense: stopped {latency:.2f} s after the signal")
+    assert latency < LATENCY_BOUND
+    assert r["interrupted"] and r["runs_completed"] == 0 and r["runs_started"] >= 1
+    assert r["n_finite"][0] == r["runs_started"] and r["n_finite"][-1] == 0
+    assert sum(r["n_diverged"]) == 0  # records not reached are not divergences
+    assert set(r["hits"]) <= {-3} | {h for h in r["hits"] if h >= 0}

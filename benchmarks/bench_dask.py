@@ -9,7 +9,7 @@ import argparse
 import time
 
 from nqm_mc import NQM, HeavyBall, simulate
-from nqm_mc.distributed import DaskExecutor
+from nqm_mc.montecarlo.distributed import DaskExecutor
 
 
 def main():

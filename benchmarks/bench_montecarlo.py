@@ -14,7 +14,9 @@ Reports dimension-steps per second (d x N x T / s) for
 import argparse  # noqa: I001 (nqm_mc before numba: it sets the vector width)
 import time
 
-from nqm_mc import NQM, SGD, _rng, simulate  # first: it chooses numba's vector width
+from nqm_mc import NQM, SGD, simulate  # first: it chooses numba's vector width
+
+from nqm_mc.montecarlo import _rng
 
 import numba  # noqa: E402
 import numpy as np  # noqa: E402

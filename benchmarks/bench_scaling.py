@@ -26,7 +26,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from nqm_mc import NQM  # noqa: E402
-from nqm_mc.scaling import _evaluate, reference_grid, tune  # noqa: E402
+from nqm_mc.studies.scaling import _evaluate, reference_grid, tune  # noqa: E402
 from tests.reference import notebook_steps  # noqa: E402
 
 POWERS = (0.0, 0.25, 0.5, 0.75)

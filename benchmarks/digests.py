@@ -35,8 +35,7 @@ if ROOT not in sys.path:  # run as a script from anywhere: the package of this c
 
 import nqm_mc  # noqa: E402  (first: it chooses numba's vector width before numba loads)
 from nqm_mc import NQM, SGD, HeavyBall, Nesterov  # noqa: E402
-from nqm_mc import schedules as S  # noqa: E402
-from nqm_mc.exact import (  # noqa: E402
+from nqm_mc.exact.engine import (  # noqa: E402
     expected_loss,
     loss_at,
     stability,
@@ -44,11 +43,12 @@ from nqm_mc.exact import (  # noqa: E402
     steps_to_target,
     steps_to_target_batch,
 )
-from nqm_mc.montecarlo import simulate  # noqa: E402
-from nqm_mc.noise import FiniteData, StudentT  # noqa: E402
-from nqm_mc.optimizers import Adagrad, Adam, RMSProp, SignSGD  # noqa: E402
-from nqm_mc.rotated import RotatedNQM, expected_loss_dense, simulate_dense  # noqa: E402
-from nqm_mc.scaling import tune  # noqa: E402
+from nqm_mc.montecarlo.driver import simulate  # noqa: E402
+from nqm_mc.spec import schedules as S  # noqa: E402
+from nqm_mc.spec.noise import FiniteData, StudentT  # noqa: E402
+from nqm_mc.spec.optimizers import Adagrad, Adam, RMSProp, SignSGD  # noqa: E402
+from nqm_mc.spec.rotated import RotatedNQM, expected_loss_dense, simulate_dense  # noqa: E402
+from nqm_mc.studies.scaling import tune  # noqa: E402
 
 DIGESTS = os.path.join(ROOT, "tests", "data", "digests.json")
 FORMAT = 1

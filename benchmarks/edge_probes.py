@@ -59,7 +59,7 @@ def probes(tmp):
         ("user schedule too short: expected_loss", _py("""
             import numpy as np
             from nqm_mc import NQM, SGD, expected_loss
-            from nqm_mc.schedules import Schedule
+            from nqm_mc.spec.schedules import Schedule
             class Short(Schedule):
                 def values(self, n):
                     return np.full(3, 0.1)
@@ -67,7 +67,7 @@ def probes(tmp):
         ("user schedule too short: simulate", _py("""
             import numpy as np
             from nqm_mc import NQM, SGD, simulate
-            from nqm_mc.schedules import Schedule
+            from nqm_mc.spec.schedules import Schedule
             class Short(Schedule):
                 def values(self, n):
                     return np.full(3, 0.1)
@@ -76,7 +76,7 @@ def probes(tmp):
         ("negative scheduled learning rate", _py("""
             import numpy as np
             from nqm_mc import NQM, SGD, expected_loss
-            from nqm_mc.schedules import Schedule
+            from nqm_mc.spec.schedules import Schedule
             class Neg(Schedule):
                 def values(self, n):
                     return np.full(n, -0.1)
@@ -86,7 +86,7 @@ def probes(tmp):
             print(loss_at(NQM.paper(50), SGD(0.1), 8, 2**63))"""), None, 0),
         ("simulate batch 10**19, FiniteData(16)", _py("""
             from nqm_mc import NQM, SGD, simulate
-            from nqm_mc.noise import FiniteData
+            from nqm_mc.spec.noise import FiniteData
             r = simulate(NQM.paper(50), SGD(0.1), 10**19, 10, 16, noise=FiniteData(16),
                          progress=False)
             print(r.mean[-1])"""), None, 0),

@@ -10,10 +10,11 @@ from nqm_mc._cpu import prefer_wide_vectors
 
 prefer_wide_vectors()  # before numba is imported; speed only, the same bits
 
-from nqm_mc import schedules  # noqa: E402
-from nqm_mc._interrupt import Interrupted, Terminated, sigterm_interrupts  # noqa: E402
-from nqm_mc._validate import ParameterError  # noqa: E402
-from nqm_mc.exact import (  # noqa: E402
+from nqm_mc import _compat  # noqa: E402
+
+_compat.install()  # the module paths of earlier versions still import
+
+from nqm_mc.exact.engine import (  # noqa: E402
     expected_loss,
     loss_at,
     stability,
@@ -21,10 +22,13 @@ from nqm_mc.exact import (  # noqa: E402
     steps_to_target,
     steps_to_target_batch,
 )
-from nqm_mc.model import NQM  # noqa: E402
-from nqm_mc.montecarlo import simulate  # noqa: E402
-from nqm_mc.optimizers import SGD, HeavyBall, Nesterov  # noqa: E402
+from nqm_mc.montecarlo._interrupt import Interrupted, Terminated, sigterm_interrupts  # noqa: E402
+from nqm_mc.montecarlo.driver import simulate  # noqa: E402
 from nqm_mc.results import SimulationResult, load_result  # noqa: E402
+from nqm_mc.spec import schedules  # noqa: E402
+from nqm_mc.spec._checks import ParameterError  # noqa: E402
+from nqm_mc.spec.model import NQM  # noqa: E402
+from nqm_mc.spec.optimizers import SGD, HeavyBall, Nesterov  # noqa: E402
 
 __version__ = "0.1.0"
 

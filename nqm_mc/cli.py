@@ -44,8 +44,8 @@ def _resolve(args, run_defaults):
     """Model, optimizer, batch size and run settings: explicit flags override the --config
     file, which overrides the defaults."""
     from nqm_mc import config
-    from nqm_mc.model import NQM
-    from nqm_mc.optimizers import SGD, Adagrad, Adam, HeavyBall, Nesterov, RMSProp, SignSGD
+    from nqm_mc.spec.model import NQM
+    from nqm_mc.spec.optimizers import SGD, Adagrad, Adam, HeavyBall, Nesterov, RMSProp, SignSGD
     ADAPTIVE = {"adam": Adam, "rmsprop": RMSProp, "adagrad": Adagrad, "sign_sgd": SignSGD}
     exp = config.load(args.config) if getattr(args, "config", None) else config.Experiment()
 
@@ -72,7 +72,7 @@ def _resolve(args, run_defaults):
             opt = opt.with_(ema=args.ema)
     elif val("optimizer") in ADAPTIVE:
         if _given(args, "preconditioning"):
-            from nqm_mc._validate import ParameterError
+            from nqm_mc.spec._checks import ParameterError
             raise ParameterError(f"The '--preconditioning' option does not apply to "
                                  f"{val('optimizer')} (it scales each coordinate itself).")
         opt = ADAPTIVE[val("optimizer")](val("learning_rate"), ema=val("ema"),
@@ -178,19 +178,19 @@ def cmd_exact(args):
 
 def cmd_simulate(args):
     from nqm_mc import exact
-    from nqm_mc.montecarlo import simulate
+    from nqm_mc.montecarlo.driver import simulate
     quiet = args.quiet
     raw = args
     args = _resolve(args, {"runs": 100, "steps": 1000, "seed": 0, "target": 2.0,
                            "keep_paths": 0, "dtype": "float64", "threads": None,
                            "scheduler": None, "out": "results", "json": False})
     model, opt = args.model, args.optimizer
-    from nqm_mc.noise import FiniteData, Gaussian, StudentT
+    from nqm_mc.spec.noise import FiniteData, Gaussian, StudentT
     noise = {"gaussian": lambda: Gaussian(), "student_t": lambda: StudentT(raw.nu),
              "finite_data": lambda: FiniteData(raw.dataset_size, seed=args.seed)}[raw.noise]()
     executor = None
     if args.scheduler:
-        from nqm_mc.distributed import DaskExecutor
+        from nqm_mc.montecarlo.distributed import DaskExecutor
         executor = DaskExecutor(args.scheduler, threads_per_task=args.threads)
     try:
         res = simulate(model, opt, args.batch_size, args.steps, args.runs, seed=args.seed,
@@ -275,7 +275,7 @@ def cmd_plot(args):
     if args.result.endswith(".csv"):
         written.append(plotting.plot_scaling(args.result, os.path.join(args.out, f"{stem}.png")))
     else:
-        from nqm_mc._validate import ParameterError
+        from nqm_mc.spec._checks import ParameterError
         try:
             res = load_result(args.result)
         except (OSError, ValueError, KeyError) as err:
@@ -299,9 +299,9 @@ def cmd_plot(args):
 
 def _exact_for(res):
     """The exact curve of a saved result's specification (None if it cannot be rebuilt)."""
-    from nqm_mc.exact import expected_loss
-    from nqm_mc.model import NQM
-    from nqm_mc.optimizers import optimizer_from_dict
+    from nqm_mc.exact.engine import expected_loss
+    from nqm_mc.spec.model import NQM
+    from nqm_mc.spec.optimizers import optimizer_from_dict
     try:
         s = res.spec
         return expected_loss(NQM.from_dict(s["model"]), optimizer_from_dict(s["optimizer"]),
@@ -332,7 +332,7 @@ def cmd_info(args):
 
 
 def cmd_reproduce(args):
-    from nqm_mc.reproduce import run
+    from nqm_mc.studies.reproduce import run
     summary = run(args.out, quick=args.quick, log=(lambda *a: None) if args.json else print,
                   seed=args.seed)
     if args.json:
@@ -341,8 +341,8 @@ def cmd_reproduce(args):
 
 
 def cmd_adam_proxy(args):
-    from nqm_mc.model import NQM
-    from nqm_mc.studies import adam_proxy_study
+    from nqm_mc.spec.model import NQM
+    from nqm_mc.studies.adam_proxy import adam_proxy_study
     model = NQM.paper(args.dim) if args.dim is not None else None
     out = adam_proxy_study(args.out, model=model, target=args.target, n_runs=args.runs,
                            seed=args.seed, quick=args.quick, rotate=args.rotate)
@@ -352,7 +352,7 @@ def cmd_adam_proxy(args):
 
 
 def cmd_noise_study(args):
-    from nqm_mc.studies import noise_study
+    from nqm_mc.studies.adam_proxy import noise_study
     noise_study(args.out, n_runs=args.runs, seed=args.seed, quick=args.quick)
     print(f"wrote {args.out}/noise_study.png, .md, .csv, .json")
     return 0
@@ -363,10 +363,10 @@ def cmd_scaling(args):
     import json
     import os
 
-    from nqm_mc.model import NQM
-    from nqm_mc.scaling import tune
+    from nqm_mc.spec.model import NQM
+    from nqm_mc.studies.scaling import tune
     model = NQM.binned() if args.model == "binned" else NQM.paper(args.dim)
-    from nqm_mc._validate import ParameterError
+    from nqm_mc.spec._checks import ParameterError
     try:
         bs = [int(b) for b in args.batch_sizes.split(",")]
     except ValueError:
@@ -526,8 +526,8 @@ def build_parser():
 
 
 def main(argv=None):
-    from nqm_mc._interrupt import signal_name, sigterm_interrupts
-    from nqm_mc._validate import ParameterError
+    from nqm_mc.montecarlo._interrupt import signal_name, sigterm_interrupts
+    from nqm_mc.spec._checks import ParameterError
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

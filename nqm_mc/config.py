@@ -35,10 +35,10 @@ the key, the value and what is allowed; the command line turns it into one line 
 import inspect
 from dataclasses import dataclass, field
 
-from nqm_mc._validate import ParameterError
-from nqm_mc.model import NQM
-from nqm_mc.optimizers import OPTIMIZERS
-from nqm_mc.schedules import (
+from nqm_mc.spec._checks import ParameterError
+from nqm_mc.spec.model import NQM
+from nqm_mc.spec.optimizers import OPTIMIZERS
+from nqm_mc.spec.schedules import (
     _LR_KINDS,
     ConstantBatch,
     PiecewiseConstantBatch,

@@ -4,11 +4,12 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from nqm_mc import NQM, SGD, HeavyBall, Nesterov, ParameterError, _rng, expected_loss
-from nqm_mc import schedules as S
-from nqm_mc.montecarlo import simulate
-from nqm_mc.noise import FiniteData, Gaussian, StudentT, noise_from_dict
-from nqm_mc.optimizers import Adagrad, Adam, RMSProp, SignSGD, optimizer_from_dict
+from nqm_mc import NQM, SGD, HeavyBall, Nesterov, ParameterError, expected_loss
+from nqm_mc.montecarlo import _rng
+from nqm_mc.montecarlo.driver import simulate
+from nqm_mc.spec import schedules as S
+from nqm_mc.spec.noise import FiniteData, Gaussian, StudentT, noise_from_dict
+from nqm_mc.spec.optimizers import Adagrad, Adam, RMSProp, SignSGD, optimizer_from_dict
 from tests.reference import AdaptiveStepper
 
 MODEL = NQM(np.array([1.0, 0.3, 0.05, 0.01]), np.array([0.8, 0.3, 0.1, 0.01]),

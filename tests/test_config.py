@@ -6,8 +6,8 @@ import pathlib
 import pytest
 
 from nqm_mc import HeavyBall, ParameterError
-from nqm_mc import schedules as S
 from nqm_mc.config import load, parse
+from nqm_mc.spec import schedules as S
 from tests.test_cli import run
 
 EXAMPLES = sorted(pathlib.Path(__file__).parent.parent.joinpath("examples").glob("*.toml"))
@@ -106,7 +106,7 @@ def test_plot_command_writes_every_figure(tmp_path):
 
 
 def test_adaptive_optimizer_from_a_file():
-    from nqm_mc.optimizers import Adam
+    from nqm_mc.spec.optimizers import Adam
     exp = parse({"optimizer": {"kind": "adam", "learning_rate": 0.01, "beta2": 0.99,
                                "clip_norm": 2.0}}, "exp.toml")
     assert exp.optimizer == Adam(0.01, beta2=0.99, clip_norm=2.0)

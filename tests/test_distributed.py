@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from nqm_mc import NQM, SGD, HeavyBall, Nesterov, simulate
-from nqm_mc.montecarlo import simulate_many
+from nqm_mc.montecarlo.driver import simulate_many
 
 distributed = pytest.importorskip("dask.distributed")
 
@@ -27,7 +27,7 @@ def cluster():
 
 
 def test_identical_to_local_run_with_hitting_times(cluster):
-    from nqm_mc.distributed import DaskExecutor
+    from nqm_mc.montecarlo.distributed import DaskExecutor
     opt = HeavyBall(0.2, 0.8, ema=0.9)
     local = simulate(MODEL, opt, 8, 60, 1000, **KW)
     for g in (1, 7, 64):
@@ -41,9 +41,9 @@ def test_identical_to_local_run_with_hitting_times(cluster):
 def test_adaptive_rules_and_noise_laws_are_identical_on_dask(cluster):
     """The general kernel (Adam with clipping; Student-t and finite-data noise) through the
     executor: the dataset and every parameter travel with the plan; same bits."""
-    from nqm_mc.distributed import DaskExecutor
-    from nqm_mc.noise import FiniteData, StudentT
-    from nqm_mc.optimizers import Adam
+    from nqm_mc.montecarlo.distributed import DaskExecutor
+    from nqm_mc.spec.noise import FiniteData, StudentT
+    from nqm_mc.spec.optimizers import Adam
     cases = [(Adam(0.02, clip_norm=2.0), None), (SGD(0.5), StudentT(4.0)),
              (HeavyBall(0.1, 0.9), FiniteData(64, seed=3))]
     with DaskExecutor(cluster, groups_per_task=3) as ex:
@@ -54,7 +54,7 @@ def test_adaptive_rules_and_noise_laws_are_identical_on_dask(cluster):
 
 
 def test_sweep_is_one_graph_and_matches_local(cluster, tmp_path):
-    from nqm_mc.distributed import DaskExecutor
+    from nqm_mc.montecarlo.distributed import DaskExecutor
     jobs = [dict(model=MODEL, optimizer=o, batch_size=b, n_steps=40, n_runs=300, seed=s,
                  record=10) for o in (SGD(0.5), Nesterov(0.1, 0.9)) for b in (4, 64)
             for s in (0, 1)]
@@ -71,7 +71,7 @@ def test_sweep_is_one_graph_and_matches_local(cluster, tmp_path):
 
 
 def test_killed_worker_is_recomputed_and_result_identical(cluster):
-    from nqm_mc.distributed import DaskExecutor
+    from nqm_mc.montecarlo.distributed import DaskExecutor
     model = NQM.paper(5000)
     opt = SGD(0.5)
     local = simulate(model, opt, 16, 200, 640, **KW)
@@ -99,7 +99,7 @@ def test_no_dask_import_without_an_executor():
 
 def test_bad_executor_arguments():
     from nqm_mc import ParameterError
-    from nqm_mc.distributed import DaskExecutor
+    from nqm_mc.montecarlo.distributed import DaskExecutor
     with pytest.raises(ParameterError, match="cluster_or_address"):
         DaskExecutor(42)
     with pytest.raises(ParameterError, match="groups_per_task"):

@@ -15,7 +15,7 @@ from nqm_mc import (
     steps_to_target,
     steps_to_target_batch,
 )
-from nqm_mc import schedules as S
+from nqm_mc.spec import schedules as S
 from tests.reference import moments_reference, notebook_steps
 
 RTOL = 1e-10
@@ -301,7 +301,7 @@ def test_caps_cut_the_search_without_changing_what_is_found():
                                [[1e-9, -0.3], [0.7, 0.2]], [[0.0, 0.0], [0.4, 0.0]],
                                [[0.5, 0.0], [0.0, 0.5]], [[0.2]]])
 def test_small_eigendecomposition_matches_lapack(A):
-    from nqm_mc._exact_kernels import _eig2, _inv_small
+    from nqm_mc.exact._kernels import _eig2, _inv_small
     A = np.array(A, float)
     k = A.shape[0]
     lam, V = _eig2(k, A)
@@ -321,7 +321,7 @@ def test_small_eigendecomposition_matches_lapack(A):
 def test_reference_method_on_the_heavy_ball_grid_matches_notebook_math(B):
     """The grid-wide bisection (state kept at lo, powers per depth) gives the notebook's counts
     on random cells of its heavy-ball grid, including heavily under-damped ones."""
-    from nqm_mc.scaling import reference_grid
+    from nqm_mc.studies.scaling import reference_grid
     m = NQM.binned()
     alphas, betas = reference_grid("heavy_ball")
     rng = np.random.default_rng(5)

@@ -5,10 +5,11 @@ import math
 import numpy as np
 import pytest
 
-from nqm_mc import NQM, SGD, HeavyBall, Nesterov, ParameterError, _rng, expected_loss
-from nqm_mc import schedules as S
-from nqm_mc.montecarlo import simulate
+from nqm_mc import NQM, SGD, HeavyBall, Nesterov, ParameterError, expected_loss
+from nqm_mc.montecarlo import _rng
+from nqm_mc.montecarlo.driver import simulate
 from nqm_mc.results import load_result
+from nqm_mc.spec import schedules as S
 from tests.reference import step_rule
 
 MODEL = NQM(np.array([1.0, 0.3, 0.05, 0.01]), np.array([0.8, 0.3, 0.1, 0.01]),

@@ -7,7 +7,7 @@ import pytest
 from numba import njit
 from scipy import stats
 
-from nqm_mc import _rng
+from nqm_mc.montecarlo import _rng
 
 KAT = [  # Random123 known-answer vectors: counter, key -> output
     ((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),

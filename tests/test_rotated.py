@@ -7,9 +7,9 @@ import pytest
 from scipy import stats
 
 from nqm_mc import NQM, SGD, HeavyBall, Nesterov, ParameterError, expected_loss, simulate
-from nqm_mc import schedules as S
-from nqm_mc.optimizers import Adam
-from nqm_mc.rotated import RotatedNQM, expected_loss_dense, random_rotation, simulate_dense
+from nqm_mc.spec import schedules as S
+from nqm_mc.spec.optimizers import Adam
+from nqm_mc.spec.rotated import RotatedNQM, expected_loss_dense, random_rotation, simulate_dense
 
 BASE = NQM(np.array([1.0, 0.4, 0.1, 0.03]), np.array([0.6, 0.5, 0.2, 0.05]),
            multiplicities=[1, 2, 3, 4], initial_mean=[0.5, 0.0, -1.0, 0.3],
@@ -137,7 +137,7 @@ def test_bad_input_is_a_parameter_error(bad):
 @pytest.mark.parametrize("opt", [Adam(0.05), SGD(0.5, clip_norm=0.5)])
 def test_dense_adaptive_rules_match_a_numpy_stepper(opt):
     """Adam and clipping on a rotated model: same normals, the rule written in NumPy."""
-    from nqm_mc import _rng
+    from nqm_mc.montecarlo import _rng
     from tests.reference import AdaptiveStepper
     m = RotatedNQM.from_nqm(BASE, "both", seed=2)
     H, L = m.hessian(), m.noise_factor()

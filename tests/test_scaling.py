@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from nqm_mc import NQM, ParameterError
-from nqm_mc.scaling import tune
+from nqm_mc.studies.scaling import tune
 
 MODEL = NQM.binned()
 TARGET = 0.01
@@ -61,7 +61,7 @@ def test_refined_search_never_needs_more_steps():
 
 
 def test_critical_batch_size_definitions_on_a_synthetic_curve():
-    from nqm_mc.scaling import ScalingResult
+    from nqm_mc.studies.scaling import ScalingResult
     B = 2.0 ** np.arange(2, 21)
     S = 100.0 * (1 + 5000.0 / B)
     r = ScalingResult("sgd", 0.0, 0.01, "grid", B, S, B * 0, B * 0, B * 0)
@@ -84,8 +84,8 @@ def test_bad_input(kw, name):
 
 def test_schedule_loss_and_gradient_match_the_exact_engine_and_finite_differences():
     from nqm_mc import SGD, expected_loss
-    from nqm_mc import schedules as S
-    from nqm_mc.schedule_opt import final_loss
+    from nqm_mc.spec import schedules as S
+    from nqm_mc.studies.schedule_opt import final_loss
     model = NQM.binned(dim=2000, n_bins=30).with_initial_state(0.3, 0.7)
     lr, ell, B, p = np.array([0.4, 0.05, 0.01, 0.002]), 300, 8, 0.5
     loss, grad = final_loss(model, B, lr, ell, preconditioning=p)
@@ -102,7 +102,7 @@ def test_schedule_loss_and_gradient_match_the_exact_engine_and_finite_difference
 
 
 def test_optimal_schedule_beats_constant_at_small_batch(sgd_p0):
-    from nqm_mc.schedule_opt import optimal_schedule
+    from nqm_mc.studies.schedule_opt import optimal_schedule
     o = optimal_schedule(MODEL, 4, TARGET, n_pieces=10)
     lb = MODEL.lower_bound_steps(TARGET, 4)
     const = sgd_p0.steps[0]
@@ -110,12 +110,12 @@ def test_optimal_schedule_beats_constant_at_small_batch(sgd_p0):
     assert np.all(o.learning_rates <= o.cap * (1 + 1e-12))
     assert np.all(np.diff(o.learning_rates) <= 1e-12)  # a decaying schedule
     # the optimised schedule reaches the target at the length found
-    from nqm_mc.schedule_opt import final_loss
+    from nqm_mc.studies.schedule_opt import final_loss
     assert final_loss(MODEL, 4, o.learning_rates, o.piece_length)[0] < TARGET
 
 
 def test_monte_carlo_confirms_tuned_steps(momentum_p0):
-    from nqm_mc.scaling import monte_carlo_confirmation
+    from nqm_mc.studies.scaling import monte_carlo_confirmation
     [row] = monte_carlo_confirmation(MODEL, momentum_p0, [1], n_runs=64, seed=5)
     assert row["mc_low"] <= row["exact_steps"] <= row["mc_high"] + 1
 
@@ -125,7 +125,7 @@ def test_monte_carlo_confirms_tuned_steps(momentum_p0):
                                                 ("sgd", 0.25, 64.0, 3),
                                                 ("ema", 0.0, 1024.0, None)])
 def test_pruned_grid_minimum_is_the_full_grid_argmin(family, p, batch, hint):
-    from nqm_mc.scaling import _evaluate, grid_minimum, reference_grid
+    from nqm_mc.studies.scaling import _evaluate, grid_minimum, reference_grid
     alphas, seconds = reference_grid(family, (40, 10))
     full = _evaluate(MODEL, family, p, TARGET, batch, alphas, seconds, "exact")
     s, k, n_seed = grid_minimum(MODEL, family, p, TARGET, batch, alphas, seconds, hint=hint)

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 
 from nqm_mc import NQM, SGD, HeavyBall, simulate
-from nqm_mc._interrupt import new_flag
-from nqm_mc.montecarlo import _job, run_range
+from nqm_mc.montecarlo._interrupt import new_flag
+from nqm_mc.montecarlo.driver import _job, run_range
 
 LATENCY_BOUND = 10.0  # seconds from the signal to the process's exit
 
@@ -142,7 +142,7 @@ def test_on_interrupt_is_checked():
 DENSE_SCRIPT = textwrap.dedent("""
     import json
     from nqm_mc import NQM, SGD
-    from nqm_mc.rotated import RotatedNQM, simulate_dense
+    from nqm_mc.spec.rotated import RotatedNQM, simulate_dense
     model = RotatedNQM.from_nqm(NQM.paper(200), "hessian", seed=0)
     simulate_dense(model, SGD(0.1), 8, 5, 4)  # compile (cached)
     print("started", flush=True)

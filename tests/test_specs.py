@@ -17,8 +17,8 @@ from nqm_mc import (
     steps_to_target,
     steps_to_target_batch,
 )
-from nqm_mc import schedules as S
-from nqm_mc.optimizers import optimizer_from_dict
+from nqm_mc.spec import schedules as S
+from nqm_mc.spec.optimizers import optimizer_from_dict
 
 
 @pytest.mark.parametrize("kwargs,name,value", [

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from nqm_mc import NQM, SGD, HeavyBall, Nesterov
-from nqm_mc import schedules as S
-from nqm_mc.noise import FiniteData, StudentT
-from nqm_mc.rotated import RotatedNQM
+from nqm_mc.spec import schedules as S
+from nqm_mc.spec.noise import FiniteData, StudentT
+from nqm_mc.spec.rotated import RotatedNQM
 
 # a small model with multiplicities, a spread of curvatures and noise not equal to curvature
 SMALL = NQM(np.array([1.0, 0.4, 0.1, 0.03, 0.01]), np.array([0.6, 0.5, 0.2, 0.05, 0.02]),

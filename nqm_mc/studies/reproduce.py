@@ -8,11 +8,11 @@ import time
 
 import numpy as np
 
-from nqm_mc.exact import expected_loss
-from nqm_mc.model import NQM
-from nqm_mc.optimizers import SGD
+from nqm_mc.exact.engine import expected_loss
 from nqm_mc.results import provenance
-from nqm_mc.scaling import tune
+from nqm_mc.spec.model import NQM
+from nqm_mc.spec.optimizers import SGD
+from nqm_mc.studies.scaling import tune
 
 POWERS = (0.0, 0.25, 0.5, 0.75)
 
@@ -131,7 +131,7 @@ def run(outdir, quick=False, log=print, seed=0):
                 "Exponential moving average vs SGD", lower=sgd[0][1])
     # 7. optimal piecewise-constant schedules against the best constant learning rate
     log("optimal schedules")
-    from nqm_mc.schedule_opt import optimal_schedule
+    from nqm_mc.studies.schedule_opt import optimal_schedule
     n_pieces = cfg["schedule_pieces"]
     rows, sched_steps = [], []
     for i, b in enumerate(B):
@@ -174,7 +174,7 @@ def run(outdir, quick=False, log=print, seed=0):
     plt.close(fig)
     # Monte Carlo confirmation of tuned points
     log("Monte Carlo confirmation")
-    from nqm_mc.scaling import monte_carlo_confirmation
+    from nqm_mc.studies.scaling import monte_carlo_confirmation
     hb0 = hb[0][1]
     idx = [i for i, b in enumerate(B) if b >= 2 ** 14]
     rows = monte_carlo_confirmation(model, hb0, idx, n_runs=cfg["mc_runs"], seed=seed)

@@ -14,14 +14,14 @@ import time
 
 import numpy as np
 
-from nqm_mc._validate import ParameterError, check_int, check_real
-from nqm_mc.exact import expected_loss
-from nqm_mc.model import NQM
-from nqm_mc.montecarlo import simulate
-from nqm_mc.noise import FiniteData, Gaussian, StudentT
-from nqm_mc.optimizers import SGD, Adam
+from nqm_mc.exact.engine import expected_loss
+from nqm_mc.montecarlo.driver import simulate
 from nqm_mc.results import provenance
-from nqm_mc.scaling import tune
+from nqm_mc.spec._checks import ParameterError, check_int, check_real
+from nqm_mc.spec.model import NQM
+from nqm_mc.spec.noise import FiniteData, Gaussian, StudentT
+from nqm_mc.spec.optimizers import SGD, Adam
+from nqm_mc.studies.scaling import tune
 
 __all__ = ["mc_steps_to_target", "adam_proxy_study", "noise_study"]
 
@@ -93,7 +93,7 @@ def adam_proxy_study(outdir, *, model=None, batch_sizes=None, target=0.1, lrs=No
         model = NQM.paper(dim=(50 if rotate else 100) if quick else (100 if rotate else 300))
     run_model, proxy_model, sim = model, model, simulate
     if rotate is not None:
-        from nqm_mc.rotated import RotatedNQM, simulate_dense
+        from nqm_mc.spec.rotated import RotatedNQM, simulate_dense
         run_model = RotatedNQM.from_nqm(model, rotate, seed=seed)
         proxy_model = run_model.equivalent_nqm()
 

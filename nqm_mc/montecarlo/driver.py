@@ -23,15 +23,15 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-from nqm_mc import _interrupt
-from nqm_mc import _mc_kernels as K
-from nqm_mc._rng import split_seed
-from nqm_mc._validate import ParameterError, check_choice, check_int, check_real
-from nqm_mc.exact import _check_model
-from nqm_mc.noise import NOISE_FINITE, as_noise
-from nqm_mc.optimizers import Optimizer
+from nqm_mc.exact.engine import _check_model
+from nqm_mc.montecarlo import _interrupt
+from nqm_mc.montecarlo import _kernels as K
+from nqm_mc.montecarlo._rng import split_seed
 from nqm_mc.results import SimulationResult, provenance
-from nqm_mc.schedules import as_batch_schedule
+from nqm_mc.spec._checks import ParameterError, check_choice, check_int, check_real
+from nqm_mc.spec.noise import NOISE_FINITE, as_noise
+from nqm_mc.spec.optimizers import Optimizer
+from nqm_mc.spec.schedules import as_batch_schedule
 
 __all__ = ["simulate", "simulate_many", "record_steps"]
 

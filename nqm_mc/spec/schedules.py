@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from nqm_mc._validate import ParameterError, check_int, check_real
+from nqm_mc.spec._checks import ParameterError, check_int, check_real
 
 __all__ = [
     "Schedule", "Constant", "PiecewiseConstant", "StepDecay", "ExponentialDecay",

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from nqm_mc._validate import ParameterError, check_array, check_int, check_real
+from nqm_mc.spec._checks import ParameterError, check_array, check_int, check_real
 
 __all__ = ["NQM"]
 

@@ -13,8 +13,8 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from nqm_mc._interrupt import stop_requested
-from nqm_mc._rng import (
+from nqm_mc.montecarlo._interrupt import stop_requested
+from nqm_mc.montecarlo._rng import (
     CHUNK,
     PURPOSE_GRADIENT,
     PURPOSE_INITIAL,

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import optimize
 
-from nqm_mc._validate import ParameterError, check_int, check_real
+from nqm_mc.spec._checks import ParameterError, check_int, check_real
 
 LOG_LR_START = -5.0
 

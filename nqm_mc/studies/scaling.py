@@ -12,9 +12,9 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from scipy import optimize
 
-from nqm_mc._validate import ParameterError, check_choice, check_int, check_real
-from nqm_mc.exact import steps_to_target_batch
-from nqm_mc.optimizers import SGD, HeavyBall
+from nqm_mc.exact.engine import steps_to_target_batch
+from nqm_mc.spec._checks import ParameterError, check_choice, check_int, check_real
+from nqm_mc.spec.optimizers import SGD, HeavyBall
 
 FAMILIES = ("sgd", "heavy_ball", "ema")
 
@@ -243,7 +243,7 @@ def monte_carlo_confirmation(model, result, indices, n_runs=200, seed=0, horizon
     steps, the empirical first step where the Monte Carlo mean loss is below the target, with
     an interval from the standard errors: [first t with mean - 1.96 s.e. < target, first t
     with mean + 1.96 s.e. < target]."""
-    from nqm_mc.montecarlo import simulate
+    from nqm_mc.montecarlo.driver import simulate
     rows = []
     for i in indices:
         exact = result.steps[i]

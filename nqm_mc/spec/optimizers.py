@@ -28,8 +28,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from nqm_mc._validate import ParameterError, check_real
-from nqm_mc.schedules import Schedule, as_schedule
+from nqm_mc.spec._checks import ParameterError, check_real
+from nqm_mc.spec.schedules import Schedule, as_schedule
 
 __all__ = ["SGD", "HeavyBall", "Nesterov", "Adam", "RMSProp", "Adagrad", "SignSGD",
            "OPTIMIZERS", "optimizer_from_dict", "Optimizer"]

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nqm_mc._validate import ParameterError, check_int, check_real
+from nqm_mc.spec._checks import ParameterError, check_int, check_real
 
 __all__ = ["Gaussian", "StudentT", "FiniteData", "noise_from_dict", "as_noise"]
 

@@ -2,7 +2,7 @@
 
     from dask.distributed import LocalCluster
     from nqm_mc import simulate
-    from nqm_mc.distributed import DaskExecutor
+    from nqm_mc.montecarlo.distributed import DaskExecutor
 
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True) as cluster:
         res = simulate(model, opt, 64, 1000, 100_000, seed=1,
@@ -24,7 +24,7 @@ Dask is imported only when an executor is created: ``import nqm_mc`` never impor
 
 import threading
 
-from nqm_mc._validate import ParameterError, check_int
+from nqm_mc.spec._checks import ParameterError, check_int
 
 _LOCK = threading.Lock()
 
@@ -33,7 +33,7 @@ def _run_task(plan, first, nb, threads):
     """Worker side: one range of statistic groups, numba threads set explicitly."""
     import numba
 
-    from nqm_mc.montecarlo import run_range
+    from nqm_mc.montecarlo.driver import run_range
 
     with _LOCK:
         n = threads or numba.config.NUMBA_NUM_THREADS

@@ -28,11 +28,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from nqm_mc import _exact_kernels as K
-from nqm_mc._validate import ParameterError, check_choice, check_int, check_real
-from nqm_mc.model import NQM
-from nqm_mc.optimizers import Optimizer
-from nqm_mc.schedules import as_batch_schedule
+from nqm_mc.exact import _kernels as K
+from nqm_mc.spec._checks import ParameterError, check_choice, check_int, check_real
+from nqm_mc.spec.model import NQM
+from nqm_mc.spec.optimizers import Optimizer
+from nqm_mc.spec.schedules import as_batch_schedule
 
 __all__ = [
     "ExactCurve", "SteadyState", "StepsToTarget", "expected_loss", "loss_at", "steady_state",

@@ -36,15 +36,15 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from nqm_mc import _interrupt
-from nqm_mc._interrupt import stop_requested
-from nqm_mc._mc_kernels import apply_rule, clip_to_norm
-from nqm_mc._rng import PURPOSE_GRADIENT, PURPOSE_INITIAL, fill_normals_f64, split_seed
-from nqm_mc._validate import ParameterError, check_array, check_choice, check_int, check_real
-from nqm_mc.model import NQM
-from nqm_mc.optimizers import KIND_HEAVY_BALL, KIND_SGD, Optimizer
+from nqm_mc.montecarlo import _interrupt
+from nqm_mc.montecarlo._interrupt import stop_requested
+from nqm_mc.montecarlo._kernels import apply_rule, clip_to_norm
+from nqm_mc.montecarlo._rng import PURPOSE_GRADIENT, PURPOSE_INITIAL, fill_normals_f64, split_seed
 from nqm_mc.results import SimulationResult, provenance
-from nqm_mc.schedules import as_batch_schedule
+from nqm_mc.spec._checks import ParameterError, check_array, check_choice, check_int, check_real
+from nqm_mc.spec.model import NQM
+from nqm_mc.spec.optimizers import KIND_HEAVY_BALL, KIND_SGD, Optimizer
+from nqm_mc.spec.schedules import as_batch_schedule
 
 __all__ = ["RotatedNQM", "random_rotation", "expected_loss_dense", "simulate_dense"]
 
@@ -399,7 +399,7 @@ def simulate_dense(model, optimizer, batch_size, n_steps, n_runs, *, seed=0, rec
     times. O(d^2) per step: meant for moderate d. Ctrl-C and ``on_interrupt`` work as in
     :func:`nqm_mc.simulate` (each record's statistics then cover the runs that reached it).
     """
-    from nqm_mc.montecarlo import QUANTILE_LEVELS, record_steps
+    from nqm_mc.montecarlo.driver import QUANTILE_LEVELS, record_steps
     owner = "simulate_dense"
     on_interrupt = check_choice("on_interrupt", on_interrupt, owner, ("raise", "return"))
     minv = _check(model, optimizer, preconditioner, owner, linear=False)

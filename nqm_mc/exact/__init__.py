@@ -1,0 +1,22 @@
+"""The exact engine: moment recurrences without sampling.
+
+Expected loss and its exact variance at every step (:func:`expected_loss`), at one step in
+O(log t) (:func:`loss_at`), the steady state, stability, and the exact first crossing of a loss
+target (:func:`steps_to_target`). The theory is in ``docs/theory.md``.
+"""
+
+from nqm_mc.exact.engine import (
+    ExactCurve,
+    Stability,
+    SteadyState,
+    StepsToTarget,
+    expected_loss,
+    loss_at,
+    stability,
+    steady_state,
+    steps_to_target,
+    steps_to_target_batch,
+)
+
+__all__ = ["expected_loss", "loss_at", "stability", "steady_state", "steps_to_target",
+           "steps_to_target_batch", "ExactCurve", "Stability", "SteadyState", "StepsToTarget"]

@@ -219,9 +219,28 @@ def write_npz(path, arrays, *, overwrite=True, compress=True):
 
 # ------------------------------------------------------------------ output directories
 DEFAULT_ROOT = "results"
-OUT_HELP = ("output directory (default: a new {root}/COMMAND-YYYYmmdd-HHMMSS, linked from "
-            "{root}/COMMAND-latest); files already there are never replaced without --force")
-FORCE_HELP = "replace files that already exist in the output directory"
+OUT_HELP = "output directory (default: {default}); existing files are replaced only with --force"
+FORCE_HELP = "replace files that already exist in the output directory (off)"
+_FRESH_DIRS = []  # run directories made by prepare_output in this process
+
+
+def add_output_args(parser, default=None, command=None):
+    """Declare --out and --force on an argparse (sub)parser, with the same help everywhere.
+    ``default`` describes where output goes without --out (default: a fresh run directory)."""
+    if default is None:
+        command = command or parser.prog.split()[-1]
+        default = (f"a new {DEFAULT_ROOT}/{command}-YYYYmmdd-HHMMSS, linked from "
+                   f"{DEFAULT_ROOT}/{command}-latest")
+    parser.add_argument("--out", default=None, metavar="DIR",
+                        help=OUT_HELP.format(default=default).replace("%", "%%"))
+    parser.add_argument("--force", action="store_true", help=FORCE_HELP)
+
+
+def discard_empty_run_dirs():
+    """Remove the run directories this process made that are still empty (a failed run)."""
+    while _FRESH_DIRS:
+        with contextlib.suppress(OSError):
+            os.rmdir(_FRESH_DIRS.pop())
 
 
 class Output:
@@ -250,12 +269,6 @@ class Output:
         except (OSError, NotImplementedError):
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
-
-    def discard(self):
-        """Remove a fresh run directory that is still empty (the command failed)."""
-        if self.fresh:
-            with contextlib.suppress(OSError):
-                os.rmdir(self.dir)
 
 
 def _check_writable(directory, option):
@@ -305,6 +318,7 @@ def prepare_output(out, names, command, force=False, root=DEFAULT_ROOT, option="
             except OSError as err:
                 raise ParameterError(f"The output directory {directory} cannot be created "
                                      f"({err.strerror or err}).") from None
+            _FRESH_DIRS.append(directory)
             return Output(directory, overwrite=False, command=command, root=root, fresh=True)
         raise ParameterError(f"Too many output directories named {base}-N.")
     out = os.fspath(out)

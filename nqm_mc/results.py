@@ -153,9 +153,8 @@ def _read_npz(npz):
     if os.path.isdir(npz):
         raise ResultFileError(f"No saved result at {npz}: it is a directory.")
     try:
-        with np.load(npz, allow_pickle=False) as z:
-            if not isinstance(z, np.lib.npyio.NpzFile):
-                raise ValueError("not an .npz archive")
+        # our own file object: np.load leaks its own when the archive is damaged
+        with open(npz, "rb") as f, np.load(f, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
     except (AttributeError, TypeError):  # np.load returned a bare array
         raise ResultFileError(f"{npz} is not a saved result: it holds a single array, not an "

@@ -117,6 +117,7 @@ def test_cli_scheduler_option(cluster, tmp_path):
     assert r.returncode == 0, r.stderr
     remote = json.loads(r.stdout)
     r = subprocess.run([sys.executable, "-m", "nqm_mc", "simulate", "--dim", "100", "--steps",
-                        "30", "--runs", "64", "--quiet", "--json", "--out", str(tmp_path)],
+                        "30", "--runs", "64", "--quiet", "--json", "--out",
+                        str(tmp_path / "local")],
                        capture_output=True, text=True, timeout=300)
     assert json.loads(r.stdout)["final_mean"] == remote["final_mean"]

@@ -97,10 +97,15 @@ def atomic_file(path, mode="wb", *, overwrite=True, **open_kw):
             os.replace(tmp, path)
         else:
             try:
-                os.link(tmp, path)
+                os.link(tmp, path)  # fails, atomically, if path exists
             except FileExistsError:
                 raise OutputExistsError(path) from None
-            os.unlink(tmp)
+            except OSError:  # no hard links on this file system: check, then rename
+                if os.path.lexists(path):
+                    raise OutputExistsError(path) from None
+                os.replace(tmp, path)
+            else:
+                os.unlink(tmp)
         _fsync_dir(directory)
     except BaseException:
         with contextlib.suppress(OSError):

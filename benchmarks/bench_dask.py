@@ -27,7 +27,7 @@ def main():
     local = simulate(model, opt, 64, a.steps, a.runs, **kw)
     t_local = time.perf_counter() - t0
     with LocalCluster(n_workers=a.workers, threads_per_worker=1, processes=True,
-                      host="127.0.0.1", dashboard_address=None) as cluster, \
+                      host="127.0.0.1", dashboard_address=":0") as cluster, \
             DaskExecutor(cluster, threads_per_task=1) as ex:
         simulate(model, opt, 64, 5, 32, executor=ex, **kw)  # warm the workers
         t0 = time.perf_counter()

@@ -133,9 +133,18 @@ def _add_spec_args(p):
     o.add_argument("--batch-size", "-B", type=int, default=None, help="(32)")
 
 
+def _add_output_args(p, default=None):
+    """--out and --force, the same in every subcommand."""
+    from nqm_mc._files import add_output_args
+    add_output_args(p, default)
+
+
 def cmd_exact(args):
-    from nqm_mc import exact
-    args = _resolve(args, {"steps": 10_000, "target": 0.01, "out": "results", "json": False})
+    from nqm_mc import _files, exact
+    force = args.force
+    args = _resolve(args, {"steps": 10_000, "target": 0.01, "out": None, "json": False})
+    out = _files.prepare_output(args.out, ["exact_curve.csv", "exact_summary.json",
+                                           "exact_curve.png"], "exact", force)
     model, opt = args.model, args.optimizer
     record = np.unique(np.concatenate([[0], np.geomspace(1, args.steps, 60).astype(np.int64)]))
     t0 = time.perf_counter()
@@ -153,16 +162,16 @@ def cmd_exact(args):
         "steps_to_target": stt.steps, "status": stt.status, "reason": stt.reason or ss.reason,
         "seconds": dt,
     }
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "exact_curve.csv"), "w") as f:
-        f.write("step,mean_loss,std_loss,mean_loss_theta\n")
-        for row in zip(curve.steps, curve.mean, curve.std, curve.mean_theta, strict=True):
-            f.write(f"{row[0]},{row[1]:.12g},{row[2]:.12g},{row[3]:.12g}\n")
-    with open(os.path.join(args.out, "exact_summary.json"), "w") as f:
-        json.dump(summary, f, indent=2, default=float)
+    csv_path = _files.write_csv(
+        out.path("exact_curve.csv"), ["step", "mean_loss", "std_loss", "mean_loss_theta"],
+        zip(curve.steps, curve.mean, curve.std, curve.mean_theta, strict=True),
+        overwrite=out.overwrite)
+    json_path = _files.write_json(out.path("exact_summary.json"), summary,
+                                  overwrite=out.overwrite)
     from nqm_mc import plotting
-    png = plotting.plot_exact(curve, os.path.join(args.out, "exact_curve.png"), ss, args.target,
+    png = plotting.plot_exact(curve, out.path("exact_curve.png"), ss, args.target,
                               f"{opt.name}, B = {_batch_label(args.batch_size)} (exact)")
+    out.finish()
     if args.json:
         print(json.dumps(summary, indent=2, default=float))
     else:
@@ -172,18 +181,21 @@ def cmd_exact(args):
             print(f"{curve.steps[i]:>10d} {curve.mean[i]:>12.6g} {curve.std[i]:>12.4g}")
         print(f"steady state {ss.loss:.6g}; steps to {args.target:g}: "
               f"{stt.steps if stt.reached else stt.status + ' (' + stt.reason + ')'}")
-        print(f"wrote {png} and exact_curve.csv, exact_summary.json in {args.out}")
+        print(f"wrote {csv_path}, {json_path} and {png}")
     return 0
 
 
 def cmd_simulate(args):
-    from nqm_mc import exact
+    from nqm_mc import _files, exact
     from nqm_mc.montecarlo.driver import simulate
     quiet = args.quiet
     raw = args
     args = _resolve(args, {"runs": 100, "steps": 1000, "seed": 0, "target": 2.0,
                            "keep_paths": 0, "dtype": "float64", "threads": None,
-                           "scheduler": None, "out": "results", "json": False})
+                           "scheduler": None, "out": None, "json": False})
+    out = _files.prepare_output(args.out, [f"simulation.{e}" for e in ("npz", "json", "csv",
+                                                                      "png")],
+                                "simulate", raw.force)
     model, opt = args.model, args.optimizer
     from nqm_mc.spec.noise import FiniteData, Gaussian, StudentT
     noise = {"gaussian": lambda: Gaussian(), "student_t": lambda: StudentT(raw.nu),
@@ -206,14 +218,15 @@ def cmd_simulate(args):
     ex = exact.expected_loss(model, opt, args.batch_size, record=res.steps) \
         if opt.is_linear and not res.meta["interrupted"] else None
     ex_mean = ex.mean if ex is not None else np.full(res.steps.size, np.nan)
-    os.makedirs(args.out, exist_ok=True)
-    path = res.save(os.path.join(args.out, "simulation"))
-    with open(os.path.join(args.out, "simulation.csv"), "w") as f:
-        f.write("step,mc_mean,mc_sem,exact_mean,z\n")
-        for t, m, s, e in zip(res.steps, res.mean, res.sem, ex_mean, strict=True):
-            f.write(f"{t},{m:.12g},{s:.6g},{e:.12g},{(m - e) / s if s > 0 else 0:.3f}\n")
+    path = res.save(out.path("simulation"), overwrite=out.overwrite)
+    csv_path = _files.write_csv(
+        out.path("simulation.csv"), ["step", "mc_mean", "mc_sem", "exact_mean", "z"],
+        [(t, m, s, e, round(float((m - e) / s), 3) if s > 0 else 0.0)
+         for t, m, s, e in zip(res.steps, res.mean, res.sem, ex_mean, strict=True)],
+        overwrite=out.overwrite)
     from nqm_mc import plotting
-    png = plotting.plot_mean(res, os.path.join(args.out, "simulation.png"), ex)
+    png = plotting.plot_mean(res, out.path("simulation.png"), ex)
+    out.finish()
     summary = {"result": path, "n_runs": res.n_runs, "seconds": res.meta["seconds"],
                "final_mean": float(res.mean[-1]), "final_sem": float(res.sem[-1]),
                "exact_final_mean": float(ex_mean[-1]), "n_diverged": int(res.n_diverged[-1]),
@@ -250,7 +263,7 @@ def cmd_simulate(args):
         print(f"{res.n_diverged[-1]} of {res.n_diverged[-1] + res.n_finite[-1]} runs diverged "
               f"(loss past 1e300 by step {first}; excluded from the statistics)"
               + (f"; {why}" if why else ""))
-    print(f"wrote {path}, simulation.csv and {png}")
+    print(f"wrote {path}, {csv_path} and {png}")
     if status:
         print(f"interrupted by {res.meta['signal']}: saved {res.meta['runs_completed']} finished "
               f"and {res.meta['runs_started'] - res.meta['runs_completed']} partial runs of "
@@ -267,30 +280,39 @@ def _interrupt_status(res):
 
 
 def cmd_plot(args):
-    from nqm_mc import plotting
+    import csv
+
+    from nqm_mc import _files, plotting
     from nqm_mc.results import load_result
-    os.makedirs(args.out, exist_ok=True)
+    from nqm_mc.spec._checks import ParameterError
+    directory = args.out if args.out is not None else os.path.dirname(args.result) or "."
     stem = os.path.splitext(os.path.basename(args.result))[0]
     written = []
     if args.result.endswith(".csv"):
-        written.append(plotting.plot_scaling(args.result, os.path.join(args.out, f"{stem}.png")))
-    else:
-        from nqm_mc.spec._checks import ParameterError
+        if not os.path.isfile(args.result):
+            raise ParameterError(f"No scaling table at {args.result}: the file does not exist.")
+        out = _files.prepare_output(directory, [f"{stem}.png"], "plot", args.force)
         try:
-            res = load_result(args.result)
-        except (OSError, ValueError, KeyError) as err:
-            raise ParameterError(f"cannot read a saved result from {args.result!r}: {err}") \
-                from None
+            written.append(plotting.plot_scaling(args.result, out.path(f"{stem}.png")))
+        except (ValueError, KeyError, TypeError, csv.Error, UnicodeDecodeError) as err:
+            raise ParameterError(f"{args.result} is not a scaling table with batch_size and "
+                                 f"steps columns ({type(err).__name__}).") from None
+    else:
+        res = load_result(args.result)
         kinds = ["mean", "quantiles", "paths", "hitting"] if args.kind == "all" else [args.kind]
+        kinds = [k for k in kinds if (k != "paths" or res.paths is not None)
+                 and (k != "hitting" or res.hitting_times is not None)]
+        out = _files.prepare_output(directory, [f"{stem}_{k}.png" for k in kinds], "plot",
+                                    args.force)
         for kind in kinds:
-            path = os.path.join(args.out, f"{stem}_{kind}.png")
+            path = out.path(f"{stem}_{kind}.png")
             if kind == "mean":
                 written.append(plotting.plot_mean(res, path, _exact_for(res)))
             elif kind == "quantiles":
                 written.append(plotting.plot_quantiles(res, path))
-            elif kind == "paths" and res.paths is not None:
+            elif kind == "paths":
                 written.append(plotting.plot_paths(res, path))
-            elif kind == "hitting" and res.hitting_times is not None:
+            elif kind == "hitting":
                 written.append(plotting.plot_hitting_times(res, path))
     for w in written:
         print(w)
@@ -332,37 +354,46 @@ def cmd_info(args):
 
 
 def cmd_reproduce(args):
-    from nqm_mc.studies.reproduce import run
-    summary = run(args.out, quick=args.quick, log=(lambda *a: None) if args.json else print,
+    from nqm_mc import _files
+    from nqm_mc.studies.reproduce import OUTPUT_NAMES, run
+    out = _files.prepare_output(args.out, OUTPUT_NAMES, "reproduce", args.force)
+    summary = run(out.dir, quick=args.quick, log=(lambda *a: None) if args.json else print,
                   seed=args.seed)
+    out.finish()
     if args.json:
-        print(json.dumps({"out": args.out, "critical_batch_size": summary}, indent=1))
+        print(json.dumps({"out": out.dir, "critical_batch_size": summary}, indent=1))
     return 0
 
 
 def cmd_adam_proxy(args):
+    from nqm_mc import _files
     from nqm_mc.spec.model import NQM
     from nqm_mc.studies.adam_proxy import adam_proxy_study
     model = NQM.paper(args.dim) if args.dim is not None else None
-    out = adam_proxy_study(args.out, model=model, target=args.target, n_runs=args.runs,
+    out = _files.prepare_output(args.out, [f"adam_proxy.{e}" for e in ("png", "md", "csv",
+                                                                      "json")],
+                                "adam-proxy", args.force)
+    res = adam_proxy_study(out.dir, model=model, target=args.target, n_runs=args.runs,
                            seed=args.seed, quick=args.quick, rotate=args.rotate)
-    print(f"best proxy p = {out['best_p']:g}; wrote {args.out}/adam_proxy.png, .md, .csv, "
+    out.finish()
+    print(f"best proxy p = {res['best_p']:g}; wrote {out.path('adam_proxy')}.png, .md, .csv, "
           ".json")
     return 0
 
 
 def cmd_noise_study(args):
+    from nqm_mc import _files
     from nqm_mc.studies.adam_proxy import noise_study
-    noise_study(args.out, n_runs=args.runs, seed=args.seed, quick=args.quick)
-    print(f"wrote {args.out}/noise_study.png, .md, .csv, .json")
+    out = _files.prepare_output(args.out, [f"noise_study.{e}" for e in ("png", "md", "csv",
+                                                                       "json")],
+                                "noise-study", args.force)
+    noise_study(out.dir, n_runs=args.runs, seed=args.seed, quick=args.quick)
+    out.finish()
+    print(f"wrote {out.path('noise_study')}.png, .md, .csv, .json")
     return 0
 
 
 def cmd_scaling(args):
-    import csv
-    import json
-    import os
-
     from nqm_mc.spec.model import NQM
     from nqm_mc.studies.scaling import tune
     model = NQM.binned() if args.model == "binned" else NQM.paper(args.dim)
@@ -372,14 +403,13 @@ def cmd_scaling(args):
     except ValueError:
         raise ParameterError("The '--batch-sizes' option takes comma-separated integers. Got "
                              f"{args.batch_sizes!r} instead.") from None
+    from nqm_mc import _files
+    name = f"scaling_{args.family}_p{args.p}.csv"
+    out = _files.prepare_output(args.out, [name], "scaling", args.force)
     res = tune(model, args.family, bs, args.target, preconditioning=args.p, search=args.search)
-    os.makedirs(args.out, exist_ok=True)
-    path = os.path.join(args.out, f"scaling_{args.family}_p{args.p}.csv")
     rows = res.to_rows()
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    path = _files.write_csv(out.path(name), list(rows[0]), rows, overwrite=out.overwrite)
+    out.finish()
     if args.json:
         print(json.dumps(res.to_dict(), indent=1))
     else:
@@ -408,7 +438,7 @@ def build_parser():
     _add_spec_args(p)
     p.add_argument("--steps", type=int, default=None, help="last step of the curve (10000)")
     p.add_argument("--target", type=float, default=None, help="loss target (0.01)")
-    p.add_argument("--out", default=None, help="output directory (results)")
+    _add_output_args(p)
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_exact)
     p = sub.add_parser("simulate", formatter_class=_Formatter,
@@ -434,7 +464,7 @@ def build_parser():
     p.add_argument("--quiet", action="store_true", help="no progress line")
     p.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="run on a Dask cluster (e.g. tcp://host:8786); same results")
-    p.add_argument("--out", default=None, help="output directory (results)")
+    _add_output_args(p)
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_simulate)
     p = sub.add_parser("reproduce", formatter_class=_Formatter,
@@ -444,7 +474,7 @@ def build_parser():
                                    "figures")
     p.add_argument("--quick", action="store_true", help="coarse grids, every 4th power of 2")
     p.add_argument("--seed", type=int, default=0, help="seed of the Monte Carlo confirmation")
-    p.add_argument("--out", default="figures", help="output directory")
+    _add_output_args(p)
     p.add_argument("--json", action="store_true", help="print the critical batch sizes as JSON")
     p.set_defaults(func=cmd_reproduce)
     p = sub.add_parser("adam-proxy", formatter_class=_Formatter,
@@ -462,7 +492,7 @@ def build_parser():
     p.add_argument("--rotate", choices=["hessian", "noise", "both"], default=None,
                    help="rotate the model (Adam on the dense engine; P = H^p still commutes)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="adam-proxy", help="output directory")
+    _add_output_args(p)
     p.set_defaults(func=cmd_adam_proxy)
     p = sub.add_parser("noise-study", formatter_class=_Formatter,
                        help="Gaussian, Student-t and finite-data noise: means, quantiles, "
@@ -475,7 +505,7 @@ def build_parser():
     p.add_argument("--quick", action="store_true", help="1000 runs, 1500 steps")
     p.add_argument("--runs", type=int, default=4000, help="trajectories per law (4000)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="noise-study", help="output directory")
+    _add_output_args(p)
     p.set_defaults(func=cmd_noise_study)
     p = sub.add_parser("scaling", formatter_class=_Formatter,
                        help="tuned steps to target against batch size for one family",
@@ -492,7 +522,7 @@ def build_parser():
                    help="grid: the reference notebook's grids; refine: then zoom in log space")
     p.add_argument("--model", choices=["binned", "paper"], default="binned")
     p.add_argument("--dim", type=int, default=10_000, help="dimension of --model paper")
-    p.add_argument("--out", default="results", help="output directory")
+    _add_output_args(p)
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_scaling)
     p = sub.add_parser("validate", formatter_class=_Formatter,
@@ -515,7 +545,7 @@ def build_parser():
     p.add_argument("result", help="a saved result (.npz or .json) or a scaling CSV")
     p.add_argument("--kind", choices=["all", "mean", "quantiles", "paths", "hitting"],
                    default="all")
-    p.add_argument("--out", default="figures", help="output directory")
+    _add_output_args(p, "the result's own directory")
     p.set_defaults(func=cmd_plot)
     p = sub.add_parser("info", help="versions, threads and the numba cache",
                        description="example:\n  nqm-mc info --json",
@@ -526,6 +556,7 @@ def build_parser():
 
 
 def main(argv=None):
+    from nqm_mc import _files
     from nqm_mc.montecarlo._interrupt import signal_name, sigterm_interrupts
     from nqm_mc.spec._checks import ParameterError
     parser = build_parser()
@@ -533,13 +564,15 @@ def main(argv=None):
     try:
         with sigterm_interrupts():  # SIGTERM stops a run like Ctrl-C and keeps its work
             return args.func(args)
-    except ParameterError as err:
+    except (ParameterError, _files.OutputExistsError) as err:
         print(f"nqm-mc: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt as err:
         name = signal_name(err)
         print(f"nqm-mc: interrupted by {name}", file=sys.stderr)
         return EXIT_SIGTERM if name == "SIGTERM" else EXIT_SIGINT
+    finally:
+        _files.discard_empty_run_dirs()
 
 
 if __name__ == "__main__":

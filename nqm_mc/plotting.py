@@ -25,12 +25,10 @@ def _plt():
     return plt
 
 
-def _save(fig, path):
-    fig.savefig(path, dpi=150)
-    import matplotlib.pyplot as plt
+def _save(fig, path, overwrite=True):
+    from nqm_mc._files import save_figure
 
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, overwrite=overwrite, dpi=150)
 
 
 PLOT_CEILING = 1e200  # larger losses are left out of figures (log ticks past ~1e308 overflow)

@@ -1,4 +1,5 @@
-"""Monte Carlo results and their storage (.npz arrays plus a JSON sidecar with provenance)."""
+"""Monte Carlo results and their storage: one .npz holding the arrays and the metadata JSON
+(spec, provenance), with a readable .json copy beside it."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["SimulationResult", "load_result", "provenance"]
+from nqm_mc.spec._checks import ParameterError
+
+__all__ = ["SimulationResult", "load_result", "save_study", "load_study", "provenance",
+           "ResultFileError"]
 
 RNG_SCHEME = ("Philox4x32-10; key = (seed mod 2^32, trajectory id); counter = (index within "
               "step, step, purpose [0 gradient, 1 initial state], seed div 2^32); Box-Muller "
@@ -86,17 +90,35 @@ class SimulationResult:
                "n_finite", "n_diverged", "band_mean_square", "band_edges", "hitting_times",
                "paths")
 
-    def save(self, path):
-        """Write ``path`` (.npz) and ``path`` with .json (specs, seed, versions, RNG scheme)."""
-        path = os.fspath(path)
-        base = path[:-4] if path.endswith(".npz") else path
+    def save(self, path, overwrite=False):
+        """Write the result to ``path`` (.npz) and return that path.
+
+        ``path`` may end in .npz, .json or nothing: 'x', 'x.npz' and 'x.json' all name the
+        result x.npz. The .npz holds every array and, as the string entry ``__meta__``, the
+        JSON of the spec and metadata (specs, seed, versions, RNG scheme; strict JSON with
+        NaN and infinities as null), so arrays and metadata cannot disagree. A readable copy
+        of the JSON is written beside it as x.json; :func:`load_result` reads only the .npz.
+        Writes are atomic (a killed process leaves the old result or the new one). An
+        existing result is replaced only with ``overwrite=True``; otherwise
+        :class:`~nqm_mc._files.OutputExistsError` (a FileExistsError) is raised.
+        """
+        from nqm_mc import _files
+        base = _base(path)
+        npz = base + ".npz"
+        if not overwrite and os.path.lexists(npz):
+            raise _files.OutputExistsError(npz, "pass overwrite=True to replace it")
         os.makedirs(os.path.dirname(os.path.abspath(base)), exist_ok=True)
+        doc = {"kind": "simulation", "format_version": FORMAT_VERSION, "spec": self.spec,
+               "meta": self.meta}
+        text = _files.json_dumps(doc, indent=2)  # encoded before anything is written
         arrays = {k: getattr(self, k) for k in self._ARRAYS if getattr(self, k) is not None}
-        np.savez_compressed(base + ".npz", **arrays)
-        with open(base + ".json", "w") as f:
-            json.dump({"kind": "simulation", "spec": self.spec, "meta": self.meta}, f, indent=2,
-                      default=_json_default)
-        return base + ".npz"
+        arrays[META_KEY] = np.array(text)
+        try:
+            _files.write_npz(npz, arrays, overwrite=overwrite)
+        except FileExistsError:
+            raise _files.OutputExistsError(npz, "pass overwrite=True to replace it") from None
+        _files.write_text(base + ".json", text + "\n", overwrite=True)
+        return npz
 
     def equals(self, other):
         """Bitwise equality of every array and the spec."""
@@ -109,50 +131,195 @@ class SimulationResult:
         return self.spec == other.spec
 
 
-def _json_default(o):
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(type(o).__name__)
+FORMAT_VERSION = 2  # 1: arrays in .npz, spec and meta only in the .json sidecar
+META_KEY = "__meta__"
+_PER_RECORD = ("mean", "sem", "variance", "mean_theta", "n_finite", "n_diverged")
+
+
+class ResultFileError(ParameterError):
+    """A saved result (or study) cannot be read: missing, damaged or inconsistent."""
+
+
+def _base(path):
+    """'x', 'x.npz' and 'x.json' all name the result stored in x.npz."""
+    path = os.fspath(path)
+    return path[:-4] if path.endswith(".npz") else path[:-5] if path.endswith(".json") else path
+
+
+def _read_npz(npz):
+    import zipfile
+    if not os.path.exists(npz):
+        raise ResultFileError(f"No saved result at {npz}: the file does not exist.")
+    if os.path.isdir(npz):
+        raise ResultFileError(f"No saved result at {npz}: it is a directory.")
+    try:
+        # our own file object: np.load leaks its own when the archive is damaged
+        with open(npz, "rb") as f, np.load(f, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (AttributeError, TypeError):  # np.load returned a bare array
+        raise ResultFileError(f"{npz} is not a saved result: it holds a single array, not an "
+                              ".npz archive.") from None
+    except (zipfile.BadZipFile, EOFError, ValueError, OSError, KeyError, RuntimeError,
+            NotImplementedError, UnicodeDecodeError, OverflowError, MemoryError,
+            __import__("zlib").error, __import__("struct").error) as err:
+        raise ResultFileError(f"{npz} is not a readable result: the .npz archive is damaged, "
+                              f"truncated or not an archive ({type(err).__name__}).") from None
+
+
+def _read_meta(npz, arrays, base):
+    if META_KEY in arrays:
+        entry = arrays.pop(META_KEY)
+        try:
+            doc = json.loads(str(entry[()]))
+        except (ValueError, TypeError, IndexError):
+            raise ResultFileError(f"{npz} is not a valid result: its metadata entry is not "
+                                  "JSON text.") from None
+        version = doc.get("format_version") if isinstance(doc, dict) else None
+        if version != FORMAT_VERSION:
+            raise ResultFileError(f"{npz} has result format version {version!r}, which this "
+                                  f"nqm_mc (format {FORMAT_VERSION}) cannot read.")
+        return doc
+    side = base + ".json"  # format 1: the metadata live only in the sidecar
+    try:
+        with open(side, encoding="utf-8") as f:
+            doc = json.load(f)
+    except FileNotFoundError:
+        raise ResultFileError(f"{npz} is not a valid result: it has no metadata entry and "
+                              f"there is no {side} beside it.") from None
+    except (OSError, ValueError) as err:
+        raise ResultFileError(f"{side} (metadata of an old-format result) is not readable "
+                              f"JSON ({type(err).__name__}).") from None
+    if isinstance(doc, dict) and doc.get("format_version", 1) != 1:
+        raise ResultFileError(f"{side} has result format version "
+                              f"{doc.get('format_version')!r}, which this nqm_mc cannot read.")
+    return doc
+
+
+def _check(npz, doc, arrays):
+    def bad(what):
+        raise ResultFileError(f"{npz} is not a valid result: {what}.")
+
+    if not isinstance(doc, dict):
+        bad(f"its metadata are a JSON {type(doc).__name__}, not an object")
+    if doc.get("kind", "simulation") != "simulation":
+        bad(f"it holds a {doc.get('kind')!r}, not a simulation")
+    spec, meta = doc.get("spec"), doc.get("meta", {})
+    if not isinstance(spec, dict):
+        bad("its metadata have no 'spec' object")
+    if not isinstance(meta, dict):
+        bad("its 'meta' entry is not an object")
+    n_runs = spec.get("n_runs")
+    if not isinstance(n_runs, int) or isinstance(n_runs, bool) or n_runs < 0:
+        bad("its spec has no integer 'n_runs'")
+    required = [k for k in SimulationResult._ARRAYS if k not in ("hitting_times", "paths")]
+    missing = [k for k in required if k not in arrays]
+    if missing:
+        bad(f"the array{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
+            f"{'are' if len(missing) > 1 else 'is'} missing")
+    for k, a in arrays.items():
+        if k in SimulationResult._ARRAYS and a.dtype.kind not in "biuf":
+            bad(f"the array {k!r} is not numeric ({a.dtype})")
+    steps = arrays["steps"]
+    if steps.ndim != 1:
+        bad(f"'steps' has shape {steps.shape}, not one dimension")
+    R = steps.size
+    rec = spec.get("record")
+    if isinstance(rec, list) and len(rec) != R:
+        bad(f"it has {R} steps but its spec records {len(rec)}")
+    for k in _PER_RECORD:
+        if arrays[k].shape != (R,):
+            bad(f"{k!r} has shape {arrays[k].shape}, expected ({R},) for {R} recorded steps")
+    Q = arrays["quantile_levels"].size
+    if arrays["quantile_levels"].ndim != 1 or arrays["quantiles"].shape != (Q, R):
+        bad(f"'quantiles' has shape {arrays['quantiles'].shape}, expected ({Q}, {R})")
+    bms = arrays["band_mean_square"]
+    nb = spec.get("n_bands")
+    if bms.ndim != 2 or bms.shape[0] != R or (isinstance(nb, int) and bms.shape[1] != nb):
+        bad(f"'band_mean_square' has shape {bms.shape}, expected ({R}, "
+            f"{nb if isinstance(nb, int) else 'n_bands'})")
+    if arrays["band_edges"].ndim != 1:
+        bad("'band_edges' is not one-dimensional")
+    ht = arrays.get("hitting_times")
+    if ht is not None:
+        ok = {n_runs, meta.get("runs_completed", n_runs)}
+        if ht.ndim != 1 or ht.size not in ok:
+            bad(f"'hitting_times' has shape {ht.shape}, expected one per run "
+                f"({' or '.join(str(n) for n in sorted(ok))})")
+    p = arrays.get("paths")
+    if p is not None:
+        kp = spec.get("keep_paths")
+        if p.ndim != 2 or p.shape[1] != R or (isinstance(kp, int) and p.shape[0] != kp):
+            bad(f"'paths' has shape {p.shape}, expected "
+                f"({kp if isinstance(kp, int) else 'keep_paths'}, {R})")
+    return spec, meta
 
 
 def load_result(path):
-    """Load a result written by :meth:`SimulationResult.save`."""
-    path = os.fspath(path)
-    base = os.path.splitext(path)[0] if path.endswith((".npz", ".json")) else path
-    with open(base + ".json") as f:
-        side = json.load(f)
-    with np.load(base + ".npz") as z:
-        arrays = {k: z[k] for k in z.files}
+    """Load a result written by :meth:`SimulationResult.save` ('x', 'x.npz' or 'x.json').
+
+    Only the .npz is read (results of format 1, whose metadata live in the .json sidecar,
+    still load). A missing, damaged or inconsistent file raises :class:`ResultFileError`
+    (a ParameterError) with one sentence naming the file and what is wrong.
+    """
+    base = _base(path)
+    npz = base + ".npz"
+    arrays = _read_npz(npz)
+    doc = _read_meta(npz, arrays, base)
+    spec, meta = _check(npz, doc, arrays)
     kw = {k: arrays.get(k) for k in SimulationResult._ARRAYS}
-    return SimulationResult(**kw, spec=side["spec"], meta=side.get("meta", {}))
+    return SimulationResult(**kw, spec=spec, meta=meta)
 
 
-def save_study(results, directory, labels=None):
+def save_study(results, directory, labels=None, overwrite=False):
     """Save several results (a sweep) into one directory: result_000.npz/.json ... and
-    study.json indexing them (label, spec summary, file), with provenance."""
-    os.makedirs(directory, exist_ok=True)
+    study.json indexing them (label, spec summary, file), with provenance.
+
+    Every file is written atomically and the index last, so a study interrupted while
+    saving has no index (or the previous one). Existing files are replaced only with
+    ``overwrite=True``.
+    """
+    from nqm_mc import _files
     labels = labels or [f"{i:03d}" for i in range(len(results))]
+    if len(labels) != len(results):
+        raise ParameterError(f"The 'labels' parameter of save_study must have one label per "
+                             f"result ({len(results)}). Got {len(labels)} instead.")
+    index_path = os.path.join(directory, "study.json")
+    names = [f"result_{lab}" for lab in labels]
+    if not overwrite:
+        for p in [index_path] + [os.path.join(directory, n + ".npz") for n in names]:
+            if os.path.lexists(p):
+                raise _files.OutputExistsError(p, "pass overwrite=True to replace it")
+    os.makedirs(directory, exist_ok=True)
     index = []
-    for lab, res in zip(labels, results, strict=True):
-        name = f"result_{lab}"
-        res.save(os.path.join(directory, name))
+    for lab, name, res in zip(labels, names, results, strict=True):
+        res.save(os.path.join(directory, name), overwrite=overwrite)
         s = res.spec
         index.append({"label": lab, "file": name + ".npz", "optimizer": s.get("optimizer"),
                       "batch_size": s.get("batch_size"), "seed": s.get("seed"),
                       "n_runs": s.get("n_runs"), "final_mean": float(res.mean[-1]),
                       "final_sem": float(res.sem[-1])})
-    with open(os.path.join(directory, "study.json"), "w") as f:
-        json.dump({"kind": "study", "provenance": provenance(), "results": index}, f,
-                  indent=1, default=_json_default)
-    return os.path.join(directory, "study.json")
+    _files.write_json(index_path, {"kind": "study", "format_version": FORMAT_VERSION,
+                                   "provenance": provenance(), "results": index},
+                      indent=1, overwrite=overwrite)
+    return index_path
 
 
 def load_study(directory):
     """The results of :func:`save_study`, in order, as a dict label -> SimulationResult."""
-    with open(os.path.join(directory, "study.json")) as f:
-        index = json.load(f)["results"]
+    index_path = os.path.join(directory, "study.json")
+    try:
+        with open(index_path, encoding="utf-8") as f:
+            doc = json.load(f)
+    except FileNotFoundError:
+        raise ResultFileError(f"No saved study at {directory}: {index_path} does not "
+                              "exist.") from None
+    except (OSError, ValueError) as err:
+        raise ResultFileError(f"{index_path} is not readable JSON "
+                              f"({type(err).__name__}).") from None
+    index = doc.get("results") if isinstance(doc, dict) else None
+    if not isinstance(index, list) or not all(isinstance(e, dict) and "label" in e
+                                              and isinstance(e.get("file"), str)
+                                              for e in index):
+        raise ResultFileError(f"{index_path} is not a study index (no list of results with "
+                              "labels and files).")
     return {e["label"]: load_result(os.path.join(directory, e["file"])) for e in index}

@@ -22,7 +22,7 @@ KW = dict(seed=17, record=9, target=0.3, keep_paths=5, progress=False)
 @pytest.fixture(scope="module")
 def cluster():
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  host="127.0.0.1", dashboard_address=None) as c:
+                                  host="127.0.0.1", dashboard_address=":0") as c:
         yield c
 
 
@@ -117,6 +117,7 @@ def test_cli_scheduler_option(cluster, tmp_path):
     assert r.returncode == 0, r.stderr
     remote = json.loads(r.stdout)
     r = subprocess.run([sys.executable, "-m", "nqm_mc", "simulate", "--dim", "100", "--steps",
-                        "30", "--runs", "64", "--quiet", "--json", "--out", str(tmp_path)],
+                        "30", "--runs", "64", "--quiet", "--json", "--out",
+                        str(tmp_path / "local")],
                        capture_output=True, text=True, timeout=300)
     assert json.loads(r.stdout)["final_mean"] == remote["final_mean"]

@@ -16,7 +16,8 @@ def build_parser(parser=None):
                    help="the quick subset (default; well under 2 minutes)")
     g.add_argument("--full", dest="quick", action="store_false",
                    help="every case with more trajectories (about a minute on 2 cores)")
-    p.add_argument("--out", default="validation-report", help="report directory")
+    from nqm_mc._files import add_output_args
+    add_output_args(p, command="validate")
     p.add_argument("--seed", type=int, default=20191, help="Monte Carlo seed")
     p.add_argument("--threads", type=int, default=None, help="numba threads (default: all)")
     p.add_argument("--case", action="append", default=None,
@@ -35,13 +36,18 @@ def run(args):
     if not cases:
         print(f"error: no case matches --case {args.case}", file=sys.stderr)
         return 2
+    from nqm_mc import _files
+    from validation.report import output_names
+    out = _files.prepare_output(args.out, output_names([c.name for c in cases]), "validate",
+                                args.force)
     t0 = time.perf_counter()
     quiet = getattr(args, "json", False)
     results = run_suite(cases, quick=args.quick, seed=args.seed, threads=args.threads,
                         log=None if quiet else print)
     settings = {"mode": "quick" if args.quick else "full", "seed": args.seed,
                 "threads": args.threads, "cases": [c.name for c in cases]}
-    bad = write_report(results, args.out, settings)
+    bad = write_report(results, out.dir, settings)
+    out.finish()
     if quiet:
         import json
 
@@ -51,12 +57,20 @@ def run(args):
                          indent=1, default=float))
         return 1 if bad else 0
     print(f"{len(results)} cases in {time.perf_counter() - t0:.1f} s; "
-          f"{'all passed' if not bad else f'{bad} FAILED'}; report in {args.out}/summary.md")
+          f"{'all passed' if not bad else f'{bad} FAILED'}; report in {out.path('summary.md')}")
     return 1 if bad else 0
 
 
 def main(argv=None):
-    return run(build_parser().parse_args(argv))
+    from nqm_mc import _files
+    from nqm_mc.spec._checks import ParameterError
+    try:
+        return run(build_parser().parse_args(argv))
+    except (ParameterError, _files.OutputExistsError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    finally:
+        _files.discard_empty_run_dirs()
 
 
 if __name__ == "__main__":

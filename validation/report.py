@@ -1,11 +1,11 @@
 """The validation report: summary table (CSV and Markdown), per-case plots and a JSON file."""
 
-import csv
 import json
 import os
 
 import numpy as np
 
+from nqm_mc import _files
 from nqm_mc.results import provenance
 
 COLUMNS = ["case", "feature", "runs", "max_abs_z", "p_value", "verdict", "wrong",
@@ -18,13 +18,16 @@ def _fmt(v):
     return str(v)
 
 
+def output_names(case_names):
+    """Every file :func:`write_report` may write for these cases."""
+    return ["summary.csv", "summary.md", "results.json"] + [f"plots/{c}.png"
+                                                              for c in case_names]
+
+
 def write_report(results, outdir, settings):
     os.makedirs(os.path.join(outdir, "plots"), exist_ok=True)
-    with open(os.path.join(outdir, "summary.csv"), "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(COLUMNS)
-        for r in results:
-            w.writerow([r.get(c, "") for c in COLUMNS])
+    _files.write_csv(os.path.join(outdir, "summary.csv"), COLUMNS,
+                     [[r.get(c, "") for c in COLUMNS] for r in results])
     n_fail = sum(r["verdict"] != "pass" for r in results)
     n_power = sum(r["power_verdict"] == "NOT REJECTED" for r in results)
     lines = ["# Validation: Monte Carlo against the exact recurrences", "",
@@ -49,11 +52,10 @@ def write_report(results, outdir, settings):
                          f"{[round(e, 5) for e in c['rms_error']]}, slope {c['slope']:.2f}")
     lines += ["", "Plots: plots/CASE.png (Monte Carlo mean with its 95 % band over the exact "
               "curve and the wrong reference; z over time with the threshold)."]
-    with open(os.path.join(outdir, "summary.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
-    with open(os.path.join(outdir, "results.json"), "w") as f:
-        json.dump({"settings": settings, "provenance": provenance(), "cases": results}, f,
-                  indent=1)
+    _files.write_text(os.path.join(outdir, "summary.md"), "\n".join(lines) + "\n")
+    _files.write_json(os.path.join(outdir, "results.json"),
+                      {"settings": settings, "provenance": provenance(), "cases": results},
+                      indent=1)
     for r in results:
         if "steps" in r:
             _plot_case(r, os.path.join(outdir, "plots", f"{r['case']}.png"))
@@ -86,5 +88,4 @@ def _plot_case(r, path):
     b.set_ylabel("z")
     b.set_xlabel("step")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _files.save_figure(fig, path, dpi=110)

@@ -7,13 +7,12 @@ provenance) into a directory; ``nqm-mc adam-proxy`` and ``nqm-mc noise-study`` r
 
 from __future__ import annotations
 
-import csv
-import json
 import os
 import time
 
 import numpy as np
 
+from nqm_mc import _files
 from nqm_mc.exact.engine import expected_loss
 from nqm_mc.montecarlo.driver import simulate
 from nqm_mc.results import provenance
@@ -51,15 +50,10 @@ def mc_steps_to_target(res, target):
 
 
 def _write_table(path, header, rows):
-    with open(path + ".csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(header)
-        w.writerows(rows)
-    with open(path + ".md", "w") as f:
-        f.write("| " + " | ".join(header) + " |\n")
-        f.write("|" + "---|" * len(header) + "\n")
-        for r in rows:
-            f.write("| " + " | ".join(_fmt(x) for x in r) + " |\n")
+    _files.write_csv(path + ".csv", header, rows)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_fmt(x) for x in r) + " |" for r in rows]
+    _files.write_text(path + ".md", "\n".join(lines) + "\n")
 
 
 def _fmt(x):
@@ -185,8 +179,7 @@ def adam_proxy_study(outdir, *, model=None, batch_sizes=None, target=0.1, lrs=No
         "fail_ratio": FAIL_RATIO, "provenance": provenance(),
         "seconds": time.perf_counter() - t_start,
     }
-    with open(base + ".json", "w") as f:
-        json.dump(out, f, indent=2, default=float)
+    _files.write_json(base + ".json", out)
     _plot_adam_proxy(base + ".png", batch_sizes, adam_steps, adam_se, proxies, best_p, fails,
                      target, rotate)
     log(f"  best proxy p = {best_p:g}; fails at B = "
@@ -218,8 +211,7 @@ def _plot_adam_proxy(path, bs, adam, se, proxies, best_p, fails, target, rotate=
     ax.legend(fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _files.save_figure(fig, path, dpi=120)
 
 
 def noise_study(outdir, *, model=None, optimizer=None, batch_size=4, n_steps=3000,
@@ -291,8 +283,7 @@ def noise_study(outdir, *, model=None, optimizer=None, batch_size=4, n_steps=300
            "batch_size": batch_size, "n_steps": n_steps, "n_runs": n_runs, "target": target,
            "seed": seed, "laws": summary, "provenance": provenance(),
            "seconds": time.perf_counter() - t_start}
-    with open(base + ".json", "w") as f:
-        json.dump(out, f, indent=2, default=float)
+    _files.write_json(base + ".json", out)
     _plot_noise(base + ".png", results, target, optimizer, batch_size)
     return out
 
@@ -325,5 +316,4 @@ def _plot_noise(path, results, target, optimizer, batch_size):
     b.set_title("hitting-time distribution")
     b.grid(True, alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _files.save_figure(fig, path, dpi=120)

@@ -1,13 +1,12 @@
 """``nqm-mc reproduce``: the paper's NQM figures from the exact engine, one PNG and one CSV each,
 plus the critical batch sizes of every curve."""
 
-import csv
-import json
 import os
 import time
 
 import numpy as np
 
+from nqm_mc import _files
 from nqm_mc.exact.engine import expected_loss
 from nqm_mc.results import provenance
 from nqm_mc.spec.model import NQM
@@ -15,6 +14,12 @@ from nqm_mc.spec.optimizers import SGD
 from nqm_mc.studies.scaling import tune
 
 POWERS = (0.0, 0.25, 0.5, 0.75)
+#: every file :func:`run` may write into its output directory
+OUTPUT_NAMES = tuple(f"{n}.{e}" for n in (
+    "loss_curves", "steps_vs_batch_targets", "optimal_lr_vs_batch", "momentum_vs_sgd",
+    "effective_lr", "ema_vs_sgd", "schedules_vs_constant", "schedule_shapes")
+    for e in ("csv", "png")) + ("mc_confirmation.csv", "critical_batch_sizes.json",
+                                "critical_batch_sizes.csv")
 
 
 def settings(quick):
@@ -28,10 +33,7 @@ def settings(quick):
 
 
 def _write_csv(path, rows):
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    _files.write_csv(path, list(rows[0]), rows)
 
 
 def _fig():
@@ -57,8 +59,7 @@ def _steps_plot(path, curves, title, ylabel="steps to target", key="steps", lowe
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _files.save_figure(fig, path, dpi=120)
 
 
 def run(outdir, quick=False, log=print, seed=0):
@@ -95,8 +96,7 @@ def run(outdir, quick=False, log=print, seed=0):
     ax.set_title("SGD, B = 64: expected loss for several learning rates")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(os.path.join(outdir, "loss_curves.png"), dpi=120)
-    plt.close(fig)
+    _files.save_figure(fig, os.path.join(outdir, "loss_curves.png"), dpi=120)
     # 2. steps vs batch size for several targets
     log("steps vs batch size, several targets")
     per_target = [(f"target {t:g}", study("sgd", 0.0, t)) for t in cfg["targets"]]
@@ -151,8 +151,7 @@ def run(outdir, quick=False, log=print, seed=0):
     ax.set_title("SGD: optimised schedules close the gap at small B")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(os.path.join(outdir, "schedules_vs_constant.png"), dpi=120)
-    plt.close(fig)
+    _files.save_figure(fig, os.path.join(outdir, "schedules_vs_constant.png"), dpi=120)
     # 8. the shape of optimal 50-piece schedules
     log("schedule shapes")
     rows = []
@@ -170,8 +169,7 @@ def run(outdir, quick=False, log=print, seed=0):
     ax.set_title("Optimal 50-piece schedules")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(os.path.join(outdir, "schedule_shapes.png"), dpi=120)
-    plt.close(fig)
+    _files.save_figure(fig, os.path.join(outdir, "schedule_shapes.png"), dpi=120)
     # Monte Carlo confirmation of tuned points
     log("Monte Carlo confirmation")
     from nqm_mc.studies.scaling import monte_carlo_confirmation
@@ -182,11 +180,12 @@ def run(outdir, quick=False, log=print, seed=0):
         _write_csv(os.path.join(outdir, "mc_confirmation.csv"), rows)
         summary["monte_carlo_confirmation"] = rows
     # critical batch sizes
-    with open(os.path.join(outdir, "critical_batch_sizes.json"), "w") as f:
-        json.dump({"settings": cfg, "provenance": provenance(), "critical_batch_size": summary,
-                   "definitions": {"doubling": "smallest B with steps > 2 x S(B0) B0 / B",
-                                   "fit": "B_crit of S(B) = S_min (1 + B_crit / B)"}}, f,
-                  indent=1)
+    _files.write_json(os.path.join(outdir, "critical_batch_sizes.json"),
+                      {"settings": cfg, "provenance": provenance(),
+                       "critical_batch_size": summary,
+                       "definitions": {"doubling": "smallest B with steps > 2 x S(B0) B0 / B",
+                                       "fit": "B_crit of S(B) = S_min (1 + B_crit / B)"}},
+                      indent=1)
     rows = [{"curve": k, "doubling": v["doubling"], "fit": v["fit"], "fit_S_min": v["fit_S_min"]}
             for k, v in summary.items() if k != "monte_carlo_confirmation"]
     _write_csv(os.path.join(outdir, "critical_batch_sizes.csv"), rows)

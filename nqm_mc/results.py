@@ -40,7 +40,9 @@ class SimulationResult:
     ``mean_theta`` (loss at theta; equal to ``mean`` without EMA), ``n_finite`` and
     ``n_diverged``; ``band_mean_square`` (R x n_bands) is the mean of the readout's square over
     the directions of each curvature band. ``hitting_times`` holds every run's first step with
-    loss < target (-1 never, -2 diverged first) when a target was given.
+    loss < target (-1 never, -2 diverged first, -3 stopped by an interruption before it hit)
+    when a target was given. After an interruption (``meta["interrupted"]``) each recorded
+    step's statistics cover the ``n_finite`` runs that reached it.
     """
 
     steps: np.ndarray
@@ -241,7 +243,8 @@ def _check(npz, doc, arrays):
         bad("'band_edges' is not one-dimensional")
     ht = arrays.get("hitting_times")
     if ht is not None:
-        ok = {n_runs, meta.get("runs_completed", n_runs)}
+        # one per run; an interrupted run has one per trajectory of the groups it reached
+        ok = {n_runs, meta.get("runs_completed", n_runs), meta.get("runs_covered", n_runs)}
         if ht.ndim != 1 or ht.size not in ok:
             bad(f"'hitting_times' has shape {ht.shape}, expected one per run "
                 f"({' or '.join(str(n) for n in sorted(ok))})")

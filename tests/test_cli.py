@@ -95,7 +95,7 @@ def test_simulate_adaptive_and_noise_flags(tmp_path):
     assert r.returncode == 0, r.stderr
     s = json.loads(r.stdout)
     assert s["final_mean"] > 0 and s["exact_final_mean"] != s["exact_final_mean"]  # nan
-    side = json.loads((tmp_path / "simulation.json").read_text())
+    side = json.loads((tmp_path / "simulation.json").read_text())  # the readable copy
     assert side["spec"]["optimizer"]["name"] == "adam"
     assert side["spec"]["optimizer"]["clip_norm"] == 3.0
     assert side["spec"]["noise"] == {"name": "student_t", "nu": 4.0}
@@ -137,7 +137,7 @@ def test_ctrl_c_stops_cleanly_and_keeps_finished_runs(tmp_path):
     assert p.returncode == 130, err
     s = json.loads(out)
     assert s["interrupted"] and "Traceback" not in err
-    side = json.loads((tmp_path / "simulation.json").read_text())
+    side = json.loads((tmp_path / "simulation.json").read_text())  # the readable copy
     done = side["meta"]["runs_completed"]
     assert 0 < done < 4000
     from nqm_mc.results import load_result

@@ -329,6 +329,7 @@ def _finish(job, acc, interrupt, start, executor=None, n_threads=None):
     meta = {"provenance": provenance(), "seconds": time.perf_counter() - start,
             "threads": n_threads if executor is None else None, "block_size": job.block_size,
             "runs_completed": acc.finished, "runs_started": acc.started,
+            "runs_covered": covered,
             "interrupted": interrupt is not None,
             "signal": None if interrupt is None else _interrupt.signal_name(interrupt),
             "executor": "threads" if executor is None else repr(executor)}

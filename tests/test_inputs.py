@@ -369,3 +369,34 @@ def test_dict_constructors_refuse_non_dicts_and_unhashable_kinds():
         optimizer_from_dict({"name": {}})
     with pytest.raises(ParameterError):
         NQM.from_dict({"constructor": "paper", "bogus": 1})
+
+
+def test_rotated_models_check_their_inputs():
+    from nqm_mc.rotated import RotatedNQM, expected_loss_dense, simulate_dense
+    rm = RotatedNQM.from_nqm(NQM.paper(4), "noise", seed=1)
+    short = SGD(_Values(lambda n: np.full(1, 0.1)))
+    with pytest.raises(ParameterError, match="'learning_rate'.*shape"):
+        expected_loss_dense(rm, short, 4, 5)
+    with pytest.raises(ParameterError, match="'learning_rate'.*shape"):
+        simulate_dense(rm, short, 4, 5, 4)
+    for b in (10 ** 19, "abc", 2.5):
+        with pytest.raises(ParameterError, match="'batch_size'"):
+            expected_loss_dense(rm, SGD(0.1), b, 5)
+        with pytest.raises(ParameterError, match="'batch_size'"):
+            simulate_dense(rm, SGD(0.1), b, 5, 4)
+    with pytest.raises(ParameterError, match="'record'"):
+        expected_loss_dense(rm, SGD(0.1), 4, record=[-1, 2])
+    with pytest.raises(ParameterError, match="'n_steps'"):
+        expected_loss_dense(rm, SGD(0.1), 4, 2 ** 63)
+    with pytest.raises(ParameterError, match="'n_steps' or 'record'"):
+        expected_loss_dense(rm, SGD(0.1), 4)
+    with pytest.raises(ParameterError, match="GB"):
+        simulate_dense(rm, SGD(0.1), 4, 10 ** 6, 2 ** 30, record="all")
+    with pytest.raises(ParameterError, match="'initial_mean'"):
+        RotatedNQM([1.0, 0.5], [1.0, 1.0], initial_mean="abc")
+    with pytest.raises(ParameterError, match="'initial_variance'"):
+        RotatedNQM([1.0, 0.5], [1.0, 1.0], initial_variance=[1.0, 2.0, 3.0])
+    with pytest.raises(ParameterError, match="'hessian_basis'"):
+        RotatedNQM([1.0, 0.5], [1.0, 1.0], hessian_basis="ab")
+    steps, mean, _ = expected_loss_dense(rm, SGD(0.1), 4, record=[3, 0])
+    assert steps.tolist() == [0, 3] and mean[0] == pytest.approx(rm.initial_loss())

@@ -94,7 +94,10 @@ class Optimizer:
 
     def with_(self, **changes):
         """A copy with some fields changed (validated again)."""
-        return replace(self, **changes)
+        try:
+            return replace(self, **changes)
+        except TypeError as err:  # an unknown field
+            raise ParameterError(f"{type(self).__name__}.with_: {err}") from None
 
     def to_dict(self):
         d = {"name": self.name, "learning_rate": self.learning_rate.to_dict(), "ema": self.ema}

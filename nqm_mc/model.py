@@ -195,7 +195,7 @@ class NQM:
         Returns (labels, edges): ``labels[g]`` is the band of group g and ``edges`` the band
         edges in curvature (decreasing), so per-band statistics can be reported.
         """
-        n_groups = check_int("n_groups", n_groups, "NQM.curvature_groups", low=1)
+        n_groups = check_int("n_groups", n_groups, "NQM.curvature_groups", low=1, high=2 ** 20)
         lh = np.log(self.curvatures)
         lo, hi = lh.min(), lh.max()
         if hi == lo:

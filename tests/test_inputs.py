@@ -225,6 +225,8 @@ def test_integer_bounds_elsewhere():
         random_rotation(10 ** 6, 0)
     with pytest.raises(ParameterError, match="GB"):
         NQM.paper(10 ** 15)
+    with pytest.raises(ParameterError, match="'n_groups'"):
+        M.curvature_groups(10 ** 12)
 
 
 # ------------------------------------------------------------------ batch sizes

@@ -29,10 +29,20 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from nqm_mc.exact import _kernels as K
-from nqm_mc.spec._checks import ParameterError, check_choice, check_int, check_real
+from nqm_mc.spec._checks import (
+    MAX_BATCH,
+    MAX_STEP,
+    ParameterError,
+    _short,
+    check_choice,
+    check_int,
+    check_memory,
+    check_real,
+    check_steps,
+)
 from nqm_mc.spec.model import NQM
 from nqm_mc.spec.optimizers import Optimizer
-from nqm_mc.spec.schedules import as_batch_schedule
+from nqm_mc.spec.schedules import as_batch_schedule, checked_values
 
 __all__ = [
     "ExactCurve", "SteadyState", "StepsToTarget", "expected_loss", "loss_at", "steady_state",
@@ -89,11 +99,12 @@ def stability(model, optimizer, batch_size=1):
     """Spectral radius of the per-direction maps and, when unstable, the reason in words.
 
     Divergence does not depend on the batch size (it only scales the noise), so ``batch_size``
-    is accepted for symmetry.
+    is accepted for symmetry (and checked like everywhere else).
     """
     owner = "stability"
     _check_model(model, owner)
     _check_optimizer(optimizer, owner)
+    checked_values(as_batch_schedule(batch_size, "batch_size", owner), 1, "batch_size", owner)
     h = model.curvatures
     x = optimizer.base_learning_rate * h ** (1.0 - optimizer.preconditioning)
     beta = getattr(optimizer, "momentum", 0.0)
@@ -154,17 +165,29 @@ class ExactCurve:
 
 
 def _record_steps(n_steps, record_every, record):
+    owner = "expected_loss"
     if record is not None:
-        steps = np.unique(np.asarray(record, dtype=np.int64))
-        if steps.size == 0 or steps[0] < 0:
-            raise ParameterError("The 'record' parameter must list steps >= 0.")
-        return steps
-    n_steps = check_int("n_steps", n_steps, "expected_loss", low=0)
-    record_every = check_int("record_every", record_every, "expected_loss", low=1)
+        return check_steps("record", record, owner)
+    n_steps = check_int("n_steps", n_steps, owner, low=0, high=MAX_STEP)
+    record_every = check_int("record_every", record_every, owner, low=1, high=MAX_STEP)
+    n_rec = n_steps // record_every + 2
+    check_memory(8.0 * 4 * n_rec, owner, f"{n_rec} recorded steps",
+                 _SPARSE_HINT)
     steps = np.arange(0, n_steps + 1, record_every, dtype=np.int64)
     if steps[-1] != n_steps:
         steps = np.append(steps, n_steps)
     return steps
+
+
+_SPARSE_HINT = ("Record a sparse set of steps (record=, e.g. log-spaced) or fewer of them "
+                "(record_every=); for constant hyperparameters loss_at evaluates any step up to "
+                "2^62 in O(log t).")
+
+
+def _curve_bytes(T, R, nc, G, group_moments):
+    """Bytes expected_loss allocates: per-step learning rates and batch sizes (with the
+    temporaries a schedule's ``values`` makes) and per-record statistics."""
+    return 8.0 * (4 * max(T, 1) + R * (3 * nc + 2) + (2 * R * G if group_moments else 0))
 
 
 def expected_loss(model, optimizer, batch_size, n_steps=None, *, record_every=1, record=None,
@@ -182,7 +205,12 @@ def expected_loss(model, optimizer, batch_size, n_steps=None, *, record_every=1,
     n_steps : int
         Last step; statistics at ``0, record_every, 2 record_every, ..., n_steps``.
     record : array_like of int, optional
-        Explicit steps to record instead (e.g. log-spaced).
+        Explicit steps to record instead (e.g. log-spaced); sorted, repeated steps kept once.
+
+    ``n_steps = 0`` returns the statistics at t = 0 alone. A call that would allocate more
+    than half of physical memory (per-step schedules of ``n_steps`` values, per-record
+    statistics) is refused with a ParameterError stating the size before anything is
+    allocated.
     group_moments : bool
         Also return per-group means and second moments of the readout.
 
@@ -198,12 +226,18 @@ def expected_loss(model, optimizer, batch_size, n_steps=None, *, record_every=1,
     steps = _record_steps(n_steps, record_every, record)
     T = int(steps[-1])
     batch = as_batch_schedule(batch_size, "batch_size", owner)
-    lr_t = np.ascontiguousarray(optimizer.learning_rate.values(max(T, 1)), dtype=np.float64)
-    b_t = np.ascontiguousarray(batch.values(max(T, 1)), dtype=np.float64)
-    args = _args(model, optimizer)
     G = model.n_groups
     nc = _n_chunks(G)
     R = steps.size
+    check_memory(_curve_bytes(T, R, nc, G, group_moments), owner,
+                 f"{T} steps of schedules and {R} recorded steps",
+                 _SPARSE_HINT if R > T // 4 else
+                 f"The learning rates and batch sizes of every step up to {T} take most of "
+                 "it: use a shorter horizon, or for constant hyperparameters loss_at, which "
+                 "evaluates any step up to 2^62 in O(log t).")
+    lr_t = checked_values(optimizer.learning_rate, max(T, 1), "learning_rate", owner)
+    b_t = checked_values(batch, max(T, 1), "batch_size", owner)
+    args = _args(model, optimizer)
     om, ov, ot = (np.zeros((nc, R)) for _ in range(3))
     gm1 = np.zeros((R, G)) if group_moments else np.zeros((0, 0))
     gm2 = np.zeros((R, G)) if group_moments else np.zeros((0, 0))
@@ -240,34 +274,55 @@ def _constant_hparams(optimizer, batch_size, owner):
     if not batch.is_constant:
         raise ParameterError(f"{owner} needs a constant batch size; use expected_loss for "
                              f"batch-size schedules. Got {batch!r} instead.")
-    return optimizer.base_learning_rate, float(batch.value)
+    return (optimizer.base_learning_rate,
+            float(checked_values(batch, 1, "batch_size", owner)[0]))
+
+
+def _check_times(t, owner):
+    """``t`` of loss_at: an int or an array of ints in [0, 2^62], as a flat int64 array."""
+    msg = (f"The 't' parameter of {owner} must be int(s) in [0, 2^62]. "
+           f"Got {_short(t)} instead.")
+    try:
+        ts = np.asarray(t)
+    except (TypeError, ValueError, OverflowError):
+        raise ParameterError(msg) from None
+    if ts.size == 0 and ts.dtype.kind in "fiu":  # an empty list
+        return ts.astype(np.int64)
+    if ts.dtype.kind == "O":
+        flat = ts.ravel().tolist()
+        if not all(isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
+                   and 0 <= x <= MAX_STEP for x in flat):
+            raise ParameterError(msg)
+        return np.array(flat, dtype=np.int64).reshape(ts.shape)
+    if ts.dtype.kind not in "iu" or (ts.size and (ts.min() < 0 or ts.max() > MAX_STEP)):
+        raise ParameterError(msg)
+    return ts.astype(np.int64)
 
 
 def loss_at(model, optimizer, batch_size, t):
     """Exact E[L(t)], Var[L(t)] and E[L_theta(t)] at arbitrary steps in O(G log t).
 
-    Constant hyperparameters only. ``t`` may be an int or an array of ints (up to 2^62).
-    Returns three arrays (or floats for scalar ``t``).
+    Constant hyperparameters only. ``t`` may be an int or an array of ints in [0, 2^62].
+    Returns three arrays of the shape of ``t`` (or floats for scalar ``t``).
     """
     owner = "loss_at"
     _check_model(model, owner)
     _check_optimizer(optimizer, owner)
     lr, B = _constant_hparams(optimizer, batch_size, owner)
-    ts = np.atleast_1d(np.asarray(t))
-    if ts.dtype.kind not in "iu" or np.any(ts < 0):
-        raise ParameterError(f"The 't' parameter of loss_at must be int(s) >= 0. Got {t!r} "
-                             "instead.")
-    ts = ts.astype(np.int64)
+    shape = np.shape(t)
+    ts = np.ascontiguousarray(_check_times(t, owner).ravel())
     G = model.n_groups
+    check_memory(8.0 * 3 * G * ts.size, owner, f"{ts.size} steps x {G} groups",
+                 "Ask for fewer steps per call.")
     om, ov, ot = (np.zeros((G, ts.size)) for _ in range(3))
     beta = float(getattr(optimizer, "momentum", 0.0))
     gamma = float(optimizer.ema) if optimizer.ema is not None else 0.0
     with np.errstate(over="ignore", invalid="ignore"):
         K.loss_at_kernel(*_args(model, optimizer), lr, B, beta, gamma, ts, om, ov, ot)
     out = (om.sum(0), ov.sum(0), ot.sum(0))
-    if np.ndim(t) == 0:
+    if len(shape) == 0:
         return tuple(float(x[0]) for x in out)
-    return out
+    return tuple(x.reshape(shape) for x in out)
 
 
 # ---------------------------------------------------------------------------- steady state
@@ -348,6 +403,26 @@ def _reference_bisect_hi(optimizer):
     return REFERENCE_BISECT_HI[optimizer.name]
 
 
+def _float_array(name, value, owner):
+    """A float64 array of numbers (no strings, bools or objects); range checks are the
+    caller's."""
+    try:
+        arr = np.asarray(value)
+        ok = arr.dtype.kind in "iuf"
+        if ok and not isinstance(value, np.ndarray) and np.ndim(value) > 0:
+            # a bool inside a list is coerced to 0 or 1 by numpy: refuse it
+            ok = not any(isinstance(x, (bool, np.bool_))
+                         for x in np.asarray(value, dtype=object).ravel().tolist())
+        if ok:
+            arr = arr.astype(np.float64)
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
+        raise ParameterError(f"The {name!r} parameter of {owner} must be a number or an array "
+                             f"of numbers. Got {_short(value)} instead.")
+    return arr
+
+
 def steps_to_target_batch(model, optimizer, target, batch_sizes, learning_rates, momenta=None,
                           ema_decays=None, *, method="exact", caps=None):
     """Steps to target for many configurations of one optimizer family at once.
@@ -375,12 +450,11 @@ def steps_to_target_batch(model, optimizer, target, batch_sizes, learning_rates,
     code = _method_code(method, owner)
     beta0 = float(getattr(optimizer, "momentum", 0.0))
     gamma0 = float(optimizer.ema) if optimizer.ema is not None else 0.0
-    lrs = np.asarray(learning_rates, dtype=np.float64)
-    bs = np.asarray(batch_sizes, dtype=np.float64)
-    betas = np.asarray(beta0 if momenta is None else momenta, dtype=np.float64)
-    gammas = np.asarray(gamma0 if ema_decays is None else ema_decays, dtype=np.float64)
+    lrs = _float_array("learning_rates", learning_rates, owner)
+    bs = _float_array("batch_sizes", batch_sizes, owner)
+    betas = _float_array("momenta", beta0 if momenta is None else momenta, owner)
+    gammas = _float_array("ema_decays", gamma0 if ema_decays is None else ema_decays, owner)
     for name, arr, lo, hi, lo_closed in (("learning_rates", lrs, 0.0, np.inf, False),
-                                         ("batch_sizes", bs, 0.0, np.inf, False),
                                          ("momenta", betas, 0.0, 1.0, True),
                                          ("ema_decays", gammas, 0.0, 1.0, True)):
         ok = np.isfinite(arr) & (arr < hi) & ((arr >= lo) if lo_closed else (arr > lo))
@@ -389,6 +463,11 @@ def steps_to_target_batch(model, optimizer, target, batch_sizes, learning_rates,
             raise ParameterError(f"The {name!r} parameter of {owner} must hold floats in "
                                  f"{'[' if lo_closed else '('}{lo:g}, {hi:g}). Got {bad!r} "
                                  "instead.")
+    ok = np.isfinite(bs) & (bs >= 1) & (bs <= MAX_BATCH) & (bs == np.round(bs))
+    if not ok.all():
+        bad = bs.ravel()[np.flatnonzero(~ok.ravel())[0]]
+        raise ParameterError(f"The 'batch_sizes' parameter of {owner} must hold integer batch "
+                             f"sizes in [1, 2^53]. Got {bad!r} instead.")
     if momenta is not None and not optimizer.has_momentum:
         raise ParameterError(f"The 'momenta' parameter of {owner} needs a momentum optimizer; "
                              f"got {optimizer.name!r}.")
@@ -400,14 +479,27 @@ def steps_to_target_batch(model, optimizer, target, batch_sizes, learning_rates,
     else:
         if code != 0:
             raise ParameterError(f"The 'caps' parameter of {owner} needs method='exact'.")
-        cap_arr = np.asarray(caps)
-        if cap_arr.dtype.kind not in "iu" and not (
-                cap_arr.dtype.kind == "f" and np.all(np.isfinite(cap_arr))
-                and np.all(cap_arr == np.round(cap_arr))):
-            raise ParameterError(f"The 'caps' parameter of {owner} must hold integers. "
-                                 f"Got {caps!r} instead.")
+        try:
+            cap_arr = np.asarray(caps)
+        except (TypeError, ValueError, OverflowError):
+            cap_arr = np.asarray(None)
+        if cap_arr.dtype.kind not in "iuf" or (cap_arr.dtype.kind == "f" and not (
+                np.all(np.isfinite(cap_arr)) and np.all(cap_arr == np.round(cap_arr)))) or (
+                cap_arr.size and np.abs(cap_arr).max() > MAX_STEP):
+            raise ParameterError(f"The 'caps' parameter of {owner} must hold integers in "
+                                 f"[-2^62, 2^62]. Got {_short(caps)} instead.")
         cap_arr = cap_arr.astype(np.int64)
-    shape = np.broadcast_shapes(lrs.shape, bs.shape, betas.shape, gammas.shape, cap_arr.shape)
+    try:
+        shape = np.broadcast_shapes(lrs.shape, bs.shape, betas.shape, gammas.shape,
+                                    cap_arr.shape)
+    except ValueError:
+        raise ParameterError(f"The configuration arrays of {owner} must broadcast together. "
+                             f"Got shapes {lrs.shape} (learning_rates), {bs.shape} "
+                             f"(batch_sizes), {betas.shape} (momenta), {gammas.shape} "
+                             f"(ema_decays), {cap_arr.shape} (caps) instead.") from None
+    size = int(np.prod(shape, dtype=np.float64))
+    check_memory(8.0 * 10 * size, owner, f"{size} configurations",
+                 "Evaluate fewer configurations per call.")
     flat = [np.ascontiguousarray(np.broadcast_to(a, shape).ravel())
             for a in (lrs, bs, betas, gammas)]
     cap_flat = np.ascontiguousarray(np.broadcast_to(cap_arr, shape).ravel())

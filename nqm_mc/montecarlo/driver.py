@@ -28,10 +28,18 @@ from nqm_mc.montecarlo import _interrupt
 from nqm_mc.montecarlo import _kernels as K
 from nqm_mc.montecarlo._rng import split_seed
 from nqm_mc.results import SimulationResult, provenance
-from nqm_mc.spec._checks import ParameterError, check_choice, check_int, check_real
+from nqm_mc.spec._checks import (
+    MAX_STEP,
+    ParameterError,
+    check_choice,
+    check_int,
+    check_memory,
+    check_real,
+    check_steps,
+)
 from nqm_mc.spec.noise import NOISE_FINITE, as_noise
 from nqm_mc.spec.optimizers import Optimizer
-from nqm_mc.spec.schedules import as_batch_schedule
+from nqm_mc.spec.schedules import as_batch_schedule, checked_values
 
 __all__ = ["simulate", "simulate_many", "record_steps"]
 
@@ -42,23 +50,49 @@ STAT_GROUP = 16  # statistics are accumulated over fixed groups of 16 trajectory
 
 def record_steps(n_steps, record="all", n_records=100):
     """Steps to record: "all", "log" (about ``n_records`` log-spaced), an int k (every k steps)
-    or an explicit array. Always includes 0 and n_steps."""
+    or an explicit array (sorted, repeated steps kept once, each in [0, n_steps]). The
+    strings and the int always include 0 and n_steps."""
     if isinstance(record, str):
         check_choice("record", record, "simulate", ("all", "log"))
         if record == "all":
+            check_memory(_RECORD_BYTES * (n_steps + 1), "simulate",
+                         f"{n_steps + 1} recorded steps (record='all')", _RECORD_HINT)
             steps = np.arange(n_steps + 1)
         else:
             steps = np.unique(np.concatenate([[0], np.geomspace(1, max(n_steps, 1), n_records)
                                               .round().astype(np.int64), [n_steps]]))
     elif isinstance(record, (int, np.integer)):
-        k = check_int("record", record, "simulate", low=1)
+        k = check_int("record", record, "simulate", low=1, high=MAX_STEP)
+        check_memory(_RECORD_BYTES * (n_steps // k + 2), "simulate",
+                     f"{n_steps // k + 2} recorded steps (record={k})", _RECORD_HINT)
         steps = np.unique(np.append(np.arange(0, n_steps + 1, k), n_steps))
     else:
-        steps = np.unique(np.asarray(record, dtype=np.int64))
-        if steps.size == 0 or steps[0] < 0 or steps[-1] > n_steps:
-            raise ParameterError(f"The 'record' parameter of simulate must list steps in "
-                                 f"[0, {n_steps}]. Got {record!r} instead.")
+        steps = check_steps("record", record, "simulate", high=n_steps)
     return np.ascontiguousarray(steps, dtype=np.int64)
+
+
+# a recorded step costs at least its histogram row of the accumulator (int64 bins)
+_RECORD_BYTES = 8 * (HIST_DECADES_BELOW + HIST_DECADES_ABOVE) * HIST_BINS_PER_DECADE
+_RECORD_HINT = ("Record a sparse set of steps (record='log', an int k for every k steps, or an "
+                "array of steps).")
+
+
+def _job_bytes(model, n_steps, n_runs, R, keep_paths, block_size, n_bands, threads, noise):
+    """Rough upper estimate of what a simulation allocates: per-step schedules, per-record
+    statistics (the accumulator and the parts of one wave of blocks, histograms included),
+    kept paths, hitting times, per-direction arrays and a FiniteData training set."""
+    nh = (HIST_DECADES_BELOW + HIST_DECADES_ABOVE) * HIST_BINS_PER_DECADE
+    nt = threads or numba.get_num_threads()
+    n_blocks = -(-n_runs // STAT_GROUP)
+    nb = min(n_blocks, max(-(-block_size // STAT_GROUP), 8 * nt))
+    per_record = 8.0 * (6 + n_bands + nh)
+    total = 8.0 * 6 * max(n_steps, 1)  # lr_t, isb_t, bsz_t and temporaries
+    total += R * per_record * (nb + 1) + 8.0 * R * n_bands * nt
+    total += 8.0 * 3 * keep_paths * R + 8.0 * 2 * n_runs
+    total += 8.0 * 10 * model.dim
+    if noise.code == NOISE_FINITE:
+        total += 8.0 * 2 * noise.n * model.dim
+    return total
 
 
 def _merge(count, mean, m2, c, mu, s):
@@ -79,8 +113,8 @@ def _prepare(model, optimizer, batch_size, n_steps, dtype, n_bands):
     ft = np.float32 if dtype == "float32" else np.float64
     batch = as_batch_schedule(batch_size, "batch_size", "simulate")
     T = max(n_steps, 1)
-    lr_t = optimizer.learning_rate.values(T)
-    isb_t = 1.0 / np.sqrt(batch.values(T))
+    lr_t = checked_values(optimizer.learning_rate, T, "learning_rate", "simulate")
+    isb_t = 1.0 / np.sqrt(checked_values(batch, T, "batch_size", "simulate"))
     labels, edges = model.curvature_groups(n_bands)
     band = np.repeat(labels, model.multiplicities).astype(np.int64)
     # h in float64 for the losses; the gradient's coefficients h^(1-p) (of theta) and
@@ -264,16 +298,23 @@ def _job(model, optimizer, batch_size, n_steps, n_runs, seed, record, n_records,
     n_runs = check_int("n_runs", n_runs, owner, low=1, high=2 ** 32 - 1)
     seed = check_int("seed", seed, owner, low=0, high=2 ** 64 - 1)
     dtype = check_choice("dtype", dtype, owner, ("float64", "float32"))
-    block_size = check_int("block_size", block_size, owner, low=1)
-    n_bands = check_int("n_bands", n_bands, owner, low=1)
+    block_size = check_int("block_size", block_size, owner, low=1, high=2 ** 32)
+    n_bands = check_int("n_bands", n_bands, owner, low=1, high=4096)
     keep_paths = check_int("keep_paths", keep_paths, owner, low=0, high=n_runs)
-    n_records = check_int("n_records", n_records, owner, low=2)
+    n_records = check_int("n_records", n_records, owner, low=2, high=2 ** 32)
     if threads is not None:
         threads = check_int("threads", threads, owner, low=1,
                             high=numba.config.NUMBA_NUM_THREADS)
     if target is not None:
         target = check_real("target", target, owner, low=0.0)
+    if isinstance(record, str) and record == "log":
+        check_memory(8.0 * 4 * n_records, owner, f"{n_records} log-spaced records",
+                     "Ask for fewer records (n_records=).")
     steps = record_steps(n_steps, record, n_records)
+    check_memory(_job_bytes(model, n_steps, n_runs, steps.size, keep_paths, block_size, n_bands,
+                            threads, noise), owner,
+                 f"{n_steps} steps, {steps.size} recorded steps, {keep_paths} kept paths and "
+                 f"{n_runs} runs", _RECORD_HINT + " Keep fewer paths or use fewer runs or steps.")
     arrs, lr_t, isb_t, band, edges = _prepare(model, optimizer, batch_size, n_steps, dtype,
                                               n_bands)
     spec = {"model": model.to_dict(), "optimizer": optimizer.to_dict(),
@@ -282,14 +323,15 @@ def _job(model, optimizer, batch_size, n_steps, n_runs, seed, record, n_records,
             "n_steps": n_steps, "n_runs": n_runs, "seed": seed, "record": steps.tolist(),
             "target": target, "dtype": dtype, "keep_paths": keep_paths, "n_bands": n_bands,
             "noise": noise.to_dict()}
-    L0 = max(model.initial_loss(), 1e-300)
+    L0 = min(max(model.initial_loss(), 1e-300), 1e300)  # finite histogram range
     hist_lo = np.log10(L0) - HIST_DECADES_BELOW
     nh = (HIST_DECADES_BELOW + HIST_DECADES_ABOVE) * HIST_BINS_PER_DECADE
     n_blocks = -(-n_runs // STAT_GROUP)
     R = steps.size
     ft = np.float32 if dtype == "float32" else np.float64
     general = not optimizer.is_linear or noise.code != 0
-    bsz_t = np.rint(as_batch_schedule(batch_size).values(max(n_steps, 1))).astype(np.int64)
+    bsz_t = checked_values(as_batch_schedule(batch_size), max(n_steps, 1), "batch_size",
+                           owner).astype(np.int64)
     data = np.zeros((0, 0), ft)
     if noise.code == NOISE_FINITE:
         if bsz_t.max() >= noise.n:

@@ -10,10 +10,21 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 
 import numpy as np
 
-__all__ = ["check_real", "check_int", "check_array", "check_choice", "ParameterError"]
+__all__ = ["check_real", "check_int", "check_array", "check_choice", "check_batch_size",
+           "check_steps", "check_memory", "ParameterError", "MAX_BATCH", "MAX_STEP"]
+
+#: Largest batch size anywhere: batch sizes reach the kernels as float64 (exact up to 2^53) and
+#: int64 (FiniteData), so every integer up to 2^53 is held exactly by both.
+MAX_BATCH = 2 ** 53
+#: Largest step index anywhere: the kernels count steps in int64 and take powers A^(2^j) for
+#: j <= 62, so horizons up to 2^62 are representable.
+MAX_STEP = 2 ** 62
+#: Fraction of physical memory a single call may plan to allocate before it is refused.
+MEMORY_FRACTION = 0.5
 
 
 class ParameterError(ValueError):
@@ -23,9 +34,20 @@ class ParameterError(ValueError):
 def _interval(low, high, closed):
     lo_b = "[" if closed[0] else "("
     hi_b = "]" if closed[1] else ")"
-    lo = "-inf" if low is None else f"{low:g}"
-    hi = "inf" if high is None else f"{high:g}"
+    lo = "-inf" if low is None else _bound(low)
+    hi = "inf" if high is None else _bound(high)
     return f"{lo_b}{lo}, {hi}{hi_b}"
+
+
+def _bound(x):
+    """Interval ends as people write them: 2^53 and 2^64 - 1 rather than 9.0072e+15."""
+    if isinstance(x, int) and not isinstance(x, bool) and x >= 2 ** 20:
+        if x & (x - 1) == 0:
+            return f"2^{x.bit_length() - 1}"
+        if (x + 1) & x == 0:
+            return f"2^{x.bit_length()} - 1"
+        return str(x)
+    return f"{x:g}"
 
 
 def _in_interval(x, low, high, closed):
@@ -38,22 +60,27 @@ def _in_interval(x, low, high, closed):
 
 def check_real(name, value, owner, low=None, high=None, closed=(False, False)):
     """Return ``value`` as a Python float after checking it is finite and inside the interval."""
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    ok = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
     if ok:
-        value = float(value)
-        ok = math.isfinite(value) and _in_interval(value, low, high, closed)
+        try:
+            value = float(value)
+        except OverflowError:  # an int past float64's range
+            ok = False
+        else:
+            ok = math.isfinite(value) and _in_interval(value, low, high, closed)
     if not ok:
         raise ParameterError(
             f"The {name!r} parameter of {owner} must be a float in "
-            f"{_interval(low, high, closed)}. Got {value!r} instead."
+            f"{_interval(low, high, closed)}. Got {_short(value)} instead."
         )
     return value
 
 
 def check_int(name, value, owner, low=None, high=None):
     """Return ``value`` as a Python int after checking it is an integer in [low, high]."""
-    ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
-    if not ok and isinstance(value, float) and value.is_integer():
+    ok = isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+    if not ok and isinstance(value, (float, np.floating)) and math.isfinite(value) \
+            and float(value).is_integer():
         value, ok = int(value), True
     if ok:
         value = int(value)
@@ -61,19 +88,108 @@ def check_int(name, value, owner, low=None, high=None):
     if not ok:
         raise ParameterError(
             f"The {name!r} parameter of {owner} must be an int in "
-            f"{_interval(low, high, (True, high is not None))}. Got {value!r} instead."
+            f"{_interval(low, high, (True, high is not None))}. Got {_short(value)} instead."
         )
     return value
+
+
+def check_batch_size(name, value, owner, high=MAX_BATCH):
+    """Return an integer batch size in [1, high] as a Python int.
+
+    Accepts ints (Python or numpy) and floats with no fractional part; refuses bools, strings,
+    fractional floats, NaN and anything past ``high`` (2^53 by default: the largest integer
+    float64 holds exactly, and below int64's limit).
+    """
+    return check_int(name, value, owner, low=1, high=high)
+
+
+def _is_int_like(v):
+    if isinstance(v, (bool, np.bool_)):
+        return False
+    if isinstance(v, numbers.Integral):
+        return True
+    return isinstance(v, (float, np.floating)) and math.isfinite(v) and float(v).is_integer()
+
+
+def check_steps(name, value, owner, low=0, high=MAX_STEP):
+    """Return a sorted, de-duplicated, non-empty 1-d int64 array of steps in [low, high].
+
+    Elements must be ints (or floats with no fractional part); bools, strings, NaN and values
+    outside [low, high] are refused, naming the first bad index. Unsorted input is sorted and
+    repeated steps are kept once (the returned steps label the statistics).
+    """
+    if isinstance(value, (str, bytes, dict)) or value is None:
+        ok = False
+    else:
+        try:
+            arr = np.asarray(value, dtype=object if not isinstance(value, np.ndarray)
+                             else None)
+            ok = arr.ndim == 1
+        except (TypeError, ValueError):
+            ok = False
+    if not ok:
+        raise ParameterError(
+            f"The {name!r} parameter of {owner} must be a 1-d sequence of int steps. "
+            f"Got {_short(value)} instead.")
+    if arr.size == 0:
+        raise ParameterError(f"The {name!r} parameter of {owner} must not be empty.")
+    if arr.dtype.kind in "iu":  # fast path for integer arrays
+        bad = (arr < low) | (arr > high)
+        if not bad.any():
+            return np.unique(arr.astype(np.int64))
+        flat = [arr[int(np.flatnonzero(bad)[0])]]
+        offset = int(np.flatnonzero(bad)[0])
+    else:
+        flat, offset = arr.tolist(), 0
+    for i, v in enumerate(flat):
+        if isinstance(v, np.generic):
+            v = v.item()
+        if not _is_int_like(v) or not low <= int(v) <= high:
+            raise ParameterError(
+                f"The {name!r} parameter of {owner} must hold int steps in "
+                f"[{_bound(low)}, {_bound(high)}]. Got {v!r} at index {i + offset} instead.")
+    return np.unique(np.array([int(v) for v in flat], dtype=np.int64))
+
+
+def _short(value, n=80):
+    r = repr(value)
+    return r if len(r) <= n else r[:n - 3] + "..."
+
+
+def physical_memory():
+    """Bytes of physical memory (None when the platform does not say)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):  # pragma: no cover - non-POSIX
+        return None
+
+
+def check_memory(nbytes, owner, what, hint, limit=None):
+    """Refuse a call that would allocate more than ``limit`` bytes (default: half of physical
+    memory) before allocating anything. ``what`` names what takes the memory, ``hint`` says how
+    to ask for less."""
+    if limit is None:
+        phys = physical_memory()
+        if phys is None:  # pragma: no cover
+            return
+        limit = MEMORY_FRACTION * phys
+    if nbytes > limit:
+        raise ParameterError(
+            f"{owner} would need about {nbytes / 1e9:.3g} GB for {what}, more than the "
+            f"{limit / 1e9:.3g} GB it may use (half of physical memory). {hint}")
 
 
 def check_array(name, value, owner, low=None, high=None, closed=(False, False), size=None,
                 ndim=1):
     """Return a read-only float64 array after checking shape, finiteness and range."""
     try:
+        if isinstance(value, (str, bytes)):
+            raise TypeError
         arr = np.array(value, dtype=np.float64)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ParameterError(
-            f"The {name!r} parameter of {owner} must be an array of floats. Got {value!r} instead."
+            f"The {name!r} parameter of {owner} must be an array of floats. "
+            f"Got {_short(value)} instead."
         ) from None
     if arr.ndim == 0 and size is not None:
         arr = np.full(size, float(arr))
@@ -108,9 +224,14 @@ def check_array(name, value, owner, low=None, high=None, closed=(False, False), 
 
 def check_choice(name, value, owner, choices):
     """Return ``value`` after checking it is one of ``choices``."""
-    if value not in choices:
+    try:
+        ok = bool(value in choices)
+    except (TypeError, ValueError):  # e.g. an array compared with strings
+        ok = False
+    if not ok:
         allowed = ", ".join(repr(c) for c in choices)
         raise ParameterError(
-            f"The {name!r} parameter of {owner} must be one of {allowed}. Got {value!r} instead."
+            f"The {name!r} parameter of {owner} must be one of {allowed}. "
+            f"Got {_short(value)} instead."
         )
     return value

@@ -23,7 +23,25 @@ from __future__ import annotations
 
 import numpy as np
 
-from nqm_mc.spec._checks import ParameterError, check_array, check_int, check_real
+from nqm_mc.spec._checks import (
+    MAX_BATCH,
+    ParameterError,
+    check_array,
+    check_int,
+    check_memory,
+    check_real,
+)
+
+#: Largest multiplicity of a group, and largest total dimension: counts stay exact in float64
+#: and far from int64's limit when summed.
+MAX_MULTIPLICITY = 2 ** 53
+
+
+def _check_dim(dim, owner, low=1, bytes_per_dim=48):
+    dim = check_int("dim", dim, owner, low=low, high=MAX_MULTIPLICITY)
+    check_memory(float(bytes_per_dim) * dim, owner, f"a model of dimension {dim}",
+                 "Use fewer directions, or NQM.binned / multiplicities for a large spectrum.")
+    return dim
 
 __all__ = ["NQM"]
 
@@ -65,13 +83,17 @@ class NQM:
             n = np.ones(g, dtype=np.int64)
         else:
             nf = check_array("multiplicities", multiplicities, owner, low=1.0,
-                             closed=(True, False), size=g)
+                             high=float(MAX_MULTIPLICITY), closed=(True, True), size=g)
             if np.any(nf != np.round(nf)):
                 i = int(np.flatnonzero(nf != np.round(nf))[0])
                 raise ParameterError(
                     f"The 'multiplicities' parameter of NQM must hold integers >= 1. "
                     f"Got {nf[i]!r} at index {i} instead.")
             n = nf.astype(np.int64)
+            if nf.sum() > MAX_MULTIPLICITY:
+                raise ParameterError(
+                    f"The 'multiplicities' parameter of NQM must sum to at most 2^53 "
+                    f"directions. Got a sum of {nf.sum():.6g} instead.")
         n.setflags(write=False)
         mu = check_array("initial_mean", initial_mean, owner, size=g)
         v = check_array("initial_variance", initial_variance, owner, low=0.0,
@@ -91,7 +113,7 @@ class NQM:
     @classmethod
     def paper(cls, dim=10_000):
         """The paper's default model: h_i = 1/i, c_i = h_i (C = H), theta(0) ~ N(0, I)."""
-        dim = check_int("dim", dim, "NQM.paper", low=1)
+        dim = _check_dim(dim, "NQM.paper")
         h = 1.0 / np.arange(1, dim + 1, dtype=np.float64)
         m = cls(h, h, name="paper")
         object.__setattr__(m, "_recipe", {"constructor": "paper", "dim": dim})
@@ -102,7 +124,7 @@ class NQM:
                   initial_variance=1.0):
         """h_i = i^-a, c_i = s * i^-b for i = 1..dim."""
         owner = "NQM.power_law"
-        dim = check_int("dim", dim, owner, low=1)
+        dim = _check_dim(dim, owner)
         a = check_real("curvature_exponent", curvature_exponent, owner, low=0.0,
                        closed=(True, False))
         b = check_real("noise_exponent", noise_exponent, owner)
@@ -125,8 +147,8 @@ class NQM:
         variance of a bin is its value (C = H). Empty bins are dropped (they carry no loss).
         """
         owner = "NQM.binned"
-        dim = check_int("dim", dim, owner, low=2)
-        n_bins = check_int("n_bins", n_bins, owner, low=2)
+        n_bins = check_int("n_bins", n_bins, owner, low=2, high=MAX_MULTIPLICITY)
+        dim = _check_dim(dim, owner, low=2, bytes_per_dim=24 + n_bins)
         full = 1.0 / np.arange(1, dim + 1, dtype=np.float64)
         bins = np.geomspace(full[0], full[-1], n_bins)
         # index of the largest bin value <= h (bins decrease): count of bins strictly above h
@@ -157,7 +179,8 @@ class NQM:
     def lower_bound_steps(self, target, batch_size):
         """Information-theoretic lower bound d / (2 L_target B) (valid for C = H)."""
         target = check_real("target", target, "NQM.lower_bound_steps", low=0.0)
-        batch_size = check_real("batch_size", batch_size, "NQM.lower_bound_steps", low=0.0)
+        batch_size = check_real("batch_size", batch_size, "NQM.lower_bound_steps", low=0.0,
+                                high=float(MAX_BATCH), closed=(False, True))
         return self.dim / (2.0 * target * batch_size)
 
     def expand(self):
@@ -172,7 +195,7 @@ class NQM:
         Returns (labels, edges): ``labels[g]`` is the band of group g and ``edges`` the band
         edges in curvature (decreasing), so per-band statistics can be reported.
         """
-        n_groups = check_int("n_groups", n_groups, "NQM.curvature_groups", low=1)
+        n_groups = check_int("n_groups", n_groups, "NQM.curvature_groups", low=1, high=2 ** 20)
         lh = np.log(self.curvatures)
         lo, hi = lh.min(), lh.max()
         if hi == lo:
@@ -197,17 +220,18 @@ class NQM:
     @classmethod
     def from_dict(cls, d):
         """Inverse of :meth:`to_dict`."""
+        if not isinstance(d, dict):
+            raise ParameterError(f"NQM.from_dict needs a dict. Got {type(d).__name__} instead.")
         d = dict(d)
         kind = d.pop("constructor", "arrays")
-        if kind == "paper":
-            return cls.paper(**d)
-        if kind == "power_law":
-            return cls.power_law(**d)
-        if kind == "binned":
-            return cls.binned(**d)
-        if kind == "arrays":
-            return cls(**d)
-        raise ParameterError(f"Unknown NQM constructor {kind!r}.")
+        makers = {"paper": cls.paper, "power_law": cls.power_law, "binned": cls.binned,
+                  "arrays": cls}
+        if not isinstance(kind, str) or kind not in makers:
+            raise ParameterError(f"Unknown NQM constructor {kind!r}.")
+        try:
+            return makers[kind](**d)
+        except TypeError as err:
+            raise ParameterError(f"Bad parameters for NQM constructor {kind!r}: {err}") from None
 
     def with_initial_state(self, initial_mean=0.0, initial_variance=1.0):
         """A copy with another initial mean and variance."""

@@ -92,9 +92,11 @@ NOISES = {"gaussian": Gaussian, "student_t": StudentT, "finite_data": FiniteData
 
 def noise_from_dict(d):
     """Inverse of ``to_dict``."""
+    if not isinstance(d, dict):
+        raise ParameterError(f"noise_from_dict needs a dict. Got {type(d).__name__} instead.")
     d = dict(d)
     name = d.pop("name", None)
-    if name not in NOISES:
+    if not isinstance(name, str) or name not in NOISES:
         raise ParameterError("The 'name' of a noise law must be one of "
                              f"{', '.join(map(repr, NOISES))}. Got {name!r} instead.")
     try:

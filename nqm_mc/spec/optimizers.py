@@ -29,7 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from nqm_mc.spec._checks import ParameterError, check_real
-from nqm_mc.spec.schedules import Schedule, as_schedule
+from nqm_mc.spec.schedules import Schedule, as_schedule, checked_values
 
 __all__ = ["SGD", "HeavyBall", "Nesterov", "Adam", "RMSProp", "Adagrad", "SignSGD",
            "OPTIMIZERS", "optimizer_from_dict", "Optimizer"]
@@ -41,10 +41,11 @@ KIND_ADAM, KIND_RMSPROP, KIND_ADAGRAD, KIND_SIGN = 3, 4, 5, 6
 def _check_common(obj):
     name = type(obj).__name__
     object.__setattr__(obj, "learning_rate", as_schedule(obj.learning_rate, "learning_rate", name))
-    if isinstance(obj.learning_rate, Schedule) and obj.learning_rate.is_constant and \
-            obj.learning_rate.value <= 0:
-        raise ParameterError(f"The 'learning_rate' parameter of {name} must be a float in "
-                             f"(0, inf). Got {obj.learning_rate.value!r} instead.")
+    if isinstance(obj.learning_rate, Schedule) and obj.learning_rate.is_constant:
+        lr0 = float(checked_values(obj.learning_rate, 1, "learning_rate", name)[0])
+        if lr0 <= 0:
+            raise ParameterError(f"The 'learning_rate' parameter of {name} must be a float in "
+                                 f"(0, inf). Got {lr0!r} instead.")
     object.__setattr__(obj, "preconditioning", check_real(
         "preconditioning", obj.preconditioning, name, low=0.0, high=1.0, closed=(True, True)))
     if obj.ema is not None:
@@ -82,7 +83,8 @@ class Optimizer:
     @property
     def base_learning_rate(self):
         """The learning rate at t = 0."""
-        return float(self.learning_rate.values(1)[0])
+        return float(checked_values(self.learning_rate, 1, "learning_rate",
+                                    type(self).__name__)[0])
 
     @property
     def effective_learning_rate(self):
@@ -92,7 +94,10 @@ class Optimizer:
 
     def with_(self, **changes):
         """A copy with some fields changed (validated again)."""
-        return replace(self, **changes)
+        try:
+            return replace(self, **changes)
+        except TypeError as err:  # an unknown field
+            raise ParameterError(f"{type(self).__name__}.with_: {err}") from None
 
     def to_dict(self):
         d = {"name": self.name, "learning_rate": self.learning_rate.to_dict(), "ema": self.ema}
@@ -268,9 +273,11 @@ OPTIMIZERS = {"sgd": SGD, "heavy_ball": HeavyBall, "momentum": HeavyBall, "neste
 
 def optimizer_from_dict(d):
     """Build an optimizer from ``{"name": ..., **params}`` (inverse of ``to_dict``)."""
+    if not isinstance(d, dict):
+        raise ParameterError(f"optimizer_from_dict needs a dict. Got {type(d).__name__} instead.")
     d = dict(d)
     name = d.pop("name", None)
-    if name not in OPTIMIZERS:
+    if not isinstance(name, str) or name not in OPTIMIZERS:
         allowed = ", ".join(repr(k) for k in OPTIMIZERS)
         raise ParameterError(f"The 'name' of an optimizer must be one of {allowed}. "
                              f"Got {name!r} instead.")

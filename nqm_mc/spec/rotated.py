@@ -41,19 +41,31 @@ from nqm_mc.montecarlo._interrupt import stop_requested
 from nqm_mc.montecarlo._kernels import apply_rule, clip_to_norm
 from nqm_mc.montecarlo._rng import PURPOSE_GRADIENT, PURPOSE_INITIAL, fill_normals_f64, split_seed
 from nqm_mc.results import SimulationResult, provenance
-from nqm_mc.spec._checks import ParameterError, check_array, check_choice, check_int, check_real
+from nqm_mc.spec._checks import (
+    MAX_STEP,
+    ParameterError,
+    check_array,
+    check_choice,
+    check_int,
+    check_memory,
+    check_real,
+    check_steps,
+)
 from nqm_mc.spec.model import NQM
 from nqm_mc.spec.optimizers import KIND_HEAVY_BALL, KIND_SGD, Optimizer
-from nqm_mc.spec.schedules import as_batch_schedule
+from nqm_mc.spec.schedules import as_batch_schedule, checked_values
 
 __all__ = ["RotatedNQM", "random_rotation", "expected_loss_dense", "simulate_dense"]
 
 DIVERGED = 1e300
+MAX_DIM = 4096  # dense d x d algebra
 
 
 def random_rotation(d, seed):
     """A Haar-random orthogonal d x d matrix from numpy's Philox generator keyed by ``seed``
     (QR of a Gaussian matrix with the signs of R's diagonal folded in)."""
+    d = check_int("d", d, "random_rotation", low=1, high=MAX_DIM)
+    seed = check_int("seed", seed, "random_rotation", low=0)
     rng = np.random.Generator(np.random.Philox(seed))
     q, r = np.linalg.qr(rng.standard_normal((d, d)))
     return q * np.sign(np.diag(r))[None, :]
@@ -67,6 +79,9 @@ class RotatedNQM:
         owner = "RotatedNQM"
         h = check_array("curvatures", curvatures, owner, low=0.0)
         d = h.size
+        if d > MAX_DIM:
+            raise ParameterError(f"RotatedNQM is for moderate dimensions (d <= {MAX_DIM}: "
+                                 f"dense d x d algebra). Got d = {d}.")
         c = check_array("noise_variances", noise_variances, owner, low=0.0, closed=(True, False))
         if c.size != d:
             raise ParameterError(f"The 'noise_variances' parameter of {owner} must have "
@@ -74,14 +89,9 @@ class RotatedNQM:
         self.curvatures, self.noise_variances = h, c
         self.hessian_basis = self._basis("hessian_basis", hessian_basis, d)
         self.noise_basis = self._basis("noise_basis", noise_basis, d)
-        self.initial_mean = np.broadcast_to(np.asarray(initial_mean, float), (d,)).copy()
-        self.initial_variance = np.broadcast_to(np.asarray(initial_variance, float),
-                                                (d,)).copy()
-        if not (np.all(np.isfinite(self.initial_mean))
-                and np.all(np.isfinite(self.initial_variance))
-                and np.all(self.initial_variance >= 0)):
-            raise ParameterError(f"The initial moments of {owner} must be finite with "
-                                 "variances >= 0.")
+        self.initial_mean = check_array("initial_mean", initial_mean, owner, size=d).copy()
+        self.initial_variance = check_array("initial_variance", initial_variance, owner,
+                                            low=0.0, closed=(True, False), size=d).copy()
         self.name = name
         self.recipe = None
 
@@ -89,7 +99,10 @@ class RotatedNQM:
     def _basis(name, u, d):
         if u is None:
             return np.eye(d)
-        u = np.asarray(u, float)
+        try:
+            u = np.asarray(u, float)
+        except (TypeError, ValueError, OverflowError):
+            u = np.full((0,), np.nan)
         if u.shape != (d, d) or not np.all(np.isfinite(u)):
             raise ParameterError(f"The {name!r} parameter of RotatedNQM must be a finite "
                                  f"{d} x {d} matrix. Got shape {u.shape} instead.")
@@ -230,17 +243,22 @@ def expected_loss_dense(model, optimizer, batch_size, n_steps=None, *, record=No
     owner = "expected_loss_dense"
     minv = _check(model, optimizer, preconditioner, owner)
     if record is None:
-        n_steps = check_int("n_steps", n_steps, owner, low=0)
+        if n_steps is None:
+            raise ParameterError(f"{owner} needs 'n_steps' or 'record'.")
+        n_steps = check_int("n_steps", n_steps, owner, low=0, high=MAX_STEP)
+        check_memory(8.0 * 3 * (n_steps + 1), owner, f"{n_steps + 1} recorded steps",
+                     "Record a sparse set of steps (record=).")
         record = np.arange(n_steps + 1)
-    record = np.unique(np.asarray(record, np.int64))
-    if record.size == 0 or record[0] < 0:
-        raise ParameterError(f"The 'record' parameter of {owner} must hold steps >= 0.")
+    record = check_steps("record", record, owner)
     T = int(record[-1])
+    check_memory(8.0 * 4 * (T + 1) + 8.0 * 3 * record.size, owner,
+                 f"{T} steps of schedules", "Ask for fewer steps.")
     hm = model.hessian()
     cm = model.noise_covariance()
     minv_h = minv @ hm
-    lr_t = optimizer.learning_rate.values(max(T, 1))
-    b_t = as_batch_schedule(batch_size, "batch_size", owner).values(max(T, 1))
+    lr_t = checked_values(optimizer.learning_rate, max(T, 1), "learning_rate", owner)
+    b_t = checked_values(as_batch_schedule(batch_size, "batch_size", owner), max(T, 1),
+                         "batch_size", owner)
     beta = getattr(optimizer, "momentum", 0.0)
     gamma = optimizer.ema
     has_ema = gamma is not None
@@ -409,9 +427,14 @@ def simulate_dense(model, optimizer, batch_size, n_steps, n_runs, *, seed=0, rec
     keep_paths = check_int("keep_paths", keep_paths, owner, low=0, high=n_runs)
     if target is not None:
         target = check_real("target", target, owner, low=0.0)
+    n_records = check_int("n_records", n_records, owner, low=2, high=2 ** 20)
     steps = record_steps(n_steps, record, n_records)
-    lr_t = np.ascontiguousarray(optimizer.learning_rate.values(n_steps), float)
-    isb_t = 1.0 / np.sqrt(as_batch_schedule(batch_size, "batch_size", owner).values(n_steps))
+    check_memory(8.0 * (3 * n_runs * steps.size + 6 * n_steps + 2 * n_runs), owner,
+                 f"{n_runs} runs x {steps.size} recorded steps",
+                 "Record fewer steps (record='log' or an array of steps) or use fewer runs.")
+    lr_t = checked_values(optimizer.learning_rate, n_steps, "learning_rate", owner)
+    isb_t = 1.0 / np.sqrt(checked_values(as_batch_schedule(batch_size, "batch_size", owner),
+                                         n_steps, "batch_size", owner))
     lo, hi = split_seed(seed)
     out = np.zeros((n_runs, steps.size))
     hit = np.full(n_runs, -1, np.int64)

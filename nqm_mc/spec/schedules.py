@@ -6,6 +6,13 @@ that array is what both engines consume, so any schedule, including a user's own
 that implements ``values``, works everywhere.
 
 Every decay schedule can be put behind a linear warmup with :class:`Warmup`.
+
+The engines never use ``values(n)`` unchecked: :func:`checked_values` is the one place it is
+called, and it requires an array of shape exactly ``(n,)`` of finite values, learning rates
+``>= 0`` (a rate of 0 skips that update, as a cosine decay to 0 does at its end; an optimizer's
+constant learning rate must still be ``> 0``) and batch sizes that are integers in
+``[1, 2^53]``. A user's schedule that breaks this gets a :class:`ParameterError` naming the
+schedule and the first bad index and value.
 """
 
 from __future__ import annotations
@@ -15,12 +22,22 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from nqm_mc.spec._checks import ParameterError, check_int, check_real
+from nqm_mc.spec._checks import (
+    MAX_BATCH,
+    MAX_STEP,
+    ParameterError,
+    _short,
+    check_batch_size,
+    check_int,
+    check_memory,
+    check_real,
+)
 
 __all__ = [
     "Schedule", "Constant", "PiecewiseConstant", "StepDecay", "ExponentialDecay",
     "LinearDecay", "CosineDecay", "Warmup", "BatchSchedule", "ConstantBatch",
     "PiecewiseConstantBatch", "as_schedule", "as_batch_schedule", "schedule_from_dict",
+    "checked_values",
 ]
 
 
@@ -34,8 +51,11 @@ class Schedule:
         raise NotImplementedError
 
     def __call__(self, t):
-        t = check_int("t", t, type(self).__name__, low=0)
-        return float(self.values(t + 1)[t])
+        owner = type(self).__name__
+        t = check_int("t", t, owner, low=0, high=MAX_STEP)
+        check_memory(8.0 * (t + 1), owner, f"the first {t + 1} values",
+                     "Evaluate the schedule at smaller steps.")
+        return float(checked_values(self, t + 1, "schedule", owner)[t])
 
     def to_dict(self):
         d = {"kind": self.kind}
@@ -81,7 +101,7 @@ class PiecewiseConstant(Schedule):
     def __init__(self, boundaries, values):
         owner = "PiecewiseConstant"
         b = _tuple("boundaries", boundaries, owner,
-                   lambda n, v: check_int(n, v, owner, low=1))
+                   lambda n, v: check_int(n, v, owner, low=1, high=MAX_STEP))
         v = _tuple("values", values, owner, lambda n, x: check_real(n, x, owner, low=0.0))
         if len(v) != len(b) + 1:
             raise ParameterError(
@@ -118,7 +138,8 @@ class StepDecay(Schedule):
         object.__setattr__(self, "initial", check_real("initial", self.initial, o, low=0.0))
         object.__setattr__(self, "factor", check_real("factor", self.factor, o, low=0.0,
                                                       high=1.0, closed=(False, True)))
-        object.__setattr__(self, "step_size", check_int("step_size", self.step_size, o, low=1))
+        object.__setattr__(self, "step_size", check_int("step_size", self.step_size, o, low=1,
+                                                                   high=MAX_STEP))
 
     def values(self, n_steps):
         return self.initial * self.factor ** (np.arange(n_steps) // self.step_size)
@@ -139,7 +160,8 @@ class ExponentialDecay(Schedule):
         object.__setattr__(self, "rate", check_real("rate", self.rate, o, low=0.0, high=1.0,
                                                     closed=(False, True)))
         object.__setattr__(self, "decay_steps",
-                           check_int("decay_steps", self.decay_steps, o, low=1))
+                           check_int("decay_steps", self.decay_steps, o, low=1,
+                                     high=MAX_STEP))
 
     def values(self, n_steps):
         return self.initial * self.rate ** (np.arange(n_steps) / self.decay_steps)
@@ -160,7 +182,8 @@ class LinearDecay(Schedule):
         object.__setattr__(self, "final", check_real("final", self.final, o, low=0.0,
                                                      closed=(True, False)))
         object.__setattr__(self, "decay_steps",
-                           check_int("decay_steps", self.decay_steps, o, low=1))
+                           check_int("decay_steps", self.decay_steps, o, low=1,
+                                     high=MAX_STEP))
 
     def values(self, n_steps):
         frac = np.minimum(np.arange(n_steps) / self.decay_steps, 1.0)
@@ -182,7 +205,8 @@ class CosineDecay(Schedule):
         object.__setattr__(self, "final", check_real("final", self.final, o, low=0.0,
                                                      closed=(True, False)))
         object.__setattr__(self, "decay_steps",
-                           check_int("decay_steps", self.decay_steps, o, low=1))
+                           check_int("decay_steps", self.decay_steps, o, low=1,
+                                     high=MAX_STEP))
 
     def values(self, n_steps):
         frac = np.minimum(np.arange(n_steps) / self.decay_steps, 1.0)
@@ -206,18 +230,19 @@ class Warmup(Schedule):
         o = "Warmup"
         object.__setattr__(self, "schedule", as_schedule(self.schedule, "schedule", o))
         object.__setattr__(self, "warmup_steps",
-                           check_int("warmup_steps", self.warmup_steps, o, low=1))
+                           check_int("warmup_steps", self.warmup_steps, o, low=1,
+                                     high=MAX_STEP))
         object.__setattr__(self, "start", check_real("start", self.start, o, low=0.0,
                                                      closed=(True, False)))
 
     def values(self, n_steps):
         w = self.warmup_steps
         out = np.empty(n_steps)
-        peak = self.schedule.values(1)[0]
+        peak = checked_values(self.schedule, 1, "schedule", "Warmup")[0]
         k = min(w, n_steps)
         out[:k] = self.start + (peak - self.start) * (np.arange(k) + 1) / (w + 1)
         if n_steps > w:
-            out[w:] = self.schedule.values(n_steps - w)
+            out[w:] = checked_values(self.schedule, n_steps - w, "schedule", "Warmup")
         return out
 
 
@@ -245,8 +270,8 @@ class ConstantBatch(BatchSchedule):
     is_constant = True
 
     def __post_init__(self):
-        object.__setattr__(self, "value", check_int("batch_size", self.value, "ConstantBatch",
-                                                    low=1))
+        object.__setattr__(self, "value", check_batch_size("batch_size", self.value,
+                                                           "ConstantBatch"))
 
     def values(self, n_steps):
         return np.full(n_steps, float(self.value))
@@ -262,8 +287,9 @@ class PiecewiseConstantBatch(BatchSchedule):
 
     def __init__(self, boundaries, sizes):
         owner = "PiecewiseConstantBatch"
-        b = _tuple("boundaries", boundaries, owner, lambda n, v: check_int(n, v, owner, low=1))
-        s = _tuple("sizes", sizes, owner, lambda n, v: check_int(n, v, owner, low=1))
+        b = _tuple("boundaries", boundaries, owner,
+                   lambda n, v: check_int(n, v, owner, low=1, high=MAX_STEP))
+        s = _tuple("sizes", sizes, owner, lambda n, v: check_batch_size(n, v, owner))
         if len(s) != len(b) + 1:
             raise ParameterError(
                 f"The 'sizes' parameter of {owner} must have len(boundaries) + 1 = "
@@ -298,7 +324,45 @@ def as_batch_schedule(value, name="batch_size", owner="simulate"):
         return value
     if isinstance(value, dict):
         return schedule_from_dict(value, batch=True)
-    return ConstantBatch(check_int(name, value, owner, low=1))
+    return ConstantBatch(check_batch_size(name, value, owner))
+
+
+def checked_values(schedule, n_steps, name="learning_rate", owner="optimizer"):
+    """``schedule.values(n_steps)`` as a contiguous float64 array, checked.
+
+    The one place the engines call ``values``: the result must have shape exactly
+    ``(n_steps,)`` and finite entries, learning rates ``>= 0``, batch sizes integers in
+    ``[1, 2^53]``. ``name`` and ``owner`` say where the schedule came from (e.g. the
+    'batch_size' parameter of simulate). Raises ParameterError naming the schedule and the
+    first bad index and value.
+    """
+    batch = isinstance(schedule, BatchSchedule)
+    if not batch and not isinstance(schedule, Schedule):
+        raise ParameterError(f"The {name!r} parameter of {owner} must be a schedule. "
+                             f"Got {_short(schedule)} instead.")
+    what = "batch sizes" if batch else "learning rates"
+    req = (f"{n_steps} integer batch sizes in [1, 2^53]" if batch
+           else f"{n_steps} finite learning rates >= 0")
+    head = (f"The {name!r} parameter of {owner} is the schedule {_short(schedule)}, whose "
+            f"values({n_steps}) must return {req}.")
+    raw = schedule.values(n_steps)
+    try:
+        arr = np.asarray(raw, dtype=np.float64)
+    except (TypeError, ValueError, OverflowError):
+        raise ParameterError(f"{head} Got {_short(raw)} instead.") from None
+    if arr.shape != (n_steps,):
+        raise ParameterError(f"{head} Got an array of shape {arr.shape} instead.")
+    bad = ~np.isfinite(arr)
+    if not bad.any():
+        if batch:
+            bad = (arr < 1) | (arr > MAX_BATCH) | (arr != np.round(arr))
+        else:
+            bad = arr < 0
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ParameterError(f"{head} Got {what[:-1]} {float(arr[i])!r} at index {i} "
+                             "instead.")
+    return np.ascontiguousarray(arr)
 
 
 _LR_KINDS = {c.kind: c for c in (Constant, PiecewiseConstant, StepDecay, ExponentialDecay,
@@ -309,9 +373,11 @@ _BATCH_KINDS = {c.kind: c for c in (ConstantBatch, PiecewiseConstantBatch)}
 def schedule_from_dict(d, batch=False):
     """Build a schedule from ``{"kind": ..., **params}`` (inverse of ``to_dict``)."""
     kinds = _BATCH_KINDS if batch else _LR_KINDS
+    if not isinstance(d, dict):
+        raise ParameterError(f"schedule_from_dict needs a dict. Got {type(d).__name__} instead.")
     d = dict(d)
     kind = d.pop("kind", None)
-    if kind not in kinds:
+    if not isinstance(kind, str) or kind not in kinds:
         allowed = ", ".join(repr(k) for k in kinds)
         raise ParameterError(f"The 'kind' of a {'batch' if batch else 'learning-rate'} schedule "
                              f"must be one of {allowed}. Got {kind!r} instead.")

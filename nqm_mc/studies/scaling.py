@@ -12,8 +12,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from scipy import optimize
 
-from nqm_mc.exact.engine import steps_to_target_batch
-from nqm_mc.spec._checks import ParameterError, check_choice, check_int, check_real
+from nqm_mc.exact.engine import _check_model, steps_to_target_batch
+from nqm_mc.spec._checks import MAX_BATCH, ParameterError, check_choice, check_int, check_real
 from nqm_mc.spec.optimizers import SGD, HeavyBall
 
 FAMILIES = ("sgd", "heavy_ball", "ema")
@@ -171,16 +171,37 @@ def tune(model, family, batch_sizes, target, *, preconditioning=0.0, search="gri
     method: "exact" (true first crossing) or "reference" (the notebook's bisection convention).
     """
     owner = "tune"
+    _check_model(model, owner)
     family = check_choice("family", family, owner, FAMILIES)
     search = check_choice("search", search, owner, ("grid", "refine"))
     target = check_real("target", target, owner, low=0.0)
     p = check_real("preconditioning", preconditioning, owner, low=0.0, high=1.0,
                    closed=(True, True))
-    refine_rounds = check_int("refine_rounds", refine_rounds, owner, low=0)
-    bs = np.atleast_1d(np.asarray(batch_sizes))
-    if bs.size == 0 or not np.all(np.isfinite(bs.astype(float))) or np.any(bs < 1):
+    refine_rounds = check_int("refine_rounds", refine_rounds, owner, low=0, high=64)
+    method = check_choice("method", method, owner, ("exact", "reference"))
+    if grid_size is not None:
+        try:
+            gs = tuple(grid_size)
+        except TypeError:
+            gs = ()
+        if len(gs) != 2:
+            raise ParameterError(f"The 'grid_size' parameter of {owner} must be a pair "
+                                 f"(n_alpha, n_second). Got {grid_size!r} instead.")
+        grid_size = (check_int("grid_size[0]", gs[0], owner, low=2, high=10_000),
+                     check_int("grid_size[1]", gs[1], owner, low=2, high=10_000))
+    try:
+        bs = np.atleast_1d(np.asarray(batch_sizes))
+        ok = bs.ndim == 1 and bs.size > 0 and bs.dtype.kind in "iuf" and not any(
+            isinstance(x, (bool, np.bool_)) for x in np.atleast_1d(
+                np.asarray(batch_sizes, dtype=object)).ravel().tolist())
+        bsf = bs.astype(float) if ok else None
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok or not (np.all(np.isfinite(bsf)) and np.all(bsf >= 1) and np.all(bsf <= MAX_BATCH)
+                      and np.all(bsf == np.round(bsf))):
         raise ParameterError(f"The 'batch_sizes' parameter of {owner} must be a non-empty list "
-                             f"of batch sizes >= 1. Got {batch_sizes!r} instead.")
+                             f"of integer batch sizes in [1, 2^53]. Got {batch_sizes!r} "
+                             "instead.")
     alphas, seconds = reference_grid(family, grid_size)
     nB = bs.size
     steps = np.full(nB, np.inf)

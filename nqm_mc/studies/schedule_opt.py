@@ -19,7 +19,15 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import optimize
 
-from nqm_mc.spec._checks import ParameterError, check_int, check_real
+from nqm_mc.exact.engine import _check_model
+from nqm_mc.spec._checks import (
+    MAX_BATCH,
+    MAX_STEP,
+    ParameterError,
+    check_array,
+    check_int,
+    check_real,
+)
 
 LOG_LR_START = -5.0
 
@@ -111,8 +119,16 @@ class OptimalSchedule:
 
 def final_loss(model, batch_size, learning_rates, piece_length, preconditioning=0.0):
     """E[L] after the pieces (for checks); also returns the gradient w.r.t. log rates."""
-    prob = _Problem(model, float(batch_size), float(preconditioning))
-    return prob.loss_and_grad(np.log(np.asarray(learning_rates, float)), int(piece_length))
+    owner = "final_loss"
+    _check_model(model, owner)
+    batch_size = check_real("batch_size", batch_size, owner, low=0.0, high=float(MAX_BATCH),
+                            closed=(False, True))
+    p = check_real("preconditioning", preconditioning, owner, low=0.0, high=1.0,
+                   closed=(True, True))
+    lrs = check_array("learning_rates", learning_rates, owner, low=0.0)
+    ell = check_int("piece_length", piece_length, owner, low=1, high=MAX_STEP)
+    prob = _Problem(model, batch_size, p)
+    return prob.loss_and_grad(np.log(lrs), ell)
 
 
 def optimal_schedule(model, batch_size, target, n_pieces=10, preconditioning=0.0,
@@ -120,9 +136,13 @@ def optimal_schedule(model, batch_size, target, n_pieces=10, preconditioning=0.0
     """Fewest steps to ``target`` for SGD with an optimised n-piece constant schedule:
     bisection over the piece length, optimising the log learning rates at each length."""
     owner = "optimal_schedule"
-    batch_size = check_real("batch_size", batch_size, owner, low=0.0)
+    _check_model(model, owner)
+    batch_size = check_real("batch_size", batch_size, owner, low=0.0, high=float(MAX_BATCH),
+                            closed=(False, True))
     target = check_real("target", target, owner, low=0.0)
-    n_pieces = check_int("n_pieces", n_pieces, owner, low=1)
+    n_pieces = check_int("n_pieces", n_pieces, owner, low=1, high=10_000)
+    max_piece_length = check_int("max_piece_length", max_piece_length, owner, low=1,
+                                 high=MAX_STEP // n_pieces)
     p = check_real("preconditioning", preconditioning, owner, low=0.0, high=1.0,
                    closed=(True, True))
     if model.initial_loss() < target:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from nqm_mc import HeavyBall, expected_loss, simulate
-from nqm_mc import montecarlo as mc
+from nqm_mc.montecarlo import _kernels
 from validation.cases import SMALL, get_cases
 from validation.report import write_report
 from validation.stats import LossLaw, holm, ks_against_law
@@ -70,12 +70,12 @@ def test_loss_law_cumulants_and_ks_power():
 def momentum_applied_twice(monkeypatch):
     """A deliberately broken kernel: heavy-ball trajectories run the Nesterov rule, which adds
     the momentum term to the step a second time (theta -= lr (g + beta m))."""
-    real = mc.K.run_blocks
+    real = _kernels.run_block
 
-    def broken(kind, *args):
-        return real(2 if kind == 1 else kind, *args)
+    def broken(rule, *args):
+        return real(rule._replace(kind=2 if rule.kind == 1 else rule.kind), *args)
 
-    monkeypatch.setattr(mc.K, "run_blocks", broken)
+    monkeypatch.setattr(_kernels, "run_block", broken)
 
 
 def test_suite_fails_with_a_broken_kernel(momentum_applied_twice):

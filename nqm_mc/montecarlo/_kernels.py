@@ -9,9 +9,10 @@ depends on which thread runs a block.
 """
 
 import math
+from typing import NamedTuple
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from nqm_mc.montecarlo._interrupt import stop_requested
 from nqm_mc.montecarlo._rng import (
@@ -25,11 +26,39 @@ from nqm_mc.montecarlo._rng import (
     normals_chunk_f64,
     sample_without_replacement,
 )
+from nqm_mc.spec.codes import (
+    DIVERGED,
+    HIT_DIVERGED,
+    HIT_INTERRUPTED,
+    HIT_NEVER,
+    KIND_ADAGRAD,
+    KIND_ADAM,
+    KIND_HEAVY_BALL,
+    KIND_NESTEROV,
+    KIND_RMSPROP,
+    KIND_SGD,
+    NOISE_GAUSSIAN,
+    NOISE_STUDENT_T,
+)
 
-KIND_SGD, KIND_HEAVY_BALL, KIND_NESTEROV = 0, 1, 2
-KIND_ADAM, KIND_RMSPROP, KIND_ADAGRAD, KIND_SIGN = 3, 4, 5, 6
-NOISE_GAUSSIAN, NOISE_STUDENT_T, NOISE_FINITE = 0, 1, 2
-DIVERGED = 1e300
+
+class Work(NamedTuple):
+    """One trajectory's state and scratch (allocated once per block, reused by its
+    trajectories). d is the number of directions, R of records."""
+
+    theta: np.ndarray  #: (d,) parameters
+    m: np.ndarray  #: (d,) momentum, or Adam's first moment
+    ema: np.ndarray  #: (d,) iterate average (the readout with EMA)
+    v: np.ndarray  #: (d,) second moment of the adaptive rules (size 0 on the fast path)
+    g: np.ndarray  #: (d,) the stochastic gradient (general path; size 0 otherwise)
+    perm: np.ndarray  #: (n,) permutation of the finite-data examples (size 0 otherwise)
+    z: np.ndarray  #: noise buffer, at least max(d, 4 CHUNK) + 4
+    q: np.ndarray  #: float64 scratch of one loss chunk
+    lw: np.ndarray  #: (WINDOW, 32) per-step partial loss sums of a window (theta, readout)
+    ws: np.ndarray  #: (4, CHUNK) uint32 generator words
+    rec_loss: np.ndarray  #: (R,) readout loss at the recorded steps
+    rec_theta: np.ndarray  #: (R,) loss at theta at the recorded steps
+    rec_band: np.ndarray  #: (R, n_bands) per-band sums of the readout's square
 
 
 @njit(cache=True, error_model="numpy")
@@ -46,14 +75,19 @@ def half_quadratic(h, x, q):
 
 
 @njit(cache=True, error_model="numpy")
-def _update(kind, has_ema, a, b, lr, isb, beta, gamma, theta, m, ema, z, lo, n):
-    """Update directions lo .. lo + n - 1 with the noise z[0:n] (one SIMD loop per rule). The
-    stochastic gradient is h^-p (h theta + sqrt(c / B) z) = a theta + b z / sqrt(B) with
-    a = h^(1-p), b = h^-p sqrt(c)."""
-    th = theta[lo:]
-    mm = m[lo:]
-    aa = a[lo:]
-    bb = b[lo:]
+def _update(rule, dirs, lr, isb, work, lo, n):
+    """Update directions lo .. lo + n - 1 of ``work`` with the noise work.z[0:n] (one SIMD
+    loop per rule). The stochastic gradient is h^-p (h theta + sqrt(c / B) z)
+    = a theta + b z / sqrt(B) with a = h^(1-p), b = h^-p sqrt(c) (dirs.coef_a, dirs.coef_b).
+    """
+    kind = rule.kind
+    beta = rule.beta
+    gamma = rule.gamma
+    z = work.z
+    th = work.theta[lo:]
+    mm = work.m[lo:]
+    aa = dirs.coef_a[lo:]
+    bb = dirs.coef_b[lo:]
     if kind == KIND_SGD:
         for i in range(n):
             g = aa[i] * th[i] + bb[i] * isb * z[i]
@@ -70,8 +104,8 @@ def _update(kind, has_ema, a, b, lr, isb, beta, gamma, theta, m, ema, z, lo, n):
             mi = beta * mm[i] + g
             mm[i] = mi
             th[i] = th[i] - lr * (g + beta * mi)
-    if has_ema:
-        em = ema[lo:]
+    if rule.has_ema:
+        em = work.ema[lo:]
         for i in range(n):
             em[i] = gamma * em[i] + (1.0 - gamma) * th[i]
 
@@ -272,17 +306,25 @@ WINDOW = 64  # steps advanced per pass over a chunk of directions (see _window)
 
 
 @njit(cache=True, error_model="numpy")
-def _window(kind, has_ema, a, b, h, lr_t, isb_t, beta, gamma, theta, m, ema, z, q, ws,
-            t0, w, shi, k0, k1, use_f32, lw, record, r0, run_start, run_band, rec_band):
+def _window(rule, dirs, sched, rec, work, run_start, run_band, key, t0, w, r0):
     """Advance one trajectory by steps t0 .. t0 + w - 1, one chunk of directions at a time.
 
     The directions of the NQM evolve independently, so each chunk (its state, coefficients
     and noise: a few kB, L1-resident) goes through all w steps before the next chunk is
     touched; the state crosses the memory hierarchy once per window, not once per step.
-    lw[s, 0:16] (lw[s, 16:32] for the readout) receive the partial sums of h theta^2 after
-    step t0 + s, chunk after chunk (_add_hsq16): the same operations in the same order as
-    half_quadratic over all directions. Recorded steps in the window (record[r0:]) get
-    their per-band sums of the readout's square, again in index order."""
+    work.lw[s, 0:16] (lw[s, 16:32] for the readout) receive the partial sums of h theta^2
+    after step t0 + s, chunk after chunk (_add_hsq16): the same operations in the same order
+    as half_quadratic over all directions. Recorded steps in the window (rec.steps[r0:]) get
+    their per-band sums of the readout's square, again in index order. ``key`` is the
+    trajectory's generator key (seed_hi, seed_lo, trajectory id) as uint32."""
+    shi, k0, k1 = key
+    use_f32 = dirs.single
+    theta = work.theta
+    readout = work.ema if rule.has_ema else work.theta
+    lw = work.lw
+    z = work.z
+    ws = work.ws
+    record = rec.steps
     d = theta.shape[0]
     gen = 4 * CHUNK if use_f32 else 2 * CHUNK  # normals per generator call
     per = loss_chunk(use_f32)
@@ -303,111 +345,120 @@ def _window(kind, has_ema, a, b, h, lr_t, isb_t, beta, gamma, theta, m, ema, z, 
                 else:
                     normals_chunk_f64((lo + sub) // 2, (nn + 1) // 2, np.uint32(t),
                                       np.uint32(PURPOSE_GRADIENT), shi, k0, k1, ws, z[sub:])
-            _update(kind, has_ema, a, b, lr_t[t], isb_t[t], beta, gamma, theta, m, ema, z, lo,
-                    n)
-            _add_hsq16(h, theta, lo, n, lw[s, 0:16], q)
-            if has_ema:
-                _add_hsq16(h, ema, lo, n, lw[s, 16:32], q)
+            _update(rule, dirs, sched.learning_rate[t], sched.inv_sqrt_batch[t], work, lo, n)
+            _add_hsq16(dirs.h, theta, lo, n, lw[s, 0:16], work.q)
+            if rule.has_ema:
+                _add_hsq16(dirs.h, work.ema, lo, n, lw[s, 16:32], work.q)
             if r < R and record[r] == t + 1:
-                _band_sums(ema if has_ema else theta, lo, lo + n, run_start, run_band,
-                           rec_band[r])
+                _band_sums(readout, lo, lo + n, run_start, run_band, work.rec_band[r])
                 r += 1
 
 
 @njit(cache=True, error_model="numpy")
-def _start(h, mu0, sd0, shi, k0, k1, target, record, run_start, run_band, theta, m, ema, z, q,
-           ws, rec_loss, rec_theta, rec_band, use_f32):
+def _start(dirs, rec, work, run_start, run_band, key):
     """A trajectory's initial state theta(0) = mu0 + sd0 z (its own PURPOSE_INITIAL normals),
     m = 0, ema = theta, and step 0's loss, hit and record. Returns (loss, hit, next record)."""
+    shi, k0, k1 = key
+    h = dirs.h
+    theta = work.theta
     d = h.shape[0]
-    if use_f32:
-        fill_normals_f32(z, d, np.uint32(0), np.uint32(PURPOSE_INITIAL), shi, k0, k1, ws)
+    if dirs.single:
+        fill_normals_f32(work.z, d, np.uint32(0), np.uint32(PURPOSE_INITIAL), shi, k0, k1,
+                         work.ws)
     else:
-        fill_normals_f64(z, d, np.uint32(0), np.uint32(PURPOSE_INITIAL), shi, k0, k1, ws)
+        fill_normals_f64(work.z, d, np.uint32(0), np.uint32(PURPOSE_INITIAL), shi, k0, k1,
+                         work.ws)
     for i in range(d):
-        theta[i] = mu0[i] + sd0[i] * z[i]
-        m[i] = 0.0
-        ema[i] = theta[i]
-    loss = half_quadratic(h, theta, q)
-    hit = 0 if loss < target else -1
+        theta[i] = dirs.mu0[i] + dirs.sd0[i] * work.z[i]
+        work.m[i] = 0.0
+        work.ema[i] = theta[i]
+    loss = half_quadratic(h, theta, work.q)
+    hit = 0 if loss < rec.target else HIT_NEVER
     r = 0
-    if record[0] == 0:
-        rec_loss[0] = loss
-        rec_theta[0] = loss
-        per = loss_chunk(use_f32)
+    if rec.steps[0] == 0:
+        work.rec_loss[0] = loss
+        work.rec_theta[0] = loss
+        per = loss_chunk(dirs.single)
         for lo in range(0, d, per):
-            _band_sums(theta, lo, min(d, lo + per), run_start, run_band, rec_band[0])
+            _band_sums(theta, lo, min(d, lo + per), run_start, run_band, work.rec_band[0])
         r = 1
     return loss, hit, r
 
 
 @njit(cache=True, error_model="numpy")
-def _trajectory(kind, has_ema, h, a, b, mu0, sd0, lr_t, isb_t, beta, gamma, seed_lo,
-                seed_hi, traj, record, target, run_start, run_band, theta, m, ema, z, q, lw, ws,
-                rec_loss, rec_theta, rec_band, use_f32, stop):
-    """Run one trajectory; write its readout loss, theta loss and per-band sums of the readout's
-    square at the recorded steps. Returns (hitting time or -1, step of divergence or -1,
-    number of records written: R unless ``stop`` was raised, checked once per window).
-    A window in which the loss overflows is cut at its first diverged step."""
+def _fill_diverged(work, r):
+    """Mark records r .. R - 1 of a diverged trajectory (inf); returns R."""
+    R = work.rec_loss.shape[0]
+    while r < R:
+        work.rec_loss[r] = np.inf
+        work.rec_theta[r] = np.inf
+        r += 1
+    return r
+
+
+@njit(cache=True, error_model="numpy")
+def _trajectory(rule, dirs, sched, rec, work, run_start, run_band, key, stop):
+    """Run one trajectory (linear rules, Gaussian noise) window by window; write its readout
+    loss, theta loss and per-band sums of the readout's square at the recorded steps into
+    ``work``. Returns (hitting time or -1, step of divergence or -1, number of records written:
+    R unless ``stop`` was raised, checked once per window). A window in which the loss
+    overflows is cut at its first diverged step."""
+    record = rec.steps
     R = record.shape[0]
     T = record[R - 1]
-    k0 = np.uint32(seed_lo)
-    k1 = np.uint32(traj)
-    shi = np.uint32(seed_hi)
-    loss, hit, r = _start(h, mu0, sd0, shi, k0, k1, target, record, run_start, run_band, theta,
-                          m, ema, z, q, ws, rec_loss, rec_theta, rec_band, use_f32)
+    lw = work.lw
+    loss, hit, r = _start(dirs, rec, work, run_start, run_band, key)
     div = -1
     t0 = 0
     while t0 < T:
         if stop_requested(stop) != 0:
             break
         w = min(WINDOW, T - t0)
-        _window(kind, has_ema, a, b, h, lr_t, isb_t, beta, gamma, theta, m, ema, z, q, ws,
-                t0, w, shi, k0, k1, use_f32, lw, record, r, run_start, run_band, rec_band)
+        _window(rule, dirs, sched, rec, work, run_start, run_band, key, t0, w, r)
         for s in range(w):
             t = t0 + s + 1
             loss_th = _total16(lw[s, 0:16])
-            loss = _total16(lw[s, 16:32]) if has_ema else loss_th
+            loss = _total16(lw[s, 16:32]) if rule.has_ema else loss_th
             if not (loss < DIVERGED and loss_th < DIVERGED):
                 div = t
                 break
-            if hit < 0 and loss < target:
+            if hit < 0 and loss < rec.target:
                 hit = t
             if r < R and record[r] == t:
-                rec_loss[r] = loss
-                rec_theta[r] = loss_th
+                work.rec_loss[r] = loss
+                work.rec_theta[r] = loss_th
                 r += 1
         if div >= 0:
-            while r < R:
-                rec_loss[r] = np.inf
-                rec_theta[r] = np.inf
-                r += 1
+            r = _fill_diverged(work, r)
             break
         t0 += w
     return hit, div, r
 
 
 @njit(cache=True, error_model="numpy")
-def _noise(noise_kind, nu, data, perm, batch, z, d, step, shi, k0, k1, ws, use_f32):
-    """z[0:d] <- the step's unit-variance gradient noise (of z / sqrt(B) per direction).
+def _noise(law, batch, work, d, step, key, single):
+    """work.z[0:d] <- the step's unit-variance gradient noise (of z / sqrt(B) per direction).
     Gaussian: the fast path's normals, bit for bit. Student-t: see _rng.fill_student_t.
     Finite data: a batch of B of the n standardised per-example rows, drawn without
     replacement; z = sqrt(B) f mean_batch(row), f = sqrt((n - 1) / (n - B)) the inverse finite
     population correction, so that z has unit variance like the Gaussian case."""
-    if noise_kind == NOISE_GAUSSIAN:
-        if use_f32:
-            fill_normals_f32(z, d, step, np.uint32(PURPOSE_GRADIENT), shi, k0, k1, ws)
+    shi, k0, k1 = key
+    z = work.z
+    if law.code == NOISE_GAUSSIAN:
+        if single:
+            fill_normals_f32(z, d, step, np.uint32(PURPOSE_GRADIENT), shi, k0, k1, work.ws)
         else:
-            fill_normals_f64(z, d, step, np.uint32(PURPOSE_GRADIENT), shi, k0, k1, ws)
-    elif noise_kind == NOISE_STUDENT_T:
-        fill_student_t(z, d, step, shi, k0, k1, nu)
+            fill_normals_f64(z, d, step, np.uint32(PURPOSE_GRADIENT), shi, k0, k1, work.ws)
+    elif law.code == NOISE_STUDENT_T:
+        fill_student_t(z, d, step, shi, k0, k1, law.nu)
     else:
+        perm = work.perm
         n = perm.shape[0]
         sample_without_replacement(perm, batch, step, shi, k0, k1)
         for i in range(d):
             z[i] = 0.0
         for j in range(batch):
-            row = data[perm[j]]
+            row = law.data[perm[j]]
             for i in range(d):
                 z[i] += row[i]
         f = math.sqrt((n - 1.0) / (n - batch)) / math.sqrt(float(batch))
@@ -466,42 +517,42 @@ def apply_rule(kind, lr, beta, beta2, eps, t, theta, m, v, g):
 
 
 @njit(cache=True, error_model="numpy")
-def _trajectory_general(kind, has_ema, h, a, b, mu0, sd0, lr_t, isb_t, bsz_t, beta, gamma,
-                        extra, noise_kind, data, seed_lo, seed_hi, traj, record, target,
-                        run_start, run_band, theta, m, v, ema, z, g, perm, q, ws, rec_loss,
-                        rec_theta, rec_band, use_f32, stop):
+def _trajectory_general(rule, dirs, sched, law, rec, work, run_start, run_band, key, stop):
     """_trajectory for every rule (adaptive ones, clipping) and every noise law, one full pass
     over the directions per step (clipping needs the whole gradient's norm first). The same
     initial state and, for Gaussian noise, the same normals as the fast path. ``stop`` is
     checked before every step."""
+    h = dirs.h
+    a = dirs.coef_a
+    b = dirs.coef_b
+    theta = work.theta
+    ema = work.ema
+    g = work.g
+    z = work.z
+    q = work.q
+    record = rec.steps
     d = h.shape[0]
     R = record.shape[0]
     T = record[R - 1]
-    k0 = np.uint32(seed_lo)
-    k1 = np.uint32(traj)
-    shi = np.uint32(seed_hi)
-    beta2 = extra[0]
-    eps = extra[1]
-    clip = extra[2]
-    nu = extra[3]
-    loss, hit, r = _start(h, mu0, sd0, shi, k0, k1, target, record, run_start, run_band, theta,
-                          m, ema, z, q, ws, rec_loss, rec_theta, rec_band, use_f32)
+    has_ema = rule.has_ema
+    gamma = rule.gamma
+    loss, hit, r = _start(dirs, rec, work, run_start, run_band, key)
     div = -1
     for i in range(d):
-        v[i] = 0.0
-    for j in range(perm.shape[0]):
-        perm[j] = j
-    per = loss_chunk(use_f32)
+        work.v[i] = 0.0
+    for j in range(work.perm.shape[0]):
+        work.perm[j] = j
+    per = loss_chunk(dirs.single)
     for t in range(T):
         if stop_requested(stop) != 0:
             break
-        _noise(noise_kind, nu, data, perm, bsz_t[t], z, d, np.uint32(t), shi, k0, k1, ws,
-               use_f32)
-        isb = isb_t[t]
+        _noise(law, sched.batch[t], work, d, np.uint32(t), key, dirs.single)
+        isb = sched.inv_sqrt_batch[t]
         for i in range(d):  # the (fixed-preconditioned) stochastic gradient a theta + b z / sqrt(B)
             g[i] = a[i] * theta[i] + b[i] * isb * z[i]
-        clip_to_norm(g, clip)
-        apply_rule(kind, lr_t[t], beta, beta2, eps, t, theta, m, v, g)
+        clip_to_norm(g, rule.clip)
+        apply_rule(rule.kind, sched.learning_rate[t], rule.beta, rule.beta2, rule.eps, t, theta,
+                   work.m, work.v, g)
         if has_ema:
             for i in range(d):
                 ema[i] = gamma * ema[i] + (1.0 - gamma) * theta[i]
@@ -509,114 +560,119 @@ def _trajectory_general(kind, has_ema, h, a, b, mu0, sd0, lr_t, isb_t, bsz_t, be
         loss = half_quadratic(h, ema, q) if has_ema else loss_th
         if not (loss < DIVERGED and loss_th < DIVERGED):
             div = t + 1
-            while r < R:
-                rec_loss[r] = np.inf
-                rec_theta[r] = np.inf
-                r += 1
+            r = _fill_diverged(work, r)
             break
-        if hit < 0 and loss < target:
+        if hit < 0 and loss < rec.target:
             hit = t + 1
         if r < R and record[r] == t + 1:
-            rec_loss[r] = loss
-            rec_theta[r] = loss_th
+            work.rec_loss[r] = loss
+            work.rec_theta[r] = loss_th
             for lo in range(0, d, per):
                 _band_sums(ema if has_ema else theta, lo, min(d, lo + per), run_start,
-                           run_band, rec_band[r])
+                           run_band, work.rec_band[r])
             r += 1
     return hit, div, r
 
 
-@njit(cache=True, error_model="numpy", parallel=True, nogil=True)
-def run_blocks(kind, has_ema, h, coef_a, coef_b, mu0, sd0, lr_t, isb_t, beta, gamma, general,
-               extra, noise_kind, data, bsz_t, seed_lo, seed_hi, first_block, n_blocks,
-               block_size, n_runs, record, target, band, n_bands, hist_lo, hist_inv_width,
-               use_f32, dtype_probe, keep_paths,
-               out_count, out_mean, out_m2, out_theta_mean, out_band, out_hist, out_div,
-               out_hit, out_paths, out_records, stop):
-    """Simulate blocks first_block .. first_block + n_blocks - 1 (trajectory ids
-    block * block_size + j, j < block_size, below n_runs).
+@njit(cache=True, error_model="numpy")
+def _new_work(rule, dirs, law, n_records, n_bands):
+    """A block's Work buffers for the state's dtype and the kernel's path."""
+    d = dirs.h.shape[0]
+    general = rule.general
+    ft = dirs.coef_a.dtype
+    # positional, in the order of Work's fields
+    return Work(np.empty(d, ft), np.empty(d, ft), np.empty(d, ft),
+                np.empty(d if general else 0, ft), np.empty(d if general else 0, ft),
+                np.empty(law.data.shape[0], np.int64),
+                np.empty(max(d, 4 * CHUNK) + 4, ft), np.empty(loss_chunk(dirs.single)),
+                np.empty((WINDOW, 32)), np.empty((4, CHUNK), np.uint32),
+                np.empty(n_records), np.empty(n_records),
+                np.zeros((n_records, n_bands)))
 
-    Per block b (row b - first_block of each output): Welford count/mean/M2 of the finite
-    readout losses per recorded step, the mean theta loss, per-band sums of the readout's
-    square, a histogram of log10(loss) and the number of diverged trajectories. out_hit
-    receives each trajectory's hitting time (-1 never, -2 diverged first); out_paths the
-    recorded losses of the first ``keep_paths`` trajectories overall.
+
+@njit(cache=True, error_model="numpy")
+def _accumulate(out, bb, work, done, hist_lo, hist_inv_width):
+    """Add one trajectory's records 0 .. done - 1 to block bb's statistics: Welford count,
+    mean and M2 of the finite readout losses, mean theta loss, band sums, the histogram of
+    log10(loss); a diverged record counts in ``diverged`` instead."""
+    nh = out.hist.shape[2]
+    n_bands = work.rec_band.shape[1]
+    for r in range(done):
+        x = work.rec_loss[r]
+        if not (x < DIVERGED):
+            out.diverged[bb, r] += 1
+            continue
+        c = out.count[bb, r] + 1.0
+        delta = x - out.mean[bb, r]
+        out.mean[bb, r] += delta / c
+        out.m2[bb, r] += delta * (x - out.mean[bb, r])
+        out.count[bb, r] = c
+        out.theta_mean[bb, r] += (work.rec_theta[r] - out.theta_mean[bb, r]) / c
+        for q in range(n_bands):
+            out.band[bb, r, q] += work.rec_band[r, q]
+        if x > 0.0:
+            k = int(math.floor((math.log10(x) - hist_lo) * hist_inv_width))
+        else:
+            k = 0
+        if k < 0:
+            k = 0
+        elif k >= nh:
+            k = nh - 1
+        out.hist[bb, r, k] += 1
+
+
+@njit(cache=True, error_model="numpy", nogil=True)
+def run_block(rule, dirs, sched, law, rec, stream, b, bb, block_size, n_runs, keep_paths,
+              run_start, run_band, out, stop):
+    """Simulate block b: trajectory ids b * block_size + j, j < block_size, below n_runs.
+
+    The first six arguments are the fields of a lowering.KernelInput (rule, directions,
+    schedule, noise law, recording, stream); (run_start, run_band) = band_runs(dirs.band).
+    The kernel releases the GIL: the driver runs blocks on a pool of threads, each block
+    writing only its own row bb of ``out`` (a lowering.Statistics) and its own trajectories'
+    entries, so the results do not depend on the scheduling.
+
+    Row bb receives: Welford count/mean/M2 of the finite readout losses per recorded step,
+    the mean theta loss, per-band sums of the readout's square, a histogram of log10(loss)
+    and the number of diverged trajectories. out.hits[traj - first] receives each
+    trajectory's hitting time (-1 never, -2 diverged first), where first = (b - bb)
+    block_size; out.paths the recorded losses of the first ``keep_paths`` trajectories
+    overall.
 
     ``stop`` (one int64, polled once per window of steps) ends the call early: a trajectory
     then contributes its records before the stop, one not yet started contributes nothing.
-    out_records receives each trajectory's number of records written (R when it finished);
+    out.records receives each trajectory's number of records written (R when it finished);
     its hitting time is -3 when it stopped early without having hit.
     """
-    d = h.shape[0]
-    R = record.shape[0]
-    nh = out_hist.shape[2]
-    run_start, run_band = band_runs(band)
-    for bb in prange(n_blocks):
-        b = first_block + bb
-        theta = np.empty(d, dtype_probe.dtype)
-        m = np.empty(d, dtype_probe.dtype)
-        ema = np.empty(d, dtype_probe.dtype)
-        v = np.empty(d if general else 0, dtype_probe.dtype)
-        g = np.empty(d if general else 0, dtype_probe.dtype)
-        perm = np.empty(data.shape[0], np.int64)
-        z = np.empty(max(d, 4 * CHUNK) + 4, dtype_probe.dtype)
-        lw = np.empty((WINDOW, 32))
-        qbuf = np.empty(loss_chunk(use_f32))
-        ws = np.empty((4, CHUNK), np.uint32)
-        rec_loss = np.empty(R)
-        rec_theta = np.empty(R)
-        rec_band = np.zeros((R, n_bands))
-        for j in range(block_size):
-            traj = b * block_size + j
-            if traj >= n_runs:
-                break
-            slot = traj - first_block * block_size
-            if stop_requested(stop) != 0:
-                out_hit[slot] = -3
-                out_records[slot] = 0
-                continue
+    R = rec.steps.shape[0]
+    first = b - bb
+    work = _new_work(rule, dirs, law, R, rec.n_bands)
+    for j in range(block_size):
+        traj = b * block_size + j
+        if traj >= n_runs:
+            break
+        slot = traj - first * block_size
+        if stop_requested(stop) != 0:
+            out.hits[slot] = HIT_INTERRUPTED
+            out.records[slot] = 0
+            continue
+        for r in range(R):
+            for q in range(rec.n_bands):
+                work.rec_band[r, q] = 0.0
+        key = (np.uint32(stream.seed_hi), np.uint32(stream.seed_lo), np.uint32(traj))
+        if rule.general:
+            hit, div, done = _trajectory_general(rule, dirs, sched, law, rec, work, run_start,
+                                                 run_band, key, stop)
+        else:
+            hit, div, done = _trajectory(rule, dirs, sched, rec, work, run_start, run_band, key,
+                                         stop)
+        if div >= 0 and (hit < 0 or hit > div):
+            hit = HIT_DIVERGED
+        elif done < R and hit < 0:
+            hit = HIT_INTERRUPTED
+        out.hits[slot] = hit
+        out.records[slot] = done
+        if traj < keep_paths:
             for r in range(R):
-                for q in range(n_bands):
-                    rec_band[r, q] = 0.0
-            if general:
-                hit, div, done = _trajectory_general(
-                    kind, has_ema, h, coef_a, coef_b, mu0, sd0, lr_t, isb_t, bsz_t, beta, gamma,
-                    extra, noise_kind, data, seed_lo, seed_hi, traj, record, target, run_start,
-                    run_band, theta, m, v, ema, z, g, perm, qbuf, ws, rec_loss, rec_theta,
-                    rec_band, use_f32, stop)
-            else:
-                hit, div, done = _trajectory(
-                    kind, has_ema, h, coef_a, coef_b, mu0, sd0, lr_t, isb_t, beta, gamma,
-                    seed_lo, seed_hi, traj, record, target, run_start, run_band, theta, m, ema,
-                    z, qbuf, lw, ws, rec_loss, rec_theta, rec_band, use_f32, stop)
-            if div >= 0 and (hit < 0 or hit > div):
-                hit = -2
-            elif done < R and hit < 0:
-                hit = -3
-            out_hit[slot] = hit
-            out_records[slot] = done
-            if traj < keep_paths:
-                for r in range(R):
-                    out_paths[traj, r] = rec_loss[r] if r < done else np.nan
-            for r in range(done):
-                x = rec_loss[r]
-                if not (x < DIVERGED):
-                    out_div[bb, r] += 1
-                    continue
-                c = out_count[bb, r] + 1.0
-                delta = x - out_mean[bb, r]
-                out_mean[bb, r] += delta / c
-                out_m2[bb, r] += delta * (x - out_mean[bb, r])
-                out_count[bb, r] = c
-                out_theta_mean[bb, r] += (rec_theta[r] - out_theta_mean[bb, r]) / c
-                for q in range(n_bands):
-                    out_band[bb, r, q] += rec_band[r, q]
-                if x > 0.0:
-                    k = int(math.floor((math.log10(x) - hist_lo) * hist_inv_width))
-                else:
-                    k = 0
-                if k < 0:
-                    k = 0
-                elif k >= nh:
-                    k = nh - 1
-                out_hist[bb, r, k] += 1
+                out.paths[traj, r] = work.rec_loss[r] if r < done else np.nan
+        _accumulate(out, bb, work, done, rec.hist_lo, rec.hist_inv_width)

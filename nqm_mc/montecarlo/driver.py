@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numba
@@ -26,7 +27,13 @@ import numpy as np
 from nqm_mc.exact.engine import _check_model
 from nqm_mc.montecarlo import _interrupt
 from nqm_mc.montecarlo import _kernels as K
-from nqm_mc.montecarlo._rng import split_seed
+from nqm_mc.montecarlo.lowering import (
+    HIST_BINS_PER_DECADE,
+    KernelInput,
+    lower,
+    n_hist_bins,
+    new_statistics,
+)
 from nqm_mc.results import SimulationResult, provenance
 from nqm_mc.spec._checks import (
     MAX_STEP,
@@ -37,14 +44,14 @@ from nqm_mc.spec._checks import (
     check_real,
     check_steps,
 )
-from nqm_mc.spec.noise import NOISE_FINITE, as_noise
+from nqm_mc.spec.codes import NOISE_FINITE
+from nqm_mc.spec.noise import as_noise
 from nqm_mc.spec.optimizers import Optimizer
-from nqm_mc.spec.schedules import as_batch_schedule, checked_values
+from nqm_mc.spec.schedules import as_batch_schedule
 
 __all__ = ["simulate", "simulate_many", "record_steps"]
 
 QUANTILE_LEVELS = np.array([0.05, 0.25, 0.5, 0.75, 0.95])
-HIST_DECADES_BELOW, HIST_DECADES_ABOVE, HIST_BINS_PER_DECADE = 10, 4, 100
 STAT_GROUP = 16  # statistics are accumulated over fixed groups of 16 trajectory ids
 
 
@@ -72,7 +79,7 @@ def record_steps(n_steps, record="all", n_records=100):
 
 
 # a recorded step costs at least its histogram row of the accumulator (int64 bins)
-_RECORD_BYTES = 8 * (HIST_DECADES_BELOW + HIST_DECADES_ABOVE) * HIST_BINS_PER_DECADE
+_RECORD_BYTES = 8 * n_hist_bins()
 _RECORD_HINT = ("Record a sparse set of steps (record='log', an int k for every k steps, or an "
                 "array of steps).")
 
@@ -81,7 +88,7 @@ def _job_bytes(model, n_steps, n_runs, R, keep_paths, block_size, n_bands, threa
     """Rough upper estimate of what a simulation allocates: per-step schedules, per-record
     statistics (the accumulator and the parts of one wave of blocks, histograms included),
     kept paths, hitting times, per-direction arrays and a FiniteData training set."""
-    nh = (HIST_DECADES_BELOW + HIST_DECADES_ABOVE) * HIST_BINS_PER_DECADE
+    nh = n_hist_bins()
     nt = threads or numba.get_num_threads()
     n_blocks = -(-n_runs // STAT_GROUP)
     nb = min(n_blocks, max(-(-block_size // STAT_GROUP), 8 * nt))
@@ -105,25 +112,6 @@ def _merge(count, mean, m2, c, mu, s):
         new_m2 = m2 + s + delta * delta * count * frac
     keep = c > 0
     return tot, np.where(keep, new_mean, mean), np.where(keep, new_m2, m2)
-
-
-def _prepare(model, optimizer, batch_size, n_steps, dtype, n_bands):
-    h, c, mu0, v0 = model.expand()
-    p = optimizer.preconditioning
-    ft = np.float32 if dtype == "float32" else np.float64
-    batch = as_batch_schedule(batch_size, "batch_size", "simulate")
-    T = max(n_steps, 1)
-    lr_t = checked_values(optimizer.learning_rate, T, "learning_rate", "simulate")
-    isb_t = 1.0 / np.sqrt(checked_values(batch, T, "batch_size", "simulate"))
-    labels, edges = model.curvature_groups(n_bands)
-    band = np.repeat(labels, model.multiplicities).astype(np.int64)
-    # h in float64 for the losses; the gradient's coefficients h^(1-p) (of theta) and
-    # h^-p sqrt(c) (of z / sqrt(B)), mu0 and sd0 in the state's dtype
-    hp = h ** (-p)
-    arrs = [np.ascontiguousarray(h, dtype=np.float64)]
-    arrs += [np.ascontiguousarray(a, dtype=ft) for a in (hp * h, hp * np.sqrt(c), mu0,
-                                                        np.sqrt(v0))]
-    return arrs, np.ascontiguousarray(lr_t, ft), np.ascontiguousarray(isb_t, ft), band, edges
 
 
 def simulate(model, optimizer, batch_size, n_steps, n_runs, *, seed=0, record="log",
@@ -205,7 +193,7 @@ def simulate(model, optimizer, batch_size, n_steps, n_runs, *, seed=0, record="l
     if job.block_size == 16:
         # default: keep every thread busy, but return to Python about once a second (progress,
         # Ctrl-C) -- about 2e8 dimension-steps per call
-        per_group = STAT_GROUP * max(plan.args[2].size, 1) * max(int(job.steps[-1]), 1)
+        per_group = STAT_GROUP * max(plan.inputs.directions.h.size, 1) * max(int(job.steps[-1]), 1)
         wave = int(min(8 * n_threads, max(1, 2e8 // per_group * n_threads)))
         wave = max(n_threads, wave - wave % n_threads)
     start = time.perf_counter()
@@ -222,7 +210,8 @@ def simulate(model, optimizer, batch_size, n_steps, n_runs, *, seed=0, record="l
             for first, nb in ranges:
                 try:
                     part = _interrupt.run_stoppable(
-                        lambda first=first, nb=nb: run_range(plan, first, nb, stop), stop,
+                        lambda first=first, nb=nb: run_range(plan, first, nb, stop, n_threads),
+                        stop,
                         n_threads)
                 except KeyboardInterrupt as err:
                     if getattr(err, "value", None) is not None:
@@ -315,42 +304,23 @@ def _job(model, optimizer, batch_size, n_steps, n_runs, seed, record, n_records,
                             threads, noise), owner,
                  f"{n_steps} steps, {steps.size} recorded steps, {keep_paths} kept paths and "
                  f"{n_runs} runs", _RECORD_HINT + " Keep fewer paths or use fewer runs or steps.")
-    arrs, lr_t, isb_t, band, edges = _prepare(model, optimizer, batch_size, n_steps, dtype,
-                                              n_bands)
+    inputs, edges = lower(model, optimizer, batch_size, n_steps, dtype, noise, seed, steps,
+                          target, n_bands)
+    if noise.code == NOISE_FINITE and inputs.schedule.batch.max() >= noise.n:
+        raise ParameterError(f"The 'batch_size' parameter of {owner} must stay below the "
+                             f"dataset size n = {noise.n} of FiniteData (minibatches are "
+                             f"drawn without replacement). Got {int(inputs.schedule.batch.max())}"
+                             " instead.")
     spec = {"model": model.to_dict(), "optimizer": optimizer.to_dict(),
             "batch_size": batch_size if isinstance(batch_size, int) else
             as_batch_schedule(batch_size).to_dict(),
             "n_steps": n_steps, "n_runs": n_runs, "seed": seed, "record": steps.tolist(),
             "target": target, "dtype": dtype, "keep_paths": keep_paths, "n_bands": n_bands,
             "noise": noise.to_dict()}
-    L0 = min(max(model.initial_loss(), 1e-300), 1e300)  # finite histogram range
-    hist_lo = np.log10(L0) - HIST_DECADES_BELOW
-    nh = (HIST_DECADES_BELOW + HIST_DECADES_ABOVE) * HIST_BINS_PER_DECADE
     n_blocks = -(-n_runs // STAT_GROUP)
-    R = steps.size
-    ft = np.float32 if dtype == "float32" else np.float64
-    general = not optimizer.is_linear or noise.code != 0
-    bsz_t = checked_values(as_batch_schedule(batch_size), max(n_steps, 1), "batch_size",
-                           owner).astype(np.int64)
-    data = np.zeros((0, 0), ft)
-    if noise.code == NOISE_FINITE:
-        if bsz_t.max() >= noise.n:
-            raise ParameterError(f"The 'batch_size' parameter of {owner} must stay below the "
-                                 f"dataset size n = {noise.n} of FiniteData (minibatches are "
-                                 f"drawn without replacement). Got {int(bsz_t.max())} instead.")
-        data = noise.examples(arrs[0].size, ft)
-    beta, beta2, eps = optimizer.kernel_params
-    extra = np.array([beta2, eps, optimizer.clip_norm or 0.0,
-                      getattr(noise, "nu", 0.0)], np.float64)
-    plan = Plan(
-        args=(optimizer.kind_code, optimizer.ema is not None, *arrs, lr_t, isb_t, ft(beta),
-              ft(optimizer.ema if optimizer.ema is not None else 0.0), general, extra,
-              noise.code, data, bsz_t, *split_seed(seed)),
-        tail=(steps, -np.inf if target is None else target, band, n_bands, hist_lo,
-              float(HIST_BINS_PER_DECADE), dtype == "float32", np.zeros(1, ft)),
-        n_runs=n_runs, keep_paths=keep_paths, R=R, n_bands=n_bands, nh=nh)
-    return Job(plan, spec, steps, band, n_bands, hist_lo, edges, target, keep_paths, n_runs,
-               n_blocks, block_size, threads)
+    plan = Plan(inputs=inputs, n_runs=n_runs, keep_paths=keep_paths)
+    return Job(plan, spec, steps, inputs.directions.band, n_bands, inputs.recording.hist_lo,
+               edges, target, keep_paths, n_runs, n_blocks, block_size, threads)
 
 
 def _finish(job, acc, interrupt, start, executor=None, n_threads=None):
@@ -404,50 +374,63 @@ class Job:
 class Plan:
     """Everything a worker needs to simulate any range of statistic groups (picklable)."""
 
-    args: tuple  # kernel arguments before the block range
-    tail: tuple  # kernel arguments after n_runs, before keep_paths
+    inputs: KernelInput  # the specifications, lowered (see nqm_mc.montecarlo.lowering)
     n_runs: int
     keep_paths: int
-    R: int
-    n_bands: int
-    nh: int
+
+    @property
+    def n_records(self):
+        return self.inputs.recording.steps.size
+
+    @property
+    def n_bands(self):
+        return self.inputs.recording.n_bands
 
 
-def run_range(plan, first, nb, stop=None):
+def run_range(plan, first, nb, stop=None, threads=None):
     """Simulate statistic groups first .. first + nb - 1 (trajectories 16 first ..) and return
     their mergeable statistics: per group count/mean/M2/theta/band sums (floats, merged by the
     caller in group order), histogram and divergence counts (integers, summed), hitting times,
     the number of records each trajectory reached (R when finished) and the kept paths of the
-    range's trajectories. ``stop`` (see :mod:`nqm_mc._interrupt`) ends the kernel early."""
-    R, nbd = plan.R, plan.n_bands
-    oc, om, om2, oth = (np.zeros((nb, R)) for _ in range(4))
-    ob = np.zeros((nb, R, nbd))
-    oh = np.zeros((nb, R, plan.nh), np.int64)
-    od = np.zeros((nb, R), np.int64)
+    range's trajectories. ``stop`` (see :mod:`nqm_mc._interrupt`) ends the kernel early.
+    The groups run on ``threads`` threads (default: numba's thread count)."""
     lo = first * STAT_GROUP
     hi = min((first + nb) * STAT_GROUP, plan.n_runs)
-    ohit = np.full(hi - lo, -1, np.int64)
-    orec = np.zeros(hi - lo, np.int64)
-    paths = np.zeros((plan.keep_paths, R))
-    K.run_blocks(*plan.args, first, nb, STAT_GROUP, plan.n_runs, *plan.tail, plan.keep_paths,
-                 oc, om, om2, oth, ob, oh, od, ohit, paths, orec,
-                 _interrupt.new_flag() if stop is None else stop)
+    out = new_statistics(nb, plan.n_records, plan.n_bands, hi - lo, plan.keep_paths)
+    inp = plan.inputs
+    stop = _interrupt.new_flag() if stop is None else stop
+    run_start, run_band = K.band_runs(inp.directions.band)
+
+    def block(bb):
+        K.run_block(inp.rule, inp.directions, inp.schedule, inp.noise, inp.recording,
+                    inp.stream, first + bb, bb, STAT_GROUP, plan.n_runs, plan.keep_paths,
+                    run_start, run_band, out, stop)
+
+    n = min(threads or numba.get_num_threads(), nb)
+    if n <= 1:
+        for bb in range(nb):
+            block(bb)
+    else:  # the kernel releases the GIL; each block writes only its own rows
+        with ThreadPoolExecutor(n, thread_name_prefix="nqm_mc-block") as pool:
+            for f in [pool.submit(block, bb) for bb in range(nb)]:
+                f.result()
+    paths, orec = out.paths, out.records
     kp = paths[lo:min(hi, plan.keep_paths)]
     for i in range(kp.shape[0]):  # records a stopped trajectory never reached
         kp[i, orec[i]:] = np.nan
-    return {"first": first, "nb": nb, "count": oc, "mean": om, "m2": om2, "theta": oth,
-            "band": ob, "hist": oh.sum(0), "div": od.sum(0), "hits": ohit, "records": orec,
-            "paths": kp}
+    return {"first": first, "nb": nb, "count": out.count, "mean": out.mean, "m2": out.m2,
+            "theta": out.theta_mean, "band": out.band, "hist": out.hist.sum(0),
+            "div": out.diverged.sum(0), "hits": out.hits, "records": orec, "paths": kp}
 
 
 class _Accumulator:
     """Merges run_range parts; parts must arrive in group order (so sums are deterministic)."""
 
     def __init__(self, plan):
-        R = plan.R
+        R = plan.n_records
         self.count, self.mean, self.m2, self.theta = (np.zeros(R) for _ in range(4))
         self.band = np.zeros((R, plan.n_bands))
-        self.hist = np.zeros((R, plan.nh), np.int64)
+        self.hist = np.zeros((R, n_hist_bins()), np.int64)
         self.div = np.zeros(R, np.int64)
         self.hits = np.full(plan.n_runs, -1, np.int64)
         self.paths = np.full((plan.keep_paths, R), np.nan)

@@ -24,10 +24,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from nqm_mc.spec._checks import ParameterError, check_int, check_real
+from nqm_mc.spec.codes import NOISE_FINITE, NOISE_GAUSSIAN, NOISE_STUDENT_T
 
 __all__ = ["Gaussian", "StudentT", "FiniteData", "noise_from_dict", "as_noise"]
 
-NOISE_GAUSSIAN, NOISE_STUDENT_T, NOISE_FINITE = 0, 1, 2
 
 
 @dataclass(frozen=True)

@@ -29,13 +29,20 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from nqm_mc.spec._checks import ParameterError, check_real
+from nqm_mc.spec.codes import (
+    KIND_ADAGRAD,
+    KIND_ADAM,
+    KIND_HEAVY_BALL,
+    KIND_NESTEROV,
+    KIND_RMSPROP,
+    KIND_SGD,
+    KIND_SIGN,
+)
 from nqm_mc.spec.schedules import Schedule, as_schedule, checked_values
 
 __all__ = ["SGD", "HeavyBall", "Nesterov", "Adam", "RMSProp", "Adagrad", "SignSGD",
            "OPTIMIZERS", "optimizer_from_dict", "Optimizer"]
 
-KIND_SGD, KIND_HEAVY_BALL, KIND_NESTEROV = 0, 1, 2
-KIND_ADAM, KIND_RMSPROP, KIND_ADAGRAD, KIND_SIGN = 3, 4, 5, 6
 
 
 def _check_common(obj):

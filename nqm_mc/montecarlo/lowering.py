@@ -1,0 +1,174 @@
+"""Specifications lowered to what the step kernels take: named, typed structures, built in
+one place.
+
+:func:`lower` turns (model, optimizer, batch size, noise law, seed, recording) into a
+:class:`KernelInput`; the kernels read every value by name (``rule.beta``,
+``schedule.learning_rate``, ``stream.seed_lo``), never by position. The structures are
+``typing.NamedTuple`` classes, which numba compiles as tuples with named fields, so passing
+them costs nothing.
+
+Dtypes: the state, the per-direction gradient coefficients and the per-step learning rates
+and inverse square-root batch sizes are in the state's dtype (float32 or float64); the
+curvatures used for the losses, the adaptive rules' beta2 and eps, the clipping norm and
+the Student-t degrees of freedom stay float64.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from nqm_mc.montecarlo._rng import split_seed
+from nqm_mc.spec.codes import NOISE_FINITE
+from nqm_mc.spec.schedules import as_batch_schedule, checked_values
+
+__all__ = ["Rule", "Directions", "StepSchedule", "NoiseLaw", "Recording", "Stream",
+           "KernelInput", "Statistics", "lower", "new_statistics", "HIST_BINS_PER_DECADE"]
+
+HIST_DECADES_BELOW, HIST_DECADES_ABOVE, HIST_BINS_PER_DECADE = 10, 4, 100
+
+
+class Rule(NamedTuple):
+    """The optimizer's update rule."""
+
+    kind: int  #: optimizer code (:mod:`nqm_mc.spec.codes`)
+    has_ema: bool  #: iterate averaging on
+    general: bool  #: one full pass per step (adaptive rules, clipping, non-Gaussian noise)
+    beta: np.floating  #: momentum, Adam's beta1 or RMSProp's decay (state dtype)
+    gamma: np.floating  #: EMA decay (state dtype; 0 without EMA)
+    beta2: float  #: Adam's beta2
+    eps: float  #: the adaptive rules' epsilon
+    clip: float  #: gradient clipping norm (0: off)
+
+
+class Directions(NamedTuple):
+    """Per direction (length d, the model expanded by its multiplicities)."""
+
+    h: np.ndarray  #: curvatures, float64 (for the losses)
+    coef_a: np.ndarray  #: h^(1-p), the gradient's coefficient of theta (state dtype)
+    coef_b: np.ndarray  #: h^-p sqrt(c), the coefficient of z / sqrt(B) (state dtype)
+    mu0: np.ndarray  #: initial mean (state dtype)
+    sd0: np.ndarray  #: initial standard deviation (state dtype)
+    band: np.ndarray  #: curvature band of each direction, int64
+    single: bool  #: state in float32
+
+
+class StepSchedule(NamedTuple):
+    """Per step t = 0 .. T - 1."""
+
+    learning_rate: np.ndarray  #: state dtype
+    inv_sqrt_batch: np.ndarray  #: 1 / sqrt(B_t), state dtype
+    batch: np.ndarray  #: B_t, int64 (minibatch draws of the finite-data law)
+
+
+class NoiseLaw(NamedTuple):
+    """The law of the gradient noise."""
+
+    code: int  #: noise code (:mod:`nqm_mc.spec.codes`)
+    nu: float  #: Student-t degrees of freedom (0 otherwise)
+    data: np.ndarray  #: finite data: the per-example rows, n x d (empty otherwise)
+
+
+class Recording(NamedTuple):
+    """What is recorded."""
+
+    steps: np.ndarray  #: recorded steps, increasing, int64; the last is T
+    target: float  #: loss target of the hitting times (-inf: none)
+    n_bands: int  #: number of curvature bands
+    hist_lo: float  #: log10 of the loss histogram's lower edge
+    hist_inv_width: float  #: histogram bins per decade
+
+
+class Stream(NamedTuple):
+    """The seed's two 32-bit halves (Philox key and counter word)."""
+
+    seed_lo: int
+    seed_hi: int
+
+
+class KernelInput(NamedTuple):
+    """Everything the step kernels need besides the range of trajectories."""
+
+    rule: Rule
+    directions: Directions
+    schedule: StepSchedule
+    noise: NoiseLaw
+    recording: Recording
+    stream: Stream
+
+
+class Statistics(NamedTuple):
+    """A kernel call's outputs: per block b and record r unless said otherwise."""
+
+    count: np.ndarray  #: (nb, R) finite losses
+    mean: np.ndarray  #: (nb, R) their mean
+    m2: np.ndarray  #: (nb, R) sum of squared deviations
+    theta_mean: np.ndarray  #: (nb, R) mean loss at theta (differs from mean with EMA)
+    band: np.ndarray  #: (nb, R, n_bands) sums of the readout's square per band
+    hist: np.ndarray  #: (nb, R, n_hist) histogram of log10(loss), int64
+    diverged: np.ndarray  #: (nb, R) diverged trajectories, int64
+    hits: np.ndarray  #: (trajectories,) hitting times, int64
+    paths: np.ndarray  #: (keep_paths, R) recorded losses of the first trajectories
+    records: np.ndarray  #: (trajectories,) records reached (R when finished), int64
+
+
+def n_hist_bins():
+    return (HIST_DECADES_BELOW + HIST_DECADES_ABOVE) * HIST_BINS_PER_DECADE
+
+
+def new_statistics(n_blocks, n_records, n_bands, n_trajectories, keep_paths):
+    """Zeroed outputs for a kernel call over ``n_blocks`` groups."""
+    nb, R = n_blocks, n_records
+    return Statistics(
+        count=np.zeros((nb, R)), mean=np.zeros((nb, R)), m2=np.zeros((nb, R)),
+        theta_mean=np.zeros((nb, R)), band=np.zeros((nb, R, n_bands)),
+        hist=np.zeros((nb, R, n_hist_bins()), np.int64), diverged=np.zeros((nb, R), np.int64),
+        hits=np.full(n_trajectories, -1, np.int64), paths=np.zeros((keep_paths, R)),
+        records=np.zeros(n_trajectories, np.int64))
+
+
+def lower(model, optimizer, batch_size, n_steps, dtype, noise, seed, steps, target, n_bands):
+    """The kernels' input for checked specifications, plus the band edges for the result.
+
+    Parameters are those of :func:`nqm_mc.simulate`, already validated; ``steps`` are the
+    recorded steps. Returns ``(KernelInput, band_edges)``.
+    """
+    ft = np.float32 if dtype == "float32" else np.float64
+    T = max(n_steps, 1)
+    h, c, mu0, v0 = model.expand()
+    p = optimizer.preconditioning
+    hp = h ** (-p)
+    labels, edges = model.curvature_groups(n_bands)
+    directions = Directions(
+        h=np.ascontiguousarray(h, dtype=np.float64),
+        coef_a=np.ascontiguousarray(hp * h, dtype=ft),
+        coef_b=np.ascontiguousarray(hp * np.sqrt(c), dtype=ft),
+        mu0=np.ascontiguousarray(mu0, dtype=ft),
+        sd0=np.ascontiguousarray(np.sqrt(v0), dtype=ft),
+        band=np.repeat(labels, model.multiplicities).astype(np.int64),
+        single=dtype == "float32")
+    batch = as_batch_schedule(batch_size, "batch_size", "simulate")
+    sizes = checked_values(batch, T, "batch_size", "simulate")  # whole numbers in [1, 2^53]
+    rates = checked_values(optimizer.learning_rate, T, "learning_rate", "simulate")
+    schedule = StepSchedule(
+        learning_rate=np.ascontiguousarray(rates, ft),
+        inv_sqrt_batch=np.ascontiguousarray(1.0 / np.sqrt(sizes), ft),
+        batch=sizes.astype(np.int64))
+    beta, beta2, eps = optimizer.kernel_params
+    rule = Rule(kind=int(optimizer.kind_code), has_ema=optimizer.ema is not None,
+                general=not optimizer.is_linear or noise.code != 0, beta=ft(beta),
+                gamma=ft(optimizer.ema if optimizer.ema is not None else 0.0),
+                beta2=float(beta2), eps=float(eps), clip=float(optimizer.clip_norm or 0.0))
+    data = (noise.examples(directions.h.size, ft) if noise.code == NOISE_FINITE
+            else np.zeros((0, 0), ft))
+    law = NoiseLaw(code=int(noise.code), nu=float(getattr(noise, "nu", 0.0)), data=data)
+    L0 = min(max(model.initial_loss(), 1e-300), 1e300)  # a finite histogram range
+    recording = Recording(steps=np.ascontiguousarray(steps, np.int64),
+                          target=-np.inf if target is None else float(target),
+                          n_bands=int(n_bands),
+                          hist_lo=float(np.log10(L0) - HIST_DECADES_BELOW),
+                          hist_inv_width=float(HIST_BINS_PER_DECADE))
+    lo, hi = split_seed(seed)
+    return KernelInput(rule, directions, schedule, law, recording,
+                       Stream(int(lo), int(hi))), edges

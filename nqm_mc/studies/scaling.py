@@ -188,7 +188,7 @@ def tune(model, family, batch_sizes, target, *, preconditioning=0.0, search="gri
             raise ParameterError(f"The 'grid_size' parameter of {owner} must be a pair "
                                  f"(n_alpha, n_second). Got {grid_size!r} instead.")
         grid_size = (check_int("grid_size[0]", gs[0], owner, low=2, high=10_000),
-                     check_int("grid_size[1]", gs[1], owner, low=2, high=10_000))
+                     check_int("grid_size[1]", gs[1], owner, low=1, high=10_000))
     try:
         bs = np.atleast_1d(np.asarray(batch_sizes))
         ok = bs.ndim == 1 and bs.size > 0 and bs.dtype.kind in "iuf" and not any(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -33,6 +32,12 @@ RUN_FLAGS = {"steps": ("run", "steps"), "runs": ("run", "runs"), "seed": ("run",
 
 class Resolved(argparse.Namespace):
     """Command-line values over config-file values over defaults."""
+
+
+def _json(obj):
+    """Strict JSON for --json: NaN and infinities become null (see nqm_mc._files)."""
+    from nqm_mc import _files
+    return _files.json_dumps(obj)
 
 
 def _given(args, name):
@@ -160,6 +165,7 @@ def cmd_exact(args):
         "final_loss": float(curve.mean[-1]), "final_loss_std": float(curve.std[-1]),
         "steady_state_loss": ss.loss, "stable": ss.stable, "target": args.target,
         "steps_to_target": stt.steps, "status": stt.status, "reason": stt.reason or ss.reason,
+        "diverges": not ss.stable, "diverged_by_step": _first_diverged_step(curve),
         "seconds": dt,
     }
     csv_path = _files.write_csv(
@@ -173,7 +179,7 @@ def cmd_exact(args):
                               f"{opt.name}, B = {_batch_label(args.batch_size)} (exact)")
     out.finish()
     if args.json:
-        print(json.dumps(summary, indent=2, default=float))
+        print(_json(summary))
     else:
         print(f"model {model!r}, optimizer {opt!r}, batch size {args.batch_size}")
         print(f"{'step':>10} {'E[L]':>12} {'sd[L]':>12}")
@@ -183,6 +189,13 @@ def cmd_exact(args):
               f"{stt.steps if stt.reached else stt.status + ' (' + stt.reason + ')'}")
         print(f"wrote {csv_path}, {json_path} and {png}")
     return 0
+
+
+def _first_diverged_step(curve):
+    """The first recorded step whose expected loss overflowed (past 1e300), or None."""
+    from nqm_mc.spec.codes import DIVERGED
+    bad = ~(np.asarray(curve.mean) < DIVERGED)
+    return int(curve.steps[int(np.argmax(bad))]) if bad.any() else None
 
 
 def cmd_simulate(args):
@@ -237,7 +250,7 @@ def cmd_simulate(args):
                "runs_started": res.meta["runs_started"], "signal": res.meta["signal"]}
     status = _interrupt_status(res)
     if args.json:
-        print(json.dumps(summary, indent=2, default=float))
+        print(_json(summary))
         return status
     counts = (f"{res.n_runs} runs" if not res.meta["interrupted"] else
               f"{res.meta['runs_completed']} of {res.n_runs} runs finished "
@@ -346,7 +359,7 @@ def cmd_info(args):
                          (numba.config.CPU_FEATURES or "") else "numba's default"),
     }
     if args.json:
-        print(json.dumps(info, indent=2))
+        print(_json(info))
     else:
         for k, v in info.items():
             print(f"{k:>16}: {v}")
@@ -361,7 +374,7 @@ def cmd_reproduce(args):
                   seed=args.seed)
     out.finish()
     if args.json:
-        print(json.dumps({"out": out.dir, "critical_batch_size": summary}, indent=1))
+        print(_json({"out": out.dir, "critical_batch_size": summary}))
     return 0
 
 
@@ -411,7 +424,7 @@ def cmd_scaling(args):
     path = _files.write_csv(out.path(name), list(rows[0]), rows, overwrite=out.overwrite)
     out.finish()
     if args.json:
-        print(json.dumps(res.to_dict(), indent=1))
+        print(_json(res.to_dict()))
     else:
         for r in rows:
             print(f"B = {r['batch_size']:8d}  steps {r['steps']:12.0f}  lr {r['learning_rate']:.4g}"

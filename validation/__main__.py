@@ -49,12 +49,10 @@ def run(args):
     bad = write_report(results, out.dir, settings)
     out.finish()
     if quiet:
-        import json
-
+        from nqm_mc._files import json_dumps
         from validation.report import COLUMNS
-        print(json.dumps({"settings": settings, "failed": bad,
-                          "cases": [{c: r.get(c) for c in COLUMNS} for r in results]},
-                         indent=1, default=float))
+        print(json_dumps({"settings": settings, "failed": bad,
+                          "cases": [{c: r.get(c) for c in COLUMNS} for r in results]}, indent=1))
         return 1 if bad else 0
     print(f"{len(results)} cases in {time.perf_counter() - t0:.1f} s; "
           f"{'all passed' if not bad else f'{bad} FAILED'}; report in {out.path('summary.md')}")

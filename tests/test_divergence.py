@@ -1,0 +1,75 @@
+"""A diverging run is a result, not a crash: the command line prints its summary, says where
+and why the run diverged, writes strict JSON and draws its figures (finite part, divergence
+marked)."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from nqm_mc import NQM, SGD, expected_loss, plotting, simulate
+
+
+def run(*args):
+    return subprocess.run([sys.executable, "-m", "nqm_mc", *args], capture_output=True,
+                          text=True, timeout=600)
+
+
+def strict(text):
+    def refuse(name):
+        raise ValueError(f"non-standard JSON constant {name}")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_simulate_diverging_prints_summary_and_strict_json(tmp_path):
+    base = ["simulate", "--dim", "100", "--runs", "32", "--steps", "2000", "--lr", "2.5",
+            "--quiet"]
+    r = run(*base, "--out", str(tmp_path / "text"))
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr
+    assert "32 of 32 runs diverged" in r.stdout and "spectral radius" in r.stdout
+    assert (tmp_path / "text" / "simulation.png").stat().st_size > 0
+    r = run(*base, "--json", "--out", str(tmp_path / "json"))
+    assert r.returncode == 0, r.stderr
+    s = strict(r.stdout)
+    assert s["n_diverged"] == 32 and s["first_divergence_step"] > 0
+    assert s["final_mean"] is None  # no finite run left at the last step
+
+
+def test_exact_diverging_prints_reason_and_strict_json(tmp_path):
+    r = run("exact", "--dim", "100", "--steps", "2000", "--lr", "2.5", "--json", "--out",
+            str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    s = strict(r.stdout)
+    assert s["diverges"] and s["status"] == "diverges" and "spectral radius" in s["reason"]
+    assert s["final_loss"] is None and 0 < s["diverged_by_step"] <= 2000
+    assert (tmp_path / "exact_curve.png").stat().st_size > 0
+    strict((tmp_path / "exact_summary.json").read_text())
+
+
+def test_plot_of_a_diverged_result(tmp_path):
+    r = run("simulate", "--dim", "100", "--runs", "32", "--steps", "2000", "--lr", "2.5",
+            "--quiet", "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    r = run("plot", str(tmp_path / "simulation.npz"), "--out", str(tmp_path / "figs"))
+    assert r.returncode == 0, r.stderr
+    assert len(list((tmp_path / "figs").glob("*.png"))) >= 3
+
+
+@pytest.mark.parametrize("plot", ["plot_mean", "plot_quantiles", "plot_paths"])
+def test_every_result_figure_draws_a_diverged_run(tmp_path, plot):
+    res = simulate(NQM.paper(50), SGD(2.5), 8, 1500, 16, keep_paths=4, target=1.0,
+                   progress=False)
+    assert res.n_diverged[-1] == 16
+    path = getattr(plotting, plot)(res, str(tmp_path / f"{plot}.png"))
+    assert (tmp_path / f"{plot}.png").stat().st_size > 0 and path
+
+
+def test_exact_figure_of_a_diverging_curve(tmp_path):
+    curve = expected_loss(NQM.paper(50), SGD(2.5), 8, record=np.unique(
+        np.geomspace(1, 4000, 50).astype(int)))
+    assert not np.isfinite(curve.mean[-1])
+    plotting.plot_exact(curve, str(tmp_path / "e.png"), None, 0.01, "diverging")
+    assert (tmp_path / "e.png").stat().st_size > 0

@@ -7,6 +7,6 @@ Adam against its preconditioned proxy, and noise laws.
 - :mod:`~nqm_mc.studies.adam_proxy` -- Adam against P = H^p, and the noise-law study.
 """
 
-from nqm_mc.studies.adam_proxy import adam_proxy_study, noise_study
+from nqm_mc.studies.adam_proxy import adam_proxy_study, mc_steps_to_target, noise_study
 
-__all__ = ["adam_proxy_study", "noise_study"]
+__all__ = ["adam_proxy_study", "mc_steps_to_target", "noise_study"]

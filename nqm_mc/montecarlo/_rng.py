@@ -30,6 +30,7 @@ PURPOSE_GRADIENT = 0
 PURPOSE_INITIAL = 1
 PURPOSE_FINITE_DATA = 2
 PURPOSE_STUDENT = 3  # | (round << 8): Bailey's polar method, two attempts per Philox call
+PURPOSE_SKIP = 4  # the skip-ahead sampler: counter step = index of the recorded interval
 
 _OPTS = dict(cache=True, error_model="numpy", inline="always")
 

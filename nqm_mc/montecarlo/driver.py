@@ -27,6 +27,7 @@ import numpy as np
 from nqm_mc.exact.engine import _check_model
 from nqm_mc.montecarlo import _interrupt
 from nqm_mc.montecarlo import _kernels as K
+from nqm_mc.montecarlo import _skip_kernels as SK
 from nqm_mc.montecarlo.lowering import (
     HIST_BINS_PER_DECADE,
     KernelInput,
@@ -34,6 +35,7 @@ from nqm_mc.montecarlo.lowering import (
     n_hist_bins,
     new_statistics,
 )
+from nqm_mc.montecarlo.skip import SkipInput, lower_skip, skip_reason, state_size, transition_bytes
 from nqm_mc.results import SimulationResult, provenance
 from nqm_mc.spec._checks import (
     MAX_STEP,
@@ -117,7 +119,7 @@ def _merge(count, mean, m2, c, mu, s):
 def simulate(model, optimizer, batch_size, n_steps, n_runs, *, seed=0, record="log",
              n_records=100, target=None, keep_paths=0, dtype="float64", threads=None,
              block_size=16, n_bands=8, noise=None, progress=None, executor=None,
-             on_interrupt="raise"):
+             on_interrupt="raise", method="auto"):
     r"""Simulate ``n_runs`` noisy trajectories and return their statistics.
 
     Parameters
@@ -152,6 +154,16 @@ def simulate(model, optimizer, batch_size, n_steps, n_runs, *, seed=0, record="l
         Law of the gradient noise, always with the model's covariance (:mod:`nqm_mc.noise`).
     progress : bool, optional
         Progress line on stderr (default: on for runs longer than ~2 s when stderr is a tty).
+    method : "auto", "step" or "skip"
+        The sampler. "step" runs every update as written (every optimizer and noise law;
+        hitting times at every step). "skip" draws the state at the recorded steps only, from
+        its exact Gaussian transition (:mod:`nqm_mc.montecarlo.skip`): linear optimizers
+        (SGD, heavy ball, Nesterov, any preconditioning, EMA and schedules) with Gaussian
+        noise, O(d) per trajectory and record instead of per step, the same law at the
+        recorded steps; hitting times are then the first recorded step below the target.
+        "auto" (default) runs "skip" where it is exact and faster (no ``target``, recorded
+        steps sparser than about 4 s steps apart, s the state size) and "step" otherwise.
+        ``meta["method"]`` says which ran.
     on_interrupt : "raise" or "return"
         What Ctrl-C (``KeyboardInterrupt``, or :class:`~nqm_mc.Terminated` under
         :func:`~nqm_mc.sigterm_interrupts`) does. The kernels stop within milliseconds either
@@ -185,7 +197,7 @@ def simulate(model, optimizer, batch_size, n_steps, n_runs, *, seed=0, record="l
     """
     on_interrupt = check_choice("on_interrupt", on_interrupt, "simulate", ("raise", "return"))
     job = _job(model, optimizer, batch_size, n_steps, n_runs, seed, record, n_records, target,
-               keep_paths, dtype, threads, block_size, n_bands, noise)
+               keep_paths, dtype, threads, block_size, n_bands, noise, method)
     plan, n_blocks = job.plan, job.n_blocks
     acc = _Accumulator(plan)
     n_threads = job.threads or numba.get_num_threads()
@@ -193,7 +205,10 @@ def simulate(model, optimizer, batch_size, n_steps, n_runs, *, seed=0, record="l
     if job.block_size == 16:
         # default: keep every thread busy, but return to Python about once a second (progress,
         # Ctrl-C) -- about 2e8 dimension-steps per call
-        per_group = STAT_GROUP * max(plan.inputs.directions.h.size, 1) * max(int(job.steps[-1]), 1)
+        # the work of one group of 16: d x T steps, or d x s normals per record when skipping
+        work = (int(job.steps[-1]) if plan.skip is None else
+                4 * plan.skip.phi.shape[1] * max(plan.skip.grid.size - 1, 1))
+        per_group = STAT_GROUP * max(plan.inputs.directions.h.size, 1) * max(work, 1)
         wave = int(min(8 * n_threads, max(1, 2e8 // per_group * n_threads)))
         wave = max(n_threads, wave - wave % n_threads)
     start = time.perf_counter()
@@ -253,7 +268,7 @@ def simulate_many(jobs, *, executor=None, progress=None):
     names = ("model", "optimizer", "batch_size", "n_steps", "n_runs")
     defaults = {"seed": 0, "record": "log", "n_records": 100, "target": None, "keep_paths": 0,
                 "dtype": "float64", "threads": None, "block_size": 16, "n_bands": 8,
-                "noise": None}
+                "noise": None, "method": "auto"}
     built = []
     for i, j in enumerate(jobs):
         unknown = set(j) - set(names) - set(defaults)
@@ -274,7 +289,7 @@ def simulate_many(jobs, *, executor=None, progress=None):
 
 
 def _job(model, optimizer, batch_size, n_steps, n_runs, seed, record, n_records, target,
-         keep_paths, dtype, threads, block_size, n_bands, noise=None):
+         keep_paths, dtype, threads, block_size, n_bands, noise=None, method="step"):
     """Check the arguments and build the job (kernel plan plus what the result needs)."""
     owner = "simulate"
     _check_model(model, owner)
@@ -311,16 +326,43 @@ def _job(model, optimizer, batch_size, n_steps, n_runs, seed, record, n_records,
                              f"dataset size n = {noise.n} of FiniteData (minibatches are "
                              f"drawn without replacement). Got {int(inputs.schedule.batch.max())}"
                              " instead.")
+    method = _choose_method(method, optimizer, noise, target, steps, owner)
+    skip = None
+    if method == "skip":
+        check_memory(transition_bytes(model, optimizer, steps.size, dtype), owner,
+                     f"the skip-ahead transitions of {model.n_groups} groups x {steps.size} "
+                     "records", "Record fewer steps, or use method='step'.")
+        skip = lower_skip(model, optimizer, batch_size, steps, dtype, owner)
     spec = {"model": model.to_dict(), "optimizer": optimizer.to_dict(),
             "batch_size": batch_size if isinstance(batch_size, int) else
             as_batch_schedule(batch_size).to_dict(),
             "n_steps": n_steps, "n_runs": n_runs, "seed": seed, "record": steps.tolist(),
             "target": target, "dtype": dtype, "keep_paths": keep_paths, "n_bands": n_bands,
-            "noise": noise.to_dict()}
+            "noise": noise.to_dict(), "method": method}
     n_blocks = -(-n_runs // STAT_GROUP)
-    plan = Plan(inputs=inputs, n_runs=n_runs, keep_paths=keep_paths)
+    plan = Plan(inputs=inputs, n_runs=n_runs, keep_paths=keep_paths, skip=skip)
     return Job(plan, spec, steps, inputs.directions.band, n_bands, inputs.recording.hist_lo,
                edges, target, keep_paths, n_runs, n_blocks, block_size, threads)
+
+
+METHODS = ("auto", "step", "skip")
+
+
+def _choose_method(method, optimizer, noise, target, steps, owner):
+    """The sampler to run: "step" or "skip" (see :func:`simulate`'s ``method``)."""
+    method = check_choice("method", method, owner, METHODS)
+    why = skip_reason(optimizer, noise)
+    if method == "skip":
+        if why is not None:
+            raise ParameterError(f"The 'method' parameter of {owner} can be 'skip' only for "
+                                 f"linear optimizers with Gaussian noise: {why}. Use "
+                                 "method='step' or 'auto'.")
+        return "skip"
+    if method == "step" or why is not None or target is not None:
+        return "step"
+    # skip costs about s normals per direction and record, the step kernel one per step
+    n_intervals = max(steps.size - 1, 1)
+    return "skip" if int(steps[-1]) >= 4 * state_size(optimizer) * n_intervals else "step"
 
 
 def _finish(job, acc, interrupt, start, executor=None, n_threads=None):
@@ -341,7 +383,8 @@ def _finish(job, acc, interrupt, start, executor=None, n_threads=None):
     meta = {"provenance": provenance(), "seconds": time.perf_counter() - start,
             "threads": n_threads if executor is None else None, "block_size": job.block_size,
             "runs_completed": acc.finished, "runs_started": acc.started,
-            "runs_covered": covered,
+            "runs_covered": covered, "method": job.plan.method,
+            "hitting_resolution": "every step" if job.plan.skip is None else "recorded steps",
             "interrupted": interrupt is not None,
             "signal": None if interrupt is None else _interrupt.signal_name(interrupt),
             "executor": "threads" if executor is None else repr(executor)}
@@ -377,6 +420,11 @@ class Plan:
     inputs: KernelInput  # the specifications, lowered (see nqm_mc.montecarlo.lowering)
     n_runs: int
     keep_paths: int
+    skip: SkipInput | None = None  # the transitions, when the skip-ahead sampler runs
+
+    @property
+    def method(self):
+        return "step" if self.skip is None else "skip"
 
     @property
     def n_records(self):
@@ -401,10 +449,17 @@ def run_range(plan, first, nb, stop=None, threads=None):
     stop = _interrupt.new_flag() if stop is None else stop
     run_start, run_band = K.band_runs(inp.directions.band)
 
+    sk = plan.skip
+
     def block(bb):
-        K.run_block(inp.rule, inp.directions, inp.schedule, inp.noise, inp.recording,
-                    inp.stream, first + bb, bb, STAT_GROUP, plan.n_runs, plan.keep_paths,
-                    run_start, run_band, out, stop)
+        if sk is None:
+            K.run_block(inp.rule, inp.directions, inp.schedule, inp.noise, inp.recording,
+                        inp.stream, first + bb, bb, STAT_GROUP, plan.n_runs, plan.keep_paths,
+                        run_start, run_band, out, stop)
+        else:
+            SK.run_block_skip(inp.rule, inp.directions, inp.recording, inp.stream, sk.group,
+                              sk.grid, sk.phi, sk.fac, first + bb, bb, STAT_GROUP, plan.n_runs,
+                              plan.keep_paths, run_start, run_band, out, stop)
 
     n = min(threads or numba.get_num_threads(), nb)
     if n <= 1:

@@ -116,8 +116,11 @@ def test_optimal_schedule_beats_constant_at_small_batch(sgd_p0):
 
 def test_monte_carlo_confirms_tuned_steps(momentum_p0):
     from nqm_mc.studies.scaling import monte_carlo_confirmation
-    [row] = monte_carlo_confirmation(MODEL, momentum_p0, [1], n_runs=64, seed=5)
-    assert row["mc_low"] <= row["exact_steps"] <= row["mc_high"] + 1
+    last = len(momentum_p0.batch_sizes) - 1
+    rows = monte_carlo_confirmation(MODEL, momentum_p0, [0, last], n_runs=64, seed=5)
+    assert rows[0]["method"] == "skip"  # the smallest batch: a long run, skipped exactly
+    for row in rows:
+        assert row["exact_in_interval"], row
 
 
 @pytest.mark.parametrize("family,p,batch,hint", [("heavy_ball", 0.0, 4.0, None),

@@ -9,12 +9,48 @@ import time
 
 import numpy as np
 
+from nqm_mc.config import MAX_DIM, MAX_RECORDS, MAX_STEPS
+
 EXIT_BAD_INPUT = 2
 EXIT_SIGINT, EXIT_SIGTERM = 130, 143  # 128 + signal number, as shells report them
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):
     pass
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line, ``nqm-mc: error: ...``, and exit status 2."""
+
+    def error(self, message):
+        where = self.prog.split(" ", 1)[1] + ": " if " " in self.prog else ""
+        self.exit(EXIT_BAD_INPUT, f"nqm-mc: error: {where}{_one_line(message)}\n")
+
+
+def _one_line(text):
+    return " ".join(str(text).split())
+
+
+def _int_in(low, high):
+    """An argparse type: an int in [low, high], refused (one line) before any work."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be an int in [{low}, {high}]; got {text}")
+        return value
+    parse.__name__ = "int"
+    return parse
+
+
+# inclusive bounds of the integer options, checked when the command line is parsed
+MAX_SIM_STEPS = 2 ** 32 - 2    # simulate's step counter
+MAX_SCHEDULE_STEPS = 10 ** 8   # exact with a schedule steps through every update
+LOSS_AT_STEPS = 10 ** 6        # exact with constant hyperparameters: beyond this, O(log t) jumps
+MAX_BINNED_CELLS = 10 ** 9     # dim * bins of the binned model (a dim x bins table is built)
+SCHEDULER_TIMEOUT = 5          # seconds to reach a Dask scheduler before giving up
 
 
 SPEC_DEFAULTS = {"model": "paper", "dim": 10_000, "bins": 100, "curvature_exponent": 1.0,
@@ -26,7 +62,9 @@ MODEL_FLAGS = ("model", "dim", "bins", "curvature_exponent", "noise_exponent")
 RUN_FLAGS = {"steps": ("run", "steps"), "runs": ("run", "runs"), "seed": ("run", "seed"),
              "target": ("run", "target"), "dtype": ("run", "dtype"),
              "keep_paths": ("run", "keep_paths"), "threads": ("run", "threads"),
-             "scheduler": ("run", "scheduler"), "out": ("output", "dir"),
+             "scheduler": ("run", "scheduler"), "record": ("run", "record"),
+             "n_records": ("run", "n_records"), "block_size": ("run", "block_size"),
+             "method": ("run", "method"), "out": ("output", "dir"),
              "json": ("output", "json")}
 
 
@@ -62,6 +100,10 @@ def _resolve(args, run_defaults):
     elif val("model") == "paper":
         model = NQM.paper(val("dim"))
     elif val("model") == "binned":
+        if val("dim") * val("bins") > MAX_BINNED_CELLS:
+            from nqm_mc.spec._checks import ParameterError
+            raise ParameterError(f"--dim times --bins of the binned model must be at most "
+                                 f"{MAX_BINNED_CELLS}; got {val('dim')} x {val('bins')}")
         model = NQM.binned(val("dim"), val("bins"))
     else:
         model = NQM.power_law(val("dim"), val("curvature_exponent"), val("noise_exponent"))
@@ -98,13 +140,49 @@ def _resolve(args, run_defaults):
         batch = exp.batch_size
     else:
         batch = SPEC_DEFAULTS["batch_size"]
-    r = Resolved(model=model, optimizer=opt, batch_size=batch)
+    r = Resolved(model=model, optimizer=opt, batch_size=batch, origin={})
     for name, default in run_defaults.items():
         section, key = RUN_FLAGS.get(name, ("run", name))
         cfg = getattr(exp, section).get(key)
-        setattr(r, name, getattr(args, name) if _given(args, name) else
-                (cfg if cfg is not None else default))
+        if _given(args, name):
+            value, origin = getattr(args, name), "--" + name.replace("_", "-")
+        elif cfg is not None:
+            value, origin = cfg, f"{section}.{key} in {args.config}"
+        else:
+            value, origin = default, f"the default {name}"
+        setattr(r, name, value)
+        r.origin[name] = origin
     return r
+
+
+def _refuse(r, name, allowed):
+    """One-line error naming where a value came from (flag or file), the value and the rule."""
+    from nqm_mc.spec._checks import ParameterError
+    v = getattr(r, name)
+    shown = repr(v) if len(repr(v)) <= 80 else repr(v)[:76] + " ..."
+    raise ParameterError(f"bad value for {r.origin[name]}: got {shown}; allowed: {allowed}")
+
+
+def _record_steps(r, default_n_records):
+    """The steps to record from run.record / run.n_records, refused (one line) when there would
+    be more than MAX_RECORDS of them or a listed step is past the last step."""
+    from nqm_mc.montecarlo import record_steps
+    record, T = r.record, r.steps
+    n_records = r.n_records if r.n_records is not None else default_n_records
+    if isinstance(record, str) and record == "all":
+        count = T + 1
+    elif isinstance(record, int) and not isinstance(record, bool):
+        count = T // record + 2
+    elif isinstance(record, list) and record and max(record) > T:
+        _refuse(r, "record", f"steps in [0, {T}] (the last step)")
+    else:
+        count = 0
+    if count > MAX_RECORDS:
+        _refuse(r, "record", f"at most {MAX_RECORDS} recorded steps; this records {count}")
+    if record == "log":  # log-spaced from 1 (truncated), with 0 and the last step
+        steps = np.geomspace(1, max(T, 1), n_records).astype(np.int64)
+        return np.unique(np.concatenate([[0], steps[steps <= T], [T]]))
+    return record_steps(T, record, n_records)
 
 
 def _batch_label(batch):
@@ -118,8 +196,10 @@ def _add_spec_args(p):
     g.add_argument("--model", choices=["paper", "binned", "power_law"], default=None,
                    help="paper (default): h_i = 1/i, c = h; binned: the reference notebook's "
                         "100 bins")
-    g.add_argument("--dim", type=int, default=None, help="number of directions (10000)")
-    g.add_argument("--bins", type=int, default=None, help="bins of the binned model (100)")
+    g.add_argument("--dim", type=_int_in(1, MAX_DIM), default=None,
+                   help=f"number of directions (10000; at most {MAX_DIM})")
+    g.add_argument("--bins", type=_int_in(2, 10_000), default=None,
+                   help="bins of the binned model (100; 2 to 10000)")
     g.add_argument("--curvature-exponent", type=float, default=None,
                    help="power law: h = i^-a (1)")
     g.add_argument("--noise-exponent", type=float, default=None, help="power law: c = i^-b (1)")
@@ -135,7 +215,7 @@ def _add_spec_args(p):
     o.add_argument("--ema", type=float, default=None, help="EMA decay of the iterates (off)")
     o.add_argument("--clip-norm", type=float, default=None,
                    help="clip the gradient to this norm (off; Monte Carlo only)")
-    o.add_argument("--batch-size", "-B", type=int, default=None, help="(32)")
+    o.add_argument("--batch-size", "-B", type=_int_in(1, 2 ** 62), default=None, help="(32)")
 
 
 def _add_output_args(p, default=None):
@@ -147,15 +227,24 @@ def _add_output_args(p, default=None):
 def cmd_exact(args):
     from nqm_mc import _files, exact
     force = args.force
-    args = _resolve(args, {"steps": 10_000, "target": 0.01, "out": None, "json": False})
+    args = _resolve(args, {"steps": 10_000, "target": 0.01, "record": "log", "n_records": None,
+                           "method": "exact", "out": None, "json": False})
     out = _files.prepare_output(args.out, ["exact_curve.csv", "exact_summary.json",
                                            "exact_curve.png"], "exact", force)
     model, opt = args.model, args.optimizer
-    record = np.unique(np.concatenate([[0], np.geomspace(1, args.steps, 60).astype(np.int64)]))
+    constant = opt.is_constant and isinstance(args.batch_size, int)
+    if not constant and args.steps > MAX_SCHEDULE_STEPS:
+        _refuse(args, "steps", f"at most {MAX_SCHEDULE_STEPS} with a learning-rate or batch-size "
+                "schedule (the exact engine steps through every update; up to 2^62 with "
+                "constant hyperparameters)")
+    record = _record_steps(args, 60)
     t0 = time.perf_counter()
-    curve = exact.expected_loss(model, opt, args.batch_size, record=record)
+    if constant and args.steps > LOSS_AT_STEPS:
+        curve = _curve_by_jumps(model, opt, args.batch_size, record)
+    else:
+        curve = exact.expected_loss(model, opt, args.batch_size, record=record)
     ss = exact.steady_state(model, opt, args.batch_size)
-    stt = exact.steps_to_target(model, opt, args.batch_size, args.target)
+    stt = exact.steps_to_target(model, opt, args.batch_size, args.target, method=args.method)
     dt = time.perf_counter() - t0
     summary = {
         "model": model.to_dict(), "optimizer": opt.to_dict(),
@@ -198,6 +287,24 @@ def _first_diverged_step(curve):
     return int(curve.steps[int(np.argmax(bad))]) if bad.any() else None
 
 
+def _curve_by_jumps(model, opt, batch_size, record):
+    """The exact curve at the recorded steps by O(log t) jumps (constant hyperparameters), for
+    horizons too long to step through."""
+    from nqm_mc import exact
+    mean, var, mth = exact.loss_at(model, opt, batch_size, record)
+    st = exact.stability(model, opt)
+    bad = ~np.isfinite(mean) | (mean > 1e300)
+    mean = np.where(bad, np.inf, mean)
+    var = np.where(bad | ~np.isfinite(var), np.inf, var)
+    mth = np.where(~np.isfinite(mth), np.inf, mth)
+    reason = "" if st.stable else st.reason
+    if bad.any():
+        reason = (reason or "diverges") + \
+            f"; the expected loss overflows at step {int(record[np.argmax(bad)])}"
+    return exact.ExactCurve(record, mean, var, mth, diverged=bool(bad.any() or not st.stable),
+                            reason=reason)
+
+
 def cmd_simulate(args):
     from nqm_mc import _files, exact
     from nqm_mc.montecarlo.driver import simulate
@@ -205,21 +312,29 @@ def cmd_simulate(args):
     raw = args
     args = _resolve(args, {"runs": 100, "steps": 1000, "seed": 0, "target": 2.0,
                            "keep_paths": 0, "dtype": "float64", "threads": None,
-                           "scheduler": None, "out": None, "json": False})
+                           "scheduler": None, "record": "log", "n_records": 40,
+                           "block_size": 16, "out": None, "json": False})
+    model, opt = args.model, args.optimizer
+    if args.steps > MAX_SIM_STEPS:
+        _refuse(args, "steps", f"an int in [0, {MAX_SIM_STEPS}] for simulate")
+    if args.keep_paths > args.runs:
+        _refuse(args, "keep_paths", f"at most the number of runs ({args.runs})")
+    _record_steps(args, 40)  # refuses a record that is too long or past the last step
     out = _files.prepare_output(args.out, [f"simulation.{e}" for e in ("npz", "json", "csv",
                                                                       "png")],
                                 "simulate", raw.force)
-    model, opt = args.model, args.optimizer
     from nqm_mc.spec.noise import FiniteData, Gaussian, StudentT
     noise = {"gaussian": lambda: Gaussian(), "student_t": lambda: StudentT(raw.nu),
              "finite_data": lambda: FiniteData(raw.dataset_size, seed=args.seed)}[raw.noise]()
     executor = None
     if args.scheduler:
         from nqm_mc.montecarlo.distributed import DaskExecutor
-        executor = DaskExecutor(args.scheduler, threads_per_task=args.threads)
+        executor = DaskExecutor(args.scheduler, threads_per_task=args.threads,
+                                connect_timeout=SCHEDULER_TIMEOUT)
     try:
         res = simulate(model, opt, args.batch_size, args.steps, args.runs, seed=args.seed,
-                       record="log", n_records=40, target=args.target,
+                       record=args.record, n_records=args.n_records,
+                       block_size=args.block_size, target=args.target,
                        keep_paths=args.keep_paths, dtype=args.dtype,
                        threads=None if executor else args.threads, progress=not quiet,
                        executor=executor, noise=noise, on_interrupt="return")
@@ -439,7 +554,7 @@ def cmd_validate(args):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="nqm-mc", formatter_class=_Formatter,
         description="Noisy quadratic model: Monte Carlo and exact engines.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -449,7 +564,9 @@ def build_parser():
                                    "  nqm-mc exact --optimizer heavy_ball --lr 0.05 "
                                    "--momentum 0.9 -B 64 --steps 10000")
     _add_spec_args(p)
-    p.add_argument("--steps", type=int, default=None, help="last step of the curve (10000)")
+    p.add_argument("--steps", type=_int_in(0, MAX_STEPS), default=None,
+                   help=f"last step of the curve (10000; 0 to 2^62 with constant "
+                        f"hyperparameters, at most {MAX_SCHEDULE_STEPS} with a schedule)")
     p.add_argument("--target", type=float, default=None, help="loss target (0.01)")
     _add_output_args(p)
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -461,19 +578,24 @@ def build_parser():
                                    "  nqm-mc simulate --optimizer heavy_ball --lr 0.05 "
                                    "--momentum 0.9 -B 64 --runs 200 --steps 500")
     _add_spec_args(p)
-    p.add_argument("--runs", type=int, default=None, help="number of trajectories (100)")
-    p.add_argument("--steps", type=int, default=None, help="number of updates (1000)")
-    p.add_argument("--seed", type=int, default=None, help="(0)")
+    p.add_argument("--runs", type=_int_in(1, 2 ** 32 - 1), default=None,
+                   help="number of trajectories (100)")
+    p.add_argument("--steps", type=_int_in(0, MAX_SIM_STEPS), default=None,
+                   help="number of updates (1000)")
+    p.add_argument("--seed", type=_int_in(0, 2 ** 64 - 1), default=None,
+                   help="(0; up to 2^64 - 1)")
     p.add_argument("--target", type=float, default=None,
                    help="loss target for hitting times (2.0)")
-    p.add_argument("--keep-paths", type=int, default=None, help="keep this many loss paths (0)")
+    p.add_argument("--keep-paths", type=_int_in(0, 2 ** 32 - 1), default=None,
+                   help="keep this many loss paths (0; at most --runs)")
     p.add_argument("--dtype", choices=["float64", "float32"], default=None, help="(float64)")
     p.add_argument("--noise", choices=["gaussian", "student_t", "finite_data"],
                    default="gaussian", help="law of the gradient noise, same covariance")
     p.add_argument("--nu", type=float, default=5.0, help="Student-t degrees of freedom (5)")
-    p.add_argument("--dataset-size", type=int, default=1024,
+    p.add_argument("--dataset-size", type=_int_in(2, 10 ** 7), default=1024,
                    help="finite_data: number of per-example gradients (1024)")
-    p.add_argument("--threads", type=int, default=None, help="numba threads (default: all)")
+    p.add_argument("--threads", type=_int_in(1, 4096), default=None,
+                   help="numba threads (default: all; at most the number available)")
     p.add_argument("--quiet", action="store_true", help="no progress line")
     p.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="run on a Dask cluster (e.g. tcp://host:8786); same results")
@@ -486,7 +608,8 @@ def build_parser():
                                    "engine.\n\nexample:\n  nqm-mc reproduce --quick --out "
                                    "figures")
     p.add_argument("--quick", action="store_true", help="coarse grids, every 4th power of 2")
-    p.add_argument("--seed", type=int, default=0, help="seed of the Monte Carlo confirmation")
+    p.add_argument("--seed", type=_int_in(0, 2 ** 64 - 1), default=0,
+                   help="seed of the Monte Carlo confirmation")
     _add_output_args(p)
     p.add_argument("--json", action="store_true", help="print the critical batch sizes as JSON")
     p.set_defaults(func=cmd_reproduce)
@@ -498,13 +621,14 @@ def build_parser():
                                    "Writes adam_proxy.png, .md, .csv and .json.\n\nexample:\n"
                                    "  nqm-mc adam-proxy --quick --out adam-proxy")
     p.add_argument("--quick", action="store_true", help="d = 100, 4 batch sizes, 16 runs")
-    p.add_argument("--dim", type=int, default=None,
+    p.add_argument("--dim", type=_int_in(1, MAX_DIM), default=None,
                    help="directions of the paper's model (300; 100 with --quick)")
     p.add_argument("--target", type=float, default=0.1, help="loss target (0.1)")
-    p.add_argument("--runs", type=int, default=32, help="trajectories per Adam setting (32)")
+    p.add_argument("--runs", type=_int_in(1, 2 ** 32 - 1), default=32,
+                   help="trajectories per Adam setting (32)")
     p.add_argument("--rotate", choices=["hessian", "noise", "both"], default=None,
                    help="rotate the model (Adam on the dense engine; P = H^p still commutes)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_int_in(0, 2 ** 64 - 1), default=0)
     _add_output_args(p)
     p.set_defaults(func=cmd_adam_proxy)
     p = sub.add_parser("noise-study", formatter_class=_Formatter,
@@ -516,8 +640,9 @@ def build_parser():
                                    "case. Writes noise_study.png, .md, .csv and .json.\n\n"
                                    "example:\n  nqm-mc noise-study --quick --out noise-study")
     p.add_argument("--quick", action="store_true", help="1000 runs, 1500 steps")
-    p.add_argument("--runs", type=int, default=4000, help="trajectories per law (4000)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--runs", type=_int_in(1, 2 ** 32 - 1), default=4000,
+                   help="trajectories per law (4000)")
+    p.add_argument("--seed", type=_int_in(0, 2 ** 64 - 1), default=0)
     _add_output_args(p)
     p.set_defaults(func=cmd_noise_study)
     p = sub.add_parser("scaling", formatter_class=_Formatter,
@@ -534,7 +659,8 @@ def build_parser():
     p.add_argument("--search", choices=["grid", "refine"], default="grid",
                    help="grid: the reference notebook's grids; refine: then zoom in log space")
     p.add_argument("--model", choices=["binned", "paper"], default="binned")
-    p.add_argument("--dim", type=int, default=10_000, help="dimension of --model paper")
+    p.add_argument("--dim", type=_int_in(1, MAX_DIM), default=10_000,
+                   help="dimension of --model paper")
     _add_output_args(p)
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_scaling)
@@ -573,12 +699,19 @@ def main(argv=None):
     from nqm_mc.montecarlo._interrupt import signal_name, sigterm_interrupts
     from nqm_mc.spec._checks import ParameterError
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as stop:  # --help, or a usage error already printed as one line
+        return stop.code
     try:
         with sigterm_interrupts():  # SIGTERM stops a run like Ctrl-C and keeps its work
             return args.func(args)
     except (ParameterError, _files.OutputExistsError) as err:
-        print(f"nqm-mc: error: {err}", file=sys.stderr)
+        print(f"nqm-mc: error: {_one_line(err)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except MemoryError as err:
+        print(f"nqm-mc: error: not enough memory ({_one_line(err) or 'MemoryError'}); use a "
+              "smaller --dim, --bins, --steps, --runs or --dataset-size", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt as err:
         name = signal_name(err)

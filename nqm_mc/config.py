@@ -21,18 +21,24 @@
     target = 0.5
     dtype = "float64"
     keep_paths = 10
-    record = "log"               # "log", "all" or every k steps
+    record = "log"               # "log", "all", every k steps or a list of steps
+    n_records = 100              # points of record = "log" (simulate 100, exact 60)
+    block_size = 16              # simulate: trajectories per kernel call (results unchanged)
+    method = "exact"             # exact: steps to target by "exact", "bisect" or "reference"
     threads = 2
     scheduler = "tcp://host:8786"   # optional: run on a Dask cluster
 
     [output]
     dir = "results/hb"
 
+Every key has an effect: ``steps``, ``target``, ``record``, ``n_records`` and ``method`` are
+used by ``nqm-mc exact`` (``method`` only there), the other run keys by ``nqm-mc simulate``.
 An unknown section or key, a missing required key or a bad value raises ParameterError naming
 the key, the value and what is allowed; the command line turns it into one line and exit 2.
 """
 
 import inspect
+import math
 from dataclasses import dataclass, field
 
 from nqm_mc.spec._checks import ParameterError
@@ -48,8 +54,16 @@ from nqm_mc.spec.schedules import (
 _MODEL_KINDS = {"paper": NQM.paper, "binned": NQM.binned, "power_law": NQM.power_law,
                 "arrays": NQM}
 RUN_KEYS = {"steps": int, "runs": int, "seed": int, "target": float, "dtype": str,
-            "keep_paths": int, "record": (str, int), "n_records": int, "threads": int,
+            "keep_paths": int, "record": (str, int, list), "n_records": int, "threads": int,
             "block_size": int, "scheduler": str, "method": str}
+MAX_STEPS = 2 ** 62        # the exact engine's horizon (constant hyperparameters)
+MAX_DIM = 10 ** 8          # directions of a model built from a flag or a file
+MAX_RECORDS = 10 ** 6      # recorded steps of one curve
+# inclusive bounds of the integer run keys (a command may narrow them)
+RUN_INT_BOUNDS = {"steps": (0, MAX_STEPS), "runs": (1, 2 ** 32 - 1), "seed": (0, 2 ** 64 - 1),
+                  "keep_paths": (0, 2 ** 32 - 1), "n_records": (2, MAX_RECORDS),
+                  "threads": (1, 4096), "block_size": (1, 2 ** 20)}
+RUN_CHOICES = {"dtype": ("float64", "float32"), "method": ("exact", "bisect", "reference")}
 OUTPUT_KEYS = {"dir": str, "json": bool}
 SECTIONS = ("model", "optimizer", "batch", "run", "output")
 
@@ -66,8 +80,14 @@ class Experiment:
     source: str = ""
 
 
+def _short(value, n=80):
+    r = repr(value)
+    return r if len(r) <= n else r[:n - 4] + " ..."
+
+
 def _err(src, key, value, allowed):
-    return ParameterError(f"{src}: bad value for {key!r}: got {value!r}; allowed: {allowed}")
+    return ParameterError(f"{src}: bad value for {key!r}: got {_short(value)}; allowed: "
+                          f"{allowed}")
 
 
 def _params(fn):
@@ -136,6 +156,9 @@ def _build(exp, section, table, src):
         if kind not in _MODEL_KINDS:
             raise _err(src, "model.kind", kind, ", ".join(_MODEL_KINDS))
         _check_keys(src, "model", m, set(_params(_MODEL_KINDS[kind])))
+        dim = m.get("dim")
+        if isinstance(dim, (int, float)) and not isinstance(dim, bool) and dim > MAX_DIM:
+            raise _err(src, "model.dim", dim, f"an int in [1, {MAX_DIM}]")
         exp.model = _MODEL_KINDS[kind](**m)
     if "optimizer" in data:
         o = data["optimizer"]
@@ -172,7 +195,34 @@ def _run_output(exp, data, src):
                                               and not isinstance(v, bool))
                 if not ok:
                     raise _err(src, f"{name}.{k}", v, " or ".join(ty.__name__ for ty in types))
+                if name == "run":
+                    _check_run_value(src, k, v)
                 dest[k] = v
+
+
+def _check_run_value(src, k, v):
+    """Ranges and choices of the run keys (types are checked already)."""
+    key = f"run.{k}"
+    if k in RUN_INT_BOUNDS:
+        lo, hi = RUN_INT_BOUNDS[k]
+        if not lo <= v <= hi:
+            raise _err(src, key, v, f"an int in [{lo}, {hi}]")
+    elif k in RUN_CHOICES and v not in RUN_CHOICES[k]:
+        raise _err(src, key, v, ", ".join(map(repr, RUN_CHOICES[k])))
+    elif k == "target" and not (math.isfinite(v) and v > 0):
+        raise _err(src, key, v, "a finite float > 0")
+    elif k == "record":
+        if isinstance(v, str) and v not in ("log", "all"):
+            raise _err(src, key, v, "'log', 'all', an int >= 1 or a list of steps")
+        if isinstance(v, int) and not 1 <= v <= MAX_STEPS:
+            raise _err(src, key, v, f"an int in [1, {MAX_STEPS}]")
+        if isinstance(v, list) and not (
+                0 < len(v) <= MAX_RECORDS and all(isinstance(x, int) and not isinstance(x, bool)
+                                                  and 0 <= x <= MAX_STEPS for x in v)):
+            raise _err(src, key, v, f"a non-empty list of at most {MAX_RECORDS} ints in "
+                       f"[0, {MAX_STEPS}]")
+    elif k == "scheduler" and not v.strip():
+        raise _err(src, key, v, "a scheduler address such as 'tcp://host:8786'")
 
 
 def load(path):
@@ -183,14 +233,24 @@ def load(path):
         import tomli as tomllib
     try:
         with open(path, "rb") as f:
-            data = tomllib.load(f)
+            text = f.read()
     except FileNotFoundError:
-        raise ParameterError(f"config file {path!r} not found") from None
+        raise ParameterError(f"config file {str(path)!r} not found") from None
+    except IsADirectoryError:
+        raise ParameterError(f"config file {str(path)!r} is a directory") from None
+    except OSError as err:
+        raise ParameterError(f"cannot read config file {str(path)!r}: "
+                             f"{err.strerror or err}") from None
+    try:
+        data = tomllib.loads(text.decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise ParameterError(f"config file {str(path)!r} is not UTF-8 text (byte {err.start}: "
+                             f"{text[err.start:err.start + 1]!r})") from None
     except tomllib.TOMLDecodeError as err:
         raise ParameterError(f"{path}: invalid TOML: {err}") from None
     try:
         return parse(data, src=str(path))
     except ParameterError:
         raise
-    except (TypeError, ValueError) as err:
-        raise ParameterError(f"{path}: {err}") from None
+    except (TypeError, ValueError, OverflowError, MemoryError) as err:
+        raise ParameterError(f"{path}: {type(err).__name__}: {err}") from None

@@ -24,7 +24,7 @@ Dask is imported only when an executor is created: ``import nqm_mc`` never impor
 
 import threading
 
-from nqm_mc.spec._checks import ParameterError, check_int
+from nqm_mc.spec._checks import ParameterError, check_int, check_real
 
 _LOCK = threading.Lock()
 
@@ -45,6 +45,33 @@ def _run_task(plan, first, nb, threads):
             numba.set_num_threads(old)
 
 
+def _connect(Client, target, timeout):
+    """A Client of a scheduler address or cluster; unreachable or malformed addresses raise
+    ParameterError with one line. Dask's own log lines about the retries are silenced."""
+    import logging
+    address = getattr(target, "scheduler_address", target)
+    if timeout is not None:
+        timeout = check_real("connect_timeout", timeout, "DaskExecutor", low=0.0)
+    kw = {} if timeout is None else {"timeout": timeout}
+    loggers = [logging.getLogger(n) for n in ("distributed", "distributed.client",
+                                              "distributed.comm", "distributed.core")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL)
+    try:
+        return Client(target, **kw)
+    except (ValueError, TypeError) as err:
+        raise ParameterError(f"bad Dask scheduler address {address!r}: "
+                             f"{' '.join(str(err).split())}") from None
+    except (OSError, TimeoutError) as err:
+        waited = f" within {timeout:g} s" if timeout is not None else ""
+        raise ParameterError(f"cannot reach the Dask scheduler at {address!r}{waited}: "
+                             f"{' '.join(str(err).split())[:200]}") from None
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
 class DaskExecutor:
     """Hand simulation work to a Dask cluster.
 
@@ -57,9 +84,14 @@ class DaskExecutor:
         of a worker.
     threads_per_task : int, optional
         numba threads inside each task (default: the worker process's numba default).
+    connect_timeout : float, optional
+        Seconds to wait for the scheduler when given an address or a cluster (default: Dask's
+        ``distributed.comm.timeouts.connect``). An address that cannot be reached in time, or
+        that is malformed, raises ParameterError (one line, naming the address).
     """
 
-    def __init__(self, cluster_or_address, groups_per_task=16, threads_per_task=None):
+    def __init__(self, cluster_or_address, groups_per_task=16, threads_per_task=None,
+                 connect_timeout=None):
         try:
             from dask.distributed import Client
         except ImportError as err:  # pragma: no cover - depends on the environment
@@ -75,7 +107,7 @@ class DaskExecutor:
             self.client, self._own = cluster_or_address, False
         elif isinstance(cluster_or_address, str) or hasattr(cluster_or_address,
                                                             "scheduler_address"):
-            self.client, self._own = Client(cluster_or_address), True
+            self.client, self._own = _connect(Client, cluster_or_address, connect_timeout), True
         else:
             raise ParameterError("The 'cluster_or_address' parameter of DaskExecutor must be a "
                                  "dask Client, a cluster or a scheduler address. Got "

@@ -12,6 +12,8 @@ import numpy as np
 from nqm_mc.config import MAX_DIM, MAX_RECORDS, MAX_STEPS
 
 EXIT_BAD_INPUT = 2
+SIM_METHODS = ("auto", "step", "skip")  # simulate's samplers (config key run.method)
+EXACT_METHODS = ("exact", "bisect", "reference")  # exact's steps to target (run.method)
 EXIT_SIGINT, EXIT_SIGTERM = 130, 143  # 128 + signal number, as shells report them
 
 
@@ -244,6 +246,8 @@ def cmd_exact(args):
     else:
         curve = exact.expected_loss(model, opt, args.batch_size, record=record)
     ss = exact.steady_state(model, opt, args.batch_size)
+    if args.method not in EXACT_METHODS:
+        _refuse(args, "method", f"one of {', '.join(EXACT_METHODS)} for exact")
     stt = exact.steps_to_target(model, opt, args.batch_size, args.target, method=args.method)
     dt = time.perf_counter() - t0
     summary = {
@@ -307,14 +311,16 @@ def _curve_by_jumps(model, opt, batch_size, record):
 
 def cmd_simulate(args):
     from nqm_mc import _files, exact
-    from nqm_mc.montecarlo.driver import simulate
+    from nqm_mc.montecarlo import simulate
     quiet = args.quiet
     raw = args
-    args = _resolve(args, {"runs": 100, "steps": 1000, "seed": 0, "target": 2.0,
+    args = _resolve(args, {"runs": 100, "steps": 1000, "seed": 0, "target": None,
                            "keep_paths": 0, "dtype": "float64", "threads": None,
                            "scheduler": None, "record": "log", "n_records": 40,
-                           "block_size": 16, "out": None, "json": False})
+                           "block_size": 16, "method": "auto", "out": None, "json": False})
     model, opt = args.model, args.optimizer
+    if args.method not in SIM_METHODS:
+        _refuse(args, "method", f"one of {', '.join(SIM_METHODS)} for simulate")
     if args.steps > MAX_SIM_STEPS:
         _refuse(args, "steps", f"an int in [0, {MAX_SIM_STEPS}] for simulate")
     if args.keep_paths > args.runs:
@@ -337,7 +343,8 @@ def cmd_simulate(args):
                        block_size=args.block_size, target=args.target,
                        keep_paths=args.keep_paths, dtype=args.dtype,
                        threads=None if executor else args.threads, progress=not quiet,
-                       executor=executor, noise=noise, on_interrupt="return")
+                       executor=executor, noise=noise, on_interrupt="return",
+                       method=args.method)
     finally:
         if executor is not None:
             executor.close()
@@ -585,10 +592,15 @@ def build_parser():
     p.add_argument("--seed", type=_int_in(0, 2 ** 64 - 1), default=None,
                    help="(0; up to 2^64 - 1)")
     p.add_argument("--target", type=float, default=None,
-                   help="loss target for hitting times (2.0)")
+                   help="loss target for hitting times (none; with a target, --method auto "
+                        "runs the step kernel for hitting times at every step)")
     p.add_argument("--keep-paths", type=_int_in(0, 2 ** 32 - 1), default=None,
                    help="keep this many loss paths (0; at most --runs)")
     p.add_argument("--dtype", choices=["float64", "float32"], default=None, help="(float64)")
+    p.add_argument("--method", choices=SIM_METHODS, default=None,
+                   help="sampler: skip (the exact law at the recorded steps, linear optimizers "
+                        "with Gaussian noise), step (every update), auto (default: skip where "
+                        "exact and faster; step with --target, for per-step hitting times)")
     p.add_argument("--noise", choices=["gaussian", "student_t", "finite_data"],
                    default="gaussian", help="law of the gradient noise, same covariance")
     p.add_argument("--nu", type=float, default=5.0, help="Student-t degrees of freedom (5)")

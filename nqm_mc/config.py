@@ -24,7 +24,8 @@
     record = "log"               # "log", "all", every k steps or a list of steps
     n_records = 100              # points of record = "log" (simulate 100, exact 60)
     block_size = 16              # simulate: trajectories per kernel call (results unchanged)
-    method = "exact"             # exact: steps to target by "exact", "bisect" or "reference"
+    method = "auto"              # simulate: "auto", "step" or "skip" (the sampler);
+                                 # exact: steps to target by "exact", "bisect" or "reference"
     threads = 2
     scheduler = "tcp://host:8786"   # optional: run on a Dask cluster
 
@@ -32,7 +33,9 @@
     dir = "results/hb"
 
 Every key has an effect: ``steps``, ``target``, ``record``, ``n_records`` and ``method`` are
-used by ``nqm-mc exact`` (``method`` only there), the other run keys by ``nqm-mc simulate``.
+used by both commands (``method`` names the sampler of ``nqm-mc simulate`` and the
+steps-to-target algorithm of ``nqm-mc exact``; each command refuses the other's values), the
+other run keys by ``nqm-mc simulate``.
 An unknown section or key, a missing required key or a bad value raises ParameterError naming
 the key, the value and what is allowed; the command line turns it into one line and exit 2.
 """
@@ -63,7 +66,8 @@ MAX_RECORDS = 10 ** 6      # recorded steps of one curve
 RUN_INT_BOUNDS = {"steps": (0, MAX_STEPS), "runs": (1, 2 ** 32 - 1), "seed": (0, 2 ** 64 - 1),
                   "keep_paths": (0, 2 ** 32 - 1), "n_records": (2, MAX_RECORDS),
                   "threads": (1, 4096), "block_size": (1, 2 ** 20)}
-RUN_CHOICES = {"dtype": ("float64", "float32"), "method": ("exact", "bisect", "reference")}
+RUN_CHOICES = {"dtype": ("float64", "float32"),
+               "method": ("auto", "step", "skip", "exact", "bisect", "reference")}
 OUTPUT_KEYS = {"dir": str, "json": bool}
 SECTIONS = ("model", "optimizer", "batch", "run", "output")
 

@@ -279,12 +279,13 @@ def test_unreachable_scheduler_fails_fast(tmp_path, monkeypatch):
 
 
 def test_exact_steps_zero_and_huge(tmp_path):
-    rc, out, err = call(["exact", "--dim", "20", "--steps", "0", "--json", "--out", tmp_path])
+    rc, out, err = call(["exact", "--dim", "20", "--steps", "0", "--json", "--out",
+                         tmp_path / "zero"])
     assert rc == 0, err
     s = json.loads(out)
     assert s["final_step"] == 0 and s["final_loss"] == s["initial_loss"]
     rc, out, err = call(["exact", "--dim", "20", "--steps", str(10 ** 12), "--json", "--out",
-                         tmp_path])
+                         tmp_path / "huge"])
     assert rc == 0, err
     s = json.loads(out)
     assert s["final_step"] == 10 ** 12

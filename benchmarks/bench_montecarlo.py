@@ -79,7 +79,7 @@ def main():
 
     def run(dt, threads):
         return work / timed(simulate, model, SGD(0.1), 32, a.steps, a.runs, record="log",
-                            dtype=dt, threads=threads, progress=False)
+                            dtype=dt, threads=threads, progress=False, method="step")
 
     base = work / timed(baseline, model, 0.1, 32, a.steps, a.runs, 0)
     print(f"d = {a.dim}, N = {a.runs}, T = {a.steps}, {nt} threads; rates in G dim-steps/s")

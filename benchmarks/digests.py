@@ -118,6 +118,7 @@ def _sim(model, opt, batch=8, n_steps=120, n_runs=40, **kw):
     kw.setdefault("seed", 7)
     kw.setdefault("n_records", 30)
     kw.setdefault("progress", False)
+    kw.setdefault("method", "step")  # the step kernel's bits (skip-ahead has its own tests)
     res = simulate(model, opt, batch, n_steps, n_runs, **kw)
     return {k: getattr(res, k) for k in RESULT_FIELDS}
 

@@ -128,7 +128,8 @@ def test_ctrl_c_stops_cleanly_and_keeps_finished_runs(tmp_path):
     import signal
     import time
     p = subprocess.Popen([sys.executable, "-m", "nqm_mc", "simulate", "--dim", "5000",
-                          "--steps", "1000", "--runs", "4000", "--json", "--quiet", "--out",
+                          "--steps", "1000", "--runs", "4000", "--method", "step", "--json",
+                          "--quiet", "--out",
                           str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          text=True)
     time.sleep(6)

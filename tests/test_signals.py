@@ -32,6 +32,7 @@ API_SCRIPT = textwrap.dedent("""
     try:
         with sigterm_interrupts():
             r = simulate(NQM.paper(1000), SGD(0.1), 32, 2_000_000, 16, target=0.5,
+                         method="step",
                          keep_paths=2, progress=False,
                          on_interrupt="return" if mode == "return" else "raise")
         print(json.dumps({"returned": True, **{k: r.meta[k] for k in
@@ -95,7 +96,8 @@ def test_cli_stops_saves_and_reports_true_counts(tmp_path, sig, code):
     assert warm.returncode == 0, warm.stderr
     out_dir = tmp_path / "run"
     p = _start([sys.executable, "-m", "nqm_mc", "simulate", "--dim", "1000", "--runs", "16",
-                "--steps", "2000000", "--json", "--out", str(out_dir)], "simulating",
+                "--steps", "2000000", "--method", "step", "--json", "--out", str(out_dir)],
+               "simulating",
                stream="stderr")
     latency, out, err = _stop(p, sig)
     print(f"{sig.name}: exit {p.returncode} {latency:.2f} s after the signal")

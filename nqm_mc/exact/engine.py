@@ -12,7 +12,7 @@ and the readout :math:`r` (:math:`\theta`, or the EMA :math:`e`) gives
 :math:`E[\ell_i] = \tfrac12 h_i S_{rr}`. The readout is Gaussian and directions are independent,
 so one run's loss has variance :math:`\sum_i n_i h_i^2 (v_i^2/2 + m_i^2 v_i)`.
 
-The (A, b) of each optimizer are built in :func:`nqm_mc._exact_kernels.fill_linear_form`
+The (A, b) of each optimizer are built in :func:`nqm_mc.exact._linalg.fill_linear_form`
 from the optimizer's linear form, never from the Monte Carlo kernels, so that the validation
 suite compares two independent computations.
 
@@ -28,7 +28,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from nqm_mc.exact import _kernels as K
+from nqm_mc.exact._crossing import first_crossing_batch, first_crossing_one
+from nqm_mc.exact._linalg import KIND_HEAVY_BALL, KIND_SGD
+from nqm_mc.exact._moments import curve_kernel, loss_at_kernel, steady_state_kernel
 from nqm_mc.spec._checks import ParameterError, check_choice, check_int, check_real
 from nqm_mc.spec.model import NQM
 from nqm_mc.spec.optimizers import Optimizer
@@ -97,18 +99,18 @@ def stability(model, optimizer, batch_size=1):
     h = model.curvatures
     x = optimizer.base_learning_rate * h ** (1.0 - optimizer.preconditioning)
     beta = getattr(optimizer, "momentum", 0.0)
-    if optimizer.kind_code == K.KIND_SGD:
+    if optimizer.kind_code == KIND_SGD:
         rho = np.abs(1.0 - x)
         bound = "alpha h^(1-p) < 2"
     else:
         # the (theta, m) map's trace and determinant
-        if optimizer.kind_code == K.KIND_HEAVY_BALL:
+        if optimizer.kind_code == KIND_HEAVY_BALL:
             tr, det = 1.0 - x + beta, beta
         else:
             tr, det = 1.0 - (1.0 + beta) * x + beta, beta * (1.0 - x)
         disc = tr * tr - 4.0 * det + 0j
         rho = np.maximum(np.abs((tr + np.sqrt(disc)) / 2), np.abs((tr - np.sqrt(disc)) / 2))
-        bound = ("alpha h^(1-p) < 2 (1 + beta)" if optimizer.kind_code == K.KIND_HEAVY_BALL
+        bound = ("alpha h^(1-p) < 2 (1 + beta)" if optimizer.kind_code == KIND_HEAVY_BALL
                  else "alpha h^(1-p) < 2 (1 + beta) / (1 + 2 beta)")
     i = int(np.argmax(rho))
     r = float(rho[i])
@@ -210,7 +212,7 @@ def expected_loss(model, optimizer, batch_size, n_steps=None, *, record_every=1,
     beta = float(getattr(optimizer, "momentum", 0.0))
     gamma = float(optimizer.ema) if optimizer.ema is not None else 0.0
     with np.errstate(over="ignore", invalid="ignore"):
-        K.curve_kernel(*args, lr_t, b_t, beta, gamma, steps, nc, om, ov, ot, gm1, gm2)
+        curve_kernel(*args, lr_t, b_t, beta, gamma, steps, nc, om, ov, ot, gm1, gm2)
     mean, var, mth = om.sum(0), ov.sum(0), ot.sum(0)
     diverged, reason = False, ""
     bad = ~np.isfinite(mean) | (mean > 1e300)
@@ -263,7 +265,7 @@ def loss_at(model, optimizer, batch_size, t):
     beta = float(getattr(optimizer, "momentum", 0.0))
     gamma = float(optimizer.ema) if optimizer.ema is not None else 0.0
     with np.errstate(over="ignore", invalid="ignore"):
-        K.loss_at_kernel(*_args(model, optimizer), lr, B, beta, gamma, ts, om, ov, ot)
+        loss_at_kernel(*_args(model, optimizer), lr, B, beta, gamma, ts, om, ov, ot)
     out = (om.sum(0), ov.sum(0), ot.sum(0))
     if np.ndim(t) == 0:
         return tuple(float(x[0]) for x in out)
@@ -297,7 +299,7 @@ def steady_state(model, optimizer, batch_size):
     stable = np.zeros(model.n_groups, dtype=np.bool_)
     beta = float(getattr(optimizer, "momentum", 0.0))
     gamma = float(optimizer.ema) if optimizer.ema is not None else 0.0
-    K.steady_state_kernel(kind, has_ema, h, hp, c, lr, B, beta, gamma, m2, stable)
+    steady_state_kernel(kind, has_ema, h, hp, c, lr, B, beta, gamma, m2, stable)
     if not stable.all():
         return SteadyState(np.inf, m2, False, stability(model, optimizer).reason)
     return SteadyState(float(0.5 * np.sum(n * h * m2)), m2, True, "")
@@ -414,9 +416,9 @@ def steps_to_target_batch(model, optimizer, target, batch_sizes, learning_rates,
     out = np.zeros(flat[0].size, dtype=np.int64)
     stats = np.zeros((flat[0].size, 4))
     kind, has_ema, h, hp, c, n, mu0, v0 = _args(model, optimizer)
-    ref_bias = method == "reference" and optimizer.kind_code == K.KIND_SGD and not has_ema
+    ref_bias = method == "reference" and optimizer.kind_code == KIND_SGD and not has_ema
     with np.errstate(over="ignore", invalid="ignore"):
-        K.first_crossing_batch(kind, has_ema, h, hp, c, n, mu0, v0, *flat, target, code,
+        first_crossing_batch(kind, has_ema, h, hp, c, n, mu0, v0, *flat, target, code,
                                _reference_bisect_hi(optimizer), ref_bias, out, stats, cap_flat)
     out = _bisect_convention(out, method, ref_bias, stats[:, 1])
     return out.reshape(shape)
@@ -440,7 +442,7 @@ def steps_to_target(model, optimizer, batch_size, target, *, method="exact"):
     their steady state rise), so plain bisection may return a later crossing. The exact method
     brackets the crossing with a monotone upper envelope and scans from t = 0 with jumps over
     which the loss is proven to stay above the target (see
-    :func:`nqm_mc._exact_kernels.first_crossing_one`); it handles targets 10^9 steps away in
+    :func:`nqm_mc.exact._crossing.first_crossing_one`); it handles targets 10^9 steps away in
     milliseconds. ``method="bisect"`` is plain bisection on the exact curve (the same answer
     when E[L] is monotone, possibly a later crossing otherwise); ``method="reference"``
     reproduces the reference notebook's bisection (its bracket, one less than the crossing, at
@@ -460,9 +462,9 @@ def steps_to_target(model, optimizer, batch_size, target, *, method="exact"):
     beta = float(getattr(optimizer, "momentum", 0.0))
     gamma = float(optimizer.ema) if optimizer.ema is not None else 0.0
     stats = np.zeros(4)
-    ref_bias = method == "reference" and optimizer.kind_code == K.KIND_SGD and not has_ema
+    ref_bias = method == "reference" and optimizer.kind_code == KIND_SGD and not has_ema
     with np.errstate(over="ignore", invalid="ignore"):
-        t = int(K.first_crossing_one(kind, has_ema, h, hp, c, n, mu0, v0, lr, B, beta, gamma,
+        t = int(first_crossing_one(kind, has_ema, h, hp, c, n, mu0, v0, lr, B, beta, gamma,
                                      target, code, _reference_bisect_hi(optimizer), ref_bias,
                                      stats))
     if t >= 0:

@@ -30,6 +30,9 @@ def modal_coefficients(k, r, h, A, D, out_abs, out_mu, out_gap):
     C_ab = h/2 alpha_a alpha_b u_a^T D u_b. Writes |C_ab| (inflated by a rounding allowance),
     |mu_ab| and |1 - mu_ab| (mu_ab = lam_a lam_b) and returns the number of modes, or 0 when V
     is too ill-conditioned (near critical damping) for the coefficients to be trusted.
+
+    k int <= 3; r int the readout index; h float; A (3, 3) the map (read on its k x k block);
+    D (3, 3) the transient; out_abs, out_mu, out_gap (>= k^2,) float64 outputs.
     """
     if k <= 2:
         lam, V = _eig2(k, A)
@@ -125,7 +128,12 @@ def _bisect(kk, ro, G, table, D, n, h, Lstar, target, bisect_hi, stats, tmp, T):
     depth, f_k = floor(W / 2^(k+1)) and c_k = floor(ceil(W / 2^k) / 2), both equal to
     2 f_(k+1) + r with r in {0, 1, 2}. Their powers of A therefore come from the next depth's
     with one squaring and at most two products, and each bisection step costs one sandwich
-    per group instead of a power from scratch."""
+    per group instead of a power from scratch.
+
+    kk, ro (G,) int64 state sizes and readouts; G int; table (G, MAX_LOG2 + 1, 3, 3); D
+    (G, 3, 3) the transients S0 - S*; n, h (G,); Lstar, target floats; bisect_hi int; stats (4,)
+    (stats[2] counts the evaluations); tmp, T (3, 3) scratch. Returns lo.
+    """
     depth = 0
     while (bisect_hi >> depth) > 1:
         depth += 1
@@ -190,7 +198,11 @@ def _bisect(kk, ro, G, table, D, n, h, Lstar, target, bisect_hi, stats, tmp, T):
 @njit(**_OPTS)
 def _bisect2(G, table, D, n, h, Lstar, target, bisect_hi, stats):
     """_bisect for 2 x 2 recurrences read out at entry (0, 0) (heavy-ball, Nesterov), with the
-    groups laid out as arrays (structure of arrays), so that every step is one SIMD loop."""
+    groups laid out as arrays (structure of arrays), so that every step is one SIMD loop.
+
+    G int; table (G, MAX_LOG2 + 1, 3, 3); D (G, 3, 3); n, h (G,); Lstar, target floats;
+    bisect_hi int; stats (4,). Returns lo.
+    """
     depth = 0
     while (bisect_hi >> depth) > 1:
         depth += 1
@@ -559,8 +571,7 @@ def _certified_scan(G, kk, ro, table, D, M, P, n, h, cp, n_modes, mc_abs, mc_mu,
 
 
 @njit(**_OPTS)
-def first_crossing_one(kind, has_ema, h, hp, c, n, mu0, v0, lr, batch, beta, gamma, target,
-                       method, bisect_hi, ref_bias, stats, cap=0):
+def first_crossing_one(form, lr, batch, beta, gamma, search, stats, cap=0):
     """Steps to target for one configuration.
 
     Returns t >= 0, or -1 (steady state >= target: unreachable), -2 (unstable), -3 (the target
@@ -569,10 +580,10 @@ def first_crossing_one(kind, has_ema, h, hp, c, n, mu0, v0, lr, batch, beta, gam
     cap skips the configuration). ``stats`` (size 4) receives L*, t_hi, the number of exact
     evaluations and the number of lifting steps.
 
-    Parameters: kind (int), has_ema (bool); h, hp, c, n, mu0, v0 (G,) float64 per group
-    (curvature, h^-p, noise variance, multiplicity, initial mean and variance); lr, batch, beta,
-    gamma floats; target float; method int (0 exact, 1 bisection); bisect_hi int; ref_bias
-    bool; stats (4,) float64 output; cap int.
+    Parameters: form, a LinearForm (:mod:`nqm_mc.exact.lowering`; G groups; its own lr,
+    batch, beta and gamma are not read); lr, batch, beta, gamma floats, this configuration's;
+    search, a CrossingSearch (target, method 0 exact / 1 bisection, bisect_hi, ref_bias);
+    stats (4,) float64 output; cap int.
 
     method 0 (exact first crossing). With D = S0 - S*, the transient is X(t) = A^t D A^tT and
     E[L(t)] = L* + sum_g n h/2 X_rr(t). P = sum_j A^jT A^j satisfies A^T P A <= P, so
@@ -591,6 +602,10 @@ def first_crossing_one(kind, has_ema, h, hp, c, n, mu0, v0, lr, batch, beta, gam
     """
     if cap < 0:
         return -4  # skipped
+    kind, has_ema = form.kind, form.has_ema
+    h, hp, c, n, mu0, v0 = form.h, form.hp, form.c, form.n, form.mu0, form.v0
+    target, method, bisect_hi, ref_bias = (search.target, search.method, search.bisect_hi,
+                                           search.ref_bias)
     G = h.shape[0]
     tmp = np.zeros((3, 3))
     T = np.zeros((3, 3))
@@ -647,11 +662,14 @@ def first_crossing_one(kind, has_ema, h, hp, c, n, mu0, v0, lr, batch, beta, gam
 
 
 @njit(cache=True, error_model="numpy", parallel=True)
-def first_crossing_batch(kind, has_ema, h, hp, c, n, mu0, v0, lrs, batches, betas, gammas,
-                         target, method, bisect_hi, ref_bias, out, out_stats, caps):
-    """first_crossing_one over configurations (lrs, batches, betas, gammas, caps have one
-    length; a cap of 0 means none)."""
+def first_crossing_batch(form, lrs, batches, betas, gammas, search, out, out_stats, caps):
+    """first_crossing_one over configurations, in parallel.
+
+    form : LinearForm (G groups); search : CrossingSearch.
+    lrs, batches, betas, gammas : (N,) float64, one configuration each.
+    out : (N,) int64, receives the steps or status codes; out_stats : (N, 4) float64.
+    caps : (N,) int64 (0 = none).
+    """
     for i in prange(lrs.shape[0]):
-        out[i] = first_crossing_one(kind, has_ema, h, hp, c, n, mu0, v0, lrs[i], batches[i],
-                                    betas[i], gammas[i], target, method, bisect_hi, ref_bias,
+        out[i] = first_crossing_one(form, lrs[i], batches[i], betas[i], gammas[i], search,
                                     out_stats[i], caps[i])

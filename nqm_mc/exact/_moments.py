@@ -39,14 +39,23 @@ def is_stable(k, table):
 
 # --------------------------------------------------------------------------- per-step curves
 @njit(cache=True, error_model="numpy", parallel=True)
-def curve_kernel(kind, has_ema, h, hp, c, n, mu0, v0, lr_t, batch_t, beta, gamma, record,
-                 n_chunks, out_mean, out_var, out_theta_mean, out_group_m1, out_group_m2):
+def curve_kernel(form, record, n_chunks, out_mean, out_var, out_theta_mean, out_group_m1,
+                 out_group_m2):
     """Per-step recurrences for t = 0..record[-1]; statistics at the steps listed in ``record``.
 
-    out_* have shape (n_chunks, R) and hold per-chunk partial sums (summed by the caller in
-    chunk order, so totals do not depend on the thread count). out_group_m1/m2 (R, G) or (0, 0)
-    receive the readout's per-group mean and uncentred second moment.
+    form : LinearForm (:mod:`nqm_mc.exact.lowering`) with lr, batch of length >= record[-1]
+        (G groups).
+    record : (R,) int64, increasing steps.
+    n_chunks : int, the groups are split into this many contiguous chunks (one per task).
+    out_mean, out_var, out_theta_mean : (n_chunks, R) float64, zero on entry; receive
+        per-chunk partial sums of E[L], Var[L] and E[L_theta] (summed by the caller in chunk
+        order, so totals do not depend on the thread count).
+    out_group_m1, out_group_m2 : (R, G) or (0, 0) float64; receive the readout's per-group mean
+        and uncentred second moment (skipped when empty).
     """
+    kind, has_ema, beta, gamma = form.kind, form.has_ema, form.beta, form.gamma
+    h, hp, c, n, mu0, v0 = form.h, form.hp, form.c, form.n, form.mu0, form.v0
+    lr_t, batch_t = form.lr, form.batch
     G = h.shape[0]
     R = record.shape[0]
     keep_groups = out_group_m1.shape[0] > 0
@@ -120,15 +129,21 @@ def curve_kernel(kind, has_ema, h, hp, c, n, mu0, v0, lr_t, batch_t, beta, gamma
 
 # --------------------------------------------------------------------------- O(log t) evaluation
 @njit(cache=True, error_model="numpy", parallel=True)
-def loss_at_kernel(kind, has_ema, h, hp, c, n, mu0, v0, lr, batch, beta, gamma, ts,
-                   out_mean, out_var, out_theta_mean):
+def loss_at_kernel(form, ts, out_mean, out_var, out_theta_mean):
     """E[L(t)], Var[L(t)] and E[L_theta(t)] at arbitrary t for constant hyperparameters.
 
     S(t) is assembled from the binary digits of t: with P_j = A^(2^j) and
     N_j = sum_{i < 2^j} A^i Q A^iT, S <- P_j S P_j^T + N_j for every set bit j. Cost O(k^3 log t)
     per group; valid for unstable configurations too (the moments then grow).
-    Outputs have shape (G, len(ts)) (per group, summed by the caller).
+
+    form : LinearForm (G groups); the learning rate and batch size are those of step 0.
+    ts : (nT,) int64 steps >= 0 (up to 2^62).
+    out_mean, out_var, out_theta_mean : (G, nT) float64, per group (summed by the caller).
     """
+    kind, has_ema, beta, gamma = form.kind, form.has_ema, form.beta, form.gamma
+    h, hp, c, n, mu0, v0 = form.h, form.hp, form.c, form.n, form.mu0, form.v0
+    lr = form.lr[0]
+    batch = form.batch[0]
     G = h.shape[0]
     nT = ts.shape[0]
     for g in prange(G):
@@ -195,8 +210,17 @@ def loss_at_kernel(kind, has_ema, h, hp, c, n, mu0, v0, lr, batch, beta, gamma, 
 
 # --------------------------------------------------------------------------- steady state
 @njit(cache=True, error_model="numpy", parallel=True)
-def steady_state_kernel(kind, has_ema, h, hp, c, lr, batch, beta, gamma, out_m2, out_stable):
-    """Per group: the readout's steady-state second moment (mean is 0) and stability."""
+def steady_state_kernel(form, out_m2, out_stable):
+    """Per group: the readout's steady-state second moment (mean is 0) and stability.
+
+    form : LinearForm (G groups); the learning rate and batch size are those of step 0.
+    out_m2 : (G,) float64, receives S*_rr (inf when unstable).
+    out_stable : (G,) bool, receives whether the group's map contracts.
+    """
+    kind, has_ema, beta, gamma = form.kind, form.has_ema, form.beta, form.gamma
+    h, hp, c = form.h, form.hp, form.c
+    lr = form.lr[0]
+    batch = form.batch[0]
     G = h.shape[0]
     for g in prange(G):
         A = np.zeros((3, 3))

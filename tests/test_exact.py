@@ -301,7 +301,7 @@ def test_caps_cut_the_search_without_changing_what_is_found():
                                [[1e-9, -0.3], [0.7, 0.2]], [[0.0, 0.0], [0.4, 0.0]],
                                [[0.5, 0.0], [0.0, 0.5]], [[0.2]]])
 def test_small_eigendecomposition_matches_lapack(A):
-    from nqm_mc.exact._kernels import _eig2, _inv_small
+    from nqm_mc.exact._linalg import _eig2, _inv_small
     A = np.array(A, float)
     k = A.shape[0]
     lam, V = _eig2(k, A)

@@ -6,8 +6,10 @@ import time
 import numpy as np
 
 from nqm_mc import NQM, expected_loss, simulate, stability
+from nqm_mc.exact.dense import expected_loss_dense
+from nqm_mc.montecarlo.dense import simulate_dense
 from nqm_mc.spec import schedules as S
-from nqm_mc.spec.rotated import RotatedNQM, expected_loss_dense, simulate_dense
+from nqm_mc.spec.rotated import RotatedNQM
 from validation.stats import (
     LossLaw,
     band_moments,

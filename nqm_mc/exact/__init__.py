@@ -3,6 +3,12 @@
 Expected loss and its exact variance at every step (:func:`expected_loss`), at one step in
 O(log t) (:func:`loss_at`), the steady state, stability, and the exact first crossing of a loss
 target (:func:`steps_to_target`). The theory is in ``docs/theory.md``.
+
+- :mod:`~nqm_mc.exact.engine` -- the public functions (checks, results);
+- :mod:`~nqm_mc.exact.lowering` -- specifications to kernel inputs (:class:`LinearForm`);
+- :mod:`~nqm_mc.exact._linalg`, :mod:`~nqm_mc.exact._powers`, :mod:`~nqm_mc.exact._moments`,
+  :mod:`~nqm_mc.exact._crossing` -- the numba kernels, by concern;
+- :mod:`~nqm_mc.exact.dense` -- the full covariance recurrence for rotated models.
 """
 
 from nqm_mc.exact.engine import (

@@ -12,7 +12,7 @@ and the readout :math:`r` (:math:`\theta`, or the EMA :math:`e`) gives
 :math:`E[\ell_i] = \tfrac12 h_i S_{rr}`. The readout is Gaussian and directions are independent,
 so one run's loss has variance :math:`\sum_i n_i h_i^2 (v_i^2/2 + m_i^2 v_i)`.
 
-The (A, b) of each optimizer are built in :func:`nqm_mc._exact_kernels.fill_linear_form`
+The (A, b) of each optimizer are built in :func:`nqm_mc.exact._linalg.fill_linear_form`
 from the optimizer's linear form, never from the Monte Carlo kernels, so that the validation
 suite compares two independent computations.
 
@@ -28,7 +28,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from nqm_mc.exact import _kernels as K
+from nqm_mc.exact import _kernels as K  # noqa: F401 (the kernels, for tests and tools)
+from nqm_mc.exact._crossing import first_crossing_batch, first_crossing_one
+from nqm_mc.exact._linalg import KIND_HEAVY_BALL, KIND_SGD
+from nqm_mc.exact._moments import curve_kernel, loss_at_kernel, steady_state_kernel
+from nqm_mc.exact.lowering import REFERENCE_BISECT_HI, crossing_search, lower  # noqa: F401
 from nqm_mc.spec._checks import (
     MAX_BATCH,
     MAX_STEP,
@@ -49,9 +53,6 @@ __all__ = [
     "steps_to_target", "steps_to_target_batch", "stability",
 ]
 
-REFERENCE_BISECT_HI = {"sgd": 10**9, "heavy_ball": 10**7, "nesterov": 10**7, "ema": 10**7}
-
-
 def _check_model(model, owner):
     if not isinstance(model, NQM):
         raise ParameterError(f"The 'model' parameter of {owner} must be an NQM. "
@@ -68,17 +69,6 @@ def _check_optimizer(opt, owner):
         raise ParameterError(f"The 'optimizer' parameter of {owner}: the exact engine needs an "
                              f"update linear in the gradient (SGD, HeavyBall, Nesterov without "
                              f"clipping); {what} is nonlinear. Use nqm_mc.simulate.")
-
-
-def _args(model, opt):
-    """Kernel arguments common to every exact kernel."""
-    h = np.ascontiguousarray(model.curvatures)
-    hp = h ** (-opt.preconditioning)
-    return (opt.kind_code, opt.ema is not None, h, hp,
-            np.ascontiguousarray(model.noise_variances),
-            model.multiplicities.astype(np.float64),
-            np.ascontiguousarray(model.initial_mean),
-            np.ascontiguousarray(model.initial_variance))
 
 
 def _n_chunks(G):
@@ -105,21 +95,22 @@ def stability(model, optimizer, batch_size=1):
     _check_model(model, owner)
     _check_optimizer(optimizer, owner)
     checked_values(as_batch_schedule(batch_size, "batch_size", owner), 1, "batch_size", owner)
-    h = model.curvatures
-    x = optimizer.base_learning_rate * h ** (1.0 - optimizer.preconditioning)
-    beta = getattr(optimizer, "momentum", 0.0)
-    if optimizer.kind_code == K.KIND_SGD:
+    form = lower(model, optimizer, None, 1, owner)
+    h = form.h
+    x = float(form.lr[0]) * h ** (1.0 - form.p)
+    beta = form.beta
+    if form.kind == KIND_SGD:
         rho = np.abs(1.0 - x)
         bound = "alpha h^(1-p) < 2"
     else:
         # the (theta, m) map's trace and determinant
-        if optimizer.kind_code == K.KIND_HEAVY_BALL:
+        if form.kind == KIND_HEAVY_BALL:
             tr, det = 1.0 - x + beta, beta
         else:
             tr, det = 1.0 - (1.0 + beta) * x + beta, beta * (1.0 - x)
         disc = tr * tr - 4.0 * det + 0j
         rho = np.maximum(np.abs((tr + np.sqrt(disc)) / 2), np.abs((tr - np.sqrt(disc)) / 2))
-        bound = ("alpha h^(1-p) < 2 (1 + beta)" if optimizer.kind_code == K.KIND_HEAVY_BALL
+        bound = ("alpha h^(1-p) < 2 (1 + beta)" if form.kind == KIND_HEAVY_BALL
                  else "alpha h^(1-p) < 2 (1 + beta) / (1 + 2 beta)")
     i = int(np.argmax(rho))
     r = float(rho[i])
@@ -235,16 +226,12 @@ def expected_loss(model, optimizer, batch_size, n_steps=None, *, record_every=1,
                  f"The learning rates and batch sizes of every step up to {T} take most of "
                  "it: use a shorter horizon, or for constant hyperparameters loss_at, which "
                  "evaluates any step up to 2^62 in O(log t).")
-    lr_t = checked_values(optimizer.learning_rate, max(T, 1), "learning_rate", owner)
-    b_t = checked_values(batch, max(T, 1), "batch_size", owner)
-    args = _args(model, optimizer)
+    form = lower(model, optimizer, batch, T, owner)  # schedules checked there
     om, ov, ot = (np.zeros((nc, R)) for _ in range(3))
     gm1 = np.zeros((R, G)) if group_moments else np.zeros((0, 0))
     gm2 = np.zeros((R, G)) if group_moments else np.zeros((0, 0))
-    beta = float(getattr(optimizer, "momentum", 0.0))
-    gamma = float(optimizer.ema) if optimizer.ema is not None else 0.0
     with np.errstate(over="ignore", invalid="ignore"):
-        K.curve_kernel(*args, lr_t, b_t, beta, gamma, steps, nc, om, ov, ot, gm1, gm2)
+        curve_kernel(form, steps, nc, om, ov, ot, gm1, gm2)
     mean, var, mth = om.sum(0), ov.sum(0), ot.sum(0)
     diverged, reason = False, ""
     bad = ~np.isfinite(mean) | (mean > 1e300)
@@ -308,17 +295,16 @@ def loss_at(model, optimizer, batch_size, t):
     owner = "loss_at"
     _check_model(model, owner)
     _check_optimizer(optimizer, owner)
-    lr, B = _constant_hparams(optimizer, batch_size, owner)
+    _constant_hparams(optimizer, batch_size, owner)
     shape = np.shape(t)
     ts = np.ascontiguousarray(_check_times(t, owner).ravel())
     G = model.n_groups
     check_memory(8.0 * 3 * G * ts.size, owner, f"{ts.size} steps x {G} groups",
                  "Ask for fewer steps per call.")
     om, ov, ot = (np.zeros((G, ts.size)) for _ in range(3))
-    beta = float(getattr(optimizer, "momentum", 0.0))
-    gamma = float(optimizer.ema) if optimizer.ema is not None else 0.0
+    form = lower(model, optimizer, batch_size, 1, owner)
     with np.errstate(over="ignore", invalid="ignore"):
-        K.loss_at_kernel(*_args(model, optimizer), lr, B, beta, gamma, ts, om, ov, ot)
+        loss_at_kernel(form, ts, om, ov, ot)
     out = (om.sum(0), ov.sum(0), ot.sum(0))
     if len(shape) == 0:
         return tuple(float(x[0]) for x in out)
@@ -346,16 +332,14 @@ def steady_state(model, optimizer, batch_size):
     owner = "steady_state"
     _check_model(model, owner)
     _check_optimizer(optimizer, owner)
-    lr, B = _constant_hparams(optimizer, batch_size, owner)
-    kind, has_ema, h, hp, c, n, _, _ = _args(model, optimizer)
+    _constant_hparams(optimizer, batch_size, owner)
+    form = lower(model, optimizer, batch_size, 1, owner)
     m2 = np.zeros(model.n_groups)
     stable = np.zeros(model.n_groups, dtype=np.bool_)
-    beta = float(getattr(optimizer, "momentum", 0.0))
-    gamma = float(optimizer.ema) if optimizer.ema is not None else 0.0
-    K.steady_state_kernel(kind, has_ema, h, hp, c, lr, B, beta, gamma, m2, stable)
+    steady_state_kernel(form, m2, stable)
     if not stable.all():
         return SteadyState(np.inf, m2, False, stability(model, optimizer).reason)
-    return SteadyState(float(0.5 * np.sum(n * h * m2)), m2, True, "")
+    return SteadyState(float(0.5 * np.sum(form.n * form.h * m2)), m2, True, "")
 
 
 # ---------------------------------------------------------------------------- steps to target
@@ -395,12 +379,6 @@ _METHODS = ("exact", "bisect", "reference")
 def _method_code(method, owner):
     check_choice("method", method, owner, _METHODS)
     return 0 if method == "exact" else 1
-
-
-def _reference_bisect_hi(optimizer):
-    if optimizer.ema is not None:
-        return REFERENCE_BISECT_HI["ema"]
-    return REFERENCE_BISECT_HI[optimizer.name]
 
 
 def _float_array(name, value, owner):
@@ -448,8 +426,8 @@ def steps_to_target_batch(model, optimizer, target, batch_sizes, learning_rates,
     _check_optimizer(optimizer, owner)
     target = check_real("target", target, owner, low=0.0)
     code = _method_code(method, owner)
-    beta0 = float(getattr(optimizer, "momentum", 0.0))
-    gamma0 = float(optimizer.ema) if optimizer.ema is not None else 0.0
+    form = lower(model, optimizer, None, 1, owner)
+    beta0, gamma0 = form.beta, form.gamma
     lrs = _float_array("learning_rates", learning_rates, owner)
     bs = _float_array("batch_sizes", batch_sizes, owner)
     betas = _float_array("momenta", beta0 if momenta is None else momenta, owner)
@@ -505,12 +483,10 @@ def steps_to_target_batch(model, optimizer, target, batch_sizes, learning_rates,
     cap_flat = np.ascontiguousarray(np.broadcast_to(cap_arr, shape).ravel())
     out = np.zeros(flat[0].size, dtype=np.int64)
     stats = np.zeros((flat[0].size, 4))
-    kind, has_ema, h, hp, c, n, mu0, v0 = _args(model, optimizer)
-    ref_bias = method == "reference" and optimizer.kind_code == K.KIND_SGD and not has_ema
+    search = crossing_search(form, target, method)
     with np.errstate(over="ignore", invalid="ignore"):
-        K.first_crossing_batch(kind, has_ema, h, hp, c, n, mu0, v0, *flat, target, code,
-                               _reference_bisect_hi(optimizer), ref_bias, out, stats, cap_flat)
-    out = _bisect_convention(out, method, ref_bias, stats[:, 1])
+        first_crossing_batch(form, *flat, search, out, stats, cap_flat)
+    out = _bisect_convention(out, method, search.ref_bias, stats[:, 1])
     return out.reshape(shape)
 
 
@@ -532,7 +508,7 @@ def steps_to_target(model, optimizer, batch_size, target, *, method="exact"):
     their steady state rise), so plain bisection may return a later crossing. The exact method
     brackets the crossing with a monotone upper envelope and scans from t = 0 with jumps over
     which the loss is proven to stay above the target (see
-    :func:`nqm_mc._exact_kernels.first_crossing_one`); it handles targets 10^9 steps away in
+    :func:`nqm_mc.exact._crossing.first_crossing_one`); it handles targets 10^9 steps away in
     milliseconds. ``method="bisect"`` is plain bisection on the exact curve (the same answer
     when E[L] is monotone, possibly a later crossing otherwise); ``method="reference"``
     reproduces the reference notebook's bisection (its bracket, one less than the crossing, at
@@ -546,19 +522,16 @@ def steps_to_target(model, optimizer, batch_size, target, *, method="exact"):
     _check_model(model, owner)
     _check_optimizer(optimizer, owner)
     target = check_real("target", target, owner, low=0.0)
-    code = _method_code(method, owner)
-    lr, B = _constant_hparams(optimizer, batch_size, owner)
-    kind, has_ema, h, hp, c, n, mu0, v0 = _args(model, optimizer)
-    beta = float(getattr(optimizer, "momentum", 0.0))
-    gamma = float(optimizer.ema) if optimizer.ema is not None else 0.0
+    _method_code(method, owner)
+    _constant_hparams(optimizer, batch_size, owner)
+    form = lower(model, optimizer, batch_size, 1, owner)
+    search = crossing_search(form, target, method)
     stats = np.zeros(4)
-    ref_bias = method == "reference" and optimizer.kind_code == K.KIND_SGD and not has_ema
     with np.errstate(over="ignore", invalid="ignore"):
-        t = int(K.first_crossing_one(kind, has_ema, h, hp, c, n, mu0, v0, lr, B, beta, gamma,
-                                     target, code, _reference_bisect_hi(optimizer), ref_bias,
-                                     stats))
+        t = int(first_crossing_one(form, form.lr[0], form.batch[0], form.beta, form.gamma,
+                                   search, stats))
     if t >= 0:
-        t = int(_bisect_convention(np.array([t]), method, ref_bias, stats[None, 1])[0])
+        t = int(_bisect_convention(np.array([t]), method, search.ref_bias, stats[None, 1])[0])
         return StepsToTarget(t, "reached", float(stats[0]), target, method,
                              evaluations=int(stats[2]))
     status = _STATUS[t]

@@ -87,7 +87,8 @@ def adam_proxy_study(outdir, *, model=None, batch_sizes=None, target=0.1, lrs=No
         model = NQM.paper(dim=(50 if rotate else 100) if quick else (100 if rotate else 300))
     run_model, proxy_model, sim = model, model, simulate
     if rotate is not None:
-        from nqm_mc.spec.rotated import RotatedNQM, simulate_dense
+        from nqm_mc.montecarlo.dense import simulate_dense
+        from nqm_mc.spec.rotated import RotatedNQM
         run_model = RotatedNQM.from_nqm(model, rotate, seed=seed)
         proxy_model = run_model.equivalent_nqm()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -10,6 +11,7 @@ import time
 import numpy as np
 
 from nqm_mc.config import MAX_DIM, MAX_RECORDS, MAX_STEPS
+from nqm_mc.spec.codes import LAST_LINEAR_KIND
 
 EXIT_BAD_INPUT = 2
 SIM_METHODS = ("auto", "step", "skip")  # simulate's samplers (config key run.method)
@@ -90,8 +92,7 @@ def _resolve(args, run_defaults):
     file, which overrides the defaults."""
     from nqm_mc import config
     from nqm_mc.spec.model import NQM
-    from nqm_mc.spec.optimizers import SGD, Adagrad, Adam, HeavyBall, Nesterov, RMSProp, SignSGD
-    ADAPTIVE = {"adam": Adam, "rmsprop": RMSProp, "adagrad": Adagrad, "sign_sgd": SignSGD}
+    from nqm_mc.spec.optimizers import OPTIMIZERS
     exp = config.load(args.config) if getattr(args, "config", None) else config.Experiment()
 
     def val(name):
@@ -119,21 +120,15 @@ def _resolve(args, run_defaults):
             opt = opt.with_(preconditioning=args.preconditioning)
         if _given(args, "ema"):
             opt = opt.with_(ema=args.ema)
-    elif val("optimizer") in ADAPTIVE:
-        if _given(args, "preconditioning"):
+    else:  # built from the registry: each flag goes to the field of the same name
+        cls = OPTIMIZERS[val("optimizer")]
+        fields = {f.name for f in dataclasses.fields(cls)}
+        if _given(args, "preconditioning") and "preconditioning" not in fields:
             from nqm_mc.spec._checks import ParameterError
             raise ParameterError(f"The '--preconditioning' option does not apply to "
                                  f"{val('optimizer')} (it scales each coordinate itself).")
-        opt = ADAPTIVE[val("optimizer")](val("learning_rate"), ema=val("ema"),
-                                         clip_norm=val("clip_norm"))
-    else:
-        common = dict(preconditioning=val("preconditioning"), ema=val("ema"),
-                      clip_norm=val("clip_norm"))
-        if val("optimizer") == "sgd":
-            opt = SGD(val("learning_rate"), **common)
-        else:
-            cls = HeavyBall if val("optimizer") == "heavy_ball" else Nesterov
-            opt = cls(val("learning_rate"), val("momentum"), **common)
+        opt = cls(**{name: val(name) for name in ("learning_rate", "momentum", "preconditioning",
+                                                   "ema", "clip_norm") if name in fields})
     if _given(args, "clip_norm") and opt.clip_norm != args.clip_norm:
         opt = opt.with_(clip_norm=args.clip_norm)
     if _given(args, "batch_size"):
@@ -191,6 +186,25 @@ def _batch_label(batch):
     return str(batch) if isinstance(batch, int) else "schedule"
 
 
+# options shared by several subcommands: one declaration each, the same name and meaning
+def _add_json(p, what="the summary"):
+    p.add_argument("--json", action="store_true", help=f"print {what} as JSON")
+
+
+def _add_seed(p, default=None, what="key of the random streams"):
+    p.add_argument("--seed", type=_int_in(0, 2 ** 64 - 1), default=default,
+                   help=f"{what} ({default or 0}; up to 2^64 - 1)")
+
+
+def _add_target(p, default=None, shown=None, what="loss target"):
+    p.add_argument("--target", type=float, default=default,
+                   help=f"{what} ({shown if shown is not None else default})")
+
+
+def _add_quiet(p):
+    p.add_argument("--quiet", action="store_true", help="no progress line or notices")
+
+
 def _add_spec_args(p):
     p.add_argument("--config", "-c", metavar="FILE.toml", default=None,
                    help="experiment file (see examples/); flags given here override it")
@@ -206,10 +220,11 @@ def _add_spec_args(p):
                    help="power law: h = i^-a (1)")
     g.add_argument("--noise-exponent", type=float, default=None, help="power law: c = i^-b (1)")
     o = p.add_argument_group("optimizer")
-    o.add_argument("--optimizer", default=None,
-                   choices=["sgd", "heavy_ball", "nesterov", "adam", "rmsprop", "adagrad",
-                            "sign_sgd"],
-                   help="(sgd); adam, rmsprop, adagrad and sign_sgd are Monte Carlo only")
+    from nqm_mc.spec.optimizers import OPTIMIZERS
+    names = [k for k, cls in OPTIMIZERS.items() if cls.name == k]  # the registry, no aliases
+    nonlinear = [k for k in names if OPTIMIZERS[k].kind_code > LAST_LINEAR_KIND]
+    o.add_argument("--optimizer", default=None, choices=names,
+                   help=f"(sgd); {', '.join(nonlinear)} are Monte Carlo only")
     o.add_argument("--learning-rate", "--lr", type=float, default=None, help="(0.1)")
     o.add_argument("--momentum", type=float, default=None, help="(0.9)")
     o.add_argument("--preconditioning", "-p", type=float, default=None,
@@ -564,6 +579,8 @@ def build_parser():
     parser = _Parser(
         prog="nqm-mc", formatter_class=_Formatter,
         description="Noisy quadratic model: Monte Carlo and exact engines.")
+    from nqm_mc import __version__
+    parser.add_argument("--version", action="version", version=f"nqm-mc {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("exact", formatter_class=_Formatter,
                        help="exact expected-loss curve, steady state and steps to target",
@@ -574,9 +591,9 @@ def build_parser():
     p.add_argument("--steps", type=_int_in(0, MAX_STEPS), default=None,
                    help=f"last step of the curve (10000; 0 to 2^62 with constant "
                         f"hyperparameters, at most {MAX_SCHEDULE_STEPS} with a schedule)")
-    p.add_argument("--target", type=float, default=None, help="loss target (0.01)")
+    _add_target(p, None, 0.01)
     _add_output_args(p)
-    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    _add_json(p)
     p.set_defaults(func=cmd_exact)
     p = sub.add_parser("simulate", formatter_class=_Formatter,
                        help="Monte Carlo trajectories beside the exact curve",
@@ -589,11 +606,9 @@ def build_parser():
                    help="number of trajectories (100)")
     p.add_argument("--steps", type=_int_in(0, MAX_SIM_STEPS), default=None,
                    help="number of updates (1000)")
-    p.add_argument("--seed", type=_int_in(0, 2 ** 64 - 1), default=None,
-                   help="(0; up to 2^64 - 1)")
-    p.add_argument("--target", type=float, default=None,
-                   help="loss target for hitting times (none; with a target, --method auto "
-                        "runs the step kernel for hitting times at every step)")
+    _add_seed(p)
+    _add_target(p, None, "none: no hitting times; with a target --method auto runs the "
+                "step kernel, for hitting times at every step", "loss target of hitting times")
     p.add_argument("--keep-paths", type=_int_in(0, 2 ** 32 - 1), default=None,
                    help="keep this many loss paths (0; at most --runs)")
     p.add_argument("--dtype", choices=["float64", "float32"], default=None, help="(float64)")
@@ -601,18 +616,19 @@ def build_parser():
                    help="sampler: skip (the exact law at the recorded steps, linear optimizers "
                         "with Gaussian noise), step (every update), auto (default: skip where "
                         "exact and faster; step with --target, for per-step hitting times)")
-    p.add_argument("--noise", choices=["gaussian", "student_t", "finite_data"],
+    from nqm_mc.spec.noise import NOISES
+    p.add_argument("--noise", choices=list(NOISES),
                    default="gaussian", help="law of the gradient noise, same covariance")
     p.add_argument("--nu", type=float, default=5.0, help="Student-t degrees of freedom (5)")
     p.add_argument("--dataset-size", type=_int_in(2, 10 ** 7), default=1024,
                    help="finite_data: number of per-example gradients (1024)")
     p.add_argument("--threads", type=_int_in(1, 4096), default=None,
                    help="numba threads (default: all; at most the number available)")
-    p.add_argument("--quiet", action="store_true", help="no progress line")
+    _add_quiet(p)
     p.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="run on a Dask cluster (e.g. tcp://host:8786); same results")
     _add_output_args(p)
-    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    _add_json(p)
     p.set_defaults(func=cmd_simulate)
     p = sub.add_parser("reproduce", formatter_class=_Formatter,
                        help="the paper's NQM figures (PNG + CSV) and critical batch sizes",
@@ -620,10 +636,9 @@ def build_parser():
                                    "engine.\n\nexample:\n  nqm-mc reproduce --quick --out "
                                    "figures")
     p.add_argument("--quick", action="store_true", help="coarse grids, every 4th power of 2")
-    p.add_argument("--seed", type=_int_in(0, 2 ** 64 - 1), default=0,
-                   help="seed of the Monte Carlo confirmation")
+    _add_seed(p, 0, "key of the Monte Carlo confirmation's streams")
     _add_output_args(p)
-    p.add_argument("--json", action="store_true", help="print the critical batch sizes as JSON")
+    _add_json(p, "the critical batch sizes")
     p.set_defaults(func=cmd_reproduce)
     p = sub.add_parser("adam-proxy", formatter_class=_Formatter,
                        help="Adam (simulated) against preconditioned SGD P = H^p (exact)",
@@ -635,12 +650,12 @@ def build_parser():
     p.add_argument("--quick", action="store_true", help="d = 100, 4 batch sizes, 16 runs")
     p.add_argument("--dim", type=_int_in(1, MAX_DIM), default=None,
                    help="directions of the paper's model (300; 100 with --quick)")
-    p.add_argument("--target", type=float, default=0.1, help="loss target (0.1)")
+    _add_target(p, 0.1)
     p.add_argument("--runs", type=_int_in(1, 2 ** 32 - 1), default=32,
                    help="trajectories per Adam setting (32)")
     p.add_argument("--rotate", choices=["hessian", "noise", "both"], default=None,
                    help="rotate the model (Adam on the dense engine; P = H^p still commutes)")
-    p.add_argument("--seed", type=_int_in(0, 2 ** 64 - 1), default=0)
+    _add_seed(p, 0)
     _add_output_args(p)
     p.set_defaults(func=cmd_adam_proxy)
     p = sub.add_parser("noise-study", formatter_class=_Formatter,
@@ -654,7 +669,7 @@ def build_parser():
     p.add_argument("--quick", action="store_true", help="1000 runs, 1500 steps")
     p.add_argument("--runs", type=_int_in(1, 2 ** 32 - 1), default=4000,
                    help="trajectories per law (4000)")
-    p.add_argument("--seed", type=_int_in(0, 2 ** 64 - 1), default=0)
+    _add_seed(p, 0)
     _add_output_args(p)
     p.set_defaults(func=cmd_noise_study)
     p = sub.add_parser("scaling", formatter_class=_Formatter,
@@ -662,19 +677,21 @@ def build_parser():
                        description="Tune an optimizer family per batch size (exact engine).\n\n"
                                    "example:\n  nqm-mc scaling --family heavy_ball "
                                    "--batch-sizes 4,64,1024 --p 0.5")
-    p.add_argument("--family", choices=["sgd", "heavy_ball", "ema"], default="sgd",
+    p.add_argument("--optimizer", "--family", dest="family", choices=["sgd", "heavy_ball", "ema"],
+                   default="sgd",
                    help="sgd (alpha), heavy_ball (alpha, beta), ema (SGD + EMA: alpha, gamma)")
     p.add_argument("--batch-sizes", default="4,16,64,256,1024,4096,16384",
                    help="comma-separated batch sizes")
-    p.add_argument("--p", type=float, default=0.0, help="preconditioning power")
-    p.add_argument("--target", type=float, default=0.01, help="loss target")
+    p.add_argument("--preconditioning", "-p", "--p", dest="p", type=float, default=0.0,
+                   help="power p of H^p (0)")
+    _add_target(p, 0.01)
     p.add_argument("--search", choices=["grid", "refine"], default="grid",
                    help="grid: the reference notebook's grids; refine: then zoom in log space")
     p.add_argument("--model", choices=["binned", "paper"], default="binned")
     p.add_argument("--dim", type=_int_in(1, MAX_DIM), default=10_000,
                    help="dimension of --model paper")
     _add_output_args(p)
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    _add_json(p, "the result")
     p.set_defaults(func=cmd_scaling)
     p = sub.add_parser("validate", formatter_class=_Formatter,
                        help="Monte Carlo against the exact engine, with a report",
@@ -701,7 +718,7 @@ def build_parser():
     p = sub.add_parser("info", help="versions, threads and the numba cache",
                        description="example:\n  nqm-mc info --json",
                        formatter_class=_Formatter)
-    p.add_argument("--json", action="store_true")
+    _add_json(p, "the facts")
     p.set_defaults(func=cmd_info)
     return parser
 

@@ -16,6 +16,7 @@ and 4 above the initial expected loss: a quantile is exact to about 2.3 % (relat
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
 from collections.abc import Sequence
@@ -279,7 +280,7 @@ def simulate(model: NQM, optimizer: OptimizerSpec, batch_size: int | BatchSchedu
             for first, nb in ranges:
                 try:
                     part = _interrupt.run_stoppable(
-                        lambda first=first, nb=nb: run_range(plan, first, nb, stop, n_threads),
+                        functools.partial(run_range, plan, first, nb, stop, n_threads),
                         stop,
                         n_threads)
                 except KeyboardInterrupt as err:

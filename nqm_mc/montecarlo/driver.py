@@ -2,9 +2,10 @@ r"""The Monte Carlo engine: many noisy trajectories in parallel, reproducibly.
 
 :func:`simulate` runs ``n_runs`` independent trajectories of an optimizer on an NQM. Every
 direction of every copy is simulated; the gradient noise of trajectory k at step t comes from
-Philox4x32-10 keyed by (seed, k) (see :mod:`nqm_mc._rng`), so results are bitwise identical for
-any thread count or block size, any trajectory can be replayed alone, and two configurations
-run with one seed share their noise (common random numbers).
+Philox4x32-10 keyed by (seed, k) (see :mod:`nqm_mc.montecarlo._rng` and ``docs/theory.md``,
+section 5.1), so results are bitwise identical for any thread count or block size, any
+trajectory can be replayed alone, and two configurations run with one seed share their noise
+(common random numbers).
 
 Memory never grows with n_runs x dim x n_steps: state is per trajectory, statistics per block
 and recorded step. Blocks run in parallel and are merged in block order (Chan et al.'s pairwise
@@ -194,7 +195,7 @@ def simulate(model: NQM, optimizer: OptimizerSpec, batch_size: int | BatchSchedu
     n_bands : int
         Number of log-spaced curvature bands for ``band_mean_square``.
     noise : Gaussian (default), StudentT(nu) or FiniteData(n, seed)
-        Law of the gradient noise, always with the model's covariance (:mod:`nqm_mc.noise`).
+        Law of the gradient noise, always with the model's covariance (:mod:`nqm_mc.spec.noise`).
     progress : bool, optional
         Progress line on stderr (default: on for runs longer than ~2 s when stderr is a tty).
     executor : DaskExecutor, optional
@@ -224,7 +225,7 @@ def simulate(model: NQM, optimizer: OptimizerSpec, batch_size: int | BatchSchedu
     :math:`m \leftarrow \beta m + \tilde g,\
     \theta \leftarrow \theta - \alpha_t(\tilde g + \beta m)`;
     EMA :math:`e \leftarrow \gamma e + (1-\gamma)\theta`. The adaptive rules are in
-    :mod:`nqm_mc.optimizers`; clipping rescales the whole gradient to norm ``clip_norm``.
+    :mod:`nqm_mc.spec.optimizers`; clipping rescales the whole gradient to norm ``clip_norm``.
     Linear optimizers with Gaussian noise run the fast kernel (chunks of directions advanced
     many steps at a time); everything else runs one pass over all directions per step.
 
@@ -312,8 +313,8 @@ def simulate_many(jobs: Sequence[dict[str, Any]], *, executor: DaskExecutor | No
 
     ``jobs`` is a list of dicts of :func:`simulate` arguments (model, optimizer, batch_size,
     n_steps, n_runs and any keyword). Locally they run one after the other on all threads;
-    with a :class:`~nqm_mc.distributed.DaskExecutor` every task of every job is submitted as
-    one graph first, then gathered and merged per job in group order, so each result is
+    with a :class:`~nqm_mc.montecarlo.distributed.DaskExecutor` every task of every job is
+    submitted as one graph first, then gathered and merged per job in group order, so each result is
     bitwise identical to its own ``simulate`` call.
 
     Parameters

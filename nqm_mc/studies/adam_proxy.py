@@ -113,7 +113,7 @@ def adam_proxy_study(outdir: str | os.PathLike[str], *, model: NQM | None = None
     where the two differ by more than FAIL_RATIO, beyond the Monte Carlo uncertainty. The
     table also gives the closest power at each batch size: where it drifts with B, no fixed
     power describes Adam.
-    ``rotate`` ("hessian", "noise" or "both") rotates the model (:mod:`nqm_mc.rotated`):
+    ``rotate`` ("hessian", "noise" or "both") rotates the model (:mod:`nqm_mc.spec.rotated`):
     Adam then runs on the dense engine, while the proxy P = H^p still commutes with H, so its
     steps are the aligned model's with noise variances diag(U^T C U). A rotated Hessian is
     where Adam's coordinate-wise scaling stops looking like a power of H.

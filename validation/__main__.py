@@ -1,4 +1,8 @@
-"""python -m validation [--quick | --full] [--out DIR] [--seed S] [--threads K] [--case NAME]"""
+"""Command line of the validation suite.
+
+Usage: ``python -m validation [--quick | --full] [--out DIR] [--seed S] [--threads K]
+[--case NAME]``.
+"""
 
 from __future__ import annotations
 

@@ -29,6 +29,8 @@ import numbers
 import os
 import tempfile
 import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import IO, Any
 
 import numpy as np
 
@@ -46,21 +48,22 @@ INTEGER_COLUMNS = frozenset({"step", "steps", "batch_size", "piece", "runs", "n_
 class OutputExistsError(FileExistsError):
     """A file would be overwritten and overwriting was not allowed."""
 
-    def __init__(self, path, hint="pass overwrite=True to replace it"):
+    def __init__(self, path: str | os.PathLike[str],
+                 hint: str = "pass overwrite=True to replace it") -> None:
         self.path = os.fspath(path)
         super().__init__(f"{self.path} already exists; {hint}.")
 
-    def __str__(self):
+    def __str__(self) -> str:
         return self.args[0]
 
 
-def _umask():
+def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
 
 
-def _fsync_dir(directory):
+def _fsync_dir(directory: str) -> None:
     try:
         fd = os.open(directory, os.O_RDONLY)
     except OSError:
@@ -74,7 +77,8 @@ def _fsync_dir(directory):
 
 
 @contextlib.contextmanager
-def atomic_file(path, mode="wb", *, overwrite=True, **open_kw):
+def atomic_file(path: str | os.PathLike[str], mode: str = "wb", *, overwrite: bool = True,
+                **open_kw: Any) -> Iterator[IO[Any]]:
     """Open a temporary file beside ``path``; on a clean exit it becomes ``path`` atomically.
 
     With ``overwrite=False`` an existing ``path`` is left untouched and
@@ -113,19 +117,21 @@ def atomic_file(path, mode="wb", *, overwrite=True, **open_kw):
         raise
 
 
-def write_bytes(path, data, *, overwrite=True):
+def write_bytes(path: str | os.PathLike[str], data: bytes, *, overwrite: bool = True) -> str:
+    """Write ``data`` to ``path`` atomically and return the path."""
     with atomic_file(path, "wb", overwrite=overwrite) as f:
         f.write(data)
     return os.fspath(path)
 
 
-def write_text(path, text, *, overwrite=True):
+def write_text(path: str | os.PathLike[str], text: str, *, overwrite: bool = True) -> str:
+    """Write ``text`` (UTF-8, newlines as given) to ``path`` atomically and return the path."""
     with atomic_file(path, "w", overwrite=overwrite, encoding="utf-8", newline="") as f:
         f.write(text)
     return os.fspath(path)
 
 
-def to_jsonable(obj):
+def to_jsonable(obj: Any) -> Any:
     """``obj`` with NumPy types as Python ones and NaN/+-inf as None (JSON null)."""
     if isinstance(obj, dict):
         return {str(k) if not isinstance(k, str) else k: to_jsonable(v) for k, v in obj.items()}
@@ -147,17 +153,19 @@ def to_jsonable(obj):
     raise TypeError(f"cannot write a {type(obj).__name__} as JSON")
 
 
-def json_dumps(obj, indent=2):
+def json_dumps(obj: Any, indent: int | None = 2) -> str:
     """Strict JSON text of ``obj`` (see :func:`to_jsonable`); never NaN or Infinity."""
     return json.dumps(to_jsonable(obj), indent=indent, allow_nan=False)
 
 
-def write_json(path, obj, *, indent=2, overwrite=True):
+def write_json(path: str | os.PathLike[str], obj: Any, *, indent: int | None = 2,
+               overwrite: bool = True) -> str:
+    """Write ``obj`` as strict JSON (see :func:`json_dumps`) atomically; return the path."""
     # encode completely before touching the disk: a failure leaves no file behind
     return write_text(path, json_dumps(obj, indent) + "\n", overwrite=overwrite)
 
 
-def _integral(v):
+def _integral(v: Any) -> bool:
     if isinstance(v, (bool, np.bool_)):
         return False
     if isinstance(v, numbers.Integral):
@@ -165,7 +173,7 @@ def _integral(v):
     return isinstance(v, numbers.Real) and (not math.isfinite(v) or float(v).is_integer())
 
 
-def _cell(v, as_int):
+def _cell(v: Any, as_int: bool) -> str:
     if v is None:
         return ""
     if isinstance(v, (bool, np.bool_)):
@@ -182,13 +190,15 @@ def _cell(v, as_int):
     return str(v)
 
 
-def write_csv(path, header, rows, *, overwrite=True):
+def write_csv(path: str | os.PathLike[str], header: Iterable[str],
+              rows: Iterable[Sequence[Any] | Mapping[str, Any]], *,
+              overwrite: bool = True) -> str:
     """A CSV table; ``rows`` are sequences in ``header`` order or dicts keyed by it."""
     header = list(header)
-    rows = [[r.get(h) for h in header] if isinstance(r, dict) else list(r) for r in rows]
+    table = [[r.get(h) for h in header] if isinstance(r, dict) else list(r) for r in rows]
     as_int = []
     for j, name in enumerate(header):
-        col = [r[j] for r in rows if r[j] is not None]
+        col = [r[j] for r in table if r[j] is not None]
         nums = [v for v in col if isinstance(v, numbers.Real)]
         has_int = any(isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_))
                       for v in nums)
@@ -197,12 +207,13 @@ def write_csv(path, header, rows, *, overwrite=True):
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(header)
-    for r in rows:
+    for r in table:
         w.writerow([_cell(v, as_int[j]) for j, v in enumerate(r)])
     return write_text(path, buf.getvalue(), overwrite=overwrite)
 
 
-def save_figure(fig, path, *, overwrite=True, close=True, **savefig_kw):
+def save_figure(fig: Any, path: str | os.PathLike[str], *, overwrite: bool = True,
+                close: bool = True, **savefig_kw: Any) -> str:
     """``fig.savefig`` into a temporary file, format from the suffix, then into place."""
     fmt = os.path.splitext(os.fspath(path))[1].lstrip(".").lower() or "png"
     try:
@@ -215,7 +226,8 @@ def save_figure(fig, path, *, overwrite=True, close=True, **savefig_kw):
     return os.fspath(path)
 
 
-def write_npz(path, arrays, *, overwrite=True, compress=True):
+def write_npz(path: str | os.PathLike[str], arrays: Mapping[str, Any], *,
+              overwrite: bool = True, compress: bool = True) -> str:
     """A NumPy .npz archive of ``arrays`` (a dict), written atomically."""
     with atomic_file(path, "wb", overwrite=overwrite) as f:
         (np.savez_compressed if compress else np.savez)(f, **arrays)
@@ -226,10 +238,11 @@ def write_npz(path, arrays, *, overwrite=True, compress=True):
 DEFAULT_ROOT = "results"
 OUT_HELP = "output directory (default: {default}); existing files are replaced only with --force"
 FORCE_HELP = "replace files that already exist in the output directory (off)"
-_FRESH_DIRS = []  # run directories made by prepare_output in this process
+_FRESH_DIRS: list[str] = []  # run directories made by prepare_output in this process
 
 
-def add_output_args(parser, default=None, command=None):
+def add_output_args(parser: Any, default: str | None = None,
+                    command: str | None = None) -> None:
     """Declare --out and --force on an argparse (sub)parser, with the same help everywhere.
     ``default`` describes where output goes without --out (default: a fresh run directory)."""
     if default is None:
@@ -241,7 +254,7 @@ def add_output_args(parser, default=None, command=None):
     parser.add_argument("--force", action="store_true", help=FORCE_HELP)
 
 
-def discard_empty_run_dirs():
+def discard_empty_run_dirs() -> None:
     """Remove the run directories this process made that are still empty (a failed run)."""
     while _FRESH_DIRS:
         with contextlib.suppress(OSError):
@@ -251,19 +264,22 @@ def discard_empty_run_dirs():
 class Output:
     """Where a command writes: ``dir``, ``path(name)``, ``overwrite`` and ``finish()``."""
 
-    def __init__(self, directory, overwrite, command=None, root=None, fresh=False):
+    def __init__(self, directory: str, overwrite: bool, command: str | None = None,
+                 root: str | None = None, fresh: bool = False) -> None:
         self.dir = directory
         self.overwrite = overwrite
         self.command, self.root, self.fresh = command, root, fresh
 
-    def path(self, name):
+    def path(self, name: str) -> str:
+        """Return the path of ``name`` inside the output directory."""
         return os.path.join(self.dir, name)
 
-    def finish(self):
+    def finish(self) -> None:
         """Point ``ROOT/COMMAND-latest`` at a fresh run directory (atomically; skipped where
         symbolic links are not supported)."""
         if not self.fresh:
             return
+        assert self.root is not None  # a fresh directory always has its root
         link = os.path.join(self.root, f"{self.command}-latest")
         tmp = os.path.join(self.root, f".{self.command}-latest.{os.getpid()}.tmp")
         try:
@@ -276,7 +292,7 @@ class Output:
                 os.unlink(tmp)
 
 
-def _check_writable(directory, option):
+def _check_writable(directory: str, option: str) -> None:
     try:
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=".nqm-mc-write-test.", suffix=".tmp")
     except OSError as err:
@@ -286,7 +302,7 @@ def _check_writable(directory, option):
     os.unlink(tmp)
 
 
-def _make_dir(directory, option):
+def _make_dir(directory: str, option: str) -> None:
     if os.path.exists(directory) and not os.path.isdir(directory):
         raise ParameterError(f"The {option!r} option must name a directory; {directory} is an "
                              "existing file.")
@@ -297,7 +313,9 @@ def _make_dir(directory, option):
                              f"({err.strerror or err}).") from None
 
 
-def prepare_output(out, names, command, force=False, root=DEFAULT_ROOT, option="--out"):
+def prepare_output(out: str | os.PathLike[str] | None, names: Iterable[str], command: str,
+                   force: bool = False, root: str = DEFAULT_ROOT,
+                   option: str = "--out") -> Output:
     """Check and create a command's output directory before any computation.
 
     - ``out`` None: a fresh directory ``root/COMMAND-YYYYmmdd-HHMMSS`` (``-2``, ``-3``, ...

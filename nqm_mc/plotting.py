@@ -9,12 +9,24 @@
 - :func:`plot_scaling` -- steps to target against batch size (log-log) from a scaling CSV.
 """
 
+from __future__ import annotations
+
 import csv
+import os
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
+from numpy.typing import ArrayLike
+
+if TYPE_CHECKING:
+    from nqm_mc.exact.engine import ExactCurve, SteadyState
+    from nqm_mc.results import SimulationResult
+
+PathLike = Union[str, "os.PathLike[str]"]
 
 
-def _plt():
+def _plt() -> ModuleType:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -25,7 +37,7 @@ def _plt():
     return plt
 
 
-def _save(fig, path, overwrite=True):
+def _save(fig: Any, path: PathLike, overwrite: bool = True) -> str:
     from nqm_mc._files import save_figure
 
     return save_figure(fig, path, overwrite=overwrite, dpi=150)
@@ -34,27 +46,32 @@ def _save(fig, path, overwrite=True):
 PLOT_CEILING = 1e200  # larger losses are left out of figures (log ticks past ~1e308 overflow)
 
 
-def _finite(y):
-    """y with every non-finite or astronomically large value (a diverged run or curve)
-    replaced by NaN, so that matplotlib leaves a gap instead of failing on it."""
+def _finite(y: ArrayLike) -> np.ndarray:
+    """Replace every non-finite or astronomically large value by NaN.
+
+    Such values come from a diverged run or curve; matplotlib leaves a gap at NaN instead of
+    failing on them.
+    """
     y = np.asarray(y, dtype=float)
     return np.where(np.isfinite(y) & (np.abs(y) < PLOT_CEILING), y, np.nan)
 
 
-def _top(res):
-    """The y-axis ceiling of a diverging result: 10^4 times its initial mean loss."""
+def _top(res: SimulationResult) -> float:
+    """Return the y-axis ceiling of a diverging result: 10^4 times its initial mean loss."""
     m0 = float(np.asarray(res.mean, dtype=float)[0]) if np.size(res.mean) else np.nan
     return 1e4 * m0 if np.isfinite(m0) and m0 > 0 else PLOT_CEILING
 
 
-def _steps_axis(steps):
-    """Steps for a log axis: step 0 is drawn at 0.5 (the axis says so in its label)."""
+def _steps_axis(steps: ArrayLike) -> np.ndarray:
+    """Return steps for a log axis: step 0 is drawn at 0.5 (the axis says so in its label)."""
     return np.where(np.asarray(steps) > 0, steps, 0.5)
 
 
-def _mark_divergence(ax, steps, first, label, top):
-    """Shade the steps from ``first`` on, say what diverged there and keep the y-axis on the
-    finite part (the curve leaves every scale)."""
+def _mark_divergence(ax: Any, steps: np.ndarray, first: float, label: str, top: float) -> None:
+    """Shade the steps from ``first`` on and say what diverged there.
+
+    The y-axis is kept on the finite part (the curve leaves every scale).
+    """
     ax.axvspan(max(first, 0.5), max(float(np.max(steps)), first + 1), color="0.85", alpha=0.6,
                lw=0, label=label)
     lo, hi = ax.get_ylim()
@@ -62,7 +79,7 @@ def _mark_divergence(ax, steps, first, label, top):
         ax.set_ylim(lo, top)
 
 
-def _divergence_of_result(res):
+def _divergence_of_result(res: SimulationResult) -> tuple[int, str] | None:
     """(first step at which runs diverged, text) of a Monte Carlo result, or None."""
     nd = np.asarray(res.n_diverged)
     if not nd.size or nd[-1] == 0:
@@ -73,7 +90,7 @@ def _divergence_of_result(res):
                                f"(loss > 1e300 from step {int(res.steps[k])})")
 
 
-def _title(res):
+def _title(res: SimulationResult) -> str:
     s = res.spec
     opt = s.get("optimizer", {})
     lr = opt.get("learning_rate")
@@ -83,7 +100,27 @@ def _title(res):
     return f"{opt.get('name', '?')}, lr = {lr}, B = {b}, N = {res.n_runs}"
 
 
-def plot_mean(res, path, exact=None):
+def plot_mean(res: SimulationResult, path: PathLike, exact: ExactCurve | None = None) -> str:
+    """Plot the Monte Carlo mean loss with its 95 % band over the exact curve.
+
+    The 5-95 % quantile band of single runs is drawn behind it; diverged runs are shaded
+    from the step they diverged and said so in the legend.
+
+    Parameters
+    ----------
+    res : SimulationResult
+        A Monte Carlo result.
+    path : str or path-like
+        The image file (format from its suffix), written atomically.
+    exact : ExactCurve, optional
+        The exact expected loss at the same recorded steps (``expected_loss(...,
+        record=res.steps)``).
+
+    Returns
+    -------
+    str
+        ``path``.
+    """
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4.2), constrained_layout=True)
     t = _steps_axis(res.steps)
@@ -110,7 +147,21 @@ def plot_mean(res, path, exact=None):
     return _save(fig, path)
 
 
-def plot_quantiles(res, path):
+def plot_quantiles(res: SimulationResult, path: PathLike) -> str:
+    """Plot the quantile fan of the loss (5-95 %, 25-75 %, median) with the mean.
+
+    Parameters
+    ----------
+    res : SimulationResult
+        A Monte Carlo result.
+    path : str or path-like
+        The image file (format from its suffix), written atomically.
+
+    Returns
+    -------
+    str
+        ``path``.
+    """
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4.2), constrained_layout=True)
     t = _steps_axis(res.steps)
@@ -134,7 +185,28 @@ def plot_quantiles(res, path):
     return _save(fig, path)
 
 
-def plot_paths(res, path, max_paths=20):
+def plot_paths(res: SimulationResult, path: PathLike, max_paths: int = 20) -> str:
+    """Plot kept sample paths over the mean.
+
+    Parameters
+    ----------
+    res : SimulationResult
+        A Monte Carlo result with kept paths (``simulate(..., keep_paths=k)``).
+    path : str or path-like
+        The image file (format from its suffix), written atomically.
+    max_paths : int, default 20
+        At most this many paths are drawn.
+
+    Returns
+    -------
+    str
+        ``path``.
+
+    Raises
+    ------
+    ValueError
+        If the result kept no paths.
+    """
     if res.paths is None:
         raise ValueError("this result kept no paths (simulate with keep_paths > 0)")
     plt = _plt()
@@ -155,7 +227,26 @@ def plot_paths(res, path, max_paths=20):
     return _save(fig, path)
 
 
-def plot_hitting_times(res, path):
+def plot_hitting_times(res: SimulationResult, path: PathLike) -> str:
+    """Plot a histogram of first hitting times, with the fractions that never hit or diverged.
+
+    Parameters
+    ----------
+    res : SimulationResult
+        A Monte Carlo result run with a target.
+    path : str or path-like
+        The image file (format from its suffix), written atomically.
+
+    Returns
+    -------
+    str
+        ``path``.
+
+    Raises
+    ------
+    ValueError
+        If the result has no hitting times.
+    """
     if res.hitting_times is None:
         raise ValueError("this result has no hitting times (simulate with a target)")
     plt = _plt()
@@ -178,7 +269,30 @@ def plot_hitting_times(res, path):
     return _save(fig, path)
 
 
-def plot_exact(curve, path, steady=None, target=None, title=""):
+def plot_exact(curve: ExactCurve, path: PathLike, steady: SteadyState | None = None,
+               target: float | None = None, title: str = "") -> str:
+    """Plot an exact curve with one run's standard deviation and the steady state.
+
+    A curve that grows past 10^4 times its initial value is shaded from there as diverging.
+
+    Parameters
+    ----------
+    curve : ExactCurve
+        From :func:`nqm_mc.expected_loss`.
+    path : str or path-like
+        The image file (format from its suffix), written atomically.
+    steady : SteadyState, optional
+        Drawn as a horizontal line when stable.
+    target : float, optional
+        Drawn as a horizontal line.
+    title : str
+        The axes' title.
+
+    Returns
+    -------
+    str
+        ``path``.
+    """
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4.2), constrained_layout=True)
     t = _steps_axis(curve.steps)
@@ -206,16 +320,34 @@ def plot_exact(curve, path, steady=None, target=None, title=""):
     return _save(fig, path)
 
 
-def plot_scaling(csv_path, path):
-    """Steps (and the lower bound) against batch size from a scaling or reproduce CSV with
-    columns batch_size, steps[, lower_bound, family, p, target]."""
+def plot_scaling(csv_path: PathLike, path: PathLike) -> str:
+    """Plot steps to target (and the lower bound) against batch size, log-log.
+
+    Parameters
+    ----------
+    csv_path : str or path-like
+        A scaling or reproduce CSV with columns batch_size, steps[, lower_bound, family, p,
+        target]; one curve per (family, p, target).
+    path : str or path-like
+        The image file (format from its suffix), written atomically.
+
+    Returns
+    -------
+    str
+        ``path``.
+
+    Raises
+    ------
+    ValueError
+        If the CSV has no batch_size and steps columns.
+    """
     with open(csv_path) as f:
         rows = list(csv.DictReader(f))
     if not rows or "batch_size" not in rows[0] or "steps" not in rows[0]:
         raise ValueError(f"{csv_path} has no batch_size and steps columns")
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4.5), constrained_layout=True)
-    curves = {}
+    curves: dict[str, list[dict[str, str]]] = {}
     for r in rows:
         key = " ".join(f"{k} {r[k]}" for k in ("family", "p", "target") if k in r)
         curves.setdefault(key, []).append(r)

@@ -1,12 +1,17 @@
-"""Monte Carlo results and their storage: one .npz holding the arrays and the metadata JSON
-(spec, provenance), with a readable .json copy beside it."""
+"""Monte Carlo results and their storage.
+
+A result is one .npz holding the arrays and the metadata JSON (spec, provenance), with a
+readable .json copy beside it.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import platform
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -20,8 +25,15 @@ RNG_SCHEME = ("Philox4x32-10; key = (seed mod 2^32, trajectory id); counter = (i
               "normals from 53-bit (float64) or 24-bit (float32) uniforms")
 
 
-def provenance():
-    """Versions and machine facts recorded with every result."""
+def provenance() -> dict[str, str]:
+    """Return the versions and machine facts recorded with every result.
+
+    Returns
+    -------
+    dict
+        Versions of nqm_mc, numpy, numba, scipy and Python, the machine and the random
+        number scheme.
+    """
     import numba
     import scipy
 
@@ -33,7 +45,7 @@ def provenance():
 
 @dataclass
 class SimulationResult:
-    """What :func:`nqm_mc.simulate` returns.
+    """The statistics of a Monte Carlo run, as :func:`nqm_mc.simulate` returns them.
 
     Per recorded step (arrays of length R): ``mean`` loss over the finite runs, its standard
     error ``sem``, the sample ``variance``, ``quantiles`` (Q x R, at ``quantile_levels``),
@@ -43,6 +55,31 @@ class SimulationResult:
     loss < target (-1 never, -2 diverged first, -3 stopped by an interruption before it hit)
     when a target was given. After an interruption (``meta["interrupted"]``) each recorded
     step's statistics cover the ``n_finite`` runs that reached it.
+
+    Attributes
+    ----------
+    steps : ndarray of int64, shape (R,)
+        The recorded steps.
+    mean, sem, variance, mean_theta : ndarray, shape (R,)
+        Statistics of the loss over the finite runs at each recorded step.
+    quantile_levels : ndarray, shape (Q,)
+        Levels of ``quantiles`` (Q x R), read from a histogram of log10 of the loss.
+    n_finite, n_diverged : ndarray of int64, shape (R,)
+        Runs counted at each step, and runs diverged by then.
+    band_mean_square : ndarray, shape (R, n_bands)
+        Mean square of the readout per curvature band; ``band_edges`` are the band edges.
+    hitting_times : ndarray of int64 or None
+        One per run when a target was given.
+    paths : ndarray or None
+        Recorded losses of the first ``keep_paths`` runs.
+    spec : dict
+        The JSON description of the run (model, optimizer, schedules, seed, ...).
+    meta : dict
+        Provenance, timings and interruption marks.
+
+    See Also
+    --------
+    load_result : read a saved result back.
     """
 
     steps: np.ndarray
@@ -58,19 +95,29 @@ class SimulationResult:
     band_edges: np.ndarray
     hitting_times: np.ndarray | None
     paths: np.ndarray | None
-    spec: dict
-    meta: dict = field(default_factory=dict)
+    spec: dict[str, Any]
+    meta: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def n_runs(self):
+    def n_runs(self) -> int:
+        """Number of runs asked for (``spec["n_runs"]``)."""
         return int(self.spec["n_runs"])
 
     @property
-    def diverged(self):
+    def diverged(self) -> bool:
+        """Whether any run diverged by the last recorded step."""
         return bool(self.n_diverged[-1] > 0)
 
-    def hitting_summary(self):
-        """Mean, quantiles and the fraction that never hit, over the runs that hit."""
+    def hitting_summary(self) -> dict[str, Any] | None:
+        """Summarise the hitting times.
+
+        Returns
+        -------
+        dict or None
+            The target, the number of runs, the fractions that never hit and that diverged,
+            and over the runs that hit: ``mean``, ``sem`` and ``quantiles`` (5, 25, 50, 75,
+            95 %). None when no target was given.
+        """
         if self.hitting_times is None:
             return None
         ht = self.hitting_times
@@ -92,7 +139,7 @@ class SimulationResult:
                "n_finite", "n_diverged", "band_mean_square", "band_edges", "hitting_times",
                "paths")
 
-    def save(self, path, overwrite=False):
+    def save(self, path: str | os.PathLike[str], overwrite: bool = False) -> str:
         """Write the result to ``path`` (.npz) and return that path.
 
         ``path`` may end in .npz, .json or nothing: 'x', 'x.npz' and 'x.json' all name the
@@ -101,8 +148,24 @@ class SimulationResult:
         NaN and infinities as null), so arrays and metadata cannot disagree. A readable copy
         of the JSON is written beside it as x.json; :func:`load_result` reads only the .npz.
         Writes are atomic (a killed process leaves the old result or the new one). An
-        existing result is replaced only with ``overwrite=True``; otherwise
-        :class:`~nqm_mc._files.OutputExistsError` (a FileExistsError) is raised.
+        existing result is replaced only with ``overwrite=True``.
+
+        Parameters
+        ----------
+        path : str or path-like
+            'x', 'x.npz' or 'x.json'.
+        overwrite : bool, default False
+            Replace an existing result.
+
+        Returns
+        -------
+        str
+            The path of the .npz written.
+
+        Raises
+        ------
+        nqm_mc._files.OutputExistsError
+            A FileExistsError, if the result exists and ``overwrite`` is false.
         """
         from nqm_mc import _files
         base = _base(path)
@@ -122,8 +185,18 @@ class SimulationResult:
         _files.write_text(base + ".json", text + "\n", overwrite=True)
         return npz
 
-    def equals(self, other):
-        """Bitwise equality of every array and the spec."""
+    def equals(self, other: SimulationResult) -> bool:
+        """Return whether every array and the spec are equal, bit for bit.
+
+        Parameters
+        ----------
+        other : SimulationResult
+            The result to compare with (NaN equals NaN).
+
+        Returns
+        -------
+        bool
+        """
         for k in self._ARRAYS:
             a, b = getattr(self, k), getattr(other, k)
             if (a is None) != (b is None):
@@ -142,13 +215,13 @@ class ResultFileError(ParameterError):
     """A saved result (or study) cannot be read: missing, damaged or inconsistent."""
 
 
-def _base(path):
+def _base(path: str | os.PathLike[str]) -> str:
     """'x', 'x.npz' and 'x.json' all name the result stored in x.npz."""
     path = os.fspath(path)
     return path[:-4] if path.endswith(".npz") else path[:-5] if path.endswith(".json") else path
 
 
-def _read_npz(npz):
+def _read_npz(npz: str) -> dict[str, np.ndarray]:
     import zipfile
     if not os.path.exists(npz):
         raise ResultFileError(f"No saved result at {npz}: the file does not exist.")
@@ -168,7 +241,7 @@ def _read_npz(npz):
                               f"truncated or not an archive ({type(err).__name__}).") from None
 
 
-def _read_meta(npz, arrays, base):
+def _read_meta(npz: str, arrays: dict[str, np.ndarray], base: str) -> Any:
     if META_KEY in arrays:
         entry = arrays.pop(META_KEY)
         try:
@@ -197,8 +270,9 @@ def _read_meta(npz, arrays, base):
     return doc
 
 
-def _check(npz, doc, arrays):
-    def bad(what):
+def _check(npz: str, doc: Any,
+           arrays: dict[str, np.ndarray]) -> tuple[dict[str, Any], dict[str, Any]]:
+    def bad(what: str) -> NoReturn:
         raise ResultFileError(f"{npz} is not a valid result: {what}.")
 
     if not isinstance(doc, dict):
@@ -257,29 +331,66 @@ def _check(npz, doc, arrays):
     return spec, meta
 
 
-def load_result(path):
+def load_result(path: str | os.PathLike[str]) -> SimulationResult:
     """Load a result written by :meth:`SimulationResult.save` ('x', 'x.npz' or 'x.json').
 
     Only the .npz is read (results of format 1, whose metadata live in the .json sidecar,
-    still load). A missing, damaged or inconsistent file raises :class:`ResultFileError`
-    (a ParameterError) with one sentence naming the file and what is wrong.
+    still load).
+
+    Parameters
+    ----------
+    path : str or path-like
+        'x', 'x.npz' or 'x.json'.
+
+    Returns
+    -------
+    SimulationResult
+
+    Raises
+    ------
+    ResultFileError
+        A ParameterError with one sentence naming the file and what is wrong, if the file is
+        missing, damaged or inconsistent.
     """
     base = _base(path)
     npz = base + ".npz"
     arrays = _read_npz(npz)
     doc = _read_meta(npz, arrays, base)
     spec, meta = _check(npz, doc, arrays)
-    kw = {k: arrays.get(k) for k in SimulationResult._ARRAYS}
+    kw: dict[str, Any] = {k: arrays.get(k) for k in SimulationResult._ARRAYS}
     return SimulationResult(**kw, spec=spec, meta=meta)
 
 
-def save_study(results, directory, labels=None, overwrite=False):
-    """Save several results (a sweep) into one directory: result_000.npz/.json ... and
-    study.json indexing them (label, spec summary, file), with provenance.
+def save_study(results: Sequence[SimulationResult], directory: str | os.PathLike[str],
+               labels: Sequence[str] | None = None, overwrite: bool = False) -> str:
+    """Save several results (a sweep) into one directory.
 
-    Every file is written atomically and the index last, so a study interrupted while
-    saving has no index (or the previous one). Existing files are replaced only with
-    ``overwrite=True``.
+    The directory receives result_LABEL.npz/.json per result and study.json indexing them
+    (label, spec summary, file), with provenance. Every file is written atomically and the
+    index last, so a study interrupted while saving has no index (or the previous one).
+
+    Parameters
+    ----------
+    results : sequence of SimulationResult
+        The results, in order.
+    directory : str or path-like
+        Created if missing.
+    labels : sequence of str, optional
+        One label per result (default ``000``, ``001``, ...).
+    overwrite : bool, default False
+        Replace existing files.
+
+    Returns
+    -------
+    str
+        The path of study.json.
+
+    Raises
+    ------
+    ParameterError
+        If the number of labels differs from the number of results.
+    nqm_mc._files.OutputExistsError
+        If a file exists and ``overwrite`` is false.
     """
     from nqm_mc import _files
     labels = labels or [f"{i:03d}" for i in range(len(results))]
@@ -307,8 +418,24 @@ def save_study(results, directory, labels=None, overwrite=False):
     return index_path
 
 
-def load_study(directory):
-    """The results of :func:`save_study`, in order, as a dict label -> SimulationResult."""
+def load_study(directory: str | os.PathLike[str]) -> dict[str, SimulationResult]:
+    """Load the results saved by :func:`save_study`.
+
+    Parameters
+    ----------
+    directory : str or path-like
+        The directory holding study.json.
+
+    Returns
+    -------
+    dict
+        label -> SimulationResult, in the order saved.
+
+    Raises
+    ------
+    ResultFileError
+        If the index or a result is missing or not readable.
+    """
     index_path = os.path.join(directory, "study.json")
     try:
         with open(index_path, encoding="utf-8") as f:

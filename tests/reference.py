@@ -4,7 +4,7 @@ import numpy as np
 
 
 def step_rule(opt_name, theta, m, ema, g, lr, beta, gamma):
-    """One optimizer update as written in NQM.md sec. 2 (g already preconditioned)."""
+    """One optimizer update as written in docs/theory.md, section 2.2 (g already preconditioned)."""
     if opt_name == "sgd":
         theta = theta - lr * g
     elif opt_name == "heavy_ball":

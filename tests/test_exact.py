@@ -191,7 +191,8 @@ def test_reference_method_matches_notebook_math(kind, opt, B):
 
 
 def test_first_crossing_on_oscillating_curve():
-    """NQM.md's example: heavy ball, p = 0.25, B = 2^16, alpha = 2.85, beta = 0.911."""
+    """An under-damped example (docs/theory.md, section 4): heavy ball, p = 0.25, B = 2^16,
+    alpha = 2.85, beta = 0.911."""
     m = NQM.binned()
     opt = HeavyBall(2.85, 0.911, preconditioning=0.25)
     res = steps_to_target(m, opt, 2 ** 16, 0.01)

@@ -1,4 +1,5 @@
-"""The paper's NQM predictions (NQM.md sec. 4) as quantitative checks on tuned studies."""
+"""The paper's NQM predictions as quantitative checks on tuned studies (steps to target:
+docs/theory.md, section 4)."""
 
 import numpy as np
 import pytest

@@ -1,11 +1,19 @@
-"""python -m validation [--quick | --full] [--out DIR] [--seed S] [--threads K] [--case NAME]"""
+"""Command line of the validation suite.
+
+Usage: ``python -m validation [--quick | --full] [--out DIR] [--seed S] [--threads K]
+[--case NAME]``.
+"""
+
+from __future__ import annotations
 
 import argparse
 import sys
 import time
+from collections.abc import Sequence
 
 
-def build_parser(parser=None):
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    """Return the command line's parser (or add the options to ``parser``)."""
     p = parser or argparse.ArgumentParser(
         prog="python -m validation",
         description="Check Monte Carlo means, band moments, variances and loss distributions "
@@ -27,7 +35,8 @@ def build_parser(parser=None):
     return p
 
 
-def run(args):
+def run(args: argparse.Namespace) -> int:
+    """Run the suite for parsed arguments and write the report; return the exit status."""
     from validation.cases import get_cases
     from validation.report import write_report
     from validation.suite import run_suite
@@ -59,7 +68,8 @@ def run(args):
     return 1 if bad else 0
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``python -m validation``; return 0 (all passed), 1 (a failure) or 2 (bad input)."""
     from nqm_mc import _files
     from nqm_mc.spec._checks import ParameterError
     try:

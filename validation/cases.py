@@ -6,7 +6,10 @@ reference for the power check (``wrong``: "lr" = learning rate 5 % high, "moment
 momentum term dropped, "batch" = the batch size halved).
 """
 
+from __future__ import annotations
+
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -28,11 +31,43 @@ PAPER = NQM.paper(dim=1000)
 
 @dataclass(frozen=True)
 class Case:
+    """One validation case.
+
+    Attributes
+    ----------
+    name, feature : str
+        Short name, and the feature it covers.
+    model : NQM or RotatedNQM
+        A RotatedNQM runs on the dense engines.
+    optimizer : optimizer spec
+        A linear optimizer.
+    batch_size : int or BatchSchedule
+        Batch size.
+    n_steps : int
+        Horizon.
+    runs_quick, runs_full : int
+        Trajectories in the quick and full suites (raised by the power design if needed).
+    wrong : str
+        The deliberately wrong reference: "lr", "momentum", "batch" or "aligned".
+    dtype : str
+        State precision.
+    diverges : bool
+        Both engines must call it divergent.
+    quick : bool
+        Part of the quick suite.
+    tags : tuple
+        Free labels.
+    noise : noise law, optional
+        A non-Gaussian law: only the means are tested (with sample standard errors).
+    preconditioner : str, optional
+        The diagonal of a fixed preconditioner ("jacobi") for a rotated model.
+    """
+
     name: str
     feature: str
-    model: NQM
-    optimizer: object
-    batch_size: object
+    model: Any
+    optimizer: Any
+    batch_size: Any
     n_steps: int
     runs_quick: int
     runs_full: int
@@ -40,13 +75,14 @@ class Case:
     dtype: str = "float64"
     diverges: bool = False
     quick: bool = True
-    tags: tuple = field(default_factory=tuple)
-    noise: object = None  # a non-Gaussian law: only the means are tested (with sample SEs)
+    tags: tuple[str, ...] = field(default_factory=tuple)
+    noise: Any = None  # a non-Gaussian law: only the means are tested (with sample SEs)
     # a RotatedNQM runs on the dense engines; preconditioner: the diagonal of a fixed P
-    preconditioner: object = None
+    preconditioner: Any = None
 
 
-def _c(name, feature, model, opt, batch, T, nq=2000, nf=20000, **kw):
+def _c(name: str, feature: str, model: Any, opt: Any, batch: Any, T: int, nq: int = 2000,
+       nf: int = 20000, **kw: Any) -> Case:
     return Case(name, feature, model, opt, batch, T, nq, nf, **kw)
 
 
@@ -117,8 +153,20 @@ CASES = [
 ]
 
 
-def get_cases(quick=True, names=None):
-    """The quick subset or all cases, optionally filtered by name substring(s)."""
+def get_cases(quick: bool = True, names: list[str] | None = None) -> list[Case]:
+    """Return the quick subset or all cases, optionally filtered by name substrings.
+
+    Parameters
+    ----------
+    quick : bool, default True
+        Only the cases of the quick suite.
+    names : list of str, optional
+        Keep cases whose name contains one of these.
+
+    Returns
+    -------
+    list of Case
+    """
     out = [c for c in CASES if (c.quick or not quick)]
     if names:
         out = [c for c in out if any(n in c.name for n in names)]

@@ -1,7 +1,11 @@
 """The validation report: summary table (CSV and Markdown), per-case plots and a JSON file."""
 
+from __future__ import annotations
+
 import json
 import os
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
@@ -12,19 +16,35 @@ COLUMNS = ["case", "feature", "runs", "max_abs_z", "p_value", "verdict", "wrong"
            "max_abs_z_wrong", "power_verdict", "seconds"]
 
 
-def _fmt(v):
+def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return "nan" if not np.isfinite(v) else (f"{v:.3g}" if abs(v) < 1e4 else f"{v:.3e}")
     return str(v)
 
 
-def output_names(case_names):
-    """Every file :func:`write_report` may write for these cases."""
+def output_names(case_names: Iterable[str]) -> list[str]:
+    """Return every file :func:`write_report` may write for these cases."""
     return ["summary.csv", "summary.md", "results.json"] + [f"plots/{c}.png"
                                                               for c in case_names]
 
 
-def write_report(results, outdir, settings):
+def write_report(results: list[dict[str, Any]], outdir: str, settings: dict[str, Any]) -> int:
+    """Write the summary (CSV and Markdown), the results (JSON) and one plot per case.
+
+    Parameters
+    ----------
+    results : list of dict
+        From :func:`validation.suite.run_suite`.
+    outdir : str
+        Output directory (``plots/`` is created in it).
+    settings : dict
+        Recorded in the report.
+
+    Returns
+    -------
+    int
+        The number of failed cases.
+    """
     os.makedirs(os.path.join(outdir, "plots"), exist_ok=True)
     _files.write_csv(os.path.join(outdir, "summary.csv"), COLUMNS,
                      [[r.get(c, "") for c in COLUMNS] for r in results])

@@ -1,5 +1,7 @@
-"""Statistics of the validation suite: z-scores against exact moments, Holm-Bonferroni, the exact
-law of the loss (a generalised chi-square) and the standard error of a sample variance.
+"""Statistics of the validation suite.
+
+z-scores against exact moments, Holm-Bonferroni, the exact law of the loss (a generalised
+chi-square) and the standard error of a sample variance (``docs/theory.md``, section 6).
 
 Under Gaussian noise and a Gaussian start every linear optimizer's iterate is Gaussian, each
 direction independent: the readout x_g of a direction in group g is N(mu_g, v_g). The loss
@@ -7,19 +9,58 @@ L = sum_g (h_g / 2) sum_{j <= m_g} x_gj^2 is then a weighted sum of noncentral c
 weights lambda_g = h_g v_g / 2, m_g degrees of freedom and noncentrality m_g mu_g^2 / v_g.
 """
 
+from __future__ import annotations
+
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy import stats
 
+if TYPE_CHECKING:
+    from nqm_mc.spec.model import NQM
 
-def two_sided_p(z):
-    """P(|N(0,1)| >= |z|)."""
+
+def two_sided_p(z: ArrayLike) -> np.ndarray:
+    """Return the two-sided p-value P(|N(0,1)| >= |z|) of z-scores.
+
+    Parameters
+    ----------
+    z : array_like
+        z-scores.
+
+    Returns
+    -------
+    ndarray
+        p-values, elementwise.
+    """
     return 2.0 * stats.norm.sf(np.abs(np.asarray(z, dtype=float)))
 
 
-def holm(pvalues, alpha):
-    """Holm-Bonferroni. Returns (reject mask, adjusted p-values) for a family-wise error alpha."""
+def holm(pvalues: ArrayLike, alpha: float) -> tuple[np.ndarray, np.ndarray]:
+    r"""Apply the Holm-Bonferroni procedure.
+
+    Parameters
+    ----------
+    pvalues : array_like
+        The family's p-values.
+    alpha : float
+        Family-wise error.
+
+    Returns
+    -------
+    reject : ndarray of bool
+        Hypotheses rejected.
+    adjusted : ndarray
+        Holm-adjusted p-values (reject where ``adjusted <= alpha``).
+
+    Notes
+    -----
+    With the p-values sorted, :math:`p_{(1)} \le \dots \le p_{(m)}`, the adjusted value of
+    :math:`p_{(i)}` is :math:`\max_{j \le i} \min(1, (m - j + 1) p_{(j)})`
+    (``docs/theory.md``, section 6.1).
+    """
     p = np.asarray(pvalues, dtype=float)
     n = p.size
     if n == 0:
@@ -33,15 +74,45 @@ def holm(pvalues, alpha):
     return adj <= alpha, adj
 
 
-def max_abs_z_threshold(n_comparisons, alpha):
-    """Bonferroni threshold on max |z| for n two-sided comparisons at family-wise error alpha."""
+def max_abs_z_threshold(n_comparisons: int, alpha: float) -> float:
+    r"""Return the Bonferroni threshold on max |z| for n two-sided comparisons.
+
+    Parameters
+    ----------
+    n_comparisons : int
+        Number of comparisons (at least 1 is used).
+    alpha : float
+        Family-wise error.
+
+    Returns
+    -------
+    float
+        :math:`z^\star` with :math:`P(|N(0,1)| > z^\star) = \alpha / n`.
+    """
     return float(stats.norm.isf(alpha / (2 * max(n_comparisons, 1))))
 
 
 class LossLaw:
-    """The exact law of the loss at one step from per-group readout means and second moments."""
+    r"""The exact law of the loss at one step from per-group readout means and second moments.
 
-    def __init__(self, curvatures, multiplicities, mean, second_moment):
+    Parameters
+    ----------
+    curvatures, multiplicities : array_like, shape (G,)
+        The model's groups.
+    mean, second_moment : array_like, shape (G,)
+        Per-group mean :math:`m_g` and uncentred second moment of the readout.
+
+    Notes
+    -----
+    With :math:`v_g = S_g - m_g^2`, the loss is a constant (groups with :math:`v_g = 0`) plus
+    :math:`\sum_g \lambda_g \chi'^2_{n_g}(\mathrm{nc}_g)` with :math:`\lambda_g = h_g v_g / 2`
+    and :math:`\mathrm{nc}_g = n_g m_g^2 / v_g`; its cumulants are
+    :math:`\kappa_r = 2^{r-1}(r-1)!\sum_g \lambda_g^r (n_g + r\,\mathrm{nc}_g)`
+    (``docs/theory.md``, section 6.1).
+    """
+
+    def __init__(self, curvatures: ArrayLike, multiplicities: ArrayLike, mean: ArrayLike,
+                 second_moment: ArrayLike) -> None:
         h = np.asarray(curvatures, float)
         m = np.asarray(multiplicities, float)
         mu = np.asarray(mean, float)
@@ -52,28 +123,34 @@ class LossLaw:
         self.dof = m[random]
         self.nc = m[random] * mu[random] ** 2 / v[random]
 
-    def cumulant(self, r):
-        """r-th cumulant of the loss."""
+    def cumulant(self, r: int) -> float:
+        """Return the r-th cumulant of the loss (the constant part is added for r = 1)."""
         c = 2.0 ** (r - 1) * math.factorial(r - 1)
         k = np.sum(c * self.lam ** r * (self.dof + r * self.nc))
         return float(k + (self.offset if r == 1 else 0.0))
 
     @property
-    def mean(self):
+    def mean(self) -> float:
+        """The expected loss (first cumulant)."""
         return self.cumulant(1)
 
     @property
-    def variance(self):
+    def variance(self) -> float:
+        """The variance of the loss (second cumulant)."""
         return self.cumulant(2)
 
-    def variance_se(self, n):
-        """Standard error of the sample variance of n draws: sqrt((mu4 - sigma^4) / n) with
-        mu4 = kappa4 + 3 kappa2^2."""
+    def variance_se(self, n: float) -> float:
+        """Return the standard error of the sample variance of n draws.
+
+        It is sqrt((mu4 - sigma^4) / n) with mu4 = kappa4 + 3 kappa2^2.
+        """
         return math.sqrt((self.cumulant(4) + 2.0 * self.cumulant(2) ** 2) / n)
 
-    def sample(self, n, seed):
-        """n independent draws of the loss from its exact law (NumPy's generator, a stream
-        independent of the engine's)."""
+    def sample(self, n: int, seed: int) -> np.ndarray:
+        """Draw n independent losses from the exact law.
+
+        NumPy's generator is used: a stream independent of the engine's.
+        """
         rs = np.random.default_rng(seed)
         out = np.full(n, self.offset)
         for lam, k, nc in zip(self.lam, self.dof, self.nc, strict=True):
@@ -82,18 +159,58 @@ class LossLaw:
         return out
 
 
-def ks_against_law(sample, law, seed=0, ref_factor=50):
-    """Kolmogorov-Smirnov test of a sample against the exact law, through a reference sample
-    ``ref_factor`` times larger drawn from that law. Returns (statistic, p-value)."""
+def ks_against_law(sample: ArrayLike, law: LossLaw, seed: int = 0,
+                   ref_factor: int = 50) -> tuple[float, float]:
+    """Test a sample against the exact law (two-sample Kolmogorov-Smirnov).
+
+    The reference sample is ``ref_factor`` times larger, drawn from the law.
+
+    Parameters
+    ----------
+    sample : array_like
+        Losses.
+    law : LossLaw
+        The exact law.
+    seed : int, default 0
+        Seed of the reference sample.
+    ref_factor : int, default 50
+        Size of the reference sample relative to ``sample``.
+
+    Returns
+    -------
+    statistic, p_value : float
+    """
     sample = np.asarray(sample, float)
     ref = law.sample(ref_factor * sample.size, seed)
     res = stats.ks_2samp(sample, ref)
     return float(res.statistic), float(res.pvalue)
 
 
-def band_moments(model, labels, n_bands, group_mean, group_second_moment):
-    """Exact mean over each band's directions of the readout's square, and the variance of that
-    per-trajectory band average: Var(x^2) = 2 v^2 + 4 mu^2 v for x ~ N(mu, v)."""
+def band_moments(model: NQM, labels: np.ndarray, n_bands: int, group_mean: np.ndarray,
+                 group_second_moment: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return the exact per-band mean of the readout's square and its variance.
+
+    The mean is over each band's directions; the variance is that of one trajectory's band
+    average, from Var(x^2) = 2 v^2 + 4 mu^2 v for x ~ N(mu, v).
+
+    Parameters
+    ----------
+    model : NQM
+        The model (multiplicities weight the groups).
+    labels : ndarray of int, shape (G,)
+        Band of each group (``NQM.curvature_groups``).
+    n_bands : int
+        Number of bands.
+    group_mean, group_second_moment : ndarray, shape (R, G)
+        Exact per-group readout moments at R recorded steps.
+
+    Returns
+    -------
+    mean, var : ndarray, shape (R, n_bands)
+        Band means and per-trajectory variances.
+    counts : ndarray, shape (n_bands,)
+        Directions per band.
+    """
     m = model.multiplicities.astype(float)
     v = np.maximum(group_second_moment - group_mean ** 2, 0.0)
     var_sq = 2 * v ** 2 + 4 * group_mean ** 2 * v

@@ -1,7 +1,11 @@
 """Run validation cases: Monte Carlo against the exact recurrences, with a power check each."""
 
+from __future__ import annotations
+
 import math
 import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -19,14 +23,30 @@ from validation.stats import (
     two_sided_p,
 )
 
+if TYPE_CHECKING:
+    from validation.cases import Case
+
 ALPHA = 1e-4  # family-wise error per case (Holm-Bonferroni over all of the case's tests)
 POWER_MARGIN = 4.0  # the wrong reference's expected max |z| exceeds the threshold by this
 N_BANDS = 4
 MAX_PATHS = 5000
 
 
-def wrong_reference(case):
-    """The case's deliberately wrong (optimizer, batch size)."""
+def wrong_reference(case: Case) -> tuple[Any, Any, str]:
+    """Return the case's deliberately wrong reference.
+
+    Parameters
+    ----------
+    case : Case
+        The case; ``case.wrong`` says what to change.
+
+    Returns
+    -------
+    optimizer, batch_size
+        The wrong configuration.
+    description : str
+        What was changed.
+    """
     opt, batch, T = case.optimizer, case.batch_size, case.n_steps
     if case.wrong == "momentum":
         return opt.with_(momentum=0.0), batch, "momentum term dropped"
@@ -35,6 +55,7 @@ def wrong_reference(case):
         return opt, S.PiecewiseConstantBatch(list(range(1, T)), np.maximum(b // 2, 1).tolist()), \
             "batch size halved"
     lr = opt.learning_rate
+    new: S.Schedule
     if opt.is_constant:
         new = S.Constant(opt.base_learning_rate * 1.05)
     else:
@@ -42,13 +63,17 @@ def wrong_reference(case):
     return opt.with_(learning_rate=new), batch, "learning rate 5 % high"
 
 
-def record_steps(T, n=24):
+def record_steps(T: int, n: int = 24) -> np.ndarray:
+    """Return about ``n + 1`` evenly spaced steps in [0, T] (int64, without repeats)."""
     return np.unique(np.linspace(0, T, n + 1).astype(np.int64))
 
 
 def _design_runs(case, n_runs, exact, wrong, live):
-    """Trajectories needed so that the wrong reference's expected max |z| clears the Holm /
-    Bonferroni threshold by POWER_MARGIN."""
+    """Return the trajectories needed for the power check.
+
+    With that many, the wrong reference's expected max |z| clears the Holm / Bonferroni
+    threshold by POWER_MARGIN.
+    """
     sd = np.sqrt(exact.variance[live])
     shift = np.max(np.abs(wrong.mean[live] - exact.mean[live]) / sd)
     thr = max_abs_z_threshold(int(live.sum()), ALPHA)
@@ -56,8 +81,38 @@ def _design_runs(case, n_runs, exact, wrong, live):
     return max(n_runs, need), float(shift), thr
 
 
-def run_case(case, quick=True, seed=0, threads=None, simulator=simulate, convergence=False):
-    """Validate one case; returns a JSON-ready dict (arrays as lists) with the verdicts."""
+def run_case(case: Case, quick: bool = True, seed: int = 0, threads: int | None = None,
+             simulator: Callable[..., Any] = simulate,
+             convergence: bool = False) -> dict[str, Any]:
+    """Validate one case.
+
+    Parameters
+    ----------
+    case : Case
+        The case.
+    quick : bool, default True
+        Use ``case.runs_quick`` (else ``runs_full``) before the power design.
+    seed : int, default 0
+        Monte Carlo seed.
+    threads : int, optional
+        Numba threads.
+    simulator : callable, default simulate
+        The Monte Carlo engine (a stand-in lets the tests inject faults).
+    convergence : bool, default False
+        Also check that the error falls like N^(-1/2).
+
+    Returns
+    -------
+    dict
+        JSON-ready (arrays as lists): z-scores, p-values, the verdict and the power verdict.
+
+    Notes
+    -----
+    The tests, judged together by Holm-Bonferroni at family-wise error ``ALPHA``, are the
+    z-scores of the mean at every recorded step, of each curvature band's mean square and of
+    the sample variance, and a Kolmogorov-Smirnov test of the final loss against its exact
+    law (``docs/theory.md``, sections 6.1-6.3).
+    """
     t0 = time.perf_counter()
     n_runs = case.runs_quick if quick else case.runs_full
     steps = record_steps(case.n_steps)
@@ -65,7 +120,8 @@ def run_case(case, quick=True, seed=0, threads=None, simulator=simulate, converg
     if isinstance(model, RotatedNQM):
         return _run_dense_case(case, n_runs, steps, seed, threads, t0)
     exact = expected_loss(model, opt, batch, record=steps, group_moments=True)
-    out = {"case": case.name, "feature": case.feature, "dtype": case.dtype, "seed": seed}
+    out: dict[str, Any] = {"case": case.name, "feature": case.feature, "dtype": case.dtype,
+                           "seed": seed}
     if case.diverges:
         st = stability(model, opt, batch)
         res = simulator(model, opt, batch, case.n_steps, n_runs, seed=seed, record=steps,
@@ -146,9 +202,12 @@ def run_case(case, quick=True, seed=0, threads=None, simulator=simulate, converg
 
 def _run_noise_case(case, out, steps, exact, wrong, wdesc, live, n_runs, thr, seed, threads,
                     simulator, t0):
-    """A non-Gaussian noise law: the loss's variance and law differ from the Gaussian ones, so
-    the mean at every recorded step is tested with the Monte Carlo standard error (Holm over
-    the steps), and the power check asks the same test to reject the wrong reference."""
+    """Validate a case with a non-Gaussian noise law.
+
+    The loss's variance and law differ from the Gaussian ones, so the mean at every recorded
+    step is tested with the Monte Carlo standard error (Holm over the steps), and the power
+    check asks the same test to reject the wrong reference.
+    """
     res = simulator(case.model, case.optimizer, case.batch_size, case.n_steps, n_runs,
                     seed=seed, record=steps, dtype=case.dtype, threads=threads, progress=False,
                     noise=case.noise)
@@ -189,9 +248,12 @@ def _dense_preconditioner(case):
 
 
 def _run_dense_case(case, n_runs, steps, seed, threads, t0):
-    """A non-aligned model: the dense Monte Carlo against the full covariance recurrence
-    (exact mean and exact variance of the loss: the state is Gaussian), mean test at every
-    recorded step with Holm, and the power check against the case's wrong reference."""
+    """Validate a non-aligned model: the dense Monte Carlo against the covariance recurrence.
+
+    The recurrence gives the exact mean and exact variance of the loss (the state is
+    Gaussian); the mean is tested at every recorded step with Holm, and the power check runs
+    against the case's wrong reference.
+    """
     model, opt, batch = case.model, case.optimizer, case.batch_size
     pre = _dense_preconditioner(case)
     _, ex_mean, ex_var = expected_loss_dense(model, opt, batch, record=steps, preconditioner=pre)
@@ -238,9 +300,11 @@ def _run_dense_case(case, n_runs, steps, seed, threads, t0):
 
 
 def _convergence(case, steps, exact, live, n_runs, seed, threads, simulator):
-    """RMS standardised error (MC mean - exact) / exact std over steps at N/16, N/4, N (nested
-    trajectory sets: the first n trajectories of a seed are the same for any n_runs); its
-    log-log slope should be -1/2."""
+    """Return the RMS standardised error (MC mean - exact) / exact std at N/16, N/4 and N.
+
+    The trajectory sets are nested (the first n trajectories of a seed are the same for any
+    n_runs); the error's log-log slope should be -1/2.
+    """
     sizes = [max(n_runs // 16, 32), max(n_runs // 4, 64), n_runs]
     sd = np.sqrt(exact.variance[live])
     errs = []
@@ -252,7 +316,27 @@ def _convergence(case, steps, exact, live, n_runs, seed, threads, simulator):
     return {"runs": sizes, "rms_error": errs, "slope": slope, "ok": -0.9 < slope < -0.15}
 
 
-def run_suite(cases, quick=True, seed=0, threads=None, simulator=simulate, log=None):
+def run_suite(cases: list[Case], quick: bool = True, seed: int = 0,
+              threads: int | None = None, simulator: Callable[..., Any] = simulate,
+              log: Callable[[str], Any] | None = None) -> list[dict[str, Any]]:
+    """Run :func:`run_case` on every case.
+
+    The first case (every case of the full suite) also gets the convergence check.
+
+    Parameters
+    ----------
+    cases : list of Case
+        The cases.
+    quick, seed, threads, simulator
+        As in :func:`run_case`.
+    log : callable, optional
+        Receives one line per case.
+
+    Returns
+    -------
+    list of dict
+        One result per case, in order.
+    """
     results = []
     for i, case in enumerate(cases):
         conv = (not quick or i == 0) and not case.diverges

@@ -20,10 +20,20 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
+from collections.abc import Callable, Iterator
+from types import FrameType
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import numba
 from numba import types
 from numba.extending import intrinsic
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from nqm_mc.results import SimulationResult
+
+_R = TypeVar("_R")
 
 __all__ = ["Interrupted", "Terminated", "sigterm_interrupts", "run_stoppable", "new_flag",
            "stop_requested", "signal_name"]
@@ -41,13 +51,14 @@ class Interrupted(KeyboardInterrupt):
     "SIGTERM".
     """
 
-    def __init__(self, result, signal="SIGINT"):
+    def __init__(self, result: SimulationResult,
+                 signal: Literal["SIGINT", "SIGTERM"] = "SIGINT") -> None:
         super().__init__(f"simulation interrupted by {signal}")
         self.result = result
         self.signal = signal
 
 
-def signal_name(exc):
+def signal_name(exc: BaseException) -> Literal["SIGINT", "SIGTERM"]:
     """"SIGTERM" for :class:`Terminated` (or an Interrupted caused by it), else "SIGINT"."""
     if isinstance(exc, Interrupted):
         return exc.signal
@@ -55,14 +66,14 @@ def signal_name(exc):
 
 
 @contextlib.contextmanager
-def sigterm_interrupts():
+def sigterm_interrupts() -> Iterator[None]:
     """Within the block, SIGTERM raises :class:`Terminated` in the main thread (elsewhere, and
     outside the block, the handler in place is left alone)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
-    def handler(signum, frame):
+    def handler(signum: int, frame: FrameType | None) -> None:
         raise Terminated()
 
     old = signal.signal(signal.SIGTERM, handler)
@@ -72,7 +83,7 @@ def sigterm_interrupts():
         signal.signal(signal.SIGTERM, old)
 
 
-def new_flag():
+def new_flag() -> np.ndarray:
     """A fresh stop flag for the kernels (0: run, 1: stop)."""
     import numpy as np
     return np.zeros(1, np.int64)
@@ -91,7 +102,7 @@ def stop_requested(typingctx, flag):
     return sig, codegen
 
 
-def run_stoppable(fn, flag, threads=None):
+def run_stoppable(fn: Callable[[], _R], flag: np.ndarray, threads: int | None = None) -> _R:
     """Return ``fn()``, a kernel call that polls ``flag``, run so that signals stay responsive.
 
     In the main thread ``fn`` runs in a worker thread with ``threads`` numba threads (numba's
@@ -103,10 +114,10 @@ def run_stoppable(fn, flag, threads=None):
     if threading.current_thread() is not threading.main_thread():
         with _numba_threads(threads):
             return fn()
-    box = {}
+    box: dict[str, Any] = {}
     done = threading.Event()
 
-    def work():
+    def work() -> None:
         try:
             with _numba_threads(threads):
                 box["value"] = fn()
@@ -117,7 +128,7 @@ def run_stoppable(fn, flag, threads=None):
 
     worker = threading.Thread(target=work, name="nqm_mc-kernel", daemon=True)
     worker.start()
-    interrupt = None
+    interrupt: KeyboardInterrupt | None = None
     while True:
         try:
             while not done.wait(0.25):
@@ -131,13 +142,13 @@ def run_stoppable(fn, flag, threads=None):
     if "error" in box:
         raise box["error"]
     if interrupt is not None:
-        interrupt.value = box.get("value")
+        interrupt.value = box.get("value")  # type: ignore[attr-defined]
         raise interrupt
     return box["value"]
 
 
 @contextlib.contextmanager
-def _numba_threads(n):
+def _numba_threads(n: int | None) -> Iterator[None]:
     if n is None:
         yield
         return

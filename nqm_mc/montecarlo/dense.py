@@ -1,5 +1,7 @@
-"""The Monte Carlo engine for rotated models (:class:`~nqm_mc.spec.rotated.RotatedNQM`): dense
-d x d steps, every optimizer of the aligned engine, the same counter-based noise streams."""
+"""The Monte Carlo engine for rotated models (:class:`~nqm_mc.spec.rotated.RotatedNQM`).
+
+Dense d x d steps, every optimizer of the aligned engine, the same counter-based noise streams.
+"""
 
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ __all__ = ["simulate_dense"]
 
 @njit(cache=True, error_model="numpy")
 def _matvec(M, x, out):
-    """out = M x for M (d, e), x (e,), out (d,) (out must not alias x)."""
+    """Out = M x for M (d, e), x (e,), out (d,) (out must not alias x)."""
     d = M.shape[0]
     for i in range(d):
         s = 0.0
@@ -44,7 +46,9 @@ def _matvec(M, x, out):
 def _dense_runs(kind, has_ema, H, Lc, Minv, mu0, sd0, lr_t, isb_t, beta, gamma, extra,
                 seed_lo, seed_hi, n_runs, record, target, keep, out_loss, out_hit, out_records,
                 stop):
-    """One trajectory per run id: noise xi = Lc z / sqrt(B) with z the generator's normals
+    """Run one trajectory per run id, each step dense.
+
+    Noise xi = Lc z / sqrt(B) with z the generator's normals
     (keyed (seed, run), the aligned engine's streams), g~ = Minv (H theta + xi), the rule as
     written. Writes the readout loss at the recorded steps (inf after a divergence) and the
     hitting time of ``target`` (-1 never, -2 diverged first). Adaptive rules and clipping
@@ -140,7 +144,9 @@ def _dense_runs(kind, has_ema, H, Lc, Minv, mu0, sd0, lr_t, isb_t, beta, gamma, 
 def simulate_dense(model, optimizer, batch_size, n_steps, n_runs, *, seed=0, record="log",
                    n_records=60, target=None, keep_paths=0, preconditioner=None, threads=None,
                    on_interrupt="raise"):
-    """Monte Carlo for a RotatedNQM: SGD, heavy-ball, Nesterov (P = H^p or a fixed diagonal
+    """Simulate noisy trajectories on a RotatedNQM (dense d x d steps).
+
+    SGD, heavy-ball, Nesterov (P = H^p or a fixed diagonal
     ``preconditioner``), Adam, RMSProp, Adagrad, sign-SGD, clipping, EMA and schedules.
     Gaussian noise from the same counter-based streams as :func:`nqm_mc.simulate`, so results
     are bitwise reproducible for any thread count.

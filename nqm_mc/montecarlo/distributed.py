@@ -22,14 +22,21 @@ installed package (compiled once, then loaded).
 Dask is imported only when an executor is created: ``import nqm_mc`` never imports it.
 """
 
+from __future__ import annotations
+
 import threading
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 from nqm_mc.spec._checks import ParameterError, check_int, check_real
+
+if TYPE_CHECKING:
+    from nqm_mc.montecarlo.driver import Plan
 
 _LOCK = threading.Lock()
 
 
-def _run_task(plan, first, nb, threads):
+def _run_task(plan: Plan, first: int, nb: int, threads: int | None) -> dict[str, Any]:
     """Worker side: one range of statistic groups, numba threads set explicitly."""
     import numba
 
@@ -46,8 +53,11 @@ def _run_task(plan, first, nb, threads):
 
 
 def _connect(Client, target, timeout):
-    """A Client of a scheduler address or cluster; unreachable or malformed addresses raise
-    ParameterError with one line. Dask's own log lines about the retries are silenced."""
+    """Connect a Client to a scheduler address or cluster.
+
+    Unreachable or malformed addresses raise ParameterError with one line. Dask's own log
+    lines about the retries are silenced.
+    """
     import logging
     address = getattr(target, "scheduler_address", target)
     if timeout is not None:
@@ -78,6 +88,8 @@ class DaskExecutor:
     Parameters
     ----------
     cluster_or_address : Client, cluster object or scheduler address ("tcp://host:8786")
+        Where to run; a Client is used as is, anything else gets a Client of its own (closed
+        by :meth:`close`).
     groups_per_task : int
         16-trajectory groups per task (default 16: 256 trajectories). Results do not depend
         on it; larger tasks mean less overhead, smaller ones better balance and cheaper loss
@@ -88,10 +100,24 @@ class DaskExecutor:
         Seconds to wait for the scheduler when given an address or a cluster (default: Dask's
         ``distributed.comm.timeouts.connect``). An address that cannot be reached in time, or
         that is malformed, raises ParameterError (one line, naming the address).
+
+    Raises
+    ------
+    ImportError
+        If dask.distributed is not installed.
+    ParameterError
+        If an argument is invalid.
+
+    Examples
+    --------
+    >>> from dask.distributed import LocalCluster  # doctest: +SKIP
+    >>> with LocalCluster(n_workers=2) as cluster, DaskExecutor(cluster) as ex:  # doctest: +SKIP
+    ...     res = simulate(NQM.paper(100), SGD(0.1), 16, 1000, 10_000, executor=ex)
     """
 
-    def __init__(self, cluster_or_address, groups_per_task=16, threads_per_task=None,
-                 connect_timeout=None):
+    def __init__(self, cluster_or_address: Any, groups_per_task: int = 16,
+                 threads_per_task: int | None = None,
+                 connect_timeout: float | None = None) -> None:
         try:
             from dask.distributed import Client
         except ImportError as err:  # pragma: no cover - depends on the environment
@@ -113,22 +139,47 @@ class DaskExecutor:
                                  "dask Client, a cluster or a scheduler address. Got "
                                  f"{cluster_or_address!r} instead.")
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (f"DaskExecutor(scheduler={self.client.scheduler.address!r}, "
                 f"groups_per_task={self.groups_per_task})")
 
-    def submit_ranges(self, plan, n_blocks):
-        """Submit every range of a plan; returns the futures in group order."""
+    def submit_ranges(self, plan: Plan, n_blocks: int) -> list[Any]:
+        """Submit every range of a plan.
+
+        Parameters
+        ----------
+        plan : Plan
+            The lowered simulation (scattered to the workers once).
+        n_blocks : int
+            Number of 16-trajectory groups.
+
+        Returns
+        -------
+        list of Future
+            One per task, in group order.
+        """
         [plan_f] = self.client.scatter([plan], broadcast=True, hash=True)
         g = self.groups_per_task
         return [self.client.submit(_run_task, plan_f, first, min(g, n_blocks - first),
                                    self.threads_per_task, pure=True)
                 for first in range(0, n_blocks, g)]
 
-    def gather_in_order(self, futures):
-        """Yield the parts in group order (each as soon as it and its predecessors are done).
+    def gather_in_order(self, futures: Sequence[Any]) -> Iterator[dict[str, Any]]:
+        """Yield the parts in group order, each as soon as it and its predecessors are done.
+
         If the caller stops early (Ctrl-C, SIGTERM, an error), the tasks still pending are
-        cancelled."""
+        cancelled.
+
+        Parameters
+        ----------
+        futures : sequence of Future
+            As returned by :meth:`submit_ranges`.
+
+        Yields
+        ------
+        dict
+            The statistics of one task's range of groups.
+        """
         done = 0
         try:
             for f in futures:
@@ -139,16 +190,30 @@ class DaskExecutor:
             for f in futures[done:]:
                 f.cancel()
 
-    def map_ranges(self, plan, n_blocks):
-        """The parts of one simulation, in group order."""
+    def map_ranges(self, plan: Plan, n_blocks: int) -> Iterator[dict[str, Any]]:
+        """Submit a simulation and yield its parts in group order.
+
+        Parameters
+        ----------
+        plan : Plan
+            The lowered simulation.
+        n_blocks : int
+            Number of 16-trajectory groups.
+
+        Yields
+        ------
+        dict
+            The statistics of one task's range of groups.
+        """
         return self.gather_in_order(self.submit_ranges(plan, n_blocks))
 
-    def close(self):
+    def close(self) -> None:
+        """Close the client if this executor created it."""
         if self._own:
             self.client.close()
 
-    def __enter__(self):
+    def __enter__(self) -> DaskExecutor:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()

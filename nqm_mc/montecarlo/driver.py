@@ -2,9 +2,10 @@ r"""The Monte Carlo engine: many noisy trajectories in parallel, reproducibly.
 
 :func:`simulate` runs ``n_runs`` independent trajectories of an optimizer on an NQM. Every
 direction of every copy is simulated; the gradient noise of trajectory k at step t comes from
-Philox4x32-10 keyed by (seed, k) (see :mod:`nqm_mc._rng`), so results are bitwise identical for
-any thread count or block size, any trajectory can be replayed alone, and two configurations
-run with one seed share their noise (common random numbers).
+Philox4x32-10 keyed by (seed, k) (see :mod:`nqm_mc.montecarlo._rng` and ``docs/theory.md``,
+section 5.1), so results are bitwise identical for any thread count or block size, any
+trajectory can be replayed alone, and two configurations run with one seed share their noise
+(common random numbers).
 
 Memory never grows with n_runs x dim x n_steps: state is per trajectory, statistics per block
 and recorded step. Blocks run in parallel and are merged in block order (Chan et al.'s pairwise
@@ -16,13 +17,17 @@ and 4 above the initial expected loss: a quantile is exact to about 2.3 % (relat
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import numba
 import numpy as np
+from numpy.typing import ArrayLike
 
 from nqm_mc.exact.engine import _check_model
 from nqm_mc.montecarlo import _interrupt
@@ -49,7 +54,12 @@ from nqm_mc.spec._checks import (
 from nqm_mc.spec.codes import NOISE_FINITE
 from nqm_mc.spec.noise import as_noise
 from nqm_mc.spec.optimizers import Optimizer
-from nqm_mc.spec.schedules import as_batch_schedule
+from nqm_mc.spec.schedules import BatchSchedule, as_batch_schedule
+
+if TYPE_CHECKING:
+    from nqm_mc._typing import Dtype, NoiseSpec, OptimizerSpec
+    from nqm_mc.montecarlo.distributed import DaskExecutor
+    from nqm_mc.spec.model import NQM
 
 __all__ = ["simulate", "simulate_many", "record_steps"]
 
@@ -57,10 +67,31 @@ QUANTILE_LEVELS = np.array([0.05, 0.25, 0.5, 0.75, 0.95])
 STAT_GROUP = 16  # statistics are accumulated over fixed groups of 16 trajectory ids
 
 
-def record_steps(n_steps, record="all", n_records=100):
-    """Steps to record: "all", "log" (about ``n_records`` log-spaced), an int k (every k steps)
-    or an explicit array (sorted, repeated steps kept once, each in [0, n_steps]). The
-    strings and the int always include 0 and n_steps."""
+def record_steps(n_steps: int, record: Literal["all", "log"] | int | ArrayLike = "all",
+                 n_records: int = 100) -> np.ndarray:
+    """Return the steps at which statistics are recorded.
+
+    Parameters
+    ----------
+    n_steps : int
+        Number of updates.
+    record : "all", "log", int or array_like of int, default "all"
+        "all" every step, "log" about ``n_records`` log-spaced steps, an int k every k steps,
+        or explicit steps (sorted, repeated steps kept once, each in [0, n_steps]). The
+        strings and the int always include 0 and ``n_steps``.
+    n_records : int, default 100
+        Number of log-spaced steps for ``record="log"``.
+
+    Returns
+    -------
+    ndarray of int64
+        Increasing steps.
+
+    Raises
+    ------
+    ParameterError
+        If ``record`` is invalid or the records would not fit in memory.
+    """
     if isinstance(record, str):
         check_choice("record", record, "simulate", ("all", "log"))
         if record == "all":
@@ -86,10 +117,14 @@ _RECORD_HINT = ("Record a sparse set of steps (record='log', an int k for every 
                 "array of steps).")
 
 
-def _job_bytes(model, n_steps, n_runs, R, keep_paths, block_size, n_bands, threads, noise):
-    """Rough upper estimate of what a simulation allocates: per-step schedules, per-record
-    statistics (the accumulator and the parts of one wave of blocks, histograms included),
-    kept paths, hitting times, per-direction arrays and a FiniteData training set."""
+def _job_bytes(model: NQM, n_steps: int, n_runs: int, R: int, keep_paths: int,
+               block_size: int, n_bands: int, threads: int | None, noise: Any) -> float:
+    """Estimate, from above, what a simulation allocates.
+
+    Per-step schedules, per-record statistics (the accumulator and the parts of one wave of
+    blocks, histograms included), kept paths, hitting times, per-direction arrays and a
+    FiniteData training set.
+    """
     nh = n_hist_bins()
     nt = threads or numba.get_num_threads()
     n_blocks = -(-n_runs // STAT_GROUP)
@@ -104,7 +139,8 @@ def _job_bytes(model, n_steps, n_runs, R, keep_paths, block_size, n_bands, threa
     return total
 
 
-def _merge(count, mean, m2, c, mu, s):
+def _merge(count: np.ndarray, mean: np.ndarray, m2: np.ndarray, c: np.ndarray, mu: np.ndarray,
+           s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Chan et al.: merge (c, mu, s) into the running (count, mean, m2); arrays per record."""
     tot = count + c
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
@@ -116,18 +152,26 @@ def _merge(count, mean, m2, c, mu, s):
     return tot, np.where(keep, new_mean, mean), np.where(keep, new_m2, m2)
 
 
-def simulate(model, optimizer, batch_size, n_steps, n_runs, *, seed=0, record="log",
-             n_records=100, target=None, keep_paths=0, dtype="float64", threads=None,
-             block_size=16, n_bands=8, noise=None, progress=None, executor=None,
-             on_interrupt="raise", method="auto"):
+def simulate(model: NQM, optimizer: OptimizerSpec, batch_size: int | BatchSchedule,
+             n_steps: int, n_runs: int, *, seed: int = 0,
+             record: Literal["all", "log"] | int | ArrayLike = "log", n_records: int = 100,
+             target: float | None = None, keep_paths: int = 0, dtype: Dtype = "float64",
+             threads: int | None = None, block_size: int = 16, n_bands: int = 8,
+             noise: NoiseSpec | Literal["gaussian"] | None = None,
+             progress: bool | None = None, executor: DaskExecutor | None = None,
+             on_interrupt: Literal["raise", "return"] = "raise",
+             method: Literal["auto", "step", "skip"] = "auto") -> SimulationResult:
     r"""Simulate ``n_runs`` noisy trajectories and return their statistics.
 
     Parameters
     ----------
     model : NQM
-    optimizer : SGD, HeavyBall, Nesterov (any schedule, preconditioning, EMA), or Adam,
-        RMSProp, Adagrad, SignSGD; any of them with ``clip_norm``
+        The model; every direction of every group is simulated.
+    optimizer : SGD, HeavyBall, Nesterov, Adam, RMSProp, Adagrad or SignSGD
+        Linear optimizers with any schedule, preconditioning and EMA; any optimizer with
+        ``clip_norm``.
     batch_size : int or BatchSchedule
+        Batch size B, or a schedule of batch sizes.
     n_steps : int
         Number of updates.
     n_runs : int
@@ -135,7 +179,10 @@ def simulate(model, optimizer, batch_size, n_steps, n_runs, *, seed=0, record="l
     seed : int in [0, 2^64)
         Key of the random streams; the same seed gives the same noise to every configuration.
     record : "log", "all", int or array of steps
-        Where to record statistics ("log": about ``n_records`` log-spaced steps).
+        Where to record statistics ("log": about ``n_records`` log-spaced steps; see
+        :func:`record_steps`).
+    n_records : int
+        Number of log-spaced records for ``record="log"``.
     target : float, optional
         Loss target: every run's first step with loss < target is returned.
     keep_paths : int
@@ -151,9 +198,12 @@ def simulate(model, optimizer, batch_size, n_steps, n_runs, *, seed=0, record="l
     n_bands : int
         Number of log-spaced curvature bands for ``band_mean_square``.
     noise : Gaussian (default), StudentT(nu) or FiniteData(n, seed)
-        Law of the gradient noise, always with the model's covariance (:mod:`nqm_mc.noise`).
+        Law of the gradient noise, always with the model's covariance (:mod:`nqm_mc.spec.noise`).
     progress : bool, optional
         Progress line on stderr (default: on for runs longer than ~2 s when stderr is a tty).
+    executor : DaskExecutor, optional
+        Run the groups of trajectories on a Dask cluster (:mod:`nqm_mc.montecarlo.distributed`);
+        the result is bitwise identical to a local run.
     method : "auto", "step" or "skip"
         The sampler. "step" runs every update as written (every optimizer and noise law;
         hitting times at every step). "skip" draws the state at the recorded steps only, from
@@ -181,19 +231,41 @@ def simulate(model, optimizer, batch_size, n_steps, n_runs, *, seed=0, record="l
 
     Notes
     -----
-    Update rules (NQM.md sec. 2), with :math:`\tilde g = h^{-p}(h\theta + \sqrt{c/B_t}\,z)`:
+    Update rules (``docs/theory.md``, section 2), with
+    :math:`\tilde g = h^{-p}(h\theta + \sqrt{c/B_t}\,z)`:
     SGD :math:`\theta \leftarrow \theta - \alpha_t \tilde g`; heavy ball
     :math:`m \leftarrow \beta m + \tilde g,\ \theta \leftarrow \theta - \alpha_t m`; Nesterov
     :math:`m \leftarrow \beta m + \tilde g,\
     \theta \leftarrow \theta - \alpha_t(\tilde g + \beta m)`;
     EMA :math:`e \leftarrow \gamma e + (1-\gamma)\theta`. The adaptive rules are in
-    :mod:`nqm_mc.optimizers`; clipping rescales the whole gradient to norm ``clip_norm``.
+    :mod:`nqm_mc.spec.optimizers`; clipping rescales the whole gradient to norm ``clip_norm``.
     Linear optimizers with Gaussian noise run the fast kernel (chunks of directions advanced
     many steps at a time); everything else runs one pass over all directions per step.
 
     A trajectory whose loss overflows (exceeds 1e300 or becomes non-finite) is counted in
     ``n_diverged`` from that step on and excluded from the statistics; its hitting time is -2
-    unless it hit the target before diverging.
+    unless it hit the target before diverging (``docs/theory.md``, section 2.6).
+
+    Statistics are merged over fixed groups of 16 trajectories in group order by Chan et
+    al.'s pairwise update (``docs/theory.md``, section 5.5):
+
+    .. math::
+
+        n = n_A + n_B,\quad \delta = \bar x_B - \bar x_A,\quad
+        \bar x = \bar x_A + \delta\,n_B/n,\quad
+        M_2 = M_{2,A} + M_{2,B} + \delta^2 n_A n_B / n .
+
+    References
+    ----------
+    .. [1] G. Zhang et al., "Which Algorithmic Choices Matter at Which Batch Sizes? Insights
+       From a Noisy Quadratic Model", NeurIPS 2019, arXiv:1907.04164.
+
+    Examples
+    --------
+    >>> from nqm_mc import NQM, HeavyBall, simulate
+    >>> res = simulate(NQM.paper(100), HeavyBall(0.05, 0.9), 16, n_steps=200, n_runs=32,
+    ...                seed=1, target=0.5)  # doctest: +SKIP
+    >>> res.mean[-1], res.hitting_summary()["mean"]  # doctest: +SKIP
     """
     on_interrupt = check_choice("on_interrupt", on_interrupt, "simulate", ("raise", "return"))
     job = _job(model, optimizer, batch_size, n_steps, n_runs, seed, record, n_records, target,
@@ -225,12 +297,12 @@ def simulate(model, optimizer, batch_size, n_steps, n_runs, *, seed=0, record="l
             for first, nb in ranges:
                 try:
                     part = _interrupt.run_stoppable(
-                        lambda first=first, nb=nb: run_range(plan, first, nb, stop, n_threads),
+                        functools.partial(run_range, plan, first, nb, stop, n_threads),
                         stop,
                         n_threads)
                 except KeyboardInterrupt as err:
                     if getattr(err, "value", None) is not None:
-                        acc.add(err.value)  # what the stopped kernel finished
+                        acc.add(err.value)  # type: ignore[attr-defined]  # what it finished
                     raise
                 acc.add(part)
                 if show:
@@ -251,14 +323,35 @@ def simulate(model, optimizer, batch_size, n_steps, n_runs, *, seed=0, record="l
     return result
 
 
-def simulate_many(jobs, *, executor=None, progress=None):
+def simulate_many(jobs: Sequence[dict[str, Any]], *, executor: DaskExecutor | None = None,
+                  progress: bool | None = None) -> list[SimulationResult]:
     """Run several simulations (a sweep) and return their results in order.
 
     ``jobs`` is a list of dicts of :func:`simulate` arguments (model, optimizer, batch_size,
     n_steps, n_runs and any keyword). Locally they run one after the other on all threads;
-    with a :class:`~nqm_mc.distributed.DaskExecutor` every task of every job is submitted as
-    one graph first, then gathered and merged per job in group order, so each result is
+    with a :class:`~nqm_mc.montecarlo.distributed.DaskExecutor` every task of every job is
+    submitted as one graph first, then gathered and merged per job in group order, so each result is
     bitwise identical to its own ``simulate`` call.
+
+    Parameters
+    ----------
+    jobs : list of dict
+        :func:`simulate` arguments per job.
+    executor : DaskExecutor, optional
+        Where the tasks run (default: this process, all threads).
+    progress : bool, optional
+        Progress line per local job.
+
+    Returns
+    -------
+    list of SimulationResult
+        In the order of ``jobs``.
+
+    Raises
+    ------
+    ParameterError
+        If ``jobs`` is not a list of dicts, or a job has unknown or missing keys or invalid
+        arguments.
     """
     if not isinstance(jobs, (list, tuple)) or not all(isinstance(j, dict) for j in jobs):
         raise ParameterError("The 'jobs' parameter of simulate_many must be a list of dicts of "
@@ -288,8 +381,9 @@ def simulate_many(jobs, *, executor=None, progress=None):
     return out
 
 
-def _job(model, optimizer, batch_size, n_steps, n_runs, seed, record, n_records, target,
-         keep_paths, dtype, threads, block_size, n_bands, noise=None, method="step"):
+def _job(model: Any, optimizer: Any, batch_size: Any, n_steps: Any, n_runs: Any, seed: Any,
+         record: Any, n_records: Any, target: Any, keep_paths: Any, dtype: Any, threads: Any,
+         block_size: Any, n_bands: Any, noise: Any = None, method: str = "step") -> Job:
     """Check the arguments and build the job (kernel plan plus what the result needs)."""
     owner = "simulate"
     _check_model(model, owner)
@@ -319,8 +413,8 @@ def _job(model, optimizer, batch_size, n_steps, n_runs, seed, record, n_records,
                             threads, noise), owner,
                  f"{n_steps} steps, {steps.size} recorded steps, {keep_paths} kept paths and "
                  f"{n_runs} runs", _RECORD_HINT + " Keep fewer paths or use fewer runs or steps.")
-    inputs, edges = lower(model, optimizer, batch_size, n_steps, dtype, noise, seed, steps,
-                          target, n_bands)
+    inputs, edges = lower(model, cast("OptimizerSpec", optimizer), batch_size, n_steps, dtype,
+                          noise, seed, steps, target, n_bands)
     if noise.code == NOISE_FINITE and inputs.schedule.batch.max() >= noise.n:
         raise ParameterError(f"The 'batch_size' parameter of {owner} must stay below the "
                              f"dataset size n = {noise.n} of FiniteData (minibatches are "
@@ -349,7 +443,7 @@ METHODS = ("auto", "step", "skip")
 
 
 def _choose_method(method, optimizer, noise, target, steps, owner):
-    """The sampler to run: "step" or "skip" (see :func:`simulate`'s ``method``)."""
+    """Choose the sampler to run, "step" or "skip" (see :func:`simulate`'s ``method``)."""
     method = check_choice("method", method, owner, METHODS)
     why = skip_reason(optimizer, noise)
     if method == "skip":
@@ -365,9 +459,13 @@ def _choose_method(method, optimizer, noise, target, steps, owner):
     return "skip" if int(steps[-1]) >= 4 * state_size(optimizer) * n_intervals else "step"
 
 
-def _finish(job, acc, interrupt, start, executor=None, n_threads=None):
-    """The SimulationResult of a job from its merged statistics (``interrupt``: the
-    KeyboardInterrupt that stopped it, or None)."""
+def _finish(job: Job, acc: _Accumulator, interrupt: BaseException | None, start: float,
+            executor: DaskExecutor | None = None,
+            n_threads: int | None = None) -> SimulationResult:
+    """Build the SimulationResult of a job from its merged statistics.
+
+    ``interrupt`` is the KeyboardInterrupt that stopped it, or None.
+    """
     steps, band, n_bands, hist_lo = job.steps, job.band, job.n_bands, job.hist_lo
     n_runs, target, keep_paths = job.n_runs, job.target, job.keep_paths
     done_blocks = acc.done_blocks
@@ -398,8 +496,10 @@ def _finish(job, acc, interrupt, start, executor=None, n_threads=None):
 
 @dataclass(frozen=True)
 class Job:
+    """A checked simulation: its plan and what its result needs."""
+
     plan: Plan
-    spec: dict
+    spec: dict[str, Any]
     steps: np.ndarray
     band: np.ndarray
     n_bands: int
@@ -427,21 +527,41 @@ class Plan:
         return "step" if self.skip is None else "skip"
 
     @property
-    def n_records(self):
+    def n_records(self) -> int:
+        """Number of recorded steps."""
         return self.inputs.recording.steps.size
 
     @property
-    def n_bands(self):
+    def n_bands(self) -> int:
+        """Number of curvature bands."""
         return self.inputs.recording.n_bands
 
 
-def run_range(plan, first, nb, stop=None, threads=None):
-    """Simulate statistic groups first .. first + nb - 1 (trajectories 16 first ..) and return
-    their mergeable statistics: per group count/mean/M2/theta/band sums (floats, merged by the
-    caller in group order), histogram and divergence counts (integers, summed), hitting times,
-    the number of records each trajectory reached (R when finished) and the kept paths of the
-    range's trajectories. ``stop`` (see :mod:`nqm_mc._interrupt`) ends the kernel early.
-    The groups run on ``threads`` threads (default: numba's thread count)."""
+def run_range(plan: Plan, first: int, nb: int, stop: np.ndarray | None = None,
+              threads: int | None = None) -> dict[str, Any]:
+    """Simulate statistic groups ``first .. first + nb - 1`` and return their statistics.
+
+    Group g holds trajectories ``16 g .. 16 g + 15``. The statistics can be merged: per group
+    count/mean/M2/theta/band sums (floats, merged by the caller in group order), histogram
+    and divergence counts (integers, summed), hitting times, the number of records each
+    trajectory reached (R when finished) and the kept paths of the range's trajectories.
+
+    Parameters
+    ----------
+    plan : Plan
+        The lowered simulation.
+    first, nb : int
+        First group and number of groups.
+    stop : ndarray, optional
+        A stop flag (see :mod:`nqm_mc.montecarlo._interrupt`) that ends the kernel early.
+    threads : int, optional
+        Threads the groups run on (default: numba's thread count).
+
+    Returns
+    -------
+    dict
+        The part, as :class:`_Accumulator` merges it.
+    """
     lo = first * STAT_GROUP
     hi = min((first + nb) * STAT_GROUP, plan.n_runs)
     out = new_statistics(nb, plan.n_records, plan.n_bands, hi - lo, plan.keep_paths)
@@ -451,7 +571,7 @@ def run_range(plan, first, nb, stop=None, threads=None):
 
     sk = plan.skip
 
-    def block(bb):
+    def block(bb: int) -> None:
         if sk is None:
             K.run_block(inp.rule, inp.directions, inp.schedule, inp.noise, inp.recording,
                         inp.stream, first + bb, bb, STAT_GROUP, plan.n_runs, plan.keep_paths,
@@ -481,7 +601,7 @@ def run_range(plan, first, nb, stop=None, threads=None):
 class _Accumulator:
     """Merges run_range parts; parts must arrive in group order (so sums are deterministic)."""
 
-    def __init__(self, plan):
+    def __init__(self, plan: Plan) -> None:
         R = plan.n_records
         self.count, self.mean, self.m2, self.theta = (np.zeros(R) for _ in range(4))
         self.band = np.zeros((R, plan.n_bands))
@@ -494,7 +614,7 @@ class _Accumulator:
         self.finished = 0  # trajectories that reached the last recorded step
         self.started = 0  # trajectories that ran at least their initial state (finished too)
 
-    def add(self, part):
+    def add(self, part: dict[str, Any]) -> None:
         if part["first"] != self.done_blocks:
             raise RuntimeError(f"statistics merged out of order: got group {part['first']}, "
                                f"expected {self.done_blocks}")
@@ -521,7 +641,7 @@ class _Accumulator:
         self.started += int(np.count_nonzero(rec > 0))
 
 
-def _hist_quantiles(hist, lo, levels):
+def _hist_quantiles(hist: np.ndarray, lo: float, levels: np.ndarray) -> np.ndarray:
     R, nh = hist.shape
     out = np.full((levels.size, R), np.nan)
     cum = np.cumsum(hist, axis=1)
@@ -541,9 +661,12 @@ def _hist_quantiles(hist, lo, levels):
 _PROGRESS_SHOWN = [False]
 
 
-def _progress(done, total, start):
-    """One progress line on stderr, redrawn in place; the time left is extrapolated from the
-    rate so far (the first wave, which includes compilation, is not shown)."""
+def _progress(done: int, total: int, start: float) -> None:
+    """Draw one progress line on stderr, redrawn in place.
+
+    The time left is extrapolated from the rate so far (the first wave, which includes
+    compilation, is not shown).
+    """
     el = time.perf_counter() - start
     if el < 2.0 and done < total:
         return
@@ -555,7 +678,7 @@ def _progress(done, total, start):
     _PROGRESS_SHOWN[0] = True
 
 
-def _progress_end():
+def _progress_end() -> None:
     """End the progress line (so that what is printed next starts on a line of its own)."""
     if _PROGRESS_SHOWN[0]:
         sys.stderr.write("\n")

@@ -1,5 +1,6 @@
-"""Specifications lowered to what the step kernels take: named, typed structures, built in
-one place.
+"""Specifications lowered to what the step kernels take: named, typed structures.
+
+The structures are built in one place.
 
 :func:`lower` turns (model, optimizer, batch size, noise law, seed, recording) into a
 :class:`KernelInput`; the kernels read every value by name (``rule.beta``,
@@ -15,13 +16,19 @@ the Student-t degrees of freedom stay float64.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, cast
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from nqm_mc.montecarlo._rng import split_seed
 from nqm_mc.spec.codes import NOISE_FINITE
-from nqm_mc.spec.schedules import as_batch_schedule, checked_values
+from nqm_mc.spec.schedules import BatchSchedule, as_batch_schedule, checked_values
+
+if TYPE_CHECKING:
+    from nqm_mc._typing import Dtype, NoiseSpec, OptimizerSpec
+    from nqm_mc.spec.model import NQM
+    from nqm_mc.spec.noise import FiniteData
 
 __all__ = ["Rule", "Directions", "StepSchedule", "NoiseLaw", "Recording", "Stream",
            "KernelInput", "Statistics", "lower", "new_statistics", "HIST_BINS_PER_DECADE"]
@@ -101,7 +108,7 @@ class KernelInput(NamedTuple):
 class Statistics(NamedTuple):
     """A kernel call's outputs: per block b and record r unless said otherwise."""
 
-    count: np.ndarray  #: (nb, R) finite losses
+    count: np.ndarray  # type: ignore[assignment]  #: (nb, R) finite losses (shadows tuple.count)
     mean: np.ndarray  #: (nb, R) their mean
     m2: np.ndarray  #: (nb, R) sum of squared deviations
     theta_mean: np.ndarray  #: (nb, R) mean loss at theta (differs from mean with EMA)
@@ -113,12 +120,33 @@ class Statistics(NamedTuple):
     records: np.ndarray  #: (trajectories,) records reached (R when finished), int64
 
 
-def n_hist_bins():
+def n_hist_bins() -> int:
+    """Return the number of bins of the loss histogram (log10 scale)."""
     return (HIST_DECADES_BELOW + HIST_DECADES_ABOVE) * HIST_BINS_PER_DECADE
 
 
-def new_statistics(n_blocks, n_records, n_bands, n_trajectories, keep_paths):
-    """Zeroed outputs for a kernel call over ``n_blocks`` groups."""
+def new_statistics(n_blocks: int, n_records: int, n_bands: int, n_trajectories: int,
+                   keep_paths: int) -> Statistics:
+    """Allocate zeroed outputs for a kernel call over ``n_blocks`` groups.
+
+    Parameters
+    ----------
+    n_blocks : int
+        Number of groups of trajectories (statistics are kept per group, merged later).
+    n_records : int
+        Number of recorded steps R.
+    n_bands : int
+        Number of curvature bands.
+    n_trajectories : int
+        Number of trajectories the call runs (hitting times, records reached).
+    keep_paths : int
+        Number of trajectories whose recorded losses are kept.
+
+    Returns
+    -------
+    Statistics
+        Zeros, except hitting times of -1 (never hit).
+    """
     nb, R = n_blocks, n_records
     return Statistics(
         count=np.zeros((nb, R)), mean=np.zeros((nb, R)), m2=np.zeros((nb, R)),
@@ -128,11 +156,37 @@ def new_statistics(n_blocks, n_records, n_bands, n_trajectories, keep_paths):
         records=np.zeros(n_trajectories, np.int64))
 
 
-def lower(model, optimizer, batch_size, n_steps, dtype, noise, seed, steps, target, n_bands):
-    """The kernels' input for checked specifications, plus the band edges for the result.
+def lower(model: NQM, optimizer: OptimizerSpec, batch_size: int | BatchSchedule, n_steps: int,
+          dtype: Dtype, noise: NoiseSpec,
+          seed: int, steps: ArrayLike, target: float | None,
+          n_bands: int) -> tuple[KernelInput, np.ndarray]:
+    r"""Build the kernels' input for checked specifications, plus the band edges.
 
-    Parameters are those of :func:`nqm_mc.simulate`, already validated; ``steps`` are the
-    recorded steps. Returns ``(KernelInput, band_edges)``.
+    Parameters
+    ----------
+    model, optimizer, batch_size, n_steps, dtype, noise, seed, target, n_bands
+        As in :func:`nqm_mc.simulate`, already validated (the schedules' values are checked
+        here, by :func:`~nqm_mc.spec.schedules.checked_values`).
+    steps : array_like of int
+        The recorded steps, increasing; the last is ``n_steps``.
+
+    Returns
+    -------
+    KernelInput
+        The kernels' input.
+    band_edges : ndarray
+        Curvature band edges, for the result.
+
+    Raises
+    ------
+    ParameterError
+        If a schedule returns invalid values.
+
+    Notes
+    -----
+    The preconditioned gradient :math:`h^{-p}(h\theta + \sqrt{c/B_t}\,z)` is evaluated as
+    :math:`a\theta + b\,B_t^{-1/2} z` with :math:`a = h^{1-p}` and :math:`b = h^{-p}\sqrt c`
+    precomputed here in the state's dtype (``docs/theory.md``, section 2.1).
     """
     ft = np.float32 if dtype == "float32" else np.float64
     T = max(n_steps, 1)
@@ -160,7 +214,7 @@ def lower(model, optimizer, batch_size, n_steps, dtype, noise, seed, steps, targ
                 general=not optimizer.is_linear or noise.code != 0, beta=ft(beta),
                 gamma=ft(optimizer.ema if optimizer.ema is not None else 0.0),
                 beta2=float(beta2), eps=float(eps), clip=float(optimizer.clip_norm or 0.0))
-    data = (noise.examples(directions.h.size, ft) if noise.code == NOISE_FINITE
+    data = (cast("FiniteData", noise).examples(directions.h.size, ft) if noise.code == NOISE_FINITE
             else np.zeros((0, 0), ft))
     law = NoiseLaw(code=int(noise.code), nu=float(getattr(noise, "nu", 0.0)), data=data)
     L0 = min(max(model.initial_loss(), 1e-300), 1e300)  # a finite histogram range

@@ -73,8 +73,11 @@ def _grid(steps):
 
 
 def transitions(model, optimizer, batch_size, steps, owner="simulate"):
-    """(Phi, F) of every group and interval of the grid (``steps`` with 0 prepended), float64:
-    arrays of shape (K - 1, s, s, G) with F F^T = Sigma (see the module docstring)."""
+    """Build (Phi, F) of every group and interval of the grid, in float64.
+
+    The grid is ``steps`` with 0 prepended; the arrays have shape (K - 1, s, s, G) with
+    F F^T = Sigma (see the module docstring).
+    """
     grid = _grid(steps)
     T = int(grid[-1])
     n = max(T, 1)
@@ -103,7 +106,7 @@ def transitions(model, optimizer, batch_size, steps, owner="simulate"):
 
 
 def lower_skip(model, optimizer, batch_size, steps, dtype, owner="simulate"):
-    """The :class:`SkipInput` of a checked simulation (transitions cast to the state dtype)."""
+    """Build the :class:`SkipInput` of a checked simulation (transitions in the state dtype)."""
     ft = np.float32 if dtype == "float32" else np.float64
     phi, fac = transitions(model, optimizer, batch_size, steps, owner)
     group = np.repeat(np.arange(model.n_groups, dtype=np.int64), model.multiplicities)
@@ -113,8 +116,9 @@ def lower_skip(model, optimizer, batch_size, steps, dtype, owner="simulate"):
 
 def crossing_grid(model, optimizer, batch_size, target, n_steps, n_records=100, n_dense=60,
                   width=0.25):
-    """Record steps for hitting times under skip-ahead: about ``n_records`` log-spaced steps
-    plus ``n_dense`` consecutive-ish steps within ``width`` (relative) of the exact engine's
+    """Choose record steps for hitting times under skip-ahead.
+
+    About ``n_records`` log-spaced steps plus ``n_dense`` consecutive-ish steps within ``width`` (relative) of the exact engine's
     expected first crossing of ``target`` (when it is reached within ``n_steps``).
 
     Examples

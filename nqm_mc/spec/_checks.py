@@ -11,8 +11,12 @@ from __future__ import annotations
 import math
 import numbers
 import os
+from collections.abc import Sequence
+from typing import Any, TypeVar
 
 import numpy as np
+
+_T = TypeVar("_T")
 
 __all__ = ["check_real", "check_int", "check_array", "check_choice", "check_batch_size",
            "check_steps", "check_memory", "ParameterError", "MAX_BATCH", "MAX_STEP"]
@@ -31,7 +35,7 @@ class ParameterError(ValueError):
     """A public argument is invalid. Subclass of ValueError so callers may catch either."""
 
 
-def _interval(low, high, closed):
+def _interval(low: float | None, high: float | None, closed: tuple[bool, bool]) -> str:
     lo_b = "[" if closed[0] else "("
     hi_b = "]" if closed[1] else ")"
     lo = "-inf" if low is None else _bound(low)
@@ -39,7 +43,7 @@ def _interval(low, high, closed):
     return f"{lo_b}{lo}, {hi}{hi_b}"
 
 
-def _bound(x):
+def _bound(x: float) -> str:
     """Interval ends as people write them: 2^53 and 2^64 - 1 rather than 9.0072e+15."""
     if isinstance(x, int) and not isinstance(x, bool) and x >= 2 ** 20:
         if x & (x - 1) == 0:
@@ -50,7 +54,8 @@ def _bound(x):
     return f"{x:g}"
 
 
-def _in_interval(x, low, high, closed):
+def _in_interval(x: float, low: float | None, high: float | None,
+                 closed: tuple[bool, bool]) -> bool:
     if low is not None and (x < low or (x == low and not closed[0])):
         return False
     if high is not None and (x > high or (x == high and not closed[1])):
@@ -58,7 +63,8 @@ def _in_interval(x, low, high, closed):
     return True
 
 
-def check_real(name, value, owner, low=None, high=None, closed=(False, False)):
+def check_real(name: str, value: Any, owner: str, low: float | None = None,
+               high: float | None = None, closed: tuple[bool, bool] = (False, False)) -> float:
     """Return ``value`` as a Python float after checking it is finite and inside the interval."""
     ok = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
     if ok:
@@ -76,7 +82,8 @@ def check_real(name, value, owner, low=None, high=None, closed=(False, False)):
     return value
 
 
-def check_int(name, value, owner, low=None, high=None):
+def check_int(name: str, value: Any, owner: str, low: int | None = None,
+              high: int | None = None) -> int:
     """Return ``value`` as a Python int after checking it is an integer in [low, high]."""
     ok = isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
     if not ok and isinstance(value, (float, np.floating)) and math.isfinite(value) \
@@ -93,7 +100,7 @@ def check_int(name, value, owner, low=None, high=None):
     return value
 
 
-def check_batch_size(name, value, owner, high=MAX_BATCH):
+def check_batch_size(name: str, value: Any, owner: str, high: int = MAX_BATCH) -> int:
     """Return an integer batch size in [1, high] as a Python int.
 
     Accepts ints (Python or numpy) and floats with no fractional part; refuses bools, strings,
@@ -103,7 +110,7 @@ def check_batch_size(name, value, owner, high=MAX_BATCH):
     return check_int(name, value, owner, low=1, high=high)
 
 
-def _is_int_like(v):
+def _is_int_like(v: Any) -> bool:
     if isinstance(v, (bool, np.bool_)):
         return False
     if isinstance(v, numbers.Integral):
@@ -111,7 +118,8 @@ def _is_int_like(v):
     return isinstance(v, (float, np.floating)) and math.isfinite(v) and float(v).is_integer()
 
 
-def check_steps(name, value, owner, low=0, high=MAX_STEP):
+def check_steps(name: str, value: Any, owner: str, low: int = 0,
+                high: int = MAX_STEP) -> np.ndarray:
     """Return a sorted, de-duplicated, non-empty 1-d int64 array of steps in [low, high].
 
     Elements must be ints (or floats with no fractional part); bools, strings, NaN and values
@@ -151,12 +159,12 @@ def check_steps(name, value, owner, low=0, high=MAX_STEP):
     return np.unique(np.array([int(v) for v in flat], dtype=np.int64))
 
 
-def _short(value, n=80):
+def _short(value: Any, n: int = 80) -> str:
     r = repr(value)
     return r if len(r) <= n else r[:n - 3] + "..."
 
 
-def physical_memory():
+def physical_memory() -> int | None:
     """Bytes of physical memory (None when the platform does not say)."""
     try:
         return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
@@ -164,7 +172,8 @@ def physical_memory():
         return None
 
 
-def check_memory(nbytes, owner, what, hint, limit=None):
+def check_memory(nbytes: float, owner: str, what: str, hint: str,
+                 limit: float | None = None) -> None:
     """Refuse a call that would allocate more than ``limit`` bytes (default: half of physical
     memory) before allocating anything. ``what`` names what takes the memory, ``hint`` says how
     to ask for less."""
@@ -179,8 +188,9 @@ def check_memory(nbytes, owner, what, hint, limit=None):
             f"{limit / 1e9:.3g} GB it may use (half of physical memory). {hint}")
 
 
-def check_array(name, value, owner, low=None, high=None, closed=(False, False), size=None,
-                ndim=1):
+def check_array(name: str, value: Any, owner: str, low: float | None = None,
+                high: float | None = None, closed: tuple[bool, bool] = (False, False),
+                size: int | None = None, ndim: int = 1) -> np.ndarray:
     """Return a read-only float64 array after checking shape, finiteness and range."""
     try:
         if isinstance(value, (str, bytes)):
@@ -222,7 +232,7 @@ def check_array(name, value, owner, low=None, high=None, closed=(False, False), 
     return arr
 
 
-def check_choice(name, value, owner, choices):
+def check_choice(name: str, value: _T, owner: str, choices: Sequence[Any]) -> _T:
     """Return ``value`` after checking it is one of ``choices``."""
     try:
         ok = bool(value in choices)

@@ -21,7 +21,11 @@ Quadratic Model", NeurIPS 2019, arXiv:1907.04164.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
+from numpy.typing import ArrayLike
 
 from nqm_mc.spec._checks import (
     MAX_BATCH,
@@ -37,7 +41,7 @@ from nqm_mc.spec._checks import (
 MAX_MULTIPLICITY = 2 ** 53
 
 
-def _check_dim(dim, owner, low=1, bytes_per_dim=48):
+def _check_dim(dim: int, owner: str, low: int = 1, bytes_per_dim: int = 48) -> int:
     dim = check_int("dim", dim, owner, low=low, high=MAX_MULTIPLICITY)
     check_memory(float(bytes_per_dim) * dim, owner, f"a model of dimension {dim}",
                  "Use fewer directions, or NQM.binned / multiplicities for a large spectrum.")
@@ -47,20 +51,35 @@ __all__ = ["NQM"]
 
 
 class NQM:
-    """A noisy quadratic model: curvatures, noise variances, multiplicities and initial state.
+    r"""A noisy quadratic model: curvatures, noise variances, multiplicities and initial state.
+
+    The loss is :math:`L(\theta) = \tfrac12 \sum_i n_i h_i \theta_i^2` and a minibatch of size
+    :math:`B` returns :math:`g_i = h_i\theta_i + \xi_i` with :math:`E[\xi_i^2] = c_i / B`
+    (``docs/theory.md``, section 1). Instances are immutable.
 
     Parameters
     ----------
     curvatures : array_like, shape (G,)
         Hessian eigenvalues :math:`h_i > 0`, one per group of directions.
     noise_variances : array_like, shape (G,)
-        Per-example gradient-noise variances :math:`c_i \\ge 0` (batch size B divides them).
+        Per-example gradient-noise variances :math:`c_i \ge 0` (batch size B divides them).
     multiplicities : array_like of int, shape (G,), optional
         Number of independent directions in each group (default 1).
     initial_mean, initial_variance : float or array_like, shape (G,)
-        Mean and variance of :math:`\\theta_i(0)`; variance 0 gives a deterministic start.
+        Mean and variance of :math:`\theta_i(0)`; variance 0 gives a deterministic start.
     name : str, optional
         A label kept in provenance.
+
+    Raises
+    ------
+    ParameterError
+        If an array is not finite, has the wrong length or leaves its range, or the
+        multiplicities are not integers summing to at most 2^53.
+
+    References
+    ----------
+    .. [1] G. Zhang et al., "Which Algorithmic Choices Matter at Which Batch Sizes? Insights
+       From a Noisy Quadratic Model", NeurIPS 2019, arXiv:1907.04164.
 
     Examples
     --------
@@ -72,8 +91,17 @@ class NQM:
     __slots__ = ("curvatures", "noise_variances", "multiplicities", "initial_mean",
                  "initial_variance", "name", "_recipe")
 
-    def __init__(self, curvatures, noise_variances, multiplicities=None, initial_mean=0.0,
-                 initial_variance=1.0, name="custom"):
+    curvatures: np.ndarray
+    noise_variances: np.ndarray
+    multiplicities: np.ndarray
+    initial_mean: np.ndarray
+    initial_variance: np.ndarray
+    name: str
+    _recipe: dict[str, Any] | None
+
+    def __init__(self, curvatures: ArrayLike, noise_variances: ArrayLike,
+                 multiplicities: ArrayLike | None = None, initial_mean: ArrayLike = 0.0,
+                 initial_variance: ArrayLike = 1.0, name: str = "custom") -> None:
         owner = "NQM"
         h = check_array("curvatures", curvatures, owner, low=0.0)
         g = h.shape[0]
@@ -106,13 +134,32 @@ class NQM:
         object.__setattr__(self, "name", str(name))
         object.__setattr__(self, "_recipe", None)
 
-    def __setattr__(self, key, value):
+    def __setattr__(self, key: str, value: Any) -> None:
         raise AttributeError("NQM is immutable")
 
     # ---------------------------------------------------------------- constructors
     @classmethod
-    def paper(cls, dim=10_000):
-        """The paper's default model: h_i = 1/i, c_i = h_i (C = H), theta(0) ~ N(0, I)."""
+    def paper(cls, dim: int = 10_000) -> NQM:
+        r"""Build the paper's default model.
+
+        :math:`h_i = c_i = 1/i` for :math:`i = 1..d` (:math:`C = H`) and
+        :math:`\theta(0) \sim N(0, I)`.
+
+        Parameters
+        ----------
+        dim : int, default 10000
+            Number of directions d.
+
+        Returns
+        -------
+        NQM
+            The model, recorded in provenance by its recipe.
+
+        Raises
+        ------
+        ParameterError
+            If ``dim`` is not an integer in [1, 2^53] or the arrays would not fit in memory.
+        """
         dim = _check_dim(dim, "NQM.paper")
         h = 1.0 / np.arange(1, dim + 1, dtype=np.float64)
         m = cls(h, h, name="paper")
@@ -120,9 +167,33 @@ class NQM:
         return m
 
     @classmethod
-    def power_law(cls, dim, curvature_exponent=1.0, noise_exponent=1.0, noise_scale=1.0,
-                  initial_variance=1.0):
-        """h_i = i^-a, c_i = s * i^-b for i = 1..dim."""
+    def power_law(cls, dim: int, curvature_exponent: float = 1.0, noise_exponent: float = 1.0,
+                  noise_scale: float = 1.0, initial_variance: float = 1.0) -> NQM:
+        r"""Build a power-law spectrum :math:`h_i = i^{-a}`, :math:`c_i = s\, i^{-b}`.
+
+        Parameters
+        ----------
+        dim : int
+            Number of directions, :math:`i = 1..d`.
+        curvature_exponent : float, default 1.0
+            :math:`a \ge 0`.
+        noise_exponent : float, default 1.0
+            :math:`b`.
+        noise_scale : float, default 1.0
+            :math:`s \ge 0`.
+        initial_variance : float, default 1.0
+            Variance of :math:`\theta_i(0)` (mean 0).
+
+        Returns
+        -------
+        NQM
+            The model, recorded in provenance by its recipe.
+
+        Raises
+        ------
+        ParameterError
+            If a parameter is not finite or leaves its range.
+        """
         owner = "NQM.power_law"
         dim = _check_dim(dim, owner)
         a = check_real("curvature_exponent", curvature_exponent, owner, low=0.0,
@@ -139,12 +210,24 @@ class NQM:
         return m
 
     @classmethod
-    def binned(cls, dim=10_000, n_bins=100):
-        """The reference notebook's quantised spectrum of h_i = 1/i.
+    def binned(cls, dim: int = 10_000, n_bins: int = 100) -> NQM:
+        """Build the reference notebook's quantised spectrum of h_i = 1/i.
 
         Bin values are ``geomspace(1, 1/dim, n_bins)``; each h_i = 1/i is rounded down to the
         largest bin value <= h_i, bins carry the counts as multiplicities, and the noise
         variance of a bin is its value (C = H). Empty bins are dropped (they carry no loss).
+
+        Parameters
+        ----------
+        dim : int, default 10000
+            Number of directions before binning (at least 2).
+        n_bins : int, default 100
+            Number of log-spaced bin values (at least 2).
+
+        Returns
+        -------
+        NQM
+            At most ``n_bins`` groups whose multiplicities sum to ``dim``.
         """
         owner = "NQM.binned"
         n_bins = check_int("n_bins", n_bins, owner, low=2, high=MAX_MULTIPLICITY)
@@ -162,38 +245,74 @@ class NQM:
 
     # ---------------------------------------------------------------- properties
     @property
-    def n_groups(self):
+    def n_groups(self) -> int:
         """Number of groups (distinct (h, c) pairs)."""
         return int(self.curvatures.shape[0])
 
     @property
-    def dim(self):
+    def dim(self) -> int:
         """Total number of directions, sum of multiplicities."""
         return int(self.multiplicities.sum())
 
-    def initial_loss(self):
-        """Expected loss at t = 0: 1/2 sum n h (mu0^2 + v0)."""
+    def initial_loss(self) -> float:
+        r"""Return the expected loss at t = 0.
+
+        Returns
+        -------
+        float
+            :math:`E[L(0)] = \tfrac12 \sum_g n_g h_g (\mu_{0,g}^2 + v_{0,g})`.
+        """
         return float(0.5 * np.sum(self.multiplicities * self.curvatures
                                   * (self.initial_mean ** 2 + self.initial_variance)))
 
-    def lower_bound_steps(self, target, batch_size):
-        """Information-theoretic lower bound d / (2 L_target B) (valid for C = H)."""
+    def lower_bound_steps(self, target: float, batch_size: float) -> float:
+        """Return the information-theoretic lower bound d / (2 L_target B) on steps.
+
+        Valid for C = H (the paper's model).
+
+        Parameters
+        ----------
+        target : float
+            Loss target, > 0.
+        batch_size : float
+            Batch size, in (0, 2^53].
+
+        Returns
+        -------
+        float
+            The bound, in steps.
+        """
         target = check_real("target", target, "NQM.lower_bound_steps", low=0.0)
         batch_size = check_real("batch_size", batch_size, "NQM.lower_bound_steps", low=0.0,
                                 high=float(MAX_BATCH), closed=(False, True))
         return self.dim / (2.0 * target * batch_size)
 
-    def expand(self):
-        """Per-direction arrays (h, c, mu0, v0), each copy of a group listed separately."""
+    def expand(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Return per-direction arrays, each copy of a group listed separately.
+
+        Returns
+        -------
+        h, c, mu0, v0 : ndarray, shape (d,)
+            Curvatures, noise variances, initial means and initial variances.
+        """
         rep = self.multiplicities
         return (np.repeat(self.curvatures, rep), np.repeat(self.noise_variances, rep),
                 np.repeat(self.initial_mean, rep), np.repeat(self.initial_variance, rep))
 
-    def curvature_groups(self, n_groups=8):
+    def curvature_groups(self, n_groups: int = 8) -> tuple[np.ndarray, np.ndarray]:
         """Assign each group to one of ``n_groups`` log-spaced curvature bands.
 
-        Returns (labels, edges): ``labels[g]`` is the band of group g and ``edges`` the band
-        edges in curvature (decreasing), so per-band statistics can be reported.
+        Parameters
+        ----------
+        n_groups : int, default 8
+            Number of bands, in [1, 2^20].
+
+        Returns
+        -------
+        labels : ndarray of int64, shape (G,)
+            ``labels[g]`` is the band of group g.
+        edges : ndarray, shape (n_groups + 1,)
+            The band edges in curvature (decreasing); two edges if all curvatures are equal.
         """
         n_groups = check_int("n_groups", n_groups, "NQM.curvature_groups", low=1, high=2 ** 20)
         lh = np.log(self.curvatures)
@@ -205,8 +324,15 @@ class NQM:
         return labels, np.exp(edges)
 
     # ---------------------------------------------------------------- provenance
-    def to_dict(self):
-        """A JSON-ready description (the recipe when built by a constructor, else the arrays)."""
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready description.
+
+        Returns
+        -------
+        dict
+            The recipe when built by a constructor (and the initial state is the
+            constructor's), else the arrays; :meth:`from_dict` inverts it.
+        """
         if self._recipe is not None and np.all(self.initial_mean == 0) and \
                 (self._recipe.get("constructor") != "paper" or np.all(self.initial_variance == 1)):
             return dict(self._recipe)
@@ -218,14 +344,29 @@ class NQM:
                 "initial_variance": self.initial_variance.tolist()}
 
     @classmethod
-    def from_dict(cls, d):
-        """Inverse of :meth:`to_dict`."""
+    def from_dict(cls, d: dict[str, Any]) -> NQM:
+        """Build a model from the output of :meth:`to_dict`.
+
+        Parameters
+        ----------
+        d : dict
+            ``{"constructor": ..., **parameters}``.
+
+        Returns
+        -------
+        NQM
+
+        Raises
+        ------
+        ParameterError
+            If ``d`` is not a dict, names an unknown constructor or bad parameters.
+        """
         if not isinstance(d, dict):
             raise ParameterError(f"NQM.from_dict needs a dict. Got {type(d).__name__} instead.")
         d = dict(d)
         kind = d.pop("constructor", "arrays")
-        makers = {"paper": cls.paper, "power_law": cls.power_law, "binned": cls.binned,
-                  "arrays": cls}
+        makers: dict[str, Callable[..., NQM]] = {
+            "paper": cls.paper, "power_law": cls.power_law, "binned": cls.binned, "arrays": cls}
         if not isinstance(kind, str) or kind not in makers:
             raise ParameterError(f"Unknown NQM constructor {kind!r}.")
         try:
@@ -233,21 +374,32 @@ class NQM:
         except TypeError as err:
             raise ParameterError(f"Bad parameters for NQM constructor {kind!r}: {err}") from None
 
-    def with_initial_state(self, initial_mean=0.0, initial_variance=1.0):
-        """A copy with another initial mean and variance."""
+    def with_initial_state(self, initial_mean: ArrayLike = 0.0,
+                           initial_variance: ArrayLike = 1.0) -> NQM:
+        """Return a copy with another initial mean and variance.
+
+        Parameters
+        ----------
+        initial_mean, initial_variance : float or array_like, shape (G,)
+            The new initial state.
+
+        Returns
+        -------
+        NQM
+        """
         return NQM(self.curvatures, self.noise_variances, self.multiplicities,
                    initial_mean, initial_variance, name=self.name)
 
-    def __eq__(self, other):
+    def __eq__(self, other: object) -> bool:
         if not isinstance(other, NQM):
             return NotImplemented
         return all(np.array_equal(getattr(self, f), getattr(other, f)) for f in (
             "curvatures", "noise_variances", "multiplicities", "initial_mean",
             "initial_variance"))
 
-    def __hash__(self):
+    def __hash__(self) -> int:
         return hash((self.curvatures.tobytes(), self.noise_variances.tobytes()))
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (f"NQM(name={self.name!r}, groups={self.n_groups}, dim={self.dim}, "
                 f"h=[{self.curvatures.min():.3g}, {self.curvatures.max():.3g}])")

@@ -18,7 +18,9 @@ schedule and the first bad index and value.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any, Literal, overload
 
 import numpy as np
 
@@ -42,30 +44,55 @@ __all__ = [
 
 
 class Schedule:
-    """Base class of learning-rate schedules."""
+    r"""Base class of learning-rate schedules :math:`t \mapsto \alpha_t`.
 
-    kind = "schedule"
-    is_constant = False
+    A subclass implements :meth:`values`; everything else (evaluation at one step, the
+    engines, :func:`checked_values`) goes through it.
+    """
 
-    def values(self, n_steps):  # pragma: no cover - abstract
+    kind: str = "schedule"
+    is_constant: bool = False
+
+    def values(self, n_steps: int) -> np.ndarray:  # pragma: no cover - abstract
+        """Return the learning rates of updates ``0 .. n_steps - 1``.
+
+        Parameters
+        ----------
+        n_steps : int
+            Number of updates.
+
+        Returns
+        -------
+        ndarray, shape (n_steps,)
+            Finite rates >= 0 (checked by :func:`checked_values` before use).
+        """
         raise NotImplementedError
 
-    def __call__(self, t):
+    def __call__(self, t: int) -> float:
+        """Return the learning rate of update ``t`` (checked like :meth:`values`).
+
+        Raises
+        ------
+        ParameterError
+            If ``t`` is not an int in [0, 2^62], or the values are not valid.
+        """
         owner = type(self).__name__
         t = check_int("t", t, owner, low=0, high=MAX_STEP)
         check_memory(8.0 * (t + 1), owner, f"the first {t + 1} values",
                      "Evaluate the schedule at smaller steps.")
         return float(checked_values(self, t + 1, "schedule", owner)[t])
 
-    def to_dict(self):
-        d = {"kind": self.kind}
+    def to_dict(self) -> dict[str, Any]:
+        """Return ``{"kind": ..., **parameters}``, the input of :func:`schedule_from_dict`."""
+        d: dict[str, Any] = {"kind": self.kind}
         for k, v in self.__dict__.items():
             d[k] = v.to_dict() if isinstance(v, Schedule) else (list(v) if isinstance(v, tuple)
                                                                    else v)
         return d
 
 
-def _tuple(name, values, owner, checker):
+def _tuple(name: str, values: Iterable[Any], owner: str,
+           checker: Callable[[str, Any], Any]) -> tuple[Any, ...]:
     try:
         seq = tuple(values)
     except TypeError:
@@ -77,28 +104,46 @@ def _tuple(name, values, owner, checker):
 
 @dataclass(frozen=True)
 class Constant(Schedule):
-    """alpha_t = value."""
+    r"""Constant learning rate :math:`\alpha_t = \text{value}`.
+
+    Parameters
+    ----------
+    value : float
+        The rate, finite and > 0.
+    """
 
     value: float
     kind = "constant"
     is_constant = True
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         object.__setattr__(self, "value", check_real("value", self.value, "Constant", low=0.0))
 
-    def values(self, n_steps):
+    def values(self, n_steps: int) -> np.ndarray:
+        """Return ``value`` repeated ``n_steps`` times."""
         return np.full(n_steps, self.value)
 
 
 @dataclass(frozen=True)
 class PiecewiseConstant(Schedule):
-    """alpha_t = values[k] for boundaries[k-1] <= t < boundaries[k] (boundaries increasing)."""
+    r"""Piecewise-constant learning rate.
 
-    boundaries: tuple
-    values_: tuple = field(metadata={"name": "values"})
+    :math:`\alpha_t = \text{values}[k]` for
+    :math:`\text{boundaries}[k-1] \le t < \text{boundaries}[k]`.
+
+    Parameters
+    ----------
+    boundaries : sequence of int
+        Strictly increasing steps >= 1 at which the rate changes.
+    values : sequence of float
+        ``len(boundaries) + 1`` rates > 0.
+    """
+
+    boundaries: tuple[int, ...]
+    values_: tuple[float, ...] = field(metadata={"name": "values"})
     kind = "piecewise_constant"
 
-    def __init__(self, boundaries, values):
+    def __init__(self, boundaries: Iterable[int], values: Iterable[float]) -> None:
         owner = "PiecewiseConstant"
         b = _tuple("boundaries", boundaries, owner,
                    lambda n, v: check_int(n, v, owner, low=1, high=MAX_STEP))
@@ -114,26 +159,38 @@ class PiecewiseConstant(Schedule):
         object.__setattr__(self, "boundaries", b)
         object.__setattr__(self, "values_", v)
 
-    def values(self, n_steps):
+    def values(self, n_steps: int) -> np.ndarray:
+        """Return the rates of updates ``0 .. n_steps - 1``."""
         idx = np.searchsorted(np.asarray(self.boundaries, dtype=np.int64),
                               np.arange(n_steps), side="right")
         return np.asarray(self.values_, dtype=np.float64)[idx]
 
-    def to_dict(self):
+    def to_dict(self) -> dict[str, Any]:
+        """Return ``{"kind", "boundaries", "values"}``."""
         return {"kind": self.kind, "boundaries": list(self.boundaries),
                 "values": list(self.values_)}
 
 
 @dataclass(frozen=True)
 class StepDecay(Schedule):
-    """alpha_t = initial * factor ** floor(t / step_size)."""
+    r"""Step decay :math:`\alpha_t = \alpha_0 f^{\lfloor t / s \rfloor}`.
+
+    Parameters
+    ----------
+    initial : float
+        :math:`\alpha_0 > 0`.
+    factor : float
+        :math:`f \in (0, 1]`.
+    step_size : int
+        :math:`s \ge 1` updates per step.
+    """
 
     initial: float
     factor: float
     step_size: int
     kind = "step_decay"
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         o = "StepDecay"
         object.__setattr__(self, "initial", check_real("initial", self.initial, o, low=0.0))
         object.__setattr__(self, "factor", check_real("factor", self.factor, o, low=0.0,
@@ -141,20 +198,31 @@ class StepDecay(Schedule):
         object.__setattr__(self, "step_size", check_int("step_size", self.step_size, o, low=1,
                                                                    high=MAX_STEP))
 
-    def values(self, n_steps):
+    def values(self, n_steps: int) -> np.ndarray:
+        """Return the rates of updates ``0 .. n_steps - 1``."""
         return self.initial * self.factor ** (np.arange(n_steps) // self.step_size)
 
 
 @dataclass(frozen=True)
 class ExponentialDecay(Schedule):
-    """alpha_t = initial * rate ** (t / decay_steps)."""
+    r"""Exponential decay :math:`\alpha_t = \alpha_0 r^{t / s}`.
+
+    Parameters
+    ----------
+    initial : float
+        :math:`\alpha_0 > 0`.
+    rate : float
+        :math:`r \in (0, 1]`, the factor per ``decay_steps`` updates.
+    decay_steps : int, default 1
+        :math:`s \ge 1`.
+    """
 
     initial: float
     rate: float
     decay_steps: int = 1
     kind = "exponential_decay"
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         o = "ExponentialDecay"
         object.__setattr__(self, "initial", check_real("initial", self.initial, o, low=0.0))
         object.__setattr__(self, "rate", check_real("rate", self.rate, o, low=0.0, high=1.0,
@@ -163,20 +231,31 @@ class ExponentialDecay(Schedule):
                            check_int("decay_steps", self.decay_steps, o, low=1,
                                      high=MAX_STEP))
 
-    def values(self, n_steps):
+    def values(self, n_steps: int) -> np.ndarray:
+        """Return the rates of updates ``0 .. n_steps - 1``."""
         return self.initial * self.rate ** (np.arange(n_steps) / self.decay_steps)
 
 
 @dataclass(frozen=True)
 class LinearDecay(Schedule):
-    """alpha_t = initial + (final - initial) * min(t / decay_steps, 1)."""
+    r"""Linear decay :math:`\alpha_t = \alpha_0 + (\alpha_1 - \alpha_0)\min(t/s, 1)`.
+
+    Parameters
+    ----------
+    initial : float
+        :math:`\alpha_0 > 0`.
+    final : float
+        :math:`\alpha_1 \ge 0`, held after ``decay_steps``.
+    decay_steps : int
+        :math:`s \ge 1`.
+    """
 
     initial: float
     final: float
     decay_steps: int
     kind = "linear_decay"
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         o = "LinearDecay"
         object.__setattr__(self, "initial", check_real("initial", self.initial, o, low=0.0))
         object.__setattr__(self, "final", check_real("final", self.final, o, low=0.0,
@@ -185,21 +264,34 @@ class LinearDecay(Schedule):
                            check_int("decay_steps", self.decay_steps, o, low=1,
                                      high=MAX_STEP))
 
-    def values(self, n_steps):
+    def values(self, n_steps: int) -> np.ndarray:
+        """Return the rates of updates ``0 .. n_steps - 1``."""
         frac = np.minimum(np.arange(n_steps) / self.decay_steps, 1.0)
         return self.initial + (self.final - self.initial) * frac
 
 
 @dataclass(frozen=True)
 class CosineDecay(Schedule):
-    """alpha_t = final + (initial - final) * (1 + cos(pi * min(t / decay_steps, 1))) / 2."""
+    r"""Cosine decay.
+
+    :math:`\alpha_t = \alpha_1 + (\alpha_0 - \alpha_1)\,(1 + \cos(\pi\min(t/s, 1)))/2`.
+
+    Parameters
+    ----------
+    initial : float
+        :math:`\alpha_0 > 0`.
+    decay_steps : int
+        :math:`s \ge 1`.
+    final : float, default 0.0
+        :math:`\alpha_1 \ge 0` (a rate of 0 skips the update).
+    """
 
     initial: float
     decay_steps: int
     final: float = 0.0
     kind = "cosine_decay"
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         o = "CosineDecay"
         object.__setattr__(self, "initial", check_real("initial", self.initial, o, low=0.0))
         object.__setattr__(self, "final", check_real("final", self.final, o, low=0.0,
@@ -208,7 +300,8 @@ class CosineDecay(Schedule):
                            check_int("decay_steps", self.decay_steps, o, low=1,
                                      high=MAX_STEP))
 
-    def values(self, n_steps):
+    def values(self, n_steps: int) -> np.ndarray:
+        """Return the rates of updates ``0 .. n_steps - 1``."""
         frac = np.minimum(np.arange(n_steps) / self.decay_steps, 1.0)
         return self.final + (self.initial - self.final) * 0.5 * (1.0 + np.cos(math.pi * frac))
 
@@ -219,6 +312,15 @@ class Warmup(Schedule):
 
     alpha_t = start + (schedule(0) - start) * (t + 1) / (warmup_steps + 1) for t < warmup_steps,
     alpha_t = schedule(t - warmup_steps) afterwards (the wrapped schedule starts after warmup).
+
+    Parameters
+    ----------
+    schedule : Schedule, float or dict
+        The schedule after warmup (coerced by :func:`as_schedule`).
+    warmup_steps : int
+        Number of warmup updates, >= 1.
+    start : float, default 0.0
+        Rate the ramp starts from, >= 0.
     """
 
     schedule: Schedule
@@ -226,7 +328,7 @@ class Warmup(Schedule):
     start: float = 0.0
     kind = "warmup"
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         o = "Warmup"
         object.__setattr__(self, "schedule", as_schedule(self.schedule, "schedule", o))
         object.__setattr__(self, "warmup_steps",
@@ -235,7 +337,8 @@ class Warmup(Schedule):
         object.__setattr__(self, "start", check_real("start", self.start, o, low=0.0,
                                                      closed=(True, False)))
 
-    def values(self, n_steps):
+    def values(self, n_steps: int) -> np.ndarray:
+        """Return the rates of updates ``0 .. n_steps - 1``."""
         w = self.warmup_steps
         out = np.empty(n_steps)
         peak = checked_values(self.schedule, 1, "schedule", "Warmup")[0]
@@ -248,44 +351,72 @@ class Warmup(Schedule):
 
 # ---------------------------------------------------------------------- batch sizes
 class BatchSchedule:
-    """Base class of batch-size schedules (values are positive integers)."""
+    r"""Base class of batch-size schedules :math:`t \mapsto B_t` (positive integers)."""
 
-    kind = "batch"
-    is_constant = False
+    kind: str = "batch"
+    is_constant: bool = False
 
-    def values(self, n_steps):  # pragma: no cover - abstract
+    def values(self, n_steps: int) -> np.ndarray:  # pragma: no cover - abstract
+        """Return the batch sizes of updates ``0 .. n_steps - 1``.
+
+        Parameters
+        ----------
+        n_steps : int
+            Number of updates.
+
+        Returns
+        -------
+        ndarray, shape (n_steps,)
+            Integers in [1, 2^53], as floats (checked by :func:`checked_values`).
+        """
         raise NotImplementedError
 
-    def to_dict(self):
+    def to_dict(self) -> dict[str, Any]:
+        """Return ``{"kind": ..., **parameters}``, the input of :func:`schedule_from_dict`."""
         return {"kind": self.kind, **{k: (list(v) if isinstance(v, tuple) else v)
                                       for k, v in self.__dict__.items()}}
 
 
 @dataclass(frozen=True)
 class ConstantBatch(BatchSchedule):
-    """B_t = value."""
+    r"""Constant batch size :math:`B_t = \text{value}`.
+
+    Parameters
+    ----------
+    value : int
+        The batch size, in [1, 2^53].
+    """
 
     value: int
     kind = "constant"
     is_constant = True
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         object.__setattr__(self, "value", check_batch_size("batch_size", self.value,
                                                            "ConstantBatch"))
 
-    def values(self, n_steps):
+    def values(self, n_steps: int) -> np.ndarray:
+        """Return ``value`` repeated ``n_steps`` times (as float64)."""
         return np.full(n_steps, float(self.value))
 
 
 @dataclass(frozen=True)
 class PiecewiseConstantBatch(BatchSchedule):
-    """B_t = values[k] for boundaries[k-1] <= t < boundaries[k]."""
+    """Piecewise-constant batch size: B_t = sizes[k] for boundaries[k-1] <= t < boundaries[k].
 
-    boundaries: tuple
-    sizes: tuple
+    Parameters
+    ----------
+    boundaries : sequence of int
+        Strictly increasing steps >= 1 at which the batch size changes.
+    sizes : sequence of int
+        ``len(boundaries) + 1`` batch sizes in [1, 2^53].
+    """
+
+    boundaries: tuple[int, ...]
+    sizes: tuple[int, ...]
     kind = "piecewise_constant"
 
-    def __init__(self, boundaries, sizes):
+    def __init__(self, boundaries: Iterable[int], sizes: Iterable[int]) -> None:
         owner = "PiecewiseConstantBatch"
         b = _tuple("boundaries", boundaries, owner,
                    lambda n, v: check_int(n, v, owner, low=1, high=MAX_STEP))
@@ -301,15 +432,35 @@ class PiecewiseConstantBatch(BatchSchedule):
         object.__setattr__(self, "boundaries", b)
         object.__setattr__(self, "sizes", s)
 
-    def values(self, n_steps):
+    def values(self, n_steps: int) -> np.ndarray:
+        """Return the batch sizes of updates ``0 .. n_steps - 1`` (as float64)."""
         idx = np.searchsorted(np.asarray(self.boundaries, dtype=np.int64),
                               np.arange(n_steps), side="right")
         return np.asarray(self.sizes, dtype=np.float64)[idx]
 
 
 # ---------------------------------------------------------------------- coercion
-def as_schedule(value, name="learning_rate", owner="optimizer"):
-    """A float becomes :class:`Constant`; a :class:`Schedule` passes through."""
+def as_schedule(value: Schedule | float | dict[str, Any], name: str = "learning_rate",
+                owner: str = "optimizer") -> Schedule:
+    """Coerce a learning rate to a schedule.
+
+    Parameters
+    ----------
+    value : Schedule, float or dict
+        A float becomes :class:`Constant`, a dict goes through :func:`schedule_from_dict`,
+        a :class:`Schedule` passes through.
+    name, owner : str
+        The parameter and its owner, named in error messages.
+
+    Returns
+    -------
+    Schedule
+
+    Raises
+    ------
+    ParameterError
+        If ``value`` is not a finite float > 0, a valid dict or a schedule.
+    """
     if isinstance(value, Schedule):
         return value
     if isinstance(value, dict):
@@ -318,8 +469,27 @@ def as_schedule(value, name="learning_rate", owner="optimizer"):
     return Constant(v)
 
 
-def as_batch_schedule(value, name="batch_size", owner="simulate"):
-    """An int becomes :class:`ConstantBatch`; a :class:`BatchSchedule` passes through."""
+def as_batch_schedule(value: BatchSchedule | int | dict[str, Any], name: str = "batch_size",
+                      owner: str = "simulate") -> BatchSchedule:
+    """Coerce a batch size to a batch schedule.
+
+    Parameters
+    ----------
+    value : BatchSchedule, int or dict
+        An int becomes :class:`ConstantBatch`, a dict goes through
+        :func:`schedule_from_dict` (``batch=True``), a :class:`BatchSchedule` passes through.
+    name, owner : str
+        The parameter and its owner, named in error messages.
+
+    Returns
+    -------
+    BatchSchedule
+
+    Raises
+    ------
+    ParameterError
+        If ``value`` is not an integer in [1, 2^53], a valid dict or a batch schedule.
+    """
     if isinstance(value, BatchSchedule):
         return value
     if isinstance(value, dict):
@@ -327,14 +497,33 @@ def as_batch_schedule(value, name="batch_size", owner="simulate"):
     return ConstantBatch(check_batch_size(name, value, owner))
 
 
-def checked_values(schedule, n_steps, name="learning_rate", owner="optimizer"):
+def checked_values(schedule: Schedule | BatchSchedule, n_steps: int,
+                   name: str = "learning_rate", owner: str = "optimizer") -> np.ndarray:
     """``schedule.values(n_steps)`` as a contiguous float64 array, checked.
 
     The one place the engines call ``values``: the result must have shape exactly
     ``(n_steps,)`` and finite entries, learning rates ``>= 0``, batch sizes integers in
     ``[1, 2^53]``. ``name`` and ``owner`` say where the schedule came from (e.g. the
-    'batch_size' parameter of simulate). Raises ParameterError naming the schedule and the
-    first bad index and value.
+    'batch_size' parameter of simulate).
+
+    Parameters
+    ----------
+    schedule : Schedule or BatchSchedule
+        The schedule to evaluate.
+    n_steps : int
+        Number of values.
+    name, owner : str
+        Where the schedule came from, named in error messages.
+
+    Returns
+    -------
+    ndarray of float64, shape (n_steps,)
+        Contiguous.
+
+    Raises
+    ------
+    ParameterError
+        Naming the schedule and the first bad index and value.
     """
     batch = isinstance(schedule, BatchSchedule)
     if not batch and not isinstance(schedule, Schedule):
@@ -370,8 +559,31 @@ _LR_KINDS = {c.kind: c for c in (Constant, PiecewiseConstant, StepDecay, Exponen
 _BATCH_KINDS = {c.kind: c for c in (ConstantBatch, PiecewiseConstantBatch)}
 
 
-def schedule_from_dict(d, batch=False):
-    """Build a schedule from ``{"kind": ..., **params}`` (inverse of ``to_dict``)."""
+@overload
+def schedule_from_dict(d: dict[str, Any], batch: Literal[False] = ...) -> Schedule: ...
+@overload
+def schedule_from_dict(d: dict[str, Any], batch: Literal[True]) -> BatchSchedule: ...
+@overload
+def schedule_from_dict(d: dict[str, Any], batch: bool) -> Schedule | BatchSchedule: ...
+def schedule_from_dict(d: dict[str, Any], batch: bool = False) -> Schedule | BatchSchedule:
+    """Build a schedule from ``{"kind": ..., **params}`` (inverse of ``to_dict``).
+
+    Parameters
+    ----------
+    d : dict
+        The description; a :class:`Warmup`'s inner schedule may be a dict too.
+    batch : bool, default False
+        Build a :class:`BatchSchedule` instead of a learning-rate schedule.
+
+    Returns
+    -------
+    Schedule or BatchSchedule
+
+    Raises
+    ------
+    ParameterError
+        If ``d`` is not a dict, its kind is unknown or its parameters are bad.
+    """
     kinds = _BATCH_KINDS if batch else _LR_KINDS
     if not isinstance(d, dict):
         raise ParameterError(f"schedule_from_dict needs a dict. Got {type(d).__name__} instead.")

@@ -1,5 +1,7 @@
-"""Studies built on the engines: batch-size scaling, optimal schedules, the paper's figures,
-Adam against its preconditioned proxy, and noise laws.
+"""Studies built on the engines.
+
+Batch-size scaling, optimal schedules, the paper's figures, Adam against its preconditioned
+proxy, and noise laws:
 
 - :mod:`~nqm_mc.studies.scaling` -- tuned steps to target against batch size;
 - :mod:`~nqm_mc.studies.schedule_opt` -- optimal learning-rate schedules;

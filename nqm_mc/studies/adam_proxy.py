@@ -1,5 +1,7 @@
-"""Studies beyond the paper, by simulation: real Adam against the fixed-power proxy, and how
-non-Gaussian gradient noise changes the distribution of the loss and of hitting times.
+"""Studies beyond the paper, by simulation.
+
+Real Adam against the fixed-power proxy, and how non-Gaussian gradient noise changes the
+distribution of the loss and of hitting times.
 
 Both write a figure (PNG), a table (Markdown and CSV) and every number (JSON, with
 provenance) into a directory; ``nqm-mc adam-proxy`` and ``nqm-mc noise-study`` run them.
@@ -9,8 +11,11 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from nqm_mc import _files
 from nqm_mc.exact.engine import expected_loss
@@ -22,16 +27,42 @@ from nqm_mc.spec.noise import FiniteData, Gaussian, StudentT
 from nqm_mc.spec.optimizers import SGD, Adam
 from nqm_mc.studies.scaling import tune
 
+if TYPE_CHECKING:
+    from nqm_mc._typing import NoiseSpec, OptimizerSpec
+    from nqm_mc.results import SimulationResult
+
 __all__ = ["mc_steps_to_target", "adam_proxy_study", "noise_study"]
 
 PROXY_POWERS = (0.0, 0.25, 0.5, 0.75, 1.0)
 FAIL_RATIO = 1.5  # the proxy "fails" at a batch size when it is off by more than this factor
 
 
-def mc_steps_to_target(res, target):
-    """First step at which the Monte Carlo mean loss falls below ``target``, interpolated
-    linearly in log(loss) between recorded steps, with a delta-method standard error
-    sem(L) / |dL/dt| at the crossing. Returns (steps, se); (inf, nan) if it never does."""
+def mc_steps_to_target(res: SimulationResult, target: float) -> tuple[float, float]:
+    r"""Find the first step at which the Monte Carlo mean loss falls below ``target``.
+
+    The crossing is interpolated linearly in log(loss) between recorded steps and rounded
+    up.
+
+    Parameters
+    ----------
+    res : SimulationResult
+        A Monte Carlo result.
+    target : float
+        Loss target.
+
+    Returns
+    -------
+    steps : float
+        The crossing; 0 if the first record is below the target, inf if none is.
+    se : float
+        Delta-method standard error at the crossing (nan if it never crosses or the mean is
+        not falling there).
+
+    Notes
+    -----
+    With :math:`\ell = \log L` and slope :math:`\ell' = d\ell/dt` between the two records
+    around the crossing, :math:`\mathrm{se}(t) = (\mathrm{sem}(L)/L) / |\ell'|`.
+    """
     mean, sem, steps = res.mean, res.sem, res.steps.astype(float)
     below = np.flatnonzero(mean < target)
     if below.size == 0:
@@ -64,10 +95,16 @@ def _fmt(x):
     return str(x)
 
 
-def adam_proxy_study(outdir, *, model=None, batch_sizes=None, target=0.1, lrs=None,
-                     n_runs=32, max_steps=20_000, seed=0, quick=False, rotate=None, log=print):
-    """Steps to target against batch size for Adam (tuned per batch size by simulation) and
-    for preconditioned SGD with P = H^p (tuned exactly), for p in PROXY_POWERS.
+def adam_proxy_study(outdir: str | os.PathLike[str], *, model: NQM | None = None,
+                     batch_sizes: Sequence[int] | None = None, target: float = 0.1,
+                     lrs: ArrayLike | None = None, n_runs: int = 32, max_steps: int = 20_000,
+                     seed: int = 0, quick: bool = False,
+                     rotate: Literal["hessian", "noise", "both"] | None = None,
+                     log: Callable[[str], Any] = print) -> dict[str, Any]:
+    """Compare Adam with preconditioned SGD, P = H^p, in steps to target against batch size.
+
+    Adam is tuned per batch size by simulation, preconditioned SGD exactly, for p in
+    PROXY_POWERS.
 
     Adam (beta1 0.9, beta2 0.999, eps 1e-8, bias-corrected) runs ``n_runs`` trajectories per
     learning rate of the grid ``lrs``; its steps to target are where the Monte Carlo mean loss
@@ -76,25 +113,68 @@ def adam_proxy_study(outdir, *, model=None, batch_sizes=None, target=0.1, lrs=No
     where the two differ by more than FAIL_RATIO, beyond the Monte Carlo uncertainty. The
     table also gives the closest power at each batch size: where it drifts with B, no fixed
     power describes Adam.
-    ``rotate`` ("hessian", "noise" or "both") rotates the model (:mod:`nqm_mc.rotated`):
+    ``rotate`` ("hessian", "noise" or "both") rotates the model (:mod:`nqm_mc.spec.rotated`):
     Adam then runs on the dense engine, while the proxy P = H^p still commutes with H, so its
     steps are the aligned model's with noise variances diag(U^T C U). A rotated Hessian is
     where Adam's coordinate-wise scaling stops looking like a power of H.
-    Writes adam_proxy.{png,md,csv,json} into ``outdir`` and returns the JSON-ready dict.
+
+    Parameters
+    ----------
+    outdir : str or path-like
+        Receives adam_proxy.{png,md,csv,json}.
+    model : NQM, optional
+        Default ``NQM.paper(300)`` (100 with ``rotate``; smaller with ``quick``).
+    batch_sizes : sequence of int, optional
+        Default 1, 4, ..., 4096 (1, 16, 256, 4096 with ``quick``).
+    target : float, default 0.1
+        Loss target, in (0, initial loss).
+    lrs : array_like, optional
+        Adam's learning-rate grid (default ``geomspace(1e-3, 1, 16)``).
+    n_runs : int, default 32
+        Trajectories per Adam configuration (at most 16 with ``quick``).
+    max_steps : int, default 20000
+        Longest simulation (at most 5000 with ``quick``).
+    seed : int, default 0
+        Seed of the simulations and of the rotation.
+    quick : bool, default False
+        A smaller, faster study.
+    rotate : {"hessian", "noise", "both"}, optional
+        Rotate the model first.
+    log : callable, default print
+        Receives progress lines.
+
+    Returns
+    -------
+    dict
+        Every number of the study, JSON-ready (also written as adam_proxy.json).
+
+    Raises
+    ------
+    ParameterError
+        If a batch size, the target or ``n_runs`` is invalid.
+
+    References
+    ----------
+    .. [1] G. Zhang et al., "Which Algorithmic Choices Matter at Which Batch Sizes? Insights
+       From a Noisy Quadratic Model", NeurIPS 2019, arXiv:1907.04164.
     """
     t_start = time.perf_counter()
     if model is None:
         model = NQM.paper(dim=(50 if rotate else 100) if quick else (100 if rotate else 300))
-    run_model, proxy_model, sim = model, model, simulate
+    run_model: Any = model
+    proxy_model = model
+    sim: Callable[..., Any] = simulate
     if rotate is not None:
         from nqm_mc.montecarlo.dense import simulate_dense
         from nqm_mc.spec.rotated import RotatedNQM
         run_model = RotatedNQM.from_nqm(model, rotate, seed=seed)
         proxy_model = run_model.equivalent_nqm()
 
-        def sim(m, opt, b, n_steps, n_runs, **kw):
+        def _sim_dense(m, opt, b, n_steps, n_runs, **kw):
             kw.pop("progress", None)
             return simulate_dense(m, opt, b, n_steps, n_runs, **kw)
+
+        sim = _sim_dense
     if batch_sizes is None:
         batch_sizes = [1, 16, 256, 4096] if quick else [1, 4, 16, 64, 256, 1024, 4096]
     batch_sizes = [check_int("batch_sizes", b, "adam_proxy_study", low=1) for b in batch_sizes]
@@ -113,10 +193,12 @@ def adam_proxy_study(outdir, *, model=None, batch_sizes=None, target=0.1, lrs=No
 
     # Adam, tuned per batch size by simulation; batch sizes in increasing order, each capped
     # near the previous one's best (steps to target do not grow with the batch size)
-    adam_steps, adam_se, adam_lr = [], [], []
+    adam_steps: Any = []
+    adam_se: Any = []
+    adam_lr: Any = []
     cap = max_steps
     for b in sorted(batch_sizes):
-        best = (np.inf, np.nan, np.nan)
+        best: tuple[float, float, float] = (np.inf, np.nan, np.nan)
         for lr in lrs:
             res = sim(run_model, Adam(float(lr)), b, cap, n_runs, seed=seed, record="log",
                       n_records=300, progress=False)
@@ -136,7 +218,7 @@ def adam_proxy_study(outdir, *, model=None, batch_sizes=None, target=0.1, lrs=No
     adam_se = np.array(adam_se)[inv]
     adam_lr = np.array(adam_lr)[inv]
 
-    proxies = {}
+    proxies: dict[float, Any] = {}
     for p in PROXY_POWERS:
         r = tune(proxy_model, "sgd", batch_sizes, target, preconditioning=p, search="refine")
         proxies[p] = r
@@ -144,7 +226,7 @@ def adam_proxy_study(outdir, *, model=None, batch_sizes=None, target=0.1, lrs=No
     ok = np.isfinite(adam_steps) & (adam_steps > 0)
     err = {p: float(np.mean(np.log(r.steps[ok] / adam_steps[ok]) ** 2)) if ok.any() else np.inf
            for p, r in proxies.items()}
-    best_p = min(err, key=err.get)
+    best_p = min(err, key=lambda q: err[q])
     proxy = proxies[best_p].steps
     ratio = adam_steps / proxy
     # beyond the Monte Carlo uncertainty: |log ratio| - 2 se(log steps) > log FAIL_RATIO
@@ -159,7 +241,7 @@ def adam_proxy_study(outdir, *, model=None, batch_sizes=None, target=0.1, lrs=No
     header = ["batch size", "Adam steps", "Adam se", "Adam lr"] + \
         [f"SGD p={p:g}" for p in PROXY_POWERS] + [f"Adam / best proxy (p={best_p:g})",
                                                   "proxy fails", "closest p"]
-    rows = []
+    rows: list[list[Any]] = []
     for i, b in enumerate(batch_sizes):
         rows.append([b, float(adam_steps[i]), float(adam_se[i]), float(adam_lr[i])]
                     + [float(proxies[p].steps[i]) for p in PROXY_POWERS]
@@ -215,17 +297,50 @@ def _plot_adam_proxy(path, bs, adam, se, proxies, best_p, fails, target, rotate=
     _files.save_figure(fig, path, dpi=120)
 
 
-def noise_study(outdir, *, model=None, optimizer=None, batch_size=4, n_steps=3000,
-                n_runs=4000, target=None, laws=None, seed=0, quick=False, log=print):
-    """The same optimizer under Gaussian, Student-t and finite-dataset gradient noise with one
-    covariance: the mean loss (which the exact engine predicts under every law) against the
+def noise_study(outdir: str | os.PathLike[str], *, model: NQM | None = None,
+                optimizer: OptimizerSpec | None = None, batch_size: int = 4,
+                n_steps: int = 3000, n_runs: int = 4000, target: float | None = None,
+                laws: Sequence[NoiseSpec] | None = None, seed: int = 0, quick: bool = False,
+                log: Callable[[str], Any] = print) -> dict[str, Any]:
+    """Run one optimizer under Gaussian, Student-t and finite-dataset noise of one covariance.
+
+    The mean loss (which the exact engine predicts under every law) is set against the
     distribution of the loss (quantiles) and of hitting times, which differ.
 
     For each law: the final mean loss against the exact value (z-score with the Monte Carlo
     standard error), the 5/50/95 % quantiles of the final loss, and the hitting times of
     ``target`` (mean with standard error, median, 95 % quantile, fraction never hit) with a
     two-sample Kolmogorov-Smirnov test against the Gaussian ones.
-    Writes noise_study.{png,md,csv,json} into ``outdir`` and returns the JSON-ready dict.
+
+    Parameters
+    ----------
+    outdir : str or path-like
+        Receives noise_study.{png,md,csv,json}.
+    model : NQM, optional
+        Default ``NQM.paper(100)``.
+    optimizer : optimizer spec, optional
+        A linear optimizer (the exact mean is computed); default ``SGD(0.5)``.
+    batch_size : int, default 4
+        Batch size (below every FiniteData size).
+    n_steps : int, default 3000
+        Steps simulated (at most 1500 with ``quick``).
+    n_runs : int, default 4000
+        Trajectories per law (at most 1000 with ``quick``).
+    target : float, optional
+        Loss target of the hitting times (default: the exact mean a third of the way).
+    laws : sequence of noise laws, optional
+        Default Gaussian, Student-t (nu = 3, 5), FiniteData (n = 16, 256).
+    seed : int, default 0
+        Seed of the simulations.
+    quick : bool, default False
+        A smaller, faster study.
+    log : callable, default print
+        Receives progress lines.
+
+    Returns
+    -------
+    dict
+        Every number of the study, JSON-ready (also written as noise_study.json).
     """
     from scipy import stats
     t_start = time.perf_counter()
@@ -243,7 +358,7 @@ def noise_study(outdir, *, model=None, optimizer=None, batch_size=4, n_steps=300
     if target is None:  # a target reached around a third of the way
         target = float(exact.mean[n_steps // 3])
     os.makedirs(outdir, exist_ok=True)
-    results = {}
+    results: dict[Any, SimulationResult] = {}
     for law in laws:
         r = simulate(model, optimizer, batch_size, n_steps, n_runs, seed=seed, record="log",
                      n_records=120, target=target, noise=law, progress=False)
@@ -251,11 +366,11 @@ def noise_study(outdir, *, model=None, optimizer=None, batch_size=4, n_steps=300
         log(f"  {law!s:32s} final mean {r.mean[-1]:.5g} +- {r.sem[-1]:.2g}")
     gauss_hits = None
     rows = []
-    summary = {}
+    summary: dict[str, Any] = {}
     for law, r in results.items():
         ex = expected_loss(model, optimizer, batch_size, record=r.steps).mean
         z = (r.mean[-1] - ex[-1]) / r.sem[-1]
-        hits = r.hitting_times
+        hits: Any = r.hitting_times  # a target is always given here
         hit = hits[hits >= 0].astype(float)
         never = float(np.mean(hits < 0))
         if gauss_hits is None and isinstance(law, Gaussian):

@@ -1,5 +1,8 @@
-"""Batch-size scaling studies: tuned steps to target per batch size, optimal hyperparameters,
-the lower bound and critical batch sizes (NQM.md sec. 4-6).
+"""Batch-size scaling studies.
+
+Tuned steps to target per batch size, optimal hyperparameters, the lower bound and critical
+batch sizes (the steps to target are the exact first crossings of ``docs/theory.md``,
+section 4).
 
 Every number comes from the exact engine (true first crossings), vectorised over a whole
 hyperparameter grid per call. ``search="grid"`` uses the reference notebook's grids;
@@ -7,28 +10,52 @@ hyperparameter grid per call. ``search="grid"`` uses the reference notebook's gr
 than the grid: the grid's optimum stays a candidate).
 """
 
+from __future__ import annotations
+
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy import optimize
 
 from nqm_mc.exact.engine import _check_model, steps_to_target_batch
 from nqm_mc.spec._checks import MAX_BATCH, ParameterError, check_choice, check_int, check_real
+from nqm_mc.spec.model import NQM
 from nqm_mc.spec.optimizers import SGD, HeavyBall
 
 FAMILIES = ("sgd", "heavy_ball", "ema")
 
+Family = Literal["sgd", "heavy_ball", "ema"]
+Method = Literal["exact", "reference"]
 
-def reference_grid(family, size=None):
-    """The notebook's grids: SGD alpha in logspace(-5, 0.5, 100); momentum and EMA alpha in
-    logspace(-8, 1, 100) x (1 - logspace(-5, 0, 20)). ``size`` = (n_alpha, n_second) coarser."""
+
+def reference_grid(family: Family,
+                   size: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Return the reference notebook's hyperparameter grid of a family.
+
+    Parameters
+    ----------
+    family : {"sgd", "heavy_ball", "ema"}
+        The optimizer family.
+    size : (int, int), optional
+        (n_alpha, n_second) for a coarser grid (default (100, 20)).
+
+    Returns
+    -------
+    alphas : ndarray
+        SGD: ``logspace(-5, 0.5, 100)``; momentum and EMA: ``logspace(-8, 1, 100)``.
+    seconds : ndarray or None
+        Momenta or EMA decays ``1 - logspace(-5, 0, 20)``; None for SGD.
+    """
     na, nb = size or (100, 20)
     if family == "sgd":
         return np.logspace(-5, 0.5, na), None
     return np.logspace(-8, 1, na), 1.0 - np.logspace(-5, 0, nb)
 
 
-def _optimizer(family, p):
+def _optimizer(family: str, p: float) -> Any:
     if family == "heavy_ball":
         return HeavyBall(0.1, 0.5, preconditioning=p)
     if family == "ema":
@@ -36,11 +63,15 @@ def _optimizer(family, p):
     return SGD(0.1, preconditioning=p)
 
 
-def _evaluate(model, family, p, target, batch, alphas, seconds, method, caps=None):
-    """Steps over the grid alphas x seconds (momenta or EMA decays) at one batch size; failures
-    (unreachable, divergent, not within the cap) become +inf."""
+def _evaluate(model: NQM, family: str, p: float, target: float, batch: float,
+              alphas: np.ndarray, seconds: Any, method: str,
+              caps: np.ndarray | None = None) -> np.ndarray:
+    """Return steps over the grid alphas x seconds (momenta or EMA decays) at one batch size.
+
+    Failures (unreachable, divergent, not within the cap) become +inf.
+    """
     opt = _optimizer(family, p)
-    kw = {}
+    kw: dict[str, Any] = {}
     if family == "heavy_ball":
         kw["momenta"] = seconds[None, :]
     elif family == "ema":
@@ -52,16 +83,47 @@ def _evaluate(model, family, p, target, batch, alphas, seconds, method, caps=Non
     return s
 
 
-def grid_minimum(model, family, p, target, batch, alphas, seconds, method="exact", hint=None):
-    """The grid's minimum number of steps and its first index in grid (C) order, the same as
-    evaluating every configuration and taking argmin, at a fraction of the cost.
+def grid_minimum(model: NQM, family: Family, p: float, target: float, batch: float,
+                 alphas: np.ndarray, seconds: np.ndarray | None, method: Method = "exact",
+                 hint: int | None = None) -> tuple[np.ndarray, int, int]:
+    """Find the grid's minimum number of steps and its first index in grid (C) order.
+
+    The same as evaluating every configuration and taking argmin, at a fraction of the cost.
 
     A few seed configurations (around ``hint``, the optimum at a neighbouring batch size, or a
     coarse subgrid) are evaluated in full; every other configuration is then searched only up
     to the best count so far (``caps``): one that cannot reach the target sooner stops there,
-    and one that does is found exactly. Returns (steps over the grid with +inf where a
-    configuration failed or was cut off, flat index of the minimum, number of configurations
-    evaluated in full).
+    and one that does is found exactly.
+
+    Parameters
+    ----------
+    model : NQM
+        The model.
+    family : {"sgd", "heavy_ball", "ema"}
+        The optimizer family.
+    p : float
+        Preconditioning power.
+    target : float
+        Loss target.
+    batch : float
+        Batch size.
+    alphas : ndarray
+        Learning rates of the grid.
+    seconds : ndarray or None
+        Momenta or EMA decays of the grid (None for SGD).
+    method : {"exact", "reference"}
+        First crossing, or the notebook's bisection (then the whole grid is evaluated).
+    hint : int, optional
+        Flat index of the optimum at a neighbouring batch size.
+
+    Returns
+    -------
+    steps : ndarray
+        Steps over the grid, +inf where a configuration failed or was cut off.
+    index : int
+        Flat index of the minimum.
+    n_full : int
+        Number of configurations evaluated in full.
     """
     shape = (alphas.size,) if seconds is None else (alphas.size, seconds.size)
     if method != "exact":
@@ -81,7 +143,7 @@ def grid_minimum(model, family, p, target, batch, alphas, seconds, method="exact
     rows = np.flatnonzero(seed.any(axis=1) if seed.ndim == 2 else seed)
     cols = np.flatnonzero(seed.any(axis=0)) if seed.ndim == 2 else None
     sub = _evaluate(model, family, p, target, batch, alphas[rows],
-                    None if cols is None else seconds[cols], method)
+                    None if cols is None else seconds[cols], method)  # type: ignore[index]
     if cols is None:
         steps[rows] = sub
     else:
@@ -98,7 +160,29 @@ def grid_minimum(model, family, p, target, batch, alphas, seconds, method="exact
 
 @dataclass
 class ScalingResult:
-    """Tuned steps to target against batch size for one optimizer family."""
+    """Tuned steps to target against batch size for one optimizer family.
+
+    Attributes
+    ----------
+    family : str
+        "sgd", "heavy_ball" or "ema".
+    preconditioning : float
+        Power p of P = H^p.
+    target : float
+        Loss target.
+    search : str
+        "grid" or "refine".
+    batch_sizes : ndarray of int64
+        The batch sizes.
+    steps : ndarray
+        Tuned steps to target per batch size (inf where no configuration reaches it).
+    learning_rate, second : ndarray
+        The optimal learning rate and momentum or EMA decay (nan for SGD).
+    lower_bound : ndarray
+        :meth:`NQM.lower_bound_steps` per batch size.
+    meta : dict
+        Evaluations, method and grid size.
+    """
 
     family: str
     preconditioning: float
@@ -109,23 +193,35 @@ class ScalingResult:
     learning_rate: np.ndarray
     second: np.ndarray  # momentum (heavy_ball) or EMA decay (ema); nan for SGD
     lower_bound: np.ndarray
-    meta: dict = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def effective_learning_rate(self):
-        """alpha / (1 - beta) for momentum; alpha otherwise."""
+    def effective_learning_rate(self) -> np.ndarray:
+        """Return alpha / (1 - beta) for momentum and alpha otherwise."""
         if self.family == "heavy_ball":
             return self.learning_rate / (1.0 - self.second)
         return self.learning_rate.copy()
 
-    def critical_batch_size(self):
-        """Two definitions (NQM.md sec. 5):
-        "doubling": the smallest B whose steps exceed twice the perfect-scaling extrapolation
-        S(B0) B0 / B from the smallest batch size B0 (None if never);
-        "fit": B_crit of S(B) = S_min (1 + B_crit / B) fitted by least squares on log S."""
+    def critical_batch_size(self) -> dict[str, float | None]:
+        """Return the critical batch size by two definitions.
+
+        Returns
+        -------
+        dict
+            ``"doubling"``: the smallest B whose steps exceed twice the perfect-scaling
+            extrapolation S(B0) B0 / B from the smallest batch size B0 (None if never);
+            ``"fit"`` and ``"fit_S_min"``: B_crit and S_min of
+            S(B) = S_min (1 + B_crit / B) fitted by least squares on log S (None with fewer
+            than two finite points).
+
+        References
+        ----------
+        .. [1] G. Zhang et al., "Which Algorithmic Choices Matter at Which Batch Sizes?
+           Insights From a Noisy Quadratic Model", NeurIPS 2019, arXiv:1907.04164.
+        """
         B, S = self.batch_sizes.astype(float), self.steps
         ok = np.isfinite(S)
-        out = {"doubling": None, "fit": None, "fit_S_min": None}
+        out: dict[str, float | None] = {"doubling": None, "fit": None, "fit_S_min": None}
         if ok.sum() < 2:
             return out
         B, S = B[ok], S[ok]
@@ -142,7 +238,8 @@ class ScalingResult:
         out["fit_S_min"] = float(np.exp(fit.x[0]))
         return out
 
-    def to_rows(self):
+    def to_rows(self) -> list[dict[str, Any]]:
+        """Return one CSV row (a dict) per batch size."""
         rows = []
         eff = self.effective_learning_rate
         for i, b in enumerate(self.batch_sizes):
@@ -152,7 +249,8 @@ class ScalingResult:
                          "effective_learning_rate": eff[i], "lower_bound": self.lower_bound[i]})
         return rows
 
-    def to_dict(self):
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready dict (non-finite numbers as None) with the critical batch sizes."""
         d = asdict(self)
         for k, v in d.items():
             if isinstance(v, np.ndarray):
@@ -161,14 +259,49 @@ class ScalingResult:
         return d
 
 
-def tune(model, family, batch_sizes, target, *, preconditioning=0.0, search="grid",
-         grid_size=None, refine_rounds=3, method="exact"):
+def tune(model: NQM, family: Family, batch_sizes: ArrayLike, target: float, *,
+         preconditioning: float = 0.0, search: Literal["grid", "refine"] = "grid",
+         grid_size: tuple[int, int] | None = None, refine_rounds: int = 3,
+         method: Method = "exact") -> ScalingResult:
     """Minimise steps to ``target`` over the family's hyperparameters at each batch size.
 
-    family: "sgd" (alpha), "heavy_ball" (alpha, beta) or "ema" (SGD with EMA: alpha, gamma).
-    search: "grid" (the reference notebook's grids, or ``grid_size`` = (n_alpha, n_second)
-    coarser versions) or "refine" (then ``refine_rounds`` zooms around the best cell).
-    method: "exact" (true first crossing) or "reference" (the notebook's bisection convention).
+    Parameters
+    ----------
+    model : NQM
+        The model.
+    family : {"sgd", "heavy_ball", "ema"}
+        "sgd" (alpha), "heavy_ball" (alpha, beta) or "ema" (SGD with EMA: alpha, gamma).
+    batch_sizes : array_like of int
+        Batch sizes in [1, 2^53].
+    target : float
+        Loss target, > 0.
+    preconditioning : float, default 0.0
+        Power p in [0, 1] of P = H^p.
+    search : {"grid", "refine"}
+        "grid": the reference notebook's grids (or ``grid_size`` coarser versions);
+        "refine": then ``refine_rounds`` zooms around the best cell (never worse than the
+        grid).
+    grid_size : (int, int), optional
+        (n_alpha, n_second).
+    refine_rounds : int, default 3
+        Zoom rounds of ``search="refine"``.
+    method : {"exact", "reference"}
+        "exact" (true first crossing) or "reference" (the notebook's bisection convention,
+        ``docs/theory.md`` section 4.5).
+
+    Returns
+    -------
+    ScalingResult
+
+    Raises
+    ------
+    ParameterError
+        If an argument is invalid.
+
+    References
+    ----------
+    .. [1] G. Zhang et al., "Which Algorithmic Choices Matter at Which Batch Sizes? Insights
+       From a Noisy Quadratic Model", NeurIPS 2019, arXiv:1907.04164.
     """
     owner = "tune"
     _check_model(model, owner)
@@ -194,7 +327,7 @@ def tune(model, family, batch_sizes, target, *, preconditioning=0.0, search="gri
         ok = bs.ndim == 1 and bs.size > 0 and bs.dtype.kind in "iuf" and not any(
             isinstance(x, (bool, np.bool_)) for x in np.atleast_1d(
                 np.asarray(batch_sizes, dtype=object)).ravel().tolist())
-        bsf = bs.astype(float) if ok else None
+        bsf: Any = bs.astype(float) if ok else None
     except (TypeError, ValueError, OverflowError):
         ok = False
     if not ok or not (np.all(np.isfinite(bsf)) and np.all(bsf >= 1) and np.all(bsf <= MAX_BATCH)
@@ -221,8 +354,9 @@ def tune(model, family, batch_sizes, target, *, preconditioning=0.0, search="gri
         if search == "refine" and np.isfinite(best):
             la = np.log(alphas)
             da = la[1] - la[0]
-            lq = np.log(1 - seconds) if seconds is not None else None
-            dq = (lq[1] - lq[0]) if seconds is not None else None
+            lq: Any = np.log(1 - seconds) if seconds is not None else None
+            dq: Any = (lq[1] - lq[0]) if seconds is not None else None
+            cq: Any
             ca, cq = np.log(a_best), (np.log(1 - b_best) if seconds is not None else None)
             for _ in range(refine_rounds):
                 ga = np.exp(np.linspace(ca - da, ca + da, 21))
@@ -248,8 +382,21 @@ def tune(model, family, batch_sizes, target, *, preconditioning=0.0, search="gri
                                "grid_size": list(grid_size or (100, 20))})
 
 
-def optimizer_for(result, i):
-    """The tuned optimizer of batch size number ``i`` of a ScalingResult."""
+def optimizer_for(result: ScalingResult, i: int) -> SGD | HeavyBall:
+    """Return the tuned optimizer of batch size number ``i`` of a ScalingResult.
+
+    Parameters
+    ----------
+    result : ScalingResult
+        From :func:`tune`.
+    i : int
+        Index into ``result.batch_sizes``.
+
+    Returns
+    -------
+    SGD or HeavyBall
+        With the tuned learning rate (and momentum or EMA decay).
+    """
     p, lr, sec = result.preconditioning, float(result.learning_rate[i]), result.second[i]
     if result.family == "heavy_ball":
         return HeavyBall(lr, float(sec), preconditioning=p)
@@ -258,9 +405,13 @@ def optimizer_for(result, i):
     return SGD(lr, preconditioning=p)
 
 
-def monte_carlo_confirmation(model, result, indices=None, n_runs=200, seed=0, horizon=1.5,
-                             threads=None, n_dense=60, method="auto"):
-    """Simulate the tuned configurations and set the Monte Carlo crossing beside the exact one.
+def monte_carlo_confirmation(model: NQM, result: ScalingResult,
+                             indices: Iterable[int] | None = None, n_runs: int = 200,
+                             seed: int = 0, horizon: float = 1.5, threads: int | None = None,
+                             n_dense: int = 60,
+                             method: Literal["auto", "step", "skip"] = "auto"
+                             ) -> list[dict[str, Any]]:
+    """Check tuned configurations by simulation.
 
     For each chosen batch size (default: all) the tuned optimizer runs ``n_runs`` trajectories
     up to ``horizon`` times the exact steps, recorded on a log grid plus ``n_dense`` steps
@@ -271,6 +422,33 @@ def monte_carlo_confirmation(model, result, indices=None, n_runs=200, seed=0, ho
     interval from the standard errors: [first t with mean - 1.96 s.e. < target, first t with
     mean + 1.96 s.e. < target]; ``exact_in_interval`` says whether the exact crossing lies in
     it (to the grid's resolution, ``resolution``).
+
+    Parameters
+    ----------
+    model : NQM
+        The model ``result`` was tuned on.
+    result : ScalingResult
+        From :func:`tune`.
+    indices : iterable of int, optional
+        Indices into ``result.batch_sizes`` (default: all); batch sizes that never reach the
+        target are skipped.
+    n_runs : int, default 200
+        Trajectories per configuration.
+    seed : int, default 0
+        Seed of the simulations.
+    horizon : float, default 1.5
+        Steps simulated, as a multiple of the exact steps.
+    threads : int, optional
+        Threads.
+    n_dense : int, default 60
+        Recorded steps around the exact crossing.
+    method : {"auto", "step", "skip"}
+        The sampler (see :func:`nqm_mc.simulate`).
+
+    Returns
+    -------
+    list of dict
+        One row per simulated batch size: exact_steps, mc_steps, mc_low, mc_high, ...
     """
     from nqm_mc.montecarlo.driver import record_steps, simulate
     rows = []
@@ -288,7 +466,7 @@ def monte_carlo_confirmation(model, result, indices=None, n_runs=200, seed=0, ho
         res = simulate(model, opt, int(result.batch_sizes[i]), T, n_runs, seed=seed,
                        record=grid, threads=threads, progress=False, method=method)
 
-        def first(x, steps=res.steps):
+        def first(x: np.ndarray, steps: np.ndarray = res.steps) -> int | None:
             k = np.flatnonzero(x < result.target)
             return int(steps[k[0]]) if k.size else None
 

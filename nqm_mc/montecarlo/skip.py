@@ -118,8 +118,9 @@ def crossing_grid(model, optimizer, batch_size, target, n_steps, n_records=100, 
                   width=0.25):
     """Choose record steps for hitting times under skip-ahead.
 
-    About ``n_records`` log-spaced steps plus ``n_dense`` consecutive-ish steps within ``width`` (relative) of the exact engine's
-    expected first crossing of ``target`` (when it is reached within ``n_steps``).
+    About ``n_records`` log-spaced steps plus ``n_dense`` evenly spaced steps within ``width``
+    (relative) of the exact engine's expected first crossing of ``target`` (when it is reached
+    within ``n_steps``).
 
     Examples
     --------

@@ -44,6 +44,9 @@ class Case:
     noise: object = None  # a non-Gaussian law: only the means are tested (with sample SEs)
     # a RotatedNQM runs on the dense engines; preconditioner: the diagonal of a fixed P
     preconditioner: object = None
+    # the Monte Carlo sampler: "step" (every update) or "skip" (exact transitions between
+    # recorded steps); always passed explicitly, so "auto" never picks for a case
+    method: str = "step"
 
 
 def _c(name, feature, model, opt, batch, T, nq=2000, nf=20000, **kw):

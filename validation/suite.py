@@ -67,7 +67,7 @@ def run_case(case, quick=True, seed=0, threads=None, simulator=simulate, converg
     if case.diverges:
         st = stability(model, opt, batch)
         res = simulator(model, opt, batch, case.n_steps, n_runs, seed=seed, record=steps,
-                        dtype=case.dtype, threads=threads, progress=False)
+                        dtype=case.dtype, threads=threads, progress=False, method=case.method)
         mc_div = int(res.n_diverged[-1])
         ok = (not st.stable) and bool(exact.diverged) and mc_div == n_runs
         out.update(runs=n_runs, max_abs_z=float("nan"), p_value=float("nan"),
@@ -87,7 +87,7 @@ def run_case(case, quick=True, seed=0, threads=None, simulator=simulate, converg
     keep = min(n_runs, MAX_PATHS)
     res = simulator(model, opt, batch, case.n_steps, n_runs, seed=seed, record=steps,
                     keep_paths=keep, n_bands=N_BANDS, dtype=case.dtype, threads=threads,
-                    progress=False)
+                    progress=False, method=case.method)
     n = res.n_finite.astype(float)
     # 1. the mean at every recorded step
     z_mean = np.zeros(steps.size)
@@ -149,7 +149,7 @@ def _run_noise_case(case, out, steps, exact, wrong, wdesc, live, n_runs, thr, se
     the steps), and the power check asks the same test to reject the wrong reference."""
     res = simulator(case.model, case.optimizer, case.batch_size, case.n_steps, n_runs,
                     seed=seed, record=steps, dtype=case.dtype, threads=threads, progress=False,
-                    noise=case.noise)
+                    noise=case.noise, method=case.method)
     z_mean = np.zeros(steps.size)
     z_mean[live] = (res.mean[live] - exact.mean[live]) / res.sem[live]
     tol = 1e-5 if case.dtype == "float32" else 1e-10
@@ -244,7 +244,8 @@ def _convergence(case, steps, exact, live, n_runs, seed, threads, simulator):
     errs = []
     for k in sizes:
         r = simulator(case.model, case.optimizer, case.batch_size, case.n_steps, k, seed=seed,
-                      record=steps, dtype=case.dtype, threads=threads, progress=False)
+                      record=steps, dtype=case.dtype, threads=threads, progress=False,
+                      method=case.method)
         errs.append(float(np.sqrt(np.mean(((r.mean[live] - exact.mean[live]) / sd) ** 2))))
     slope = float(np.polyfit(np.log(sizes), np.log(errs), 1)[0])
     return {"runs": sizes, "rms_error": errs, "slope": slope, "ok": -0.9 < slope < -0.15}

@@ -1,8 +1,19 @@
-"""python -m validation [--quick | --full] [--out DIR] [--seed S] [--threads K] [--case NAME]"""
+"""python -m validation [--quick | --full] [--out DIR] [--seed S] [--threads K] [--case NAME]
+[--runs-factor K]"""
 
 import argparse
 import sys
 import time
+
+
+def _positive_int(text):
+    try:
+        k = int(text)
+    except ValueError:
+        k = 0
+    if k < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return k
 
 
 def build_parser(parser=None):
@@ -22,6 +33,9 @@ def build_parser(parser=None):
     p.add_argument("--threads", type=int, default=None, help="numba threads (default: all)")
     p.add_argument("--case", action="append", default=None,
                    help="only cases whose name contains this (repeatable)")
+    p.add_argument("--runs-factor", type=_positive_int, default=1, metavar="K",
+                   help="multiply every case's number of trajectories by K (sensitivity to a "
+                        "relative error of the mean improves as 1/sqrt(K))")
     p.add_argument("--json", action="store_true",
                    help="print the summary table as JSON instead of progress lines")
     return p
@@ -42,10 +56,12 @@ def run(args):
                                 args.force)
     t0 = time.perf_counter()
     quiet = getattr(args, "json", False)
+    runs_factor = getattr(args, "runs_factor", 1)
     results = run_suite(cases, quick=args.quick, seed=args.seed, threads=args.threads,
-                        log=None if quiet else print)
+                        log=None if quiet else print, runs_factor=runs_factor)
     settings = {"mode": "quick" if args.quick else "full", "seed": args.seed,
-                "threads": args.threads, "cases": [c.name for c in cases]}
+                "threads": args.threads, "runs_factor": runs_factor,
+                "cases": [c.name for c in cases]}
     bad = write_report(results, out.dir, settings)
     out.finish()
     if quiet:

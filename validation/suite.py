@@ -184,7 +184,8 @@ def run_case(case, quick=True, seed=0, threads=None, simulator=simulate, converg
         wrong=wdesc, designed_wrong_z=float(shift * math.sqrt(n_runs)),
         max_abs_z_wrong=float(np.max(np.abs(z_wrong))), power_p_value=float(wadj.min()),
         power_verdict="rejected (good)" if wreject.any() else "NOT REJECTED",
-        deterministic_steps_ok=det_ok, variance_formula_consistent=consistent, method=case.method,
+        deterministic_steps_ok=det_ok, variance_formula_consistent=consistent,
+        method=res.meta.get("method", case.method),
         **_sensitivity_fields(steps, exact.mean, sd / np.sqrt(n), live, thr))
     if convergence:
         out["convergence"] = _convergence(case, steps, exact, live, n_runs, seed, threads,

@@ -91,3 +91,81 @@ def test_cli_exit_status(tmp_path):
     assert main(["--quick", "--case", "near_critical", "--out", str(tmp_path)]) == 0
     assert (tmp_path / "summary.md").exists()
     assert main(["--case", "no_such_case", "--out", str(tmp_path)]) == 2
+
+
+# ---------------------------------------------------------------- skip-ahead cases and options
+
+
+def _case(name):
+    from validation.cases import CASES
+    return next(c for c in CASES if c.name == name)
+
+
+def test_existing_cases_run_the_step_kernel_and_skip_cases_the_skip_sampler():
+    from validation.cases import CASES
+    skip = [c for c in CASES if c.name.startswith("skip_")]
+    assert len(skip) >= 8 and all(c.method == "skip" for c in skip)
+    assert all(c.method == "step" for c in CASES if not c.name.startswith("skip_"))
+    r = run_case(_case("sgd"), quick=True, seed=20191)
+    assert r["method"] == "step"
+
+
+@pytest.mark.parametrize("name", ["skip_sgd", "skip_hb_ema"])
+def test_skip_cases_pass_and_their_power_checks_reject(name):
+    r = run_case(_case(name), quick=True, seed=20191)
+    assert r["method"] == "skip", r["method"]  # the skip sampler ran, not the step kernel
+    assert r["verdict"] == "pass" and r["power_verdict"] == "rejected (good)", r
+    assert r["steps"][-1] == 100_000 and len(r["steps"]) >= 40
+    assert 0 < r["sensitivity"] <= r["sensitivity_worst"] and r["sensitivity_step"] > 0
+
+
+def test_skip_vs_step_two_sample_case_passes_and_rejects_the_wrong_step_run():
+    r = run_case(_case("skip_vs_step"), quick=True, seed=20191)
+    assert r["method"] == "skip vs step"
+    assert r["verdict"] == "pass" and r["power_verdict"] == "rejected (good)", r
+    assert len(r["ks_p_values"]) == 4
+    # the power comes from the distribution test: some KS statistic against the wrong run
+    # clears the critical value
+    assert max(r["ks_statistics_wrong"]) > r["ks_critical"] > max(r["ks_statistics"])
+
+
+@pytest.fixture
+def noise_of_skip_5_percent_high(monkeypatch):
+    """A deliberately broken skip sampler: every transition's noise factor 5 % too large."""
+    from nqm_mc.montecarlo import driver
+    real = driver.lower_skip
+
+    def broken(*args, **kw):
+        s = real(*args, **kw)
+        return s._replace(fac=s.fac * 1.05)
+
+    monkeypatch.setattr(driver, "lower_skip", broken)
+
+
+def test_skip_case_fails_with_a_broken_skip_sampler(noise_of_skip_5_percent_high):
+    r = run_case(_case("skip_sgd"), quick=True, seed=20191)
+    assert r["verdict"] == "FAIL" and r["max_abs_z"] > r["threshold"]
+    assert run_case(_case("sgd"), quick=True, seed=20191)["verdict"] == "pass"  # step kernel
+
+
+def test_runs_factor_multiplies_runs_and_shrinks_the_sensitivity(tmp_path):
+    case = _case("skip_near_critical")
+    r1 = run_case(case, quick=True, seed=20191)
+    r4 = run_case(case, quick=True, seed=20191, runs_factor=4)
+    assert r4["runs"] == 4 * r1["runs"] and r4["verdict"] == "pass"
+    assert abs(r4["sensitivity"] / r1["sensitivity"] - 0.5) < 0.05
+    from validation.__main__ import main
+    assert main(["--case", "skip_near_critical", "--runs-factor", "2", "--out",
+                 str(tmp_path / "a")]) == 0
+    data = json.loads((tmp_path / "a" / "results.json").read_text())
+    assert data["settings"]["runs_factor"] == 2 and data["cases"][0]["runs"] == 2 * r1["runs"]
+    header = (tmp_path / "a" / "summary.csv").read_text().splitlines()[0]
+    assert "sensitivity" in header and "method" in header
+    with pytest.raises(SystemExit):
+        main(["--runs-factor", "0"])
+
+
+def test_nqm_mc_validate_forwards_runs_factor():
+    from nqm_mc.cli import build_parser
+    args = build_parser().parse_args(["validate", "--quick", "--runs-factor", "16"])
+    assert args.runs_factor == 16 and args.func.__name__ == "cmd_validate"

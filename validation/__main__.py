@@ -1,7 +1,7 @@
 """Command line of the validation suite.
 
 Usage: ``python -m validation [--quick | --full] [--out DIR] [--seed S] [--threads K]
-[--case NAME]``.
+[--case NAME] [--runs-factor K]``.
 """
 
 from __future__ import annotations
@@ -10,6 +10,16 @@ import argparse
 import sys
 import time
 from collections.abc import Sequence
+
+
+def _positive_int(text: str) -> int:
+    try:
+        k = int(text)
+    except ValueError:
+        k = 0
+    if k < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return k
 
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
@@ -30,6 +40,9 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--threads", type=int, default=None, help="numba threads (default: all)")
     p.add_argument("--case", action="append", default=None,
                    help="only cases whose name contains this (repeatable)")
+    p.add_argument("--runs-factor", type=_positive_int, default=1, metavar="K",
+                   help="multiply every case's number of trajectories by K (sensitivity to a "
+                        "relative error of the mean improves as 1/sqrt(K))")
     p.add_argument("--json", action="store_true",
                    help="print the summary table as JSON instead of progress lines")
     return p
@@ -51,10 +64,12 @@ def run(args: argparse.Namespace) -> int:
                                 args.force)
     t0 = time.perf_counter()
     quiet = getattr(args, "json", False)
+    runs_factor = getattr(args, "runs_factor", 1)
     results = run_suite(cases, quick=args.quick, seed=args.seed, threads=args.threads,
-                        log=None if quiet else print)
+                        log=None if quiet else print, runs_factor=runs_factor)
     settings = {"mode": "quick" if args.quick else "full", "seed": args.seed,
-                "threads": args.threads, "cases": [c.name for c in cases]}
+                "threads": args.threads, "runs_factor": runs_factor,
+                "cases": [c.name for c in cases]}
     bad = write_report(results, out.dir, settings)
     out.finish()
     if quiet:

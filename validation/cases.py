@@ -27,6 +27,12 @@ DETERMINISTIC = NQM(SMALL.curvatures, SMALL.noise_variances, SMALL.multiplicitie
                     initial_mean=1.0, initial_variance=0.0, name="deterministic start")
 BINNED = NQM.binned(dim=2000, n_bins=30)
 PAPER = NQM.paper(dim=1000)
+SKIP = NQM.binned(dim=200, n_bins=20)
+SKIPKW: dict[str, Any] = {"method": "skip", "log_records": 50, "nq": 1000, "nf": 5000}
+# 64 directions in 8 groups of equal size: a loss with many effective degrees of freedom, so
+# that a 5 % change of the learning rate moves its law far for the step kernel's cost
+FLAT = NQM(np.geomspace(1, 0.1, 8), np.geomspace(1, 0.1, 8), multiplicities=[8] * 8,
+           name="flat")
 
 
 @dataclass(frozen=True)
@@ -79,6 +85,14 @@ class Case:
     noise: Any = None  # a non-Gaussian law: only the means are tested (with sample SEs)
     # a RotatedNQM runs on the dense engines; preconditioner: the diagonal of a fixed P
     preconditioner: Any = None
+    # the Monte Carlo sampler: "step" (every update) or "skip" (exact transitions between
+    # recorded steps); always passed explicitly, so "auto" never picks for a case
+    method: str = "step"
+    # about this many log-spaced recorded steps (0 = 25 evenly spaced)
+    log_records: int = 0
+    # a skip-against-step two-sample case: KS of the loss at this many recorded steps
+    two_sample: bool = False
+    compare_records: int = 4
 
 
 def _c(name: str, feature: str, model: Any, opt: Any, batch: Any, T: int, nq: int = 2000,
@@ -148,6 +162,37 @@ CASES = [
     _c("rotated_diag_precond", "rotated H, fixed diagonal preconditioner (does not commute)",
        RotatedNQM.from_nqm(SMALL, "hessian", seed=3), SGD(0.4), 4, 60,
        preconditioner="jacobi"),
+    # skip-ahead sampler (method="skip"): the state drawn at about 50 log-spaced recorded
+    # steps only, from its exact Gaussian transition, over long horizons (d = 500, 18 groups)
+    _c("skip_sgd", "skip-ahead: SGD, T = 10^5", SKIP, SGD(1.0), 4, 100_000, **SKIPKW),
+    _c("skip_sgd_1e6", "skip-ahead: SGD, T = 10^6", SKIP, SGD(1.0), 4, 1_000_000, quick=False,
+       **SKIPKW),
+    # a schedule that changes at every step: the transitions are built step by step
+    _c("skip_cosine", "skip-ahead: cosine decay behind linear warmup, T = 2 10^4", SKIP,
+       SGD(S.Warmup(S.CosineDecay(1.0, 20_000), 500)), 4, 20_000, **SKIPKW),
+    _c("skip_cosine_2e5", "skip-ahead: cosine decay behind linear warmup, T = 2 10^5", SKIP,
+       SGD(S.Warmup(S.CosineDecay(1.0, 200_000), 2000)), 4, 200_000, quick=False, **SKIPKW),
+    _c("skip_batch", "skip-ahead: batch-size schedule", SKIP, SGD(0.5),
+       S.PiecewiseConstantBatch([1000, 10_000], [4, 16, 64]), 100_000, wrong="batch",
+       **SKIPKW),
+    _c("skip_hb_ema", "skip-ahead: heavy ball + EMA", SKIP, HeavyBall(0.1, 0.9, ema=0.99), 4,
+       100_000, wrong="momentum", **SKIPKW),
+    _c("skip_nesterov_p", "skip-ahead: Nesterov + EMA + preconditioning p = 0.25", SKIP,
+       Nesterov(0.05, 0.9, preconditioning=0.25, ema=0.999), 4, 100_000, wrong="momentum",
+       quick=False, **SKIPKW),
+    # sqrt(beta) = 0.9995: the lowest band (h = 0.002) is critically damped at alpha h =
+    # (1 - sqrt(beta))^2, i.e. alpha = 1.25e-4; the others are underdamped
+    _c("skip_near_critical", "skip-ahead: near-critical momentum (beta = 0.999)", SKIP,
+       HeavyBall(1.25e-4, 0.999), 4, 100_000, wrong="momentum", **SKIPKW),
+    _c("skip_float32", "skip-ahead: float32 state, heavy ball + EMA", SKIP,
+       HeavyBall(0.1, 0.9, ema=0.9), 4, 100_000, dtype="float32", wrong="momentum", **SKIPKW),
+    _c("skip_p05", "skip-ahead: preconditioning p = 0.5", SKIP, SGD(0.5, preconditioning=0.5),
+       4, 100_000, **SKIPKW),
+    # the skip-ahead sampler against the step kernel on one configuration (no exact engine in
+    # the comparison): two-sample KS of the loss at 4 recorded steps and two-sample z of the
+    # means; power: a step run with the learning rate 5 % high must be told apart
+    _c("skip_vs_step", "skip-ahead against step: two-sample KS and means", FLAT,
+       HeavyBall(0.2, 0.8), 4, 100, method="skip", log_records=20, two_sample=True),
     _c("unstable", "unstable configuration (must diverge in both engines)", SMALL, SGD(3.0), 4,
        600, nq=64, nf=256, diverges=True),
 ]

@@ -12,8 +12,8 @@ import numpy as np
 from nqm_mc import _files
 from nqm_mc.results import provenance
 
-COLUMNS = ["case", "feature", "runs", "max_abs_z", "p_value", "verdict", "wrong",
-           "max_abs_z_wrong", "power_verdict", "seconds"]
+COLUMNS = ["case", "feature", "method", "runs", "max_abs_z", "p_value", "verdict", "wrong",
+           "max_abs_z_wrong", "power_verdict", "sensitivity", "seconds"]
 
 
 def _fmt(v: Any) -> str:
@@ -58,7 +58,13 @@ def write_report(results: list[dict[str, Any]], outdir: str, settings: dict[str,
              "loss against its exact law) are judged together by Holm-Bonferroni at a "
              "family-wise error of 1e-4; p_value is the smallest Holm-adjusted p. The power "
              "check runs the mean test against a deliberately wrong reference, which must be "
-             "rejected.", "",
+             "rejected. sensitivity is the smallest relative deviation of the mean that the "
+             "case's runs detect: threshold * min over recorded steps t > 0 of se(t) / E[L(t)] "
+             "(a shift of the mean by that fraction at every step has expected |z| equal to the "
+             "threshold at the best-resolved step; results.json also gives the step and the "
+             "maximum over steps). A wrong coefficient of an update rule shifts the whole curve "
+             "after the transient, so the minimum is the resolution for it; step 0 is left "
+             "out, where no update rule acts. --runs-factor K divides it by sqrt(K).", "",
              "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for r in results:
         lines.append("| " + " | ".join(_fmt(r.get(c, "")) for c in COLUMNS) + " |")

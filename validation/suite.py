@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from scipy import stats
 
 from nqm_mc import NQM, expected_loss, simulate, stability
 from nqm_mc.exact.dense import expected_loss_dense
@@ -30,6 +31,17 @@ ALPHA = 1e-4  # family-wise error per case (Holm-Bonferroni over all of the case
 POWER_MARGIN = 4.0  # the wrong reference's expected max |z| exceeds the threshold by this
 N_BANDS = 4
 MAX_PATHS = 5000
+KS_MARGIN = 1.5  # two-sample cases: the wrong law's KS distance over the critical value
+
+
+def _runs(values):
+    """Return (boundaries, values) of a piecewise-constant schedule equal to ``values``.
+
+    One piece per run of equal values (a long horizon with few changes stays small).
+    """
+    values = np.asarray(values)
+    starts = np.flatnonzero(np.diff(values) != 0) + 1
+    return starts.tolist(), values[np.concatenate([[0], starts])].tolist()
 
 
 def wrong_reference(case: Case) -> tuple[Any, Any, str]:
@@ -52,20 +64,58 @@ def wrong_reference(case: Case) -> tuple[Any, Any, str]:
         return opt.with_(momentum=0.0), batch, "momentum term dropped"
     if case.wrong == "batch":
         b = S.as_batch_schedule(batch).values(T)
-        return opt, S.PiecewiseConstantBatch(list(range(1, T)), np.maximum(b // 2, 1).tolist()), \
+        return opt, S.PiecewiseConstantBatch(*_runs(np.maximum(b // 2, 1))), \
             "batch size halved"
     lr = opt.learning_rate
     new: S.Schedule
     if opt.is_constant:
         new = S.Constant(opt.base_learning_rate * 1.05)
     else:
-        new = S.PiecewiseConstant(list(range(1, T)), (lr.values(T) * 1.05).tolist())
+        new = S.PiecewiseConstant(*_runs(lr.values(T) * 1.05))
     return opt.with_(learning_rate=new), batch, "learning rate 5 % high"
 
 
 def record_steps(T: int, n: int = 24) -> np.ndarray:
     """Return about ``n + 1`` evenly spaced steps in [0, T] (int64, without repeats)."""
     return np.unique(np.linspace(0, T, n + 1).astype(np.int64))
+
+
+def case_steps(case):
+    """Return the case's recorded steps.
+
+    25 evenly spaced, or with ``case.log_records`` about that many log-spaced ones
+    (0, 1, ..., T) for the long horizons of the skip-ahead cases.
+    """
+    if case.log_records:
+        return np.unique(np.concatenate([[0], np.geomspace(1, case.n_steps, case.log_records)
+                                         .round().astype(np.int64), [case.n_steps]]))
+    return record_steps(case.n_steps)
+
+
+def sensitivity(steps, mean, se, live, thr):
+    """Return the smallest relative deviation of the mean that the case's runs detect.
+
+    A shift of the mean by a fraction delta at record r has expected
+    z = delta * mean_r / se_r, which reaches
+    the threshold (detection with probability about 1/2) when delta = thr * se_r / mean_r.
+    Returns (the minimum over live records after step 0, the step where it is reached, the
+    maximum over those records). The minimum is the case's resolution for a deviation present
+    at every record (as a wrong coefficient of an update rule makes it, once the transient from
+    the start is over); the maximum is what a deviation confined to one unknown record needs.
+    Step 0 is left out: no error of an update rule shows there.
+    """
+    steps, mean, se = np.asarray(steps), np.asarray(mean, float), np.asarray(se, float)
+    sel = np.asarray(live, bool) & (steps > 0) & (np.abs(mean) > 0)
+    if not sel.any():
+        return float("nan"), -1, float("nan")
+    rel = thr * se[sel] / np.abs(mean[sel])
+    i = int(np.argmin(rel))
+    return float(rel[i]), int(steps[sel][i]), float(rel.max())
+
+
+def _sensitivity_fields(steps, mean, se, live, thr):
+    lo, at, hi = sensitivity(steps, mean, se, live, thr)
+    return {"sensitivity": lo, "sensitivity_step": at, "sensitivity_worst": hi}
 
 
 def _design_runs(case, n_runs, exact, wrong, live):
@@ -83,7 +133,7 @@ def _design_runs(case, n_runs, exact, wrong, live):
 
 def run_case(case: Case, quick: bool = True, seed: int = 0, threads: int | None = None,
              simulator: Callable[..., Any] = simulate,
-             convergence: bool = False) -> dict[str, Any]:
+             convergence: bool = False, runs_factor: int = 1) -> dict[str, Any]:
     """Validate one case.
 
     Parameters
@@ -100,6 +150,8 @@ def run_case(case: Case, quick: bool = True, seed: int = 0, threads: int | None 
         The Monte Carlo engine (a stand-in lets the tests inject faults).
     convergence : bool, default False
         Also check that the error falls like N^(-1/2).
+    runs_factor : int, default 1
+        Multiplies the case's number of trajectories (after the power design).
 
     Returns
     -------
@@ -114,18 +166,24 @@ def run_case(case: Case, quick: bool = True, seed: int = 0, threads: int | None 
     law (``docs/theory.md``, sections 6.1-6.3).
     """
     t0 = time.perf_counter()
+    runs_factor = int(runs_factor)
+    if runs_factor < 1:
+        raise ValueError(f"runs_factor must be a positive integer, got {runs_factor}")
     n_runs = case.runs_quick if quick else case.runs_full
-    steps = record_steps(case.n_steps)
+    steps = case_steps(case)
     model, opt, batch = case.model, case.optimizer, case.batch_size
     if isinstance(model, RotatedNQM):
-        return _run_dense_case(case, n_runs, steps, seed, threads, t0)
+        return _run_dense_case(case, n_runs, steps, seed, threads, t0, runs_factor)
+    if case.two_sample:
+        return _run_two_sample_case(case, n_runs, steps, seed, threads, t0, runs_factor)
     exact = expected_loss(model, opt, batch, record=steps, group_moments=True)
     out: dict[str, Any] = {"case": case.name, "feature": case.feature, "dtype": case.dtype,
-                           "seed": seed}
+                           "seed": seed, "method": case.method}
     if case.diverges:
+        n_runs *= runs_factor
         st = stability(model, opt, batch)
         res = simulator(model, opt, batch, case.n_steps, n_runs, seed=seed, record=steps,
-                        dtype=case.dtype, threads=threads, progress=False)
+                        dtype=case.dtype, threads=threads, progress=False, method=case.method)
         mc_div = int(res.n_diverged[-1])
         ok = (not st.stable) and bool(exact.diverged) and mc_div == n_runs
         out.update(runs=n_runs, max_abs_z=float("nan"), p_value=float("nan"),
@@ -139,13 +197,14 @@ def run_case(case: Case, quick: bool = True, seed: int = 0, threads: int | None 
     sd = np.sqrt(exact.variance)
     live = sd > 0
     n_runs, shift, thr = _design_runs(case, n_runs, exact, wrong, live)
+    n_runs *= runs_factor
     if case.noise is not None:
         return _run_noise_case(case, out, steps, exact, wrong, wdesc, live, n_runs, thr, seed,
                                threads, simulator, t0)
     keep = min(n_runs, MAX_PATHS)
     res = simulator(model, opt, batch, case.n_steps, n_runs, seed=seed, record=steps,
                     keep_paths=keep, n_bands=N_BANDS, dtype=case.dtype, threads=threads,
-                    progress=False)
+                    progress=False, method=case.method)
     n = res.n_finite.astype(float)
     # 1. the mean at every recorded step
     z_mean = np.zeros(steps.size)
@@ -190,7 +249,9 @@ def run_case(case: Case, quick: bool = True, seed: int = 0, threads: int | None 
         wrong=wdesc, designed_wrong_z=float(shift * math.sqrt(n_runs)),
         max_abs_z_wrong=float(np.max(np.abs(z_wrong))), power_p_value=float(wadj.min()),
         power_verdict="rejected (good)" if wreject.any() else "NOT REJECTED",
-        deterministic_steps_ok=det_ok, variance_formula_consistent=consistent)
+        deterministic_steps_ok=det_ok, variance_formula_consistent=consistent,
+        method=res.meta.get("method", case.method),
+        **_sensitivity_fields(steps, exact.mean, sd / np.sqrt(n), live, thr))
     if convergence:
         out["convergence"] = _convergence(case, steps, exact, live, n_runs, seed, threads,
                                           simulator)
@@ -210,7 +271,7 @@ def _run_noise_case(case, out, steps, exact, wrong, wdesc, live, n_runs, thr, se
     """
     res = simulator(case.model, case.optimizer, case.batch_size, case.n_steps, n_runs,
                     seed=seed, record=steps, dtype=case.dtype, threads=threads, progress=False,
-                    noise=case.noise)
+                    noise=case.noise, method=case.method)
     z_mean = np.zeros(steps.size)
     z_mean[live] = (res.mean[live] - exact.mean[live]) / res.sem[live]
     tol = 1e-5 if case.dtype == "float32" else 1e-10
@@ -233,7 +294,8 @@ def _run_noise_case(case, out, steps, exact, wrong, wdesc, live, n_runs, thr, se
         power_p_value=float(wadj.min()),
         power_verdict="rejected (good)" if wreject.any() else "NOT REJECTED",
         deterministic_steps_ok=det_ok, variance_formula_consistent=True,
-        noise=case.noise.to_dict(),
+        noise=case.noise.to_dict(), method=case.method,
+        **_sensitivity_fields(steps, exact.mean, res.sem, live, thr),
         sample_to_gaussian_variance=float(np.max(res.variance[live] / exact.variance[live])),
         seconds=time.perf_counter() - t0)
     return out
@@ -247,7 +309,7 @@ def _dense_preconditioner(case):
     return np.asarray(case.preconditioner, float)
 
 
-def _run_dense_case(case, n_runs, steps, seed, threads, t0):
+def _run_dense_case(case, n_runs, steps, seed, threads, t0, runs_factor=1):
     """Validate a non-aligned model: the dense Monte Carlo against the covariance recurrence.
 
     The recurrence gives the exact mean and exact variance of the loss (the state is
@@ -272,6 +334,7 @@ def _run_dense_case(case, n_runs, steps, seed, threads, t0):
     shift = np.max(np.abs(wrong[live] - ex_mean[live]) / sd[live])
     thr = max_abs_z_threshold(int(live.sum()), ALPHA)
     n_runs = max(n_runs, math.ceil(((thr + POWER_MARGIN) / max(shift, 1e-12)) ** 2))
+    n_runs *= runs_factor
     res = simulate_dense(model, opt, batch, case.n_steps, n_runs, seed=seed, record=steps,
                          preconditioner=pre, threads=threads)
     n = res.n_finite.astype(float)
@@ -296,7 +359,9 @@ def _run_dense_case(case, n_runs, steps, seed, threads, t0):
             "power_p_value": float(wadj.min()),
             "power_verdict": "rejected (good)" if wreject.any() else "NOT REJECTED",
             "deterministic_steps_ok": True, "variance_formula_consistent": True,
-            "engine": "dense", "seconds": time.perf_counter() - t0}
+            "engine": "dense", "method": "step",
+            **_sensitivity_fields(steps, ex_mean, sd / np.sqrt(n), live, thr),
+            "seconds": time.perf_counter() - t0}
 
 
 def _convergence(case, steps, exact, live, n_runs, seed, threads, simulator):
@@ -310,7 +375,8 @@ def _convergence(case, steps, exact, live, n_runs, seed, threads, simulator):
     errs = []
     for k in sizes:
         r = simulator(case.model, case.optimizer, case.batch_size, case.n_steps, k, seed=seed,
-                      record=steps, dtype=case.dtype, threads=threads, progress=False)
+                      record=steps, dtype=case.dtype, threads=threads, progress=False,
+                      method=case.method)
         errs.append(float(np.sqrt(np.mean(((r.mean[live] - exact.mean[live]) / sd) ** 2))))
     slope = float(np.polyfit(np.log(sizes), np.log(errs), 1)[0])
     return {"runs": sizes, "rms_error": errs, "slope": slope, "ok": -0.9 < slope < -0.15}
@@ -318,7 +384,8 @@ def _convergence(case, steps, exact, live, n_runs, seed, threads, simulator):
 
 def run_suite(cases: list[Case], quick: bool = True, seed: int = 0,
               threads: int | None = None, simulator: Callable[..., Any] = simulate,
-              log: Callable[[str], Any] | None = None) -> list[dict[str, Any]]:
+              log: Callable[[str], Any] | None = None,
+              runs_factor: int = 1) -> list[dict[str, Any]]:
     """Run :func:`run_case` on every case.
 
     The first case (every case of the full suite) also gets the convergence check.
@@ -331,6 +398,8 @@ def run_suite(cases: list[Case], quick: bool = True, seed: int = 0,
         As in :func:`run_case`.
     log : callable, optional
         Receives one line per case.
+    runs_factor : int, default 1
+        As in :func:`run_case`.
 
     Returns
     -------
@@ -339,11 +408,108 @@ def run_suite(cases: list[Case], quick: bool = True, seed: int = 0,
     """
     results = []
     for i, case in enumerate(cases):
-        conv = (not quick or i == 0) and not case.diverges
+        conv = (not quick or i == 0) and not case.diverges and not case.two_sample
         r = run_case(case, quick=quick, seed=seed, threads=threads, simulator=simulator,
-                     convergence=conv)
+                     convergence=conv, runs_factor=runs_factor)
         if log:
+            sens = r.get("sensitivity", float("nan"))
             log(f"{case.name:16s} {r['verdict']:5s} power: {r['power_verdict']:16s} "
-                f"runs {r['runs']:6d}  max|z| {r['max_abs_z']:5.2f}  {r['seconds']:5.1f} s")
+                f"runs {r['runs']:6d}  max|z| {r['max_abs_z']:5.2f}  "
+                f"sens {100 * sens:6.2f} %  {r['seconds']:5.1f} s")
         results.append(r)
     return results
+
+
+def _ks_critical(n1, n2, alpha):
+    """Return the two-sample Kolmogorov-Smirnov statistic's critical value at level alpha.
+
+    Asymptotically sqrt(-log(alpha / 2) / 2) sqrt((n1 + n2) / (n1 n2)).
+    """
+    return math.sqrt(-math.log(alpha / 2) / 2) * math.sqrt((n1 + n2) / (n1 * n2))
+
+
+def _law_samples(model, opt, batch, steps, n, seed):
+    """N draws of the loss from its exact law at each of ``steps`` (rows)."""
+    ex = expected_loss(model, opt, batch, record=steps, group_moments=True)
+    return ex, np.array([LossLaw(model.curvatures, model.multiplicities, ex.group_mean[r],
+                                 ex.group_second_moment[r]).sample(n, seed + r)
+                         for r in range(steps.size)])
+
+
+def _two_sample_family(a, b, paths_a, paths_b, cols, live):
+    """Return the p-values of one skip-against-step family.
+
+    Two-sample KS of the loss at the compared
+    records (columns ``cols`` of the kept paths) and the two-sample z of the means at every
+    live record. Returns (p-values, KS statistics, KS p-values, z of the means).
+    """
+    ks = [stats.ks_2samp(paths_a[:, c], paths_b[:, c]) for c in cols]
+    z = np.zeros(a.mean.size)
+    se = np.sqrt(a.sem ** 2 + b.sem ** 2)
+    z[live] = (a.mean[live] - b.mean[live]) / se[live]
+    ks_p = np.array([float(k.pvalue) for k in ks])
+    return (np.concatenate([ks_p, two_sided_p(z[live])]),
+            np.array([float(k.statistic) for k in ks]), ks_p, z)
+
+
+def _run_two_sample_case(case, n_runs, steps, seed, threads, t0, runs_factor=1):
+    """Validate the skip-ahead sampler against the step kernel on one configuration.
+
+    The exact engine is not in the comparison: two-sample Kolmogorov-Smirnov of the loss at
+    a few recorded
+    steps (all paths kept) and two-sample z of the means at every recorded step, under Holm at
+    ALPHA. Power: the same family, skip against a step run of the case's wrong reference,
+    must reject. The number of runs is designed from the exact laws: the KS distance D between
+    the right and the wrong law at the compared steps must clear the KS critical value of the
+    family by a factor KS_MARGIN.
+    """
+    model, opt, batch, T = case.model, case.optimizer, case.batch_size, case.n_steps
+    wopt, wbatch, wdesc = wrong_reference(case)
+    cols = np.unique(np.linspace(1, steps.size - 1, case.compare_records).round()
+                     .astype(np.int64))
+    cmp_steps = steps[cols]
+    ex, right = _law_samples(model, opt, batch, cmp_steps, 100_000, seed + 10)
+    _, wrong = _law_samples(model, wopt, wbatch, cmp_steps, 100_000, seed + 20)
+    dist = np.array([stats.ks_2samp(right[r], wrong[r]).statistic for r in range(cols.size)])
+    exact = expected_loss(model, opt, batch, record=steps)
+    live = exact.variance > 0
+    n_tests = cols.size + int(live.sum())
+    c = math.sqrt(-math.log(ALPHA / n_tests / 2) / 2)  # critical D = c sqrt(2 / N)
+    need = math.ceil(2 * (KS_MARGIN * c / max(dist.max(), 1e-12)) ** 2)
+    n_runs = max(n_runs, need) * runs_factor
+    common = dict(record=steps, keep_paths=n_runs, dtype=case.dtype, threads=threads,
+                  progress=False)
+    skip = simulate(model, opt, batch, T, n_runs, seed=seed, method=case.method, **common)
+    step = simulate(model, opt, batch, T, n_runs, seed=seed + 1, method="step", **common)
+    bad = simulate(model, wopt, wbatch, T, n_runs, seed=seed + 2, method="step", **common)
+    pv, ks_stat, ks_p, z = _two_sample_family(skip, step, skip.paths, step.paths, cols, live)
+    reject, adj = holm(pv, ALPHA)
+    wpv, wks_stat, wks_p, wz = _two_sample_family(skip, bad, skip.paths, bad.paths, cols, live)
+    wreject, wadj = holm(wpv, ALPHA)
+    ks_reject = wreject[:cols.size].any()
+    passed = (not reject.any()) and skip.n_diverged[-1] == 0 and step.n_diverged[-1] == 0
+    thr = max_abs_z_threshold(n_tests, ALPHA)
+    se = np.sqrt(skip.sem ** 2 + step.sem ** 2)
+    nan = float("nan")
+    return {"case": case.name, "feature": case.feature, "dtype": case.dtype, "seed": seed,
+            "runs": n_runs, "steps": steps.tolist(), "mc_mean": skip.mean.tolist(),
+            "mc_sem": skip.sem.tolist(), "exact_mean": exact.mean.tolist(),
+            "exact_std": np.sqrt(exact.variance).tolist(), "step_mean": step.mean.tolist(),
+            "wrong_mean": bad.mean.tolist(), "z_mean": z.tolist(), "z_wrong": wz.tolist(),
+            "max_abs_z": float(np.max(np.abs(z))), "max_abs_z_band": nan,
+            "max_abs_z_variance": nan, "compared_steps": cmp_steps.tolist(),
+            "ks_statistic": float(ks_stat.max()), "ks_p": float(ks_p.min()),
+            "ks_statistics": ks_stat.tolist(), "ks_p_values": ks_p.tolist(),
+            "ks_critical": _ks_critical(n_runs, n_runs, ALPHA / n_tests),
+            "designed_ks_distance": dist.tolist(), "n_tests": int(pv.size),
+            "p_value": float(adj.min()), "threshold": thr,
+            "verdict": "pass" if passed else "FAIL",
+            "wrong": f"step kernel with {wdesc}", "designed_wrong_z": nan,
+            "max_abs_z_wrong": float(np.max(np.abs(wz))),
+            "ks_statistics_wrong": wks_stat.tolist(), "ks_p_values_wrong": wks_p.tolist(),
+            "power_p_value": float(wadj.min()),
+            "power_verdict": "rejected (good)" if ks_reject else "NOT REJECTED",
+            "deterministic_steps_ok": True, "variance_formula_consistent": True,
+            "method": f"{skip.meta['method']} vs {step.meta['method']}",
+            **_sensitivity_fields(steps, exact.mean, se, live, thr),
+            "seconds": time.perf_counter() - t0}

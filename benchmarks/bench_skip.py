@@ -31,9 +31,9 @@ from numba import njit, prange  # noqa: E402
 from nqm_mc.montecarlo import _rng  # noqa: E402
 from nqm_mc.montecarlo.skip import state_size, transitions  # noqa: E402
 
-CONFIGS = {
-    "SGD, B = 4, lr = 0.0147, T = 2e6": (SGD(0.0147), 4, 2_000_000),
-    "heavy ball p = 0.5, B = 16, T = 5e5": (HeavyBall(0.05, 0.9, preconditioning=0.5), 16,
+CONFIGS = {  # name -> (optimizer as source, batch size, steps)
+    "SGD, B = 4, lr = 0.0147, T = 2e6": ("SGD(0.0147)", 4, 2_000_000),
+    "heavy ball p = 0.5, B = 16, T = 5e5": ("HeavyBall(0.05, 0.9, preconditioning=0.5)", 16,
                                             500_000),
 }
 
@@ -72,9 +72,10 @@ def main():
     d = model.dim
     nt = numba.get_num_threads()
     print(f"paper's model, d = {d}, N = {n_runs}, 100 log-spaced records, {nt} threads")
-    for name, (opt, batch, T) in CONFIGS.items():
+    for name, (source, batch, T) in CONFIGS.items():
+        opt = eval(source, {"SGD": SGD, "HeavyBall": HeavyBall})
         env = dict(os.environ, NUMBA_CACHE_DIR=tempfile.mkdtemp(prefix="nqm-bench-cache-"))
-        code = COLD.format(opt=repr(opt), batch=batch, steps=T, runs=n_runs)
+        code = COLD.format(opt=source, batch=batch, steps=T, runs=n_runs)
         t0 = time.perf_counter()
         out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                              text=True, check=True)

@@ -75,19 +75,15 @@ def half_quadratic(h, x, q):
 
 
 @njit(cache=True, error_model="numpy")
-def _update(rule, dirs, lr, isb, work, lo, n):
-    """Update directions lo .. lo + n - 1 of ``work`` with the noise work.z[0:n] (one SIMD
-    loop per rule). The stochastic gradient is h^-p (h theta + sqrt(c / B) z)
-    = a theta + b z / sqrt(B) with a = h^(1-p), b = h^-p sqrt(c) (dirs.coef_a, dirs.coef_b).
-    """
-    kind = rule.kind
-    beta = rule.beta
-    gamma = rule.gamma
-    z = work.z
-    th = work.theta[lo:]
-    mm = work.m[lo:]
-    aa = dirs.coef_a[lo:]
-    bb = dirs.coef_b[lo:]
+def _update(kind, has_ema, a, b, lr, isb, beta, gamma, theta, m, ema, z, lo, n):
+    """Update directions lo .. lo + n - 1 with the noise z[0:n] (one SIMD loop per rule). The
+    stochastic gradient is h^-p (h theta + sqrt(c / B) z) = a theta + b z / sqrt(B) with
+    a = h^(1-p), b = h^-p sqrt(c). Plain arrays and scalars (the hot loop: the caller unpacks
+    its named structures once per window)."""
+    th = theta[lo:]
+    mm = m[lo:]
+    aa = a[lo:]
+    bb = b[lo:]
     if kind == KIND_SGD:
         for i in range(n):
             g = aa[i] * th[i] + bb[i] * isb * z[i]
@@ -104,8 +100,8 @@ def _update(rule, dirs, lr, isb, work, lo, n):
             mi = beta * mm[i] + g
             mm[i] = mi
             th[i] = th[i] - lr * (g + beta * mi)
-    if rule.has_ema:
-        em = work.ema[lo:]
+    if has_ema:
+        em = ema[lo:]
         for i in range(n):
             em[i] = gamma * em[i] + (1.0 - gamma) * th[i]
 
@@ -319,8 +315,11 @@ def _window(rule, dirs, sched, rec, work, run_start, run_band, key, t0, w, r0):
     trajectory's generator key (seed_hi, seed_lo, trajectory id) as uint32."""
     shi, k0, k1 = key
     use_f32 = dirs.single
-    theta = work.theta
-    readout = work.ema if rule.has_ema else work.theta
+    kind, has_ema, beta, gamma = rule.kind, rule.has_ema, rule.beta, rule.gamma
+    a, b, h = dirs.coef_a, dirs.coef_b, dirs.h
+    lr_t, isb_t = sched.learning_rate, sched.inv_sqrt_batch
+    theta, m, ema, q = work.theta, work.m, work.ema, work.q
+    readout = ema if has_ema else theta
     lw = work.lw
     z = work.z
     ws = work.ws
@@ -345,10 +344,11 @@ def _window(rule, dirs, sched, rec, work, run_start, run_band, key, t0, w, r0):
                 else:
                     normals_chunk_f64((lo + sub) // 2, (nn + 1) // 2, np.uint32(t),
                                       np.uint32(PURPOSE_GRADIENT), shi, k0, k1, ws, z[sub:])
-            _update(rule, dirs, sched.learning_rate[t], sched.inv_sqrt_batch[t], work, lo, n)
-            _add_hsq16(dirs.h, theta, lo, n, lw[s, 0:16], work.q)
-            if rule.has_ema:
-                _add_hsq16(dirs.h, work.ema, lo, n, lw[s, 16:32], work.q)
+            _update(kind, has_ema, a, b, lr_t[t], isb_t[t], beta, gamma, theta, m, ema, z, lo,
+                    n)
+            _add_hsq16(h, theta, lo, n, lw[s, 0:16], q)
+            if has_ema:
+                _add_hsq16(h, ema, lo, n, lw[s, 16:32], q)
             if r < R and record[r] == t + 1:
                 _band_sums(readout, lo, lo + n, run_start, run_band, work.rec_band[r])
                 r += 1

@@ -310,9 +310,10 @@ def _curve_by_jumps(model, opt, batch_size, record):
     """The exact curve at the recorded steps by O(log t) jumps (constant hyperparameters), for
     horizons too long to step through."""
     from nqm_mc import exact
+    from nqm_mc.spec.codes import DIVERGED
     mean, var, mth = exact.loss_at(model, opt, batch_size, record)
     st = exact.stability(model, opt)
-    bad = ~np.isfinite(mean) | (mean > 1e300)
+    bad = ~(mean < DIVERGED)
     mean = np.where(bad, np.inf, mean)
     var = np.where(bad | ~np.isfinite(var), np.inf, var)
     mth = np.where(~np.isfinite(mth), np.inf, mth)

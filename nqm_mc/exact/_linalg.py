@@ -10,7 +10,7 @@ and closed-form eigen/inverse for the modal bounds.
 import numpy as np
 from numba import njit
 
-KIND_SGD, KIND_HEAVY_BALL, KIND_NESTEROV = 0, 1, 2
+from nqm_mc.spec.codes import KIND_HEAVY_BALL, KIND_NESTEROV, KIND_SGD  # noqa: F401
 
 _OPTS = dict(cache=True, error_model="numpy")
 

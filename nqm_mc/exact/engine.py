@@ -44,6 +44,7 @@ from nqm_mc.spec._checks import (
     check_real,
     check_steps,
 )
+from nqm_mc.spec.codes import DIVERGED
 from nqm_mc.spec.model import NQM
 from nqm_mc.spec.optimizers import Optimizer
 from nqm_mc.spec.schedules import as_batch_schedule, checked_values
@@ -234,7 +235,7 @@ def expected_loss(model, optimizer, batch_size, n_steps=None, *, record_every=1,
         curve_kernel(form, steps, nc, om, ov, ot, gm1, gm2)
     mean, var, mth = om.sum(0), ov.sum(0), ot.sum(0)
     diverged, reason = False, ""
-    bad = ~np.isfinite(mean) | (mean > 1e300)
+    bad = ~(mean < DIVERGED)  # overflowed, or not finite
     if bad.any():
         diverged = True
         first = int(steps[np.argmax(bad)])
@@ -326,8 +327,8 @@ def steady_state(model, optimizer, batch_size):
     """The fixed point of the second-moment recurrence: lim E[L(t)].
 
     Computed by doubling the series sum_j A^j Q A^jT (positive terms only, accurate at critical
-    damping); closed forms in NQM.md sec. 3 are tests of it. An unstable configuration returns
-    ``stable=False``, ``loss=inf`` and the reason.
+    damping); closed forms (docs/theory.md, section 3.5) are tests of it. An unstable
+    configuration returns ``stable=False``, ``loss=inf`` and the reason.
     """
     owner = "steady_state"
     _check_model(model, owner)

@@ -1,11 +1,11 @@
 """Numba kernels of the Monte Carlo engine (private: arrays in, arrays out, no checks).
 
-Each kernel applies the optimizer's update rule as written (NQM.md sec. 2) to every direction
-of one trajectory at a time, drawing its gradient noise from the counter-based generator
-keyed by (seed, trajectory). Trajectories are grouped in blocks; a block writes its own
-statistics (count, mean, M2 of the loss per recorded step, per-band sums of the readout's
-square, a loss histogram, divergences), which the caller merges in block order. Nothing here
-depends on which thread runs a block.
+Each kernel applies the optimizer's update rule as written (docs/theory.md, section 2) to
+every direction of one trajectory at a time, drawing its gradient noise from the
+counter-based generator keyed by (seed, trajectory). Trajectories are grouped in blocks; a
+block writes its own statistics (count, mean, M2 of the loss per recorded step, per-band sums
+of the readout's square, a loss histogram, divergences), which the caller merges in block
+order. Nothing here depends on which thread runs a block.
 """
 
 import math

@@ -3,6 +3,8 @@
 Each probe runs in a fresh process (so a segfault or a hang is a row, not a crash of this
 script) and reports its exit code, the last line it printed on stderr, whether a traceback
 was printed, and its wall time. Signal probes report the time from the signal to the exit.
+Python-API probes that end in a ParameterError exit 1 with its traceback: that is the API's
+promise (a CLI probe promises exit 2 and one line).
 
     python benchmarks/edge_probes.py                 # this checkout
     python benchmarks/edge_probes.py --tree OLD_DIR  # another checkout (e.g. a git worktree)
@@ -93,13 +95,15 @@ def probes(tmp):
         ("stability(batch_size='abc')", _py("""
             from nqm_mc import NQM, SGD, stability
             print(stability(NQM.paper(50), SGD(0.1), batch_size="abc"))"""), None, 0),
-        ("SIGINT, d=1, 16 runs, 5e7 steps", _cli("simulate", "--dim", "1", "--runs", "16",
-                                                "--steps", "50000000", "--quiet", "--out",
-                                                os.path.join(tmp, "int")), signal.SIGINT, 12),
-        ("SIGTERM, d=1, 16 runs, 5e7 steps", _cli("simulate", "--dim", "1", "--runs", "16",
-                                                 "--steps", "50000000", "--quiet", "--out",
-                                                 os.path.join(tmp, "term")), signal.SIGTERM,
-         12),
+        ("SIGINT, d=1, 16 runs, 5e7 steps (step kernel)",
+         _cli("simulate", "--dim", "1", "--runs", "16", "--steps", "50000000", "--method",
+              "step", "--quiet", "--out", os.path.join(tmp, "int")), signal.SIGINT, 12),
+        ("SIGTERM, d=1, 16 runs, 5e7 steps (step kernel)",
+         _cli("simulate", "--dim", "1", "--runs", "16", "--steps", "50000000", "--method",
+              "step", "--quiet", "--out", os.path.join(tmp, "term")), signal.SIGTERM, 12),
+        ("d=1, 16 runs, 5e7 steps, default sampler", _cli(
+            "simulate", "--dim", "1", "--runs", "16", "--steps", "50000000", "--quiet",
+            "--out", os.path.join(tmp, "skip")), None, 0),
         ("--out is an existing file", _cli("simulate", "--dim", "20", "--steps", "20",
                                            "--runs", "16", "--quiet", "--out", afile), None,
          0),
@@ -132,9 +136,10 @@ def probes(tmp):
             json.dump([1, 2], open({good!r} + ".json", "w"))
             np.savez({good!r} + ".npz", steps=np.arange(3))
             print(load_result({good!r}))"""), None, 0),
-        ("exact --steps 0", _cli("exact", "--dim", "20", "--steps", "0", "--out", tmp), None, 0),
+        ("exact --steps 0", _cli("exact", "--dim", "20", "--steps", "0", "--out",
+                                 os.path.join(tmp, "zero")), None, 0),
         ("exact --steps 10**12", _cli("exact", "--dim", "20", "--steps", str(10 ** 12),
-                                      "--out", tmp), None, 0),
+                                      "--out", os.path.join(tmp, "huge")), None, 0),
         ("--scheduler pointing at nothing", _cli("simulate", "--dim", "20", "--steps", "20",
                                                  "--runs", "16", "--scheduler",
                                                  "tcp://127.0.0.1:1", "--out", tmp), None, 0),

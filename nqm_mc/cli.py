@@ -366,8 +366,12 @@ def cmd_simulate(args):
             executor.close()
     # the exact engine covers the linear optimizers (under every noise law: it needs second
     # moments only); for adaptive rules and clipping the columns say "nan"
-    ex = exact.expected_loss(model, opt, args.batch_size, record=res.steps) \
-        if opt.is_linear and not res.meta["interrupted"] else None
+    ex = None
+    if opt.is_linear and not res.meta["interrupted"]:
+        if opt.is_constant and isinstance(args.batch_size, int) and args.steps > 100_000:
+            ex = _curve_by_jumps(model, opt, args.batch_size, res.steps)  # O(log t) per record
+        else:
+            ex = exact.expected_loss(model, opt, args.batch_size, record=res.steps)
     ex_mean = ex.mean if ex is not None else np.full(res.steps.size, np.nan)
     path = res.save(out.path("simulation"), overwrite=out.overwrite)
     csv_path = _files.write_csv(

@@ -38,6 +38,18 @@ def test_identical_to_local_run_with_hitting_times(cluster):
         assert "DaskExecutor" in res.meta["executor"]
 
 
+def test_skip_ahead_is_identical_on_dask(cluster):
+    """The skip-ahead sampler's transitions travel with the plan; same bits as locally."""
+    from nqm_mc.montecarlo.distributed import DaskExecutor
+    opt = HeavyBall(0.2, 0.8, ema=0.9)
+    kw = dict(seed=5, record="log", n_records=30, keep_paths=8, method="skip", progress=False)
+    local = simulate(MODEL, opt, 8, 5000, 200, **kw)
+    assert local.meta["method"] == "skip"
+    with DaskExecutor(cluster, groups_per_task=3) as ex:
+        res = simulate(MODEL, opt, 8, 5000, 200, executor=ex, **kw)
+    assert res.equals(local) and res.meta["method"] == "skip"
+
+
 def test_adaptive_rules_and_noise_laws_are_identical_on_dask(cluster):
     """The general kernel (Adam with clipping; Student-t and finite-data noise) through the
     executor: the dataset and every parameter travel with the plan; same bits."""

@@ -34,22 +34,22 @@ from nqm_mc.montecarlo import _interrupt
 from nqm_mc.montecarlo import _kernels as K
 from nqm_mc.montecarlo import _skip_kernels as SK
 from nqm_mc.montecarlo.lowering import (
+    _RECORD_HINT,
     HIST_BINS_PER_DECADE,
     KernelInput,
     lower,
     n_hist_bins,
     new_statistics,
+    record_steps,
 )
 from nqm_mc.montecarlo.skip import SkipInput, lower_skip, skip_reason, state_size, transition_bytes
 from nqm_mc.results import SimulationResult, provenance
 from nqm_mc.spec._checks import (
-    MAX_STEP,
     ParameterError,
     check_choice,
     check_int,
     check_memory,
     check_real,
-    check_steps,
 )
 from nqm_mc.spec.codes import NOISE_FINITE
 from nqm_mc.spec.noise import as_noise
@@ -65,56 +65,6 @@ __all__ = ["simulate", "simulate_many", "record_steps"]
 
 QUANTILE_LEVELS = np.array([0.05, 0.25, 0.5, 0.75, 0.95])
 STAT_GROUP = 16  # statistics are accumulated over fixed groups of 16 trajectory ids
-
-
-def record_steps(n_steps: int, record: Literal["all", "log"] | int | ArrayLike = "all",
-                 n_records: int = 100) -> np.ndarray:
-    """Return the steps at which statistics are recorded.
-
-    Parameters
-    ----------
-    n_steps : int
-        Number of updates.
-    record : "all", "log", int or array_like of int, default "all"
-        "all" every step, "log" about ``n_records`` log-spaced steps, an int k every k steps,
-        or explicit steps (sorted, repeated steps kept once, each in [0, n_steps]). The
-        strings and the int always include 0 and ``n_steps``.
-    n_records : int, default 100
-        Number of log-spaced steps for ``record="log"``.
-
-    Returns
-    -------
-    ndarray of int64
-        Increasing steps.
-
-    Raises
-    ------
-    ParameterError
-        If ``record`` is invalid or the records would not fit in memory.
-    """
-    if isinstance(record, str):
-        check_choice("record", record, "simulate", ("all", "log"))
-        if record == "all":
-            check_memory(_RECORD_BYTES * (n_steps + 1), "simulate",
-                         f"{n_steps + 1} recorded steps (record='all')", _RECORD_HINT)
-            steps = np.arange(n_steps + 1)
-        else:
-            steps = np.unique(np.concatenate([[0], np.geomspace(1, max(n_steps, 1), n_records)
-                                              .round().astype(np.int64), [n_steps]]))
-    elif isinstance(record, (int, np.integer)):
-        k = check_int("record", record, "simulate", low=1, high=MAX_STEP)
-        check_memory(_RECORD_BYTES * (n_steps // k + 2), "simulate",
-                     f"{n_steps // k + 2} recorded steps (record={k})", _RECORD_HINT)
-        steps = np.unique(np.append(np.arange(0, n_steps + 1, k), n_steps))
-    else:
-        steps = check_steps("record", record, "simulate", high=n_steps)
-    return np.ascontiguousarray(steps, dtype=np.int64)
-
-
-# a recorded step costs at least its histogram row of the accumulator (int64 bins)
-_RECORD_BYTES = 8 * n_hist_bins()
-_RECORD_HINT = ("Record a sparse set of steps (record='log', an int k for every k steps, or an "
-                "array of steps).")
 
 
 def _job_bytes(model: NQM, n_steps: int, n_runs: int, R: int, keep_paths: int,

@@ -16,12 +16,13 @@ the Student-t degrees of freedom stay float64.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple, cast
+from typing import TYPE_CHECKING, Literal, NamedTuple, cast
 
 import numpy as np
 from numpy.typing import ArrayLike
 
 from nqm_mc.montecarlo._rng import split_seed
+from nqm_mc.spec._checks import MAX_STEP, check_choice, check_int, check_memory, check_steps
 from nqm_mc.spec.codes import NOISE_FINITE
 from nqm_mc.spec.schedules import BatchSchedule, as_batch_schedule, checked_values
 
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
     from nqm_mc.spec.model import NQM
     from nqm_mc.spec.noise import FiniteData
 
-__all__ = ["Rule", "Directions", "StepSchedule", "NoiseLaw", "Recording", "Stream",
+__all__ = ["record_steps", "Rule", "Directions", "StepSchedule", "NoiseLaw", "Recording", "Stream",
            "KernelInput", "Statistics", "lower", "new_statistics", "HIST_BINS_PER_DECADE"]
 
 HIST_DECADES_BELOW, HIST_DECADES_ABOVE, HIST_BINS_PER_DECADE = 10, 4, 100
@@ -123,6 +124,56 @@ class Statistics(NamedTuple):
 def n_hist_bins() -> int:
     """Return the number of bins of the loss histogram (log10 scale)."""
     return (HIST_DECADES_BELOW + HIST_DECADES_ABOVE) * HIST_BINS_PER_DECADE
+
+
+def record_steps(n_steps: int, record: Literal["all", "log"] | int | ArrayLike = "all",
+                 n_records: int = 100) -> np.ndarray:
+    """Return the steps at which statistics are recorded.
+
+    Parameters
+    ----------
+    n_steps : int
+        Number of updates.
+    record : "all", "log", int or array_like of int, default "all"
+        "all" every step, "log" about ``n_records`` log-spaced steps, an int k every k steps,
+        or explicit steps (sorted, repeated steps kept once, each in [0, n_steps]). The
+        strings and the int always include 0 and ``n_steps``.
+    n_records : int, default 100
+        Number of log-spaced steps for ``record="log"``.
+
+    Returns
+    -------
+    ndarray of int64
+        Increasing steps.
+
+    Raises
+    ------
+    ParameterError
+        If ``record`` is invalid or the records would not fit in memory.
+    """
+    if isinstance(record, str):
+        check_choice("record", record, "simulate", ("all", "log"))
+        if record == "all":
+            check_memory(_RECORD_BYTES * (n_steps + 1), "simulate",
+                         f"{n_steps + 1} recorded steps (record='all')", _RECORD_HINT)
+            steps = np.arange(n_steps + 1)
+        else:
+            steps = np.unique(np.concatenate([[0], np.geomspace(1, max(n_steps, 1), n_records)
+                                              .round().astype(np.int64), [n_steps]]))
+    elif isinstance(record, (int, np.integer)):
+        k = check_int("record", record, "simulate", low=1, high=MAX_STEP)
+        check_memory(_RECORD_BYTES * (n_steps // k + 2), "simulate",
+                     f"{n_steps // k + 2} recorded steps (record={k})", _RECORD_HINT)
+        steps = np.unique(np.append(np.arange(0, n_steps + 1, k), n_steps))
+    else:
+        steps = check_steps("record", record, "simulate", high=n_steps)
+    return np.ascontiguousarray(steps, dtype=np.int64)
+
+
+# a recorded step costs at least its histogram row of the accumulator (int64 bins)
+_RECORD_BYTES = 8 * n_hist_bins()
+_RECORD_HINT = ("Record a sparse set of steps (record='log', an int k for every k steps, or an "
+                "array of steps).")
 
 
 def new_statistics(n_blocks: int, n_records: int, n_bands: int, n_trajectories: int,

@@ -129,7 +129,7 @@ def crossing_grid(model, optimizer, batch_size, target, n_steps, n_records=100, 
     ...                target=0.01, method="skip")                          # doctest: +SKIP
     """
     from nqm_mc.exact.engine import steps_to_target
-    from nqm_mc.montecarlo.driver import record_steps
+    from nqm_mc.montecarlo.lowering import record_steps
     base = record_steps(n_steps, "log", n_records)
     hit = steps_to_target(model, optimizer, batch_size, target)
     if not hit.reached or hit.steps > n_steps:

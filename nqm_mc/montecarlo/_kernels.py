@@ -621,6 +621,38 @@ def _accumulate(out, bb, work, done, hist_lo, hist_inv_width):
         out.hist[bb, r, k] += 1
 
 
+@njit(cache=True, error_model="numpy")
+def begin_trajectory(out, slot, work, stop):
+    """Start trajectory ``slot`` of a block: False (and the trajectory marked as not run: hit
+    -3, no records) when the stop flag is up, else True with its band sums cleared."""
+    if stop_requested(stop) != 0:
+        out.hits[slot] = HIT_INTERRUPTED
+        out.records[slot] = 0
+        return False
+    for r in range(work.rec_band.shape[0]):
+        for q in range(work.rec_band.shape[1]):
+            work.rec_band[r, q] = 0.0
+    return True
+
+
+@njit(cache=True, error_model="numpy")
+def end_trajectory(out, bb, slot, traj, hit, div, done, keep_paths, work, rec):
+    """Record a finished (or stopped) trajectory in block row bb of ``out``: its hitting time
+    (-2 when it diverged first, -3 when it stopped before it hit), the number of records it
+    reached, its kept path and its contribution to the statistics."""
+    R = rec.steps.shape[0]
+    if div >= 0 and (hit < 0 or hit > div):
+        hit = HIT_DIVERGED
+    elif done < R and hit < 0:
+        hit = HIT_INTERRUPTED
+    out.hits[slot] = hit
+    out.records[slot] = done
+    if traj < keep_paths:
+        for r in range(R):
+            out.paths[traj, r] = work.rec_loss[r] if r < done else np.nan
+    _accumulate(out, bb, work, done, rec.hist_lo, rec.hist_inv_width)
+
+
 @njit(cache=True, error_model="numpy", nogil=True)
 def run_block(rule, dirs, sched, law, rec, stream, b, bb, block_size, n_runs, keep_paths,
               run_start, run_band, out, stop):
@@ -652,13 +684,8 @@ def run_block(rule, dirs, sched, law, rec, stream, b, bb, block_size, n_runs, ke
         if traj >= n_runs:
             break
         slot = traj - first * block_size
-        if stop_requested(stop) != 0:
-            out.hits[slot] = HIT_INTERRUPTED
-            out.records[slot] = 0
+        if not begin_trajectory(out, slot, work, stop):
             continue
-        for r in range(R):
-            for q in range(rec.n_bands):
-                work.rec_band[r, q] = 0.0
         key = (np.uint32(stream.seed_hi), np.uint32(stream.seed_lo), np.uint32(traj))
         if rule.general:
             hit, div, done = _trajectory_general(rule, dirs, sched, law, rec, work, run_start,
@@ -666,13 +693,4 @@ def run_block(rule, dirs, sched, law, rec, stream, b, bb, block_size, n_runs, ke
         else:
             hit, div, done = _trajectory(rule, dirs, sched, rec, work, run_start, run_band, key,
                                          stop)
-        if div >= 0 and (hit < 0 or hit > div):
-            hit = HIT_DIVERGED
-        elif done < R and hit < 0:
-            hit = HIT_INTERRUPTED
-        out.hits[slot] = hit
-        out.records[slot] = done
-        if traj < keep_paths:
-            for r in range(R):
-                out.paths[traj, r] = work.rec_loss[r] if r < done else np.nan
-        _accumulate(out, bb, work, done, rec.hist_lo, rec.hist_inv_width)
+        end_trajectory(out, bb, slot, traj, hit, div, done, keep_paths, work, rec)

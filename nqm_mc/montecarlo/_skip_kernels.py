@@ -30,18 +30,16 @@ from numba import njit, prange
 from nqm_mc.montecarlo._interrupt import stop_requested
 from nqm_mc.montecarlo._kernels import (
     Work,
-    _accumulate,
     _band_sums,
     _start,
+    begin_trajectory,
+    end_trajectory,
     half_quadratic,
     loss_chunk,
 )
 from nqm_mc.montecarlo._rng import CHUNK, PURPOSE_SKIP, fill_normals_f32, fill_normals_f64
 from nqm_mc.spec.codes import (
     DIVERGED,
-    HIT_DIVERGED,
-    HIT_INTERRUPTED,
-    HIT_NEVER,
     KIND_HEAVY_BALL,
     KIND_SGD,
 )
@@ -327,13 +325,8 @@ def run_block_skip(rule, dirs, rec, stream, group, grid, phi, fac, b, bb, block_
         if traj >= n_runs:
             break
         slot = traj - first * block_size
-        if stop_requested(stop) != 0:
-            out.hits[slot] = HIT_INTERRUPTED
-            out.records[slot] = 0
+        if not begin_trajectory(out, slot, work, stop):
             continue
-        for r in range(R):
-            for q in range(rec.n_bands):
-                work.rec_band[r, q] = 0.0
         key = (np.uint32(stream.seed_hi), np.uint32(stream.seed_lo), np.uint32(traj))
         loss, hit, r = _start(dirs, rec, work, run_start, run_band, key)
         div = -1
@@ -367,15 +360,4 @@ def run_block_skip(rule, dirs, rec, stream, group, grid, phi, fac, b, bb, block_
                     _band_sums(readout, lo, min(d, lo + per), run_start, run_band,
                                work.rec_band[ri])
                 r = ri + 1
-        if div >= 0 and (hit < 0 or hit > div):
-            hit = HIT_DIVERGED
-        elif r < R and hit < 0:
-            hit = HIT_INTERRUPTED
-        elif hit < 0:
-            hit = HIT_NEVER
-        out.hits[slot] = hit
-        out.records[slot] = r
-        if traj < keep_paths:
-            for q in range(R):
-                out.paths[traj, q] = work.rec_loss[q] if q < r else np.nan
-        _accumulate(out, bb, work, r, rec.hist_lo, rec.hist_inv_width)
+        end_trajectory(out, bb, slot, traj, hit, div, r, keep_paths, work, rec)

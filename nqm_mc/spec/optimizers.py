@@ -27,6 +27,7 @@ G. Zhang et al., NeurIPS 2019, arXiv:1907.04164, sections 3 and 4.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
 from nqm_mc.spec._checks import ParameterError, check_real
 from nqm_mc.spec.codes import (
@@ -69,8 +70,13 @@ def _check_common(obj):
 class Optimizer:
     """Common behaviour of the linear optimizers."""
 
-    name = "optimizer"
-    kind_code = -1
+    name: str = "optimizer"
+    kind_code: int = -1
+    # fields of every subclass (the learning rate is a Schedule once checked)
+    learning_rate: Any
+    preconditioning: float
+    ema: float | None
+    clip_norm: float | None
 
     @property
     def has_momentum(self):

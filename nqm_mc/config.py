@@ -40,66 +40,90 @@ An unknown section or key, a missing required key or a bad value raises Paramete
 the key, the value and what is allowed; the command line turns it into one line and exit 2.
 """
 
+from __future__ import annotations
+
 import inspect
 import math
+import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 from nqm_mc.spec._checks import ParameterError
 from nqm_mc.spec.model import NQM
-from nqm_mc.spec.optimizers import OPTIMIZERS
+from nqm_mc.spec.optimizers import OPTIMIZERS, Optimizer
 from nqm_mc.spec.schedules import (
     _LR_KINDS,
+    BatchSchedule,
     ConstantBatch,
     PiecewiseConstantBatch,
+    Schedule,
     schedule_from_dict,
 )
 
-_MODEL_KINDS = {"paper": NQM.paper, "binned": NQM.binned, "power_law": NQM.power_law,
-                "arrays": NQM}
-RUN_KEYS = {"steps": int, "runs": int, "seed": int, "target": float, "dtype": str,
-            "keep_paths": int, "record": (str, int, list), "n_records": int, "threads": int,
-            "block_size": int, "scheduler": str, "method": str}
+_MODEL_KINDS: dict[str, Callable[..., NQM]] = {
+    "paper": NQM.paper, "binned": NQM.binned, "power_law": NQM.power_law, "arrays": NQM}
+RUN_KEYS: dict[str, type | tuple[type, ...]] = {
+    "steps": int, "runs": int, "seed": int, "target": float, "dtype": str,
+    "keep_paths": int, "record": (str, int, list), "n_records": int, "threads": int,
+    "block_size": int, "scheduler": str, "method": str}
 MAX_STEPS = 2 ** 62        # the exact engine's horizon (constant hyperparameters)
 MAX_DIM = 10 ** 8          # directions of a model built from a flag or a file
 MAX_RECORDS = 10 ** 6      # recorded steps of one curve
 # inclusive bounds of the integer run keys (a command may narrow them)
-RUN_INT_BOUNDS = {"steps": (0, MAX_STEPS), "runs": (1, 2 ** 32 - 1), "seed": (0, 2 ** 64 - 1),
-                  "keep_paths": (0, 2 ** 32 - 1), "n_records": (2, MAX_RECORDS),
-                  "threads": (1, 4096), "block_size": (1, 2 ** 20)}
-RUN_CHOICES = {"dtype": ("float64", "float32"),
-               "method": ("auto", "step", "skip", "exact", "bisect", "reference")}
-OUTPUT_KEYS = {"dir": str, "json": bool}
+RUN_INT_BOUNDS: dict[str, tuple[int, int]] = {
+    "steps": (0, MAX_STEPS), "runs": (1, 2 ** 32 - 1), "seed": (0, 2 ** 64 - 1),
+    "keep_paths": (0, 2 ** 32 - 1), "n_records": (2, MAX_RECORDS),
+    "threads": (1, 4096), "block_size": (1, 2 ** 20)}
+RUN_CHOICES: dict[str, tuple[str, ...]] = {
+    "dtype": ("float64", "float32"),
+    "method": ("auto", "step", "skip", "exact", "bisect", "reference")}
+OUTPUT_KEYS: dict[str, type | tuple[type, ...]] = {"dir": str, "json": bool}
 SECTIONS = ("model", "optimizer", "batch", "run", "output")
 
 
 @dataclass
 class Experiment:
-    """A parsed config: objects for the specs, plain values for the run and output."""
+    """A parsed config: objects for the specs, plain values for the run and output.
+
+    Attributes
+    ----------
+    model : NQM or None
+        The [model] section's model, if given.
+    optimizer : Optimizer or None
+        The [optimizer] section's optimizer, if given.
+    batch_size : int, BatchSchedule or None
+        The [batch] section's batch size or schedule, if given.
+    run, output : dict
+        The [run] and [output] keys, checked.
+    source : str
+        Where the config came from (a path, or "config"), named in error messages.
+    """
 
     model: NQM | None = None
-    optimizer: object = None
-    batch_size: object = None
-    run: dict = field(default_factory=dict)
-    output: dict = field(default_factory=dict)
+    optimizer: Optimizer | None = None
+    batch_size: int | BatchSchedule | None = None
+    run: dict[str, Any] = field(default_factory=dict)
+    output: dict[str, Any] = field(default_factory=dict)
     source: str = ""
 
 
-def _short(value, n=80):
+def _short(value: object, n: int = 80) -> str:
     r = repr(value)
     return r if len(r) <= n else r[:n - 4] + " ..."
 
 
-def _err(src, key, value, allowed):
+def _err(src: str, key: str, value: object, allowed: str) -> ParameterError:
     return ParameterError(f"{src}: bad value for {key!r}: got {_short(value)}; allowed: "
                           f"{allowed}")
 
 
-def _params(fn):
+def _params(fn: Callable[..., Any]) -> list[str]:
     return [n for n, p in inspect.signature(fn).parameters.items()
             if n not in ("self", "cls") and p.kind is not p.VAR_KEYWORD]
 
 
-def _check_keys(src, section, table, allowed):
+def _check_keys(src: str, section: str, table: object, allowed: set[str]) -> None:
     if not isinstance(table, dict):
         raise _err(src, section, table, "a table")
     for k in table:
@@ -108,7 +132,7 @@ def _check_keys(src, section, table, allowed):
                                  f"[{section}]: {', '.join(sorted(allowed))}")
 
 
-def _schedule(src, key, value):
+def _schedule(src: str, key: str, value: object) -> float | Schedule:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if isinstance(value, dict):
@@ -127,8 +151,25 @@ def _schedule(src, key, value):
     raise _err(src, key, value, "a number or a schedule table")
 
 
-def parse(data, src="config"):
-    """Build an Experiment from a dict (the parsed TOML)."""
+def parse(data: dict[str, Any], src: str = "config") -> Experiment:
+    """Build an Experiment from a dict (the parsed TOML).
+
+    Parameters
+    ----------
+    data : dict
+        The config's sections, as ``tomllib`` parses them.
+    src : str, default "config"
+        Where the config came from, named in error messages.
+
+    Returns
+    -------
+    Experiment
+
+    Raises
+    ------
+    ParameterError
+        If a section or key is unknown, a required key is missing or a value is bad.
+    """
     if not isinstance(data, dict):
         raise ParameterError(f"{src}: the config must be a table of sections")
     for s in data:
@@ -150,7 +191,7 @@ def parse(data, src="config"):
     return exp
 
 
-def _build(exp, section, table, src):
+def _build(exp: Experiment, section: str, table: Any, src: str) -> None:
     data = {section: table}
     if "model" in data:
         _check_keys(src, "model", data["model"], set(data["model"]) if isinstance(
@@ -187,13 +228,14 @@ def _build(exp, section, table, src):
             raise _err(src, "batch", b, "either size = N or boundaries = [...] and sizes = [...]")
 
 
-def _run_output(exp, data, src):
+def _run_output(exp: Experiment, data: dict[str, Any], src: str) -> None:
     for name, keys, dest in (("run", RUN_KEYS, exp.run), ("output", OUTPUT_KEYS, exp.output)):
         if name in data:
             t = data[name]
             _check_keys(src, name, t, set(keys))
             for k, v in t.items():
-                types = keys[k] if isinstance(keys[k], tuple) else (keys[k],)
+                types = cast("tuple[type, ...]",
+                             keys[k] if isinstance(keys[k], tuple) else (keys[k],))
                 ok = any(isinstance(v, ty) and not (ty in (int, float) and isinstance(v, bool))
                          for ty in types) or (float in types and isinstance(v, int)
                                               and not isinstance(v, bool))
@@ -204,7 +246,7 @@ def _run_output(exp, data, src):
                 dest[k] = v
 
 
-def _check_run_value(src, k, v):
+def _check_run_value(src: str, k: str, v: Any) -> None:
     """Ranges and choices of the run keys (types are checked already)."""
     key = f"run.{k}"
     if k in RUN_INT_BOUNDS:
@@ -229,12 +271,28 @@ def _check_run_value(src, k, v):
         raise _err(src, key, v, "a scheduler address such as 'tcp://host:8786'")
 
 
-def load(path):
-    """Parse a TOML experiment file."""
+def load(path: str | os.PathLike[str]) -> Experiment:
+    """Parse a TOML experiment file.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The TOML file.
+
+    Returns
+    -------
+    Experiment
+
+    Raises
+    ------
+    ParameterError
+        If the file cannot be read, is not UTF-8 TOML, or its config is invalid (see
+        :func:`parse`).
+    """
     try:
-        import tomllib
+        import tomllib  # type: ignore[import-not-found, unused-ignore]
     except ModuleNotFoundError:  # Python 3.10
-        import tomli as tomllib
+        import tomli as tomllib  # type: ignore[import-not-found, no-redef, unused-ignore]
     try:
         with open(path, "rb") as f:
             text = f.read()

@@ -25,8 +25,10 @@ arXiv:1907.04164 (Theorem 1: heavy ball; Theorem 2: EMA).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from nqm_mc.exact import _kernels as K  # noqa: F401 (the kernels, for tests and tools)
 from nqm_mc.exact._crossing import first_crossing_batch, first_crossing_one
@@ -47,20 +49,20 @@ from nqm_mc.spec._checks import (
 from nqm_mc.spec.codes import DIVERGED
 from nqm_mc.spec.model import NQM
 from nqm_mc.spec.optimizers import Optimizer
-from nqm_mc.spec.schedules import as_batch_schedule, checked_values
+from nqm_mc.spec.schedules import BatchSchedule, as_batch_schedule, checked_values
 
 __all__ = [
     "ExactCurve", "SteadyState", "StepsToTarget", "expected_loss", "loss_at", "steady_state",
     "steps_to_target", "steps_to_target_batch", "stability",
 ]
 
-def _check_model(model, owner):
+def _check_model(model: object, owner: str) -> None:
     if not isinstance(model, NQM):
         raise ParameterError(f"The 'model' parameter of {owner} must be an NQM. "
                              f"Got {type(model).__name__} instead.")
 
 
-def _check_optimizer(opt, owner):
+def _check_optimizer(opt: object, owner: str) -> None:
     if not isinstance(opt, Optimizer):
         raise ParameterError(f"The 'optimizer' parameter of {owner} must be an optimizer spec "
                              f"(SGD, HeavyBall, Nesterov). Got {type(opt).__name__} instead.")
@@ -72,25 +74,54 @@ def _check_optimizer(opt, owner):
                              f"clipping); {what} is nonlinear. Use nqm_mc.simulate.")
 
 
-def _n_chunks(G):
+def _n_chunks(G: int) -> int:
     return int(max(1, min(G, 64)))
 
 
 # ---------------------------------------------------------------------------- stability
 @dataclass(frozen=True)
 class Stability:
-    """Whether every direction's linear map contracts (spectral radius < 1)."""
+    """Whether every direction's linear map contracts (spectral radius < 1).
+
+    Attributes
+    ----------
+    stable : bool
+        True when the spectral radius is below 1.
+    spectral_radius : float
+        The largest spectral radius over the directions.
+    reason : str
+        Why the configuration diverges, in words ("" when stable).
+    """
 
     stable: bool
     spectral_radius: float
     reason: str
 
 
-def stability(model, optimizer, batch_size=1):
-    """Spectral radius of the per-direction maps and, when unstable, the reason in words.
+def stability(model: NQM, optimizer: Optimizer,
+              batch_size: int | BatchSchedule = 1) -> Stability:
+    """Return the spectral radius of the per-direction maps and, when unstable, the reason.
 
     Divergence does not depend on the batch size (it only scales the noise), so ``batch_size``
     is accepted for symmetry (and checked like everywhere else).
+
+    Parameters
+    ----------
+    model : NQM
+        The model.
+    optimizer : SGD, HeavyBall or Nesterov
+        A linear optimizer (no gradient clipping).
+    batch_size : int or BatchSchedule, default 1
+        Checked, otherwise unused.
+
+    Returns
+    -------
+    Stability
+
+    Raises
+    ------
+    ParameterError
+        If the model, optimizer or batch size is invalid, or the optimizer is nonlinear.
     """
     owner = "stability"
     _check_model(model, owner)
@@ -130,12 +161,19 @@ class ExactCurve:
     Attributes
     ----------
     steps : ndarray of int
-    mean : ndarray        E[L(t)] at the readout (the EMA when the optimizer has one).
-    variance : ndarray    Var[L(t)] of one run.
-    mean_theta : ndarray  E[L(t)] at theta (equal to ``mean`` without EMA).
+        The recorded steps.
+    mean : ndarray
+        E[L(t)] at the readout (the EMA when the optimizer has one).
+    variance : ndarray
+        Var[L(t)] of one run.
+    mean_theta : ndarray
+        E[L(t)] at theta (equal to ``mean`` without EMA).
     group_mean, group_second_moment : ndarray (R, G) or None
         Per group, the readout's mean and uncentred second moment.
-    diverged : bool, reason : str
+    diverged : bool
+        True when the configuration diverges.
+    reason : str
+        Why it diverges, in words ("" otherwise).
     """
 
     steps: np.ndarray
@@ -148,15 +186,28 @@ class ExactCurve:
     reason: str = ""
 
     @property
-    def std(self):
+    def std(self) -> np.ndarray:
+        """Standard deviation of L(t) over runs (the square root of ``variance``)."""
         return np.sqrt(self.variance)
 
-    def standard_error(self, n_runs):
-        """Exact standard error of a Monte Carlo mean over ``n_runs`` independent runs."""
+    def standard_error(self, n_runs: int) -> np.ndarray:
+        """Return the exact standard error of a Monte Carlo mean over independent runs.
+
+        Parameters
+        ----------
+        n_runs : int
+            Number of independent runs averaged.
+
+        Returns
+        -------
+        ndarray
+            ``sqrt(variance / n_runs)`` at each recorded step.
+        """
         return np.sqrt(self.variance / n_runs)
 
 
-def _record_steps(n_steps, record_every, record):
+def _record_steps(n_steps: int | None, record_every: int,
+                  record: ArrayLike | None) -> np.ndarray:
     owner = "expected_loss"
     if record is not None:
         return check_steps("record", record, owner)
@@ -176,39 +227,54 @@ _SPARSE_HINT = ("Record a sparse set of steps (record=, e.g. log-spaced) or fewe
                 "2^62 in O(log t).")
 
 
-def _curve_bytes(T, R, nc, G, group_moments):
-    """Bytes expected_loss allocates: per-step learning rates and batch sizes (with the
-    temporaries a schedule's ``values`` makes) and per-record statistics."""
+def _curve_bytes(T: int, R: int, nc: int, G: int, group_moments: bool) -> float:
+    """Return the bytes expected_loss allocates.
+
+    Per-step learning rates and batch sizes (with the temporaries a schedule's ``values``
+    makes) and per-record statistics.
+    """
     return 8.0 * (4 * max(T, 1) + R * (3 * nc + 2) + (2 * R * G if group_moments else 0))
 
 
-def expected_loss(model, optimizer, batch_size, n_steps=None, *, record_every=1, record=None,
-                  group_moments=False):
-    """Exact E[L(t)] and Var[L(t)] for t = 0..n_steps by the per-step recurrences.
+def expected_loss(model: NQM, optimizer: Optimizer, batch_size: int | BatchSchedule,
+                  n_steps: int | None = None, *, record_every: int = 1,
+                  record: ArrayLike | None = None, group_moments: bool = False) -> ExactCurve:
+    """Compute the exact E[L(t)] and Var[L(t)] for t = 0..n_steps by the per-step recurrences.
 
-    Works for every optimizer, learning-rate schedule and batch-size schedule. Cost
+    Works for every linear optimizer, learning-rate schedule and batch-size schedule. Cost
     O(G n_steps) (G groups of directions), parallel over groups.
-
-    Parameters
-    ----------
-    model : NQM
-    optimizer : SGD, HeavyBall or Nesterov
-    batch_size : int or BatchSchedule
-    n_steps : int
-        Last step; statistics at ``0, record_every, 2 record_every, ..., n_steps``.
-    record : array_like of int, optional
-        Explicit steps to record instead (e.g. log-spaced); sorted, repeated steps kept once.
 
     ``n_steps = 0`` returns the statistics at t = 0 alone. A call that would allocate more
     than half of physical memory (per-step schedules of ``n_steps`` values, per-record
     statistics) is refused with a ParameterError stating the size before anything is
     allocated.
-    group_moments : bool
+
+    Parameters
+    ----------
+    model : NQM
+        The model.
+    optimizer : SGD, HeavyBall or Nesterov
+        A linear optimizer (no gradient clipping); any learning-rate schedule.
+    batch_size : int or BatchSchedule
+        The batch size, or a batch-size schedule.
+    n_steps : int, optional
+        Last step; statistics at ``0, record_every, 2 record_every, ..., n_steps``.
+    record_every : int, default 1
+        Spacing of the recorded steps when ``n_steps`` is given.
+    record : array_like of int, optional
+        Explicit steps to record instead (e.g. log-spaced); sorted, repeated steps kept once.
+    group_moments : bool, default False
         Also return per-group means and second moments of the readout.
 
     Returns
     -------
     ExactCurve
+
+    Raises
+    ------
+    ParameterError
+        If an argument is invalid, neither ``n_steps`` nor ``record`` is given, the optimizer
+        is nonlinear, or the call would need too much memory.
     """
     owner = "expected_loss"
     _check_model(model, owner)
@@ -254,7 +320,8 @@ def expected_loss(model, optimizer, batch_size, n_steps=None, *, record_every=1,
                       gm2 if group_moments else None, diverged, reason)
 
 
-def _constant_hparams(optimizer, batch_size, owner):
+def _constant_hparams(optimizer: Optimizer, batch_size: int | BatchSchedule,
+                      owner: str) -> tuple[float, float]:
     if not optimizer.is_constant:
         raise ParameterError(f"{owner} needs a constant learning rate; use expected_loss for "
                              f"schedules. Got {optimizer.learning_rate!r} instead.")
@@ -266,8 +333,8 @@ def _constant_hparams(optimizer, batch_size, owner):
             float(checked_values(batch, 1, "batch_size", owner)[0]))
 
 
-def _check_times(t, owner):
-    """``t`` of loss_at: an int or an array of ints in [0, 2^62], as a flat int64 array."""
+def _check_times(t: ArrayLike, owner: str) -> np.ndarray:
+    """Return ``t`` of loss_at (an int or an array of ints in [0, 2^62]) as int64."""
     msg = (f"The 't' parameter of {owner} must be int(s) in [0, 2^62]. "
            f"Got {_short(t)} instead.")
     try:
@@ -287,11 +354,33 @@ def _check_times(t, owner):
     return ts.astype(np.int64)
 
 
-def loss_at(model, optimizer, batch_size, t):
-    """Exact E[L(t)], Var[L(t)] and E[L_theta(t)] at arbitrary steps in O(G log t).
+def loss_at(model: NQM, optimizer: Optimizer, batch_size: int | BatchSchedule,
+            t: ArrayLike) -> tuple[Any, ...]:
+    """Compute the exact E[L(t)], Var[L(t)] and E[L_theta(t)] at arbitrary steps in O(G log t).
 
-    Constant hyperparameters only. ``t`` may be an int or an array of ints in [0, 2^62].
-    Returns three arrays of the shape of ``t`` (or floats for scalar ``t``).
+    Constant hyperparameters only.
+
+    Parameters
+    ----------
+    model : NQM
+        The model.
+    optimizer : SGD, HeavyBall or Nesterov
+        A linear optimizer with a constant learning rate.
+    batch_size : int or BatchSchedule
+        A constant batch size.
+    t : int or array_like of int
+        Steps in [0, 2^62].
+
+    Returns
+    -------
+    mean, variance, mean_theta : float or ndarray
+        Three arrays of the shape of ``t`` (floats for scalar ``t``).
+
+    Raises
+    ------
+    ParameterError
+        If an argument is invalid, a hyperparameter is not constant, or the call would need
+        too much memory.
     """
     owner = "loss_at"
     _check_model(model, owner)
@@ -315,7 +404,19 @@ def loss_at(model, optimizer, batch_size, t):
 # ---------------------------------------------------------------------------- steady state
 @dataclass(frozen=True)
 class SteadyState:
-    """Steady-state expected loss (the readout's), per-group second moments and stability."""
+    """Steady-state expected loss (the readout's), per-group second moments and stability.
+
+    Attributes
+    ----------
+    loss : float
+        lim E[L(t)] (inf when unstable).
+    group_second_moment : ndarray
+        Per group, the readout's steady-state second moment.
+    stable : bool
+        True when the configuration converges.
+    reason : str
+        Why it diverges, in words ("" when stable).
+    """
 
     loss: float
     group_second_moment: np.ndarray
@@ -323,12 +424,31 @@ class SteadyState:
     reason: str = ""
 
 
-def steady_state(model, optimizer, batch_size):
-    """The fixed point of the second-moment recurrence: lim E[L(t)].
+def steady_state(model: NQM, optimizer: Optimizer,
+                 batch_size: int | BatchSchedule) -> SteadyState:
+    """Return the fixed point of the second-moment recurrence: lim E[L(t)].
 
     Computed by doubling the series sum_j A^j Q A^jT (positive terms only, accurate at critical
     damping); closed forms (docs/theory.md, section 3.5) are tests of it. An unstable
     configuration returns ``stable=False``, ``loss=inf`` and the reason.
+
+    Parameters
+    ----------
+    model : NQM
+        The model.
+    optimizer : SGD, HeavyBall or Nesterov
+        A linear optimizer with a constant learning rate.
+    batch_size : int or BatchSchedule
+        A constant batch size.
+
+    Returns
+    -------
+    SteadyState
+
+    Raises
+    ------
+    ParameterError
+        If an argument is invalid or a hyperparameter is not constant.
     """
     owner = "steady_state"
     _check_model(model, owner)
@@ -351,6 +471,23 @@ class StepsToTarget:
     ``steps`` is an int when reachable; None otherwise with ``status`` one of "reached",
     "unreachable" (steady state >= target: ``steady_state_loss`` says by how much),
     "diverges" or "beyond-horizon" (more than 2^62 steps).
+
+    Attributes
+    ----------
+    steps : int or None
+        The first step t with E[L(t)] < target, or None.
+    status : str
+        "reached", "unreachable", "diverges" or "beyond-horizon".
+    steady_state_loss : float
+        lim E[L(t)] (inf when divergent).
+    target : float
+        The target loss.
+    method : str
+        The search method ("exact", "bisect" or "reference").
+    reason : str
+        Why the target is not reached, in words ("" when reached).
+    evaluations : int
+        Loss evaluations the search made (not compared).
     """
 
     steps: int | None
@@ -362,10 +499,11 @@ class StepsToTarget:
     evaluations: int = field(default=0, compare=False)
 
     @property
-    def reached(self):
+    def reached(self) -> bool:
+        """True when the target is reached."""
         return self.status == "reached"
 
-    def __int__(self):
+    def __int__(self) -> int:
         if self.steps is None:
             raise ValueError(f"target {self.target} not reached: {self.status} ({self.reason})")
         return self.steps
@@ -377,14 +515,16 @@ _STATUS = {-1: "unreachable", -2: "diverges", -3: "beyond-horizon"}
 _METHODS = ("exact", "bisect", "reference")
 
 
-def _method_code(method, owner):
+def _method_code(method: str, owner: str) -> int:
     check_choice("method", method, owner, _METHODS)
     return 0 if method == "exact" else 1
 
 
-def _float_array(name, value, owner):
-    """A float64 array of numbers (no strings, bools or objects); range checks are the
-    caller's."""
+def _float_array(name: str, value: ArrayLike, owner: str) -> np.ndarray:
+    """Return a float64 array of numbers (no strings, bools or objects).
+
+    Range checks are the caller's.
+    """
     try:
         arr = np.asarray(value)
         ok = arr.dtype.kind in "iuf"
@@ -402,9 +542,11 @@ def _float_array(name, value, owner):
     return arr
 
 
-def steps_to_target_batch(model, optimizer, target, batch_sizes, learning_rates, momenta=None,
-                          ema_decays=None, *, method="exact", caps=None):
-    """Steps to target for many configurations of one optimizer family at once.
+def steps_to_target_batch(model: NQM, optimizer: Optimizer, target: float,
+                          batch_sizes: ArrayLike, learning_rates: ArrayLike,
+                          momenta: ArrayLike | None = None, ema_decays: ArrayLike | None = None,
+                          *, method: str = "exact", caps: ArrayLike | None = None) -> np.ndarray:
+    """Return the steps to target for many configurations of one optimizer family at once.
 
     The configuration arrays broadcast against each other; the result (an int64 array of the
     broadcast shape) holds steps, or -1 unreachable, -2 divergent, -3 beyond 2^62 steps,
@@ -421,6 +563,34 @@ def steps_to_target_batch(model, optimizer, target, batch_sizes, learning_rates,
     search at that many steps: a configuration that does not cross before its cap gets -4
     (so does one with a negative cap, which is skipped).
     A search for the best of many configurations passes the best count found so far.
+
+    Parameters
+    ----------
+    model : NQM
+        The model.
+    optimizer : SGD, HeavyBall or Nesterov
+        Supplies the family, the preconditioning power and whether EMA is on.
+    target : float
+        The loss to get below (>= 0).
+    batch_sizes, learning_rates : array_like
+        Integer batch sizes in [1, 2^53] and learning rates > 0.
+    momenta, ema_decays : array_like, optional
+        Momenta and EMA decays in [0, 1) (default: the optimizer's).
+    method : {"exact", "bisect", "reference"}, default "exact"
+        The search method.
+    caps : array_like of int, optional
+        Per-configuration step caps (exact method only; 0 = none).
+
+    Returns
+    -------
+    ndarray of int64
+        Steps or the negative codes above, of the broadcast shape.
+
+    Raises
+    ------
+    ParameterError
+        If an argument is invalid, the arrays do not broadcast together, or the call would
+        need too much memory.
     """
     owner = "steps_to_target_batch"
     _check_model(model, owner)
@@ -491,7 +661,8 @@ def steps_to_target_batch(model, optimizer, target, batch_sizes, learning_rates,
     return out.reshape(shape)
 
 
-def _bisect_convention(out, method, ref_bias, t0_reached):
+def _bisect_convention(out: np.ndarray, method: str, ref_bias: bool,
+                       t0_reached: np.ndarray) -> np.ndarray:
     """Map the kernel's bisection answer ``lo`` to the method's convention."""
     if method == "reference" and ref_bias:
         return np.where(out >= 0, np.maximum(out, 1), out)
@@ -502,8 +673,9 @@ def _bisect_convention(out, method, ref_bias, t0_reached):
     return out
 
 
-def steps_to_target(model, optimizer, batch_size, target, *, method="exact"):
-    """The smallest t >= 0 with E[L(t)] < target, exactly.
+def steps_to_target(model: NQM, optimizer: Optimizer, batch_size: int | BatchSchedule,
+                    target: float, *, method: str = "exact") -> StepsToTarget:
+    """Return the smallest t >= 0 with E[L(t)] < target, exactly.
 
     E[L(t)] need not be monotone (under-damped momentum oscillates; directions starting below
     their steady state rise), so plain bisection may return a later crossing. The exact method
@@ -515,9 +687,27 @@ def steps_to_target(model, optimizer, batch_size, target, *, method="exact"):
     reproduces the reference notebook's bisection (its bracket, one less than the crossing, at
     least 1 for plain SGD, and its 1e-8 term in SGD's steady state).
 
+    Parameters
+    ----------
+    model : NQM
+        The model.
+    optimizer : SGD, HeavyBall or Nesterov
+        A linear optimizer with a constant learning rate.
+    batch_size : int or BatchSchedule
+        A constant batch size.
+    target : float
+        The loss to get below (>= 0).
+    method : {"exact", "bisect", "reference"}, default "exact"
+        The search method.
+
     Returns
     -------
     StepsToTarget
+
+    Raises
+    ------
+    ParameterError
+        If an argument is invalid or a hyperparameter is not constant.
     """
     owner = "steps_to_target"
     _check_model(model, owner)

@@ -23,7 +23,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal
 
 import numba
 import numpy as np
@@ -57,7 +57,7 @@ from nqm_mc.spec.optimizers import Optimizer
 from nqm_mc.spec.schedules import BatchSchedule, as_batch_schedule
 
 if TYPE_CHECKING:
-    from nqm_mc._typing import Dtype, NoiseSpec, OptimizerSpec
+    from nqm_mc._typing import Dtype, NoiseSpec
     from nqm_mc.montecarlo.distributed import DaskExecutor
     from nqm_mc.spec.model import NQM
 
@@ -102,7 +102,7 @@ def _merge(count: np.ndarray, mean: np.ndarray, m2: np.ndarray, c: np.ndarray, m
     return tot, np.where(keep, new_mean, mean), np.where(keep, new_m2, m2)
 
 
-def simulate(model: NQM, optimizer: OptimizerSpec, batch_size: int | BatchSchedule,
+def simulate(model: NQM, optimizer: Optimizer, batch_size: int | BatchSchedule,
              n_steps: int, n_runs: int, *, seed: int = 0,
              record: Literal["all", "log"] | int | ArrayLike = "log", n_records: int = 100,
              target: float | None = None, keep_paths: int = 0, dtype: Dtype = "float64",
@@ -363,7 +363,7 @@ def _job(model: Any, optimizer: Any, batch_size: Any, n_steps: Any, n_runs: Any,
                             threads, noise), owner,
                  f"{n_steps} steps, {steps.size} recorded steps, {keep_paths} kept paths and "
                  f"{n_runs} runs", _RECORD_HINT + " Keep fewer paths or use fewer runs or steps.")
-    inputs, edges = lower(model, cast("OptimizerSpec", optimizer), batch_size, n_steps, dtype,
+    inputs, edges = lower(model, optimizer, batch_size, n_steps, dtype,
                           noise, seed, steps, target, n_bands)
     if noise.code == NOISE_FINITE and inputs.schedule.batch.max() >= noise.n:
         raise ParameterError(f"The 'batch_size' parameter of {owner} must stay below the "

@@ -27,9 +27,10 @@ from nqm_mc.spec.codes import NOISE_FINITE
 from nqm_mc.spec.schedules import BatchSchedule, as_batch_schedule, checked_values
 
 if TYPE_CHECKING:
-    from nqm_mc._typing import Dtype, NoiseSpec, OptimizerSpec
+    from nqm_mc._typing import Dtype, NoiseSpec
     from nqm_mc.spec.model import NQM
     from nqm_mc.spec.noise import FiniteData
+    from nqm_mc.spec.optimizers import Optimizer
 
 __all__ = ["record_steps", "Rule", "Directions", "StepSchedule", "NoiseLaw", "Recording", "Stream",
            "KernelInput", "Statistics", "lower", "new_statistics", "HIST_BINS_PER_DECADE"]
@@ -207,7 +208,7 @@ def new_statistics(n_blocks: int, n_records: int, n_bands: int, n_trajectories: 
         records=np.zeros(n_trajectories, np.int64))
 
 
-def lower(model: NQM, optimizer: OptimizerSpec, batch_size: int | BatchSchedule, n_steps: int,
+def lower(model: NQM, optimizer: Optimizer, batch_size: int | BatchSchedule, n_steps: int,
           dtype: Dtype, noise: NoiseSpec,
           seed: int, steps: ArrayLike, target: float | None,
           n_bands: int) -> tuple[KernelInput, np.ndarray]:

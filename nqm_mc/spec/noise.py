@@ -20,8 +20,10 @@ hitting times) does not (see ``nqm-mc noise-study``).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from nqm_mc.spec._checks import ParameterError, check_int, check_real
 from nqm_mc.spec.codes import NOISE_FINITE, NOISE_GAUSSIAN, NOISE_STUDENT_T
@@ -37,7 +39,8 @@ class Gaussian:
     code = NOISE_GAUSSIAN
     name = "gaussian"
 
-    def to_dict(self):
+    def to_dict(self) -> dict[str, Any]:
+        """Return the law as a plain dict (inverse of :func:`noise_from_dict`)."""
         return {"name": self.name}
 
 
@@ -49,14 +52,15 @@ class StudentT:
     code = NOISE_STUDENT_T
     name = "student_t"
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         nu = check_real("nu", self.nu, "StudentT", low=2.0)
         if nu <= 2.0:
             raise ParameterError(f"The 'nu' parameter of StudentT must be a float in (2, inf) "
                                  f"(finite variance). Got {self.nu!r} instead.")
         object.__setattr__(self, "nu", nu)
 
-    def to_dict(self):
+    def to_dict(self) -> dict[str, Any]:
+        """Return the law as a plain dict (inverse of :func:`noise_from_dict`)."""
         return {"name": self.name, "nu": self.nu}
 
 
@@ -69,17 +73,33 @@ class FiniteData:
     code = NOISE_FINITE
     name = "finite_data"
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         object.__setattr__(self, "n", check_int("n", self.n, "FiniteData", low=2))
         object.__setattr__(self, "seed", check_int("seed", self.seed, "FiniteData", low=0,
                                                    high=2 ** 64 - 1))
 
-    def to_dict(self):
+    def to_dict(self) -> dict[str, Any]:
+        """Return the law as a plain dict (inverse of :func:`noise_from_dict`)."""
         return {"name": self.name, "n": self.n, "seed": self.seed}
 
-    def examples(self, d, dtype=np.float64):
-        """The (n, d) standardised per-example noise (mean 0, population variance 1 per
-        column), from numpy's Philox generator keyed by ``seed``."""
+    def examples(self, d: int, dtype: DTypeLike = np.float64) -> np.ndarray:
+        """Return the (n, d) standardised per-example noise.
+
+        Mean 0 and population variance 1 per column, from numpy's Philox generator keyed by
+        ``seed``.
+
+        Parameters
+        ----------
+        d : int
+            Number of directions (columns).
+        dtype : dtype, default float64
+            The result's floating-point type.
+
+        Returns
+        -------
+        ndarray, shape (n, d)
+            C-contiguous.
+        """
         rng = np.random.Generator(np.random.Philox(self.seed))
         s = rng.standard_normal((self.n, d))
         s -= s.mean(0)
@@ -90,8 +110,23 @@ class FiniteData:
 NOISES = {"gaussian": Gaussian, "student_t": StudentT, "finite_data": FiniteData}
 
 
-def noise_from_dict(d):
-    """Inverse of ``to_dict``."""
+def noise_from_dict(d: dict[str, Any]) -> Gaussian | StudentT | FiniteData:
+    """Build a noise law from ``{"name": ..., **params}`` (inverse of ``to_dict``).
+
+    Parameters
+    ----------
+    d : dict
+        The law's name (a key of ``NOISES``) and parameters.
+
+    Returns
+    -------
+    Gaussian, StudentT or FiniteData
+
+    Raises
+    ------
+    ParameterError
+        If ``d`` is not a dict, the name is unknown or a parameter is invalid.
+    """
     if not isinstance(d, dict):
         raise ParameterError(f"noise_from_dict needs a dict. Got {type(d).__name__} instead.")
     d = dict(d)
@@ -105,8 +140,25 @@ def noise_from_dict(d):
         raise ParameterError(f"Bad parameters for noise {name!r}: {err}") from None
 
 
-def as_noise(noise, owner):
-    """None or "gaussian" -> Gaussian(); a law passes through; anything else is an error."""
+def as_noise(noise: object, owner: str) -> Gaussian | StudentT | FiniteData:
+    """Coerce a noise argument to a law.
+
+    Parameters
+    ----------
+    noise : Gaussian, StudentT, FiniteData, "gaussian" or None
+        None or "gaussian" gives ``Gaussian()``; a law passes through.
+    owner : str
+        The function taking the argument, named in error messages.
+
+    Returns
+    -------
+    Gaussian, StudentT or FiniteData
+
+    Raises
+    ------
+    ParameterError
+        If ``noise`` is anything else.
+    """
     if noise is None or (isinstance(noise, str) and noise == "gaussian"):
         return Gaussian()
     if isinstance(noise, (Gaussian, StudentT, FiniteData)):

@@ -27,6 +27,7 @@ G. Zhang et al., NeurIPS 2019, arXiv:1907.04164, sections 3 and 4.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
 from nqm_mc.spec._checks import ParameterError, check_real
 from nqm_mc.spec.codes import (
@@ -45,7 +46,7 @@ __all__ = ["SGD", "HeavyBall", "Nesterov", "Adam", "RMSProp", "Adagrad", "SignSG
 
 
 
-def _check_common(obj):
+def _check_common(obj: Optimizer) -> None:
     name = type(obj).__name__
     object.__setattr__(obj, "learning_rate", as_schedule(obj.learning_rate, "learning_rate", name))
     if isinstance(obj.learning_rate, Schedule) and obj.learning_rate.is_constant:
@@ -69,45 +70,77 @@ def _check_common(obj):
 class Optimizer:
     """Common behaviour of the linear optimizers."""
 
-    name = "optimizer"
-    kind_code = -1
+    name: str = "optimizer"
+    kind_code: int = -1
+    # fields of every subclass (the learning rate is a Schedule once checked)
+    learning_rate: Any
+    preconditioning: float
+    ema: float | None
+    clip_norm: float | None
 
     @property
-    def has_momentum(self):
+    def has_momentum(self) -> bool:
+        """True for heavy-ball and Nesterov momentum."""
         return self.kind_code in (KIND_HEAVY_BALL, KIND_NESTEROV)
 
     @property
-    def is_linear(self):
-        """True when the update is linear in the gradient (the exact engine applies): SGD,
-        heavy-ball and Nesterov without gradient clipping."""
+    def is_linear(self) -> bool:
+        """True when the update is linear in the gradient (the exact engine applies).
+
+        That is SGD, heavy-ball and Nesterov without gradient clipping.
+        """
         return self.kind_code <= KIND_NESTEROV and self.clip_norm is None
 
     @property
-    def is_constant(self):
+    def is_constant(self) -> bool:
         """True when every hyperparameter is constant in time (fast exact paths apply)."""
         return self.learning_rate.is_constant
 
     @property
-    def base_learning_rate(self):
+    def base_learning_rate(self) -> float:
         """The learning rate at t = 0."""
         return float(checked_values(self.learning_rate, 1, "learning_rate",
                                     type(self).__name__)[0])
 
     @property
-    def effective_learning_rate(self):
-        """alpha / (1 - beta) for momentum methods, alpha for SGD (at t = 0)."""
+    def effective_learning_rate(self) -> float:
+        """The effective learning rate at t = 0: alpha / (1 - beta) with momentum, else alpha."""
         beta = getattr(self, "momentum", 0.0)
         return self.base_learning_rate / (1.0 - beta)
 
-    def with_(self, **changes):
-        """A copy with some fields changed (validated again)."""
+    def with_(self, **changes: Any) -> Any:
+        """Return a copy with some fields changed (validated again).
+
+        Parameters
+        ----------
+        **changes
+            New values of fields, by name.
+
+        Returns
+        -------
+        Optimizer
+            An optimizer of the same class.
+
+        Raises
+        ------
+        ParameterError
+            If a field is unknown or a new value is invalid.
+        """
         try:
-            return replace(self, **changes)
+            return replace(self, **changes)  # type: ignore[type-var]  # subclasses are dataclasses
         except TypeError as err:  # an unknown field
             raise ParameterError(f"{type(self).__name__}.with_: {err}") from None
 
-    def to_dict(self):
-        d = {"name": self.name, "learning_rate": self.learning_rate.to_dict(), "ema": self.ema}
+    def to_dict(self) -> dict[str, Any]:
+        """Return the optimizer as a plain dict (inverse of :func:`optimizer_from_dict`).
+
+        Returns
+        -------
+        dict
+            ``{"name": ..., "learning_rate": ..., ...}``.
+        """
+        d: dict[str, Any] = {"name": self.name, "learning_rate": self.learning_rate.to_dict(),
+                             "ema": self.ema}
         if self.kind_code <= KIND_NESTEROV:
             d["preconditioning"] = self.preconditioning
         for key in ("momentum", "beta1", "beta2", "decay", "eps"):
@@ -119,7 +152,7 @@ class Optimizer:
 
     # the adaptive optimizers' hyperparameters as the kernel takes them
     @property
-    def kernel_params(self):
+    def kernel_params(self) -> tuple[float, float, float]:
         """(beta1 or momentum or decay, beta2, eps) for the Monte Carlo kernel."""
         return (getattr(self, "momentum", getattr(self, "beta1", getattr(self, "decay", 0.0))),
                 getattr(self, "beta2", 0.0), getattr(self, "eps", 0.0))
@@ -149,7 +182,7 @@ class SGD(Optimizer):
     name = "sgd"
     kind_code = KIND_SGD
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         _check_common(self)
 
 
@@ -165,7 +198,7 @@ class HeavyBall(Optimizer):
     name = "heavy_ball"
     kind_code = KIND_HEAVY_BALL
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         _check_common(self)
         object.__setattr__(self, "momentum", check_real(
             "momentum", self.momentum, type(self).__name__, low=0.0, high=1.0,
@@ -180,12 +213,12 @@ class Nesterov(HeavyBall):
     kind_code = KIND_NESTEROV
 
 
-def _check_unit(obj, key, closed_low=True):
+def _check_unit(obj: Optimizer, key: str, closed_low: bool = True) -> None:
     object.__setattr__(obj, key, check_real(key, getattr(obj, key), type(obj).__name__, low=0.0,
                                             high=1.0, closed=(closed_low, False)))
 
 
-def _check_eps(obj):
+def _check_eps(obj: Adam | RMSProp | Adagrad) -> None:
     eps = check_real("eps", obj.eps, type(obj).__name__, low=0.0)
     if eps <= 0:
         raise ParameterError(f"The 'eps' parameter of {type(obj).__name__} must be a float in "
@@ -194,20 +227,25 @@ def _check_eps(obj):
 
 
 class _Adaptive(Optimizer):
-    """Adaptive optimizers act on the raw stochastic gradient g = h theta + xi (no fixed
-    preconditioner: their own per-coordinate scaling is the point). Monte Carlo only."""
+    """Adaptive optimizers act on the raw stochastic gradient g = h theta + xi.
+
+    No fixed preconditioner: their own per-coordinate scaling is the point. Monte Carlo only.
+    """
 
     preconditioning = 0.0
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         _check_common(self)
 
 
 @dataclass(frozen=True)
 class Adam(_Adaptive):
-    r"""Adam with bias correction: m <- b1 m + (1 - b1) g, v <- b2 v + (1 - b2) g^2,
+    r"""Adam with bias correction.
+
+    m <- b1 m + (1 - b1) g, v <- b2 v + (1 - b2) g^2,
     theta <- theta - alpha_t m_hat / (sqrt(v_hat) + eps), m_hat = m / (1 - b1^t),
-    v_hat = v / (1 - b2^t) (t = 1, 2, ...)."""
+    v_hat = v / (1 - b2^t) (t = 1, 2, ...).
+    """
 
     learning_rate: float | Schedule
     beta1: float = 0.9
@@ -218,7 +256,7 @@ class Adam(_Adaptive):
     name = "adam"
     kind_code = KIND_ADAM
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         super().__post_init__()
         _check_unit(self, "beta1")
         _check_unit(self, "beta2")
@@ -227,8 +265,10 @@ class Adam(_Adaptive):
 
 @dataclass(frozen=True)
 class RMSProp(_Adaptive):
-    """RMSProp: v <- decay v + (1 - decay) g^2, theta <- theta - alpha_t g / (sqrt(v) + eps),
-    v(0) = 0."""
+    """RMSProp: v <- decay v + (1 - decay) g^2, theta <- theta - alpha_t g / (sqrt(v) + eps).
+
+    The second moment starts at v(0) = 0.
+    """
 
     learning_rate: float | Schedule
     decay: float = 0.99
@@ -238,7 +278,7 @@ class RMSProp(_Adaptive):
     name = "rmsprop"
     kind_code = KIND_RMSPROP
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         super().__post_init__()
         _check_unit(self, "decay")
         _check_eps(self)
@@ -255,7 +295,7 @@ class Adagrad(_Adaptive):
     name = "adagrad"
     kind_code = KIND_ADAGRAD
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         super().__post_init__()
         _check_eps(self)
 
@@ -270,7 +310,7 @@ class SignSGD(_Adaptive):
     name = "sign_sgd"
     kind_code = KIND_SIGN
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         super().__post_init__()
 
 
@@ -278,8 +318,23 @@ OPTIMIZERS = {"sgd": SGD, "heavy_ball": HeavyBall, "momentum": HeavyBall, "neste
               "adam": Adam, "rmsprop": RMSProp, "adagrad": Adagrad, "sign_sgd": SignSGD}
 
 
-def optimizer_from_dict(d):
-    """Build an optimizer from ``{"name": ..., **params}`` (inverse of ``to_dict``)."""
+def optimizer_from_dict(d: dict[str, Any]) -> Optimizer:
+    """Build an optimizer from ``{"name": ..., **params}`` (inverse of ``to_dict``).
+
+    Parameters
+    ----------
+    d : dict
+        The optimizer's name (a key of ``OPTIMIZERS``) and parameters.
+
+    Returns
+    -------
+    Optimizer
+
+    Raises
+    ------
+    ParameterError
+        If ``d`` is not a dict, the name is unknown or a parameter is invalid.
+    """
     if not isinstance(d, dict):
         raise ParameterError(f"optimizer_from_dict needs a dict. Got {type(d).__name__} instead.")
     d = dict(d)

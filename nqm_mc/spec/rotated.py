@@ -1,5 +1,7 @@
-r"""Non-aligned noisy quadratic models: a Hessian and a noise covariance that are not diagonal
-in the same basis (moderate dimension: every step costs O(d^2) in Monte Carlo, O(d^3) exactly).
+r"""Non-aligned noisy quadratic models.
+
+A Hessian and a noise covariance that are not diagonal in the same basis (moderate dimension:
+every step costs O(d^2) in Monte Carlo, O(d^3) exactly).
 
 In parameter coordinates :math:`\theta \in R^d`
 
@@ -34,9 +36,10 @@ This module holds the model; the engines live with their kind:
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from nqm_mc.spec._checks import ParameterError, check_array, check_choice, check_int
 from nqm_mc.spec.model import NQM
@@ -61,19 +64,38 @@ _ENGINES = {
 }
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> Any:
     if name in _ENGINES:
         return getattr(importlib.import_module(_ENGINES[name]), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def __dir__():
+def __dir__() -> list[str]:
     return sorted(list(globals()) + list(_ENGINES))
 
 
-def random_rotation(d, seed):
-    """A Haar-random orthogonal d x d matrix from numpy's Philox generator keyed by ``seed``
-    (QR of a Gaussian matrix with the signs of R's diagonal folded in)."""
+def random_rotation(d: int, seed: int) -> np.ndarray:
+    """Return a Haar-random orthogonal d x d matrix.
+
+    From numpy's Philox generator keyed by ``seed`` (QR of a Gaussian matrix with the signs of
+    R's diagonal folded in).
+
+    Parameters
+    ----------
+    d : int
+        The dimension, in [1, MAX_DIM].
+    seed : int
+        The generator's key (>= 0).
+
+    Returns
+    -------
+    ndarray, shape (d, d)
+
+    Raises
+    ------
+    ParameterError
+        If ``d`` or ``seed`` is out of range.
+    """
     d = check_int("d", d, "random_rotation", low=1, high=MAX_DIM)
     seed = check_int("seed", seed, "random_rotation", low=0)
     rng = np.random.Generator(np.random.Philox(seed))
@@ -82,10 +104,32 @@ def random_rotation(d, seed):
 
 
 class RotatedNQM:
-    """A noisy quadratic model with H = U_H diag(h) U_H^T and C = U_C diag(c) U_C^T."""
+    """A noisy quadratic model with H = U_H diag(h) U_H^T and C = U_C diag(c) U_C^T.
 
-    def __init__(self, curvatures, noise_variances, hessian_basis=None, noise_basis=None,
-                 initial_mean=0.0, initial_variance=1.0, name="rotated"):
+    Parameters
+    ----------
+    curvatures : array_like, shape (d,)
+        Eigenvalues h of the Hessian (>= 0).
+    noise_variances : array_like, shape (d,)
+        Eigenvalues c of the per-example noise covariance (>= 0).
+    hessian_basis, noise_basis : array_like, shape (d, d), optional
+        Orthogonal U_H and U_C (default: the identity).
+    initial_mean, initial_variance : float or array_like, shape (d,)
+        Mean and (diagonal) variance of theta(0).
+    name : str, default "rotated"
+        A label kept in provenance.
+
+    Raises
+    ------
+    ParameterError
+        If an array is not finite, has the wrong shape or leaves its range, a basis is not
+        orthogonal, or d > MAX_DIM.
+    """
+
+    def __init__(self, curvatures: ArrayLike, noise_variances: ArrayLike,
+                 hessian_basis: ArrayLike | None = None, noise_basis: ArrayLike | None = None,
+                 initial_mean: ArrayLike = 0.0, initial_variance: ArrayLike = 1.0,
+                 name: str = "rotated") -> None:
         owner = "RotatedNQM"
         h = check_array("curvatures", curvatures, owner, low=0.0)
         d = h.size
@@ -103,10 +147,10 @@ class RotatedNQM:
         self.initial_variance = check_array("initial_variance", initial_variance, owner,
                                             low=0.0, closed=(True, False), size=d).copy()
         self.name = name
-        self.recipe = None
+        self.recipe: dict[str, Any] | None = None
 
     @staticmethod
-    def _basis(name, u, d):
+    def _basis(name: str, u: ArrayLike | None, d: int) -> np.ndarray:
         if u is None:
             return np.eye(d)
         try:
@@ -122,9 +166,28 @@ class RotatedNQM:
         return u
 
     @classmethod
-    def from_nqm(cls, base, rotate="noise", seed=0):
-        """Rotate an aligned NQM: ``rotate`` is "noise" (C), "hessian" (H) or "both"
-        (independent rotations), each a Haar-random rotation keyed by ``seed``."""
+    def from_nqm(cls, base: NQM, rotate: str = "noise", seed: int = 0) -> RotatedNQM:
+        """Rotate an aligned NQM by seeded Haar-random rotations.
+
+        Parameters
+        ----------
+        base : NQM
+            The aligned model (its groups expanded to single directions).
+        rotate : {"noise", "hessian", "both"}, default "noise"
+            Rotate C, H, or both (independent rotations).
+        seed : int, default 0
+            Keys the rotations.
+
+        Returns
+        -------
+        RotatedNQM
+
+        Raises
+        ------
+        ParameterError
+            If ``base`` is not an NQM, ``rotate`` or ``seed`` is invalid, or the expanded
+            dimension exceeds 4096.
+        """
         if not isinstance(base, NQM):
             raise ParameterError(f"The 'base' parameter of RotatedNQM.from_nqm must be an NQM. "
                                  f"Got {type(base).__name__} instead.")
@@ -143,30 +206,36 @@ class RotatedNQM:
         return m
 
     @property
-    def dim(self):
+    def dim(self) -> int:
+        """The dimension d."""
         return self.curvatures.size
 
-    def hessian(self):
+    def hessian(self) -> np.ndarray:
+        """Return the d x d Hessian H = U_H diag(h) U_H^T."""
         u = self.hessian_basis
         return (u * self.curvatures[None, :]) @ u.T
 
-    def noise_covariance(self):
+    def noise_covariance(self) -> np.ndarray:
+        """Return the d x d per-example noise covariance C = U_C diag(c) U_C^T."""
         u = self.noise_basis
         return (u * self.noise_variances[None, :]) @ u.T
 
-    def noise_factor(self):
-        """L with L L^T = C: the noise is L z for z standard normal (per unit batch)."""
+    def noise_factor(self) -> np.ndarray:
+        """Return L with L L^T = C: the noise is L z for z standard normal (per unit batch)."""
         return self.noise_basis * np.sqrt(self.noise_variances)[None, :]
 
-    def initial_loss(self):
+    def initial_loss(self) -> float:
+        """Return E[L(theta(0))]."""
         hm = self.hessian()
         return float(0.5 * (self.initial_mean @ hm @ self.initial_mean
                             + np.sum(np.diag(hm) * self.initial_variance)))
 
-    def equivalent_nqm(self):
-        """The aligned NQM with the same expected loss under any preconditioner that commutes
-        with H (module docstring): curvatures h, noise variances diag(U_H^T C U_H), initial
-        moments in H's eigenbasis."""
+    def equivalent_nqm(self) -> NQM:
+        """Return the aligned NQM with the same expected loss.
+
+        The same under any preconditioner that commutes with H (module docstring): curvatures
+        h, noise variances diag(U_H^T C U_H), initial moments in H's eigenbasis.
+        """
         u = self.hessian_basis
         c_eff = np.einsum("ij,jk,ki->i", u.T, self.noise_covariance(), u)
         mu = u.T @ self.initial_mean
@@ -174,7 +243,8 @@ class RotatedNQM:
         return NQM(self.curvatures, np.maximum(c_eff, 0.0), initial_mean=mu,
                    initial_variance=np.maximum(v, 0.0), name=f"{self.name} (aligned)")
 
-    def to_dict(self):
+    def to_dict(self) -> dict[str, Any]:
+        """Return the model as a plain dict (its recipe when built by :meth:`from_nqm`)."""
         if self.recipe is not None:
             return {"constructor": "rotated", **self.recipe}
         return {"constructor": "rotated_arrays", "curvatures": self.curvatures.tolist(),
@@ -184,11 +254,12 @@ class RotatedNQM:
                 "initial_mean": self.initial_mean.tolist(),
                 "initial_variance": self.initial_variance.tolist()}
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"RotatedNQM(d={self.dim}, {self.name!r})"
 
 
-def _check(model, optimizer, preconditioner, owner, linear=True):
+def _check(model: object, optimizer: object, preconditioner: ArrayLike | None, owner: str,
+           linear: bool = True) -> np.ndarray:
     if not isinstance(model, RotatedNQM):
         raise ParameterError(f"The 'model' parameter of {owner} must be a RotatedNQM. Got "
                              f"{type(model).__name__} instead.")

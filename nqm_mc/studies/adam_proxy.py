@@ -24,11 +24,11 @@ from nqm_mc.results import provenance
 from nqm_mc.spec._checks import ParameterError, check_int, check_real
 from nqm_mc.spec.model import NQM
 from nqm_mc.spec.noise import FiniteData, Gaussian, StudentT
-from nqm_mc.spec.optimizers import SGD, Adam
+from nqm_mc.spec.optimizers import SGD, Adam, Optimizer
 from nqm_mc.studies.scaling import tune
 
 if TYPE_CHECKING:
-    from nqm_mc._typing import NoiseSpec, OptimizerSpec
+    from nqm_mc._typing import NoiseSpec
     from nqm_mc.results import SimulationResult
 
 __all__ = ["mc_steps_to_target", "adam_proxy_study", "noise_study"]
@@ -298,7 +298,7 @@ def _plot_adam_proxy(path, bs, adam, se, proxies, best_p, fails, target, rotate=
 
 
 def noise_study(outdir: str | os.PathLike[str], *, model: NQM | None = None,
-                optimizer: OptimizerSpec | None = None, batch_size: int = 4,
+                optimizer: Optimizer | None = None, batch_size: int = 4,
                 n_steps: int = 3000, n_runs: int = 4000, target: float | None = None,
                 laws: Sequence[NoiseSpec] | None = None, seed: int = 0, quick: bool = False,
                 log: Callable[[str], Any] = print) -> dict[str, Any]:

@@ -121,10 +121,15 @@ class SimulationResult:
         if self.hitting_times is None:
             return None
         ht = self.hitting_times
+        stopped = int(np.count_nonzero(ht == -3))  # interrupted before they hit
+        ht = ht[ht != -3]
         hit = ht[ht >= 0]
+        n = max(int(ht.size), 1)
         out = {"target": self.spec.get("target"), "n_runs": int(ht.size),
-               "fraction_never": float(np.mean(ht == -1)),
-               "fraction_diverged": float(np.mean(ht == -2))}
+               "fraction_never": float(np.count_nonzero(ht == -1) / n),
+               "fraction_diverged": float(np.count_nonzero(ht == -2) / n)}
+        if stopped:
+            out["n_interrupted"] = stopped  # not in the fractions: their outcome is unknown
         if hit.size:
             out.update(mean=float(hit.mean()),
                        sem=float(hit.std(ddof=1) / np.sqrt(hit.size)) if hit.size > 1 else

@@ -122,7 +122,7 @@ def test_stop_flag_keeps_every_record_reached():
     stop = new_flag()
     stop[0] = 1
     none = run_range(job.plan, 0, 2, stop)
-    assert (none["records"] == 0).all() and (none["hits"] == -3).all()
+    assert (none["records"] == -1).all() and (none["hits"] == -3).all()
     assert (none["count"] == 0).all() and np.isnan(none["paths"]).all()
     assert (full["records"] == 501).all()
 

@@ -192,3 +192,38 @@ def test_hitting_times_at_recorded_steps_and_crossing_grid():
     hits = r.hitting_times[r.hitting_times >= 0]
     assert hits.size > 0 and np.isin(hits, r.steps).all()
     assert r.meta["hitting_resolution"] == "recorded steps"
+
+
+def test_overflowing_transitions_report_divergence_and_auto_takes_the_step_kernel():
+    """A state that starts exactly at the optimum of a diverging configuration: the noise
+    covariance overflows between two records. Skip must report the divergence (not a loss of
+    0), and "auto" runs the step kernel."""
+    model = NQM([1.0], [1.0], initial_mean=[0.0], initial_variance=[0.0])
+    kw = dict(n_steps=1000, n_runs=16, record=[0, 1000], progress=False)
+    skip = simulate(model, SGD(2.5), 1, method="skip", **kw)
+    step = simulate(model, SGD(2.5), 1, method="step", **kw)
+    assert skip.n_diverged[-1] == 16 == step.n_diverged[-1]
+    auto = simulate(model, SGD(2.5), 1, **kw)
+    assert auto.meta["method"] == "step" and auto.equals(step)
+
+
+def test_auto_takes_the_step_kernel_when_transitions_would_be_large(monkeypatch):
+    from nqm_mc.montecarlo import driver
+    monkeypatch.setattr(driver, "AUTO_SKIP_BYTES", 1.0)
+    r = simulate(NQM.paper(20), SGD(0.1), 8, 2000, 16, progress=False)
+    assert r.meta["method"] == "step"
+
+
+def test_hitting_summary_leaves_out_interrupted_runs():
+    r = simulate(NQM.paper(20), SGD(0.1), 8, 50, 16, target=0.5, method="step", progress=False)
+    r.hitting_times[:4] = -3
+    r.hitting_times[4:8] = -1
+    h = r.hitting_summary()
+    assert h["n_interrupted"] == 4 and h["n_runs"] == 12
+    assert h["fraction_never"] == pytest.approx(4 / 12)
+
+
+def test_record_steps_of_zero_steps():
+    from nqm_mc.montecarlo.lowering import record_steps
+    assert record_steps(0, "log").tolist() == [0]
+    assert record_steps(0, "all").tolist() == [0]

@@ -624,10 +624,10 @@ def _accumulate(out, bb, work, done, hist_lo, hist_inv_width):
 @njit(cache=True, error_model="numpy")
 def begin_trajectory(out, slot, work, stop):
     """Start trajectory ``slot`` of a block: False (and the trajectory marked as not run: hit
-    -3, no records) when the stop flag is up, else True with its band sums cleared."""
+    -3, records -1) when the stop flag is up, else True with its band sums cleared."""
     if stop_requested(stop) != 0:
         out.hits[slot] = HIT_INTERRUPTED
-        out.records[slot] = 0
+        out.records[slot] = -1
         return False
     for r in range(work.rec_band.shape[0]):
         for q in range(work.rec_band.shape[1]):

@@ -130,7 +130,9 @@ def _run_power(A, bv, n, P, S, Pw, Sw, C1, C2, T1, T2):
 def factor_psd(S, F, W, done):
     """F (s x s) with F F^T = S for a symmetric positive semi-definite S: Cholesky with
     diagonal pivoting (largest remaining diagonal first), pivots clipped at zero; columns past
-    the numerical rank are zero. W (s x s) and done (s, bool) are scratch. Returns the rank
+    the numerical rank are zero. W (s x s) and done (s, bool) are scratch. A covariance that
+    overflowed (not finite) gives F = inf, so that the sampled state, hence the loss, diverges
+    as the step kernel's does, and the return value -1. Returns the rank
     used."""
     s = S.shape[0]
     for i in range(s):
@@ -141,6 +143,11 @@ def factor_psd(S, F, W, done):
     scale = 0.0
     for i in range(s):
         scale = max(scale, abs(S[i, i]))
+    if not np.isfinite(scale):  # the covariance overflowed: the configuration diverges
+        for i in range(s):
+            for j in range(s):
+                F[i, j] = np.inf
+        return -1
     tol = scale * 1e-15
     rank = 0
     for c in range(s):

@@ -370,13 +370,22 @@ def _job(model: Any, optimizer: Any, batch_size: Any, n_steps: Any, n_runs: Any,
                              f"dataset size n = {noise.n} of FiniteData (minibatches are "
                              f"drawn without replacement). Got {int(inputs.schedule.batch.max())}"
                              " instead.")
+    requested = method
     method = _choose_method(method, optimizer, noise, target, steps, owner)
+    if requested == "auto" and method == "skip" and \
+            transition_bytes(model, optimizer, steps.size, dtype) > AUTO_SKIP_BYTES:
+        method = "step"  # the transitions would take more memory than the step kernel needs
     skip = None
     if method == "skip":
         check_memory(transition_bytes(model, optimizer, steps.size, dtype), owner,
                      f"the skip-ahead transitions of {model.n_groups} groups x {steps.size} "
                      "records", "Record fewer steps, or use method='step'.")
         skip = lower_skip(model, optimizer, batch_size, steps, dtype, owner)
+        if requested == "auto" and not (np.isfinite(skip.phi).all()
+                                        and np.isfinite(skip.fac).all()):
+            # the transitions overflow (a diverging configuration): the step kernel shows
+            # where and how each run diverges, and keeps a direction that never moves at 0
+            method, skip = "step", None
     spec = {"model": model.to_dict(), "optimizer": optimizer.to_dict(),
             "batch_size": batch_size if isinstance(batch_size, int) else
             as_batch_schedule(batch_size).to_dict(),
@@ -390,6 +399,7 @@ def _job(model: Any, optimizer: Any, batch_size: Any, n_steps: Any, n_runs: Any,
 
 
 METHODS = ("auto", "step", "skip")
+AUTO_SKIP_BYTES = 2e9  # "auto" takes the step kernel when the transitions would need more
 
 
 def _choose_method(method, optimizer, noise, target, steps, owner):
@@ -542,7 +552,7 @@ def run_range(plan: Plan, first: int, nb: int, stop: np.ndarray | None = None,
     paths, orec = out.paths, out.records
     kp = paths[lo:min(hi, plan.keep_paths)]
     for i in range(kp.shape[0]):  # records a stopped trajectory never reached
-        kp[i, orec[i]:] = np.nan
+        kp[i, max(orec[i], 0):] = np.nan
     return {"first": first, "nb": nb, "count": out.count, "mean": out.mean, "m2": out.m2,
             "theta": out.theta_mean, "band": out.band, "hist": out.hist.sum(0),
             "div": out.diverged.sum(0), "hits": out.hits, "records": orec, "paths": kp}
@@ -588,7 +598,7 @@ class _Accumulator:
         if rec is None:  # a part from a worker without the counts: every trajectory finished
             rec = np.full(part["hits"].size, self.R)
         self.finished += int(np.count_nonzero(rec == self.R))
-        self.started += int(np.count_nonzero(rec > 0))
+        self.started += int(np.count_nonzero(rec >= 0))  # -1: never began
 
 
 def _hist_quantiles(hist: np.ndarray, lo: float, levels: np.ndarray) -> np.ndarray:

@@ -161,6 +161,7 @@ def record_steps(n_steps: int, record: Literal["all", "log"] | int | ArrayLike =
         else:
             steps = np.unique(np.concatenate([[0], np.geomspace(1, max(n_steps, 1), n_records)
                                               .round().astype(np.int64), [n_steps]]))
+            steps = steps[steps <= n_steps]  # n_steps = 0: step 0 only
     elif isinstance(record, (int, np.integer)):
         k = check_int("record", record, "simulate", low=1, high=MAX_STEP)
         check_memory(_RECORD_BYTES * (n_steps // k + 2), "simulate",

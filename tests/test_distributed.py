@@ -133,3 +133,20 @@ def test_cli_scheduler_option(cluster, tmp_path):
                         str(tmp_path / "local")],
                        capture_output=True, text=True, timeout=300)
     assert json.loads(r.stdout)["final_mean"] == remote["final_mean"]
+
+
+def test_readme_dask_example_runs_verbatim(tmp_path):
+    """The README's cluster example, as a script (it starts worker processes), on a laptop."""
+    import pathlib
+    import re
+    import subprocess
+    import sys
+    readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
+    code = re.search(r"## From a laptop to a cluster.*?```python\n(.*?)```", readme,
+                     re.S).group(1)
+    script = tmp_path / "example.py"
+    script.write_text(code)
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                       timeout=300, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "±" in r.stdout

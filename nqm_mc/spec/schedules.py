@@ -91,6 +91,34 @@ class Schedule:
         return d
 
 
+def _pieces(owner: str, boundaries: Any, name: str, values: Any,
+            check: Callable[[str, Any], Any]) -> tuple[tuple, tuple]:
+    """Check the (boundaries, values) of a piecewise-constant schedule.
+
+    Boundaries are strictly increasing steps; there is one more value than boundaries, each
+    passing ``check``.
+    """
+    b = _tuple("boundaries", boundaries, owner,
+               lambda n, v: check_int(n, v, owner, low=1, high=MAX_STEP))
+    v = _tuple(name, values, owner, check)
+    if len(v) != len(b) + 1:
+        raise ParameterError(
+            f"The '{name}' parameter of {owner} must have len(boundaries) + 1 = "
+            f"{len(b) + 1} entries. Got {len(v)} instead.")
+    if any(b[i] >= b[i + 1] for i in range(len(b) - 1)):
+        raise ParameterError(
+            f"The 'boundaries' parameter of {owner} must be strictly increasing. "
+            f"Got {list(b)!r} instead.")
+    return b, v
+
+
+def _piecewise(boundaries: tuple, values: tuple, n_steps: int) -> np.ndarray:
+    """Return the values of updates 0 .. n_steps - 1 of a piecewise-constant schedule."""
+    idx = np.searchsorted(np.asarray(boundaries, dtype=np.int64), np.arange(n_steps),
+                          side="right")
+    return np.asarray(values, dtype=np.float64)[idx]
+
+
 def _tuple(name: str, values: Iterable[Any], owner: str,
            checker: Callable[[str, Any], Any]) -> tuple[Any, ...]:
     try:
@@ -145,25 +173,14 @@ class PiecewiseConstant(Schedule):
 
     def __init__(self, boundaries: Iterable[int], values: Iterable[float]) -> None:
         owner = "PiecewiseConstant"
-        b = _tuple("boundaries", boundaries, owner,
-                   lambda n, v: check_int(n, v, owner, low=1, high=MAX_STEP))
-        v = _tuple("values", values, owner, lambda n, x: check_real(n, x, owner, low=0.0))
-        if len(v) != len(b) + 1:
-            raise ParameterError(
-                f"The 'values' parameter of {owner} must have len(boundaries) + 1 = "
-                f"{len(b) + 1} entries. Got {len(v)} instead.")
-        if any(b[i] >= b[i + 1] for i in range(len(b) - 1)):
-            raise ParameterError(
-                f"The 'boundaries' parameter of {owner} must be strictly increasing. "
-                f"Got {list(b)!r} instead.")
+        b, v = _pieces(owner, boundaries, "values", values,
+                       lambda n, x: check_real(n, x, owner, low=0.0))
         object.__setattr__(self, "boundaries", b)
         object.__setattr__(self, "values_", v)
 
     def values(self, n_steps: int) -> np.ndarray:
         """Return the rates of updates ``0 .. n_steps - 1``."""
-        idx = np.searchsorted(np.asarray(self.boundaries, dtype=np.int64),
-                              np.arange(n_steps), side="right")
-        return np.asarray(self.values_, dtype=np.float64)[idx]
+        return _piecewise(self.boundaries, self.values_, n_steps)
 
     def to_dict(self) -> dict[str, Any]:
         """Return ``{"kind", "boundaries", "values"}``."""
@@ -418,25 +435,14 @@ class PiecewiseConstantBatch(BatchSchedule):
 
     def __init__(self, boundaries: Iterable[int], sizes: Iterable[int]) -> None:
         owner = "PiecewiseConstantBatch"
-        b = _tuple("boundaries", boundaries, owner,
-                   lambda n, v: check_int(n, v, owner, low=1, high=MAX_STEP))
-        s = _tuple("sizes", sizes, owner, lambda n, v: check_batch_size(n, v, owner))
-        if len(s) != len(b) + 1:
-            raise ParameterError(
-                f"The 'sizes' parameter of {owner} must have len(boundaries) + 1 = "
-                f"{len(b) + 1} entries. Got {len(s)} instead.")
-        if any(b[i] >= b[i + 1] for i in range(len(b) - 1)):
-            raise ParameterError(
-                f"The 'boundaries' parameter of {owner} must be strictly increasing. "
-                f"Got {list(b)!r} instead.")
+        b, s = _pieces(owner, boundaries, "sizes", sizes,
+                       lambda n, v: check_batch_size(n, v, owner))
         object.__setattr__(self, "boundaries", b)
         object.__setattr__(self, "sizes", s)
 
     def values(self, n_steps: int) -> np.ndarray:
         """Return the batch sizes of updates ``0 .. n_steps - 1`` (as float64)."""
-        idx = np.searchsorted(np.asarray(self.boundaries, dtype=np.int64),
-                              np.arange(n_steps), side="right")
-        return np.asarray(self.sizes, dtype=np.float64)[idx]
+        return _piecewise(self.boundaries, self.sizes, n_steps)
 
 
 # ---------------------------------------------------------------------- coercion

@@ -44,10 +44,10 @@ ideal = sgd.steps[0] * batch_sizes[0] / batch_sizes
 ax.plot(batch_sizes, ideal, ":", color="0.5", label="perfect scaling from B = 1")
 ax.plot(batch_sizes, sgd.steps, "o--", color="C0", label="SGD (tuned α)")
 ax.plot(batch_sizes, hb.steps, "s-", color="C1", label="heavy ball (tuned α, β)")
-for r, c in ((sgd, "C0"), (hb, "C1")):
+for name, r, c in (("SGD", sgd, "C0"), ("heavy ball", hb, "C1")):
     b = r.critical_batch_size()["doubling"]
     if b is not None:
-        ax.axvline(b, color=c, lw=0.8, ls="-.")
+        ax.axvline(b, color=c, lw=0.8, ls="-.", label=f"{name}: critical B (doubling) = {b:.0f}")
 ax.set(xscale="log", yscale="log", xlabel="batch size B", ylabel=f"steps to E[L] < {target}",
        ylim=(100, 2e7), title="tuned steps to target, NQM.binned() (d = 10^4)")
 ax.legend(fontsize=8)
@@ -58,6 +58,6 @@ fig.tight_layout()
 # of steps: with small learning rates, momentum :math:`\beta` only rescales the effective
 # learning rate :math:`\alpha/(1-\beta)`. SGD leaves the perfect-scaling line first
 # (dash-dotted line: the "doubling" critical batch size); heavy ball keeps scaling to batch
-# sizes about 16 times larger and ends far fewer steps. The command
+# sizes about 16 times larger and ends with far fewer steps. The command
 # ``nqm-mc scaling --optimizer heavy_ball`` runs the same study from the shell and writes it
 # as a CSV file.

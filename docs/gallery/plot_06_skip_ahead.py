@@ -1,4 +1,4 @@
-"""
+r"""
 Skip-ahead sampling: two million steps in a few seconds
 =======================================================
 

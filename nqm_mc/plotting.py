@@ -89,7 +89,7 @@ def _title(res: SimulationResult, what: str = "") -> str:
 
 def _finish_steps_axes(ax: Any, steps: ArrayLike, div: tuple[int, str] | None,
                        top: float) -> None:
-    ax.set_yscale("log")
+    style.log_y(ax)
     if div is not None:
         _mark_divergence(ax, np.asarray(steps), div[0], div[1], top)
 
@@ -275,17 +275,23 @@ def plot_hitting_times(res: SimulationResult, path: PathLike, formats: Formats =
         target = res.spec.get("target")
         if hit.size:
             lo, hi = max(int(hit.min()), 1), max(int(hit.max()), 2)
-            bins = np.unique(np.geomspace(lo, hi + 1, 40).astype(int))
+            wide = hi / lo > 10  # a log axis for hitting times over more than a decade
+            if wide:
+                bins = np.unique(np.geomspace(lo, hi + 1, 40).astype(int))
+            else:
+                bins = np.unique(np.linspace(lo, hi + 1, min(40, hi + 2 - lo)).astype(int))
             if bins.size < 2:
                 bins = np.array([lo, lo + 1])
             ax.hist(np.maximum(hit, 1), bins=bins, color=style.MONTE_CARLO, alpha=0.8,
                     edgecolor="white", lw=0.4, label=f"{hit.size} of {h.size} runs hit")
-            ax.set_xscale("log")
+            if wide:
+                ax.set_xscale("log")
+                ax.xaxis.set_major_formatter(style.number_formatter())
             m = float(hit.mean())
             se = float(hit.std(ddof=1) / np.sqrt(hit.size)) if hit.size > 1 else 0.0
-            ax.axvline(m, color=style.EXACT, lw=1.3,
-                       label=f"mean {m:.1f} ± {se:.1f} (s.e.)")
-            ax.axvspan(m - 1.96 * se, m + 1.96 * se, color=style.EXACT, alpha=0.12, lw=0)
+            ax.axvline(m, color=style.EXACT, lw=1.3, label=f"mean {m:.1f} ± {se:.1f} (s.e.)")
+            ax.axvspan(m - 1.96 * se, m + 1.96 * se, color=style.EXACT, alpha=0.12, lw=0,
+                       label="mean ± 1.96 s.e.")
         never = np.mean(h == -1) if h.size else 0.0
         diverged = np.mean(h == -2) if h.size else 0.0
         if not hit.size:
@@ -349,7 +355,7 @@ def plot_exact(curve: ExactCurve, path: PathLike, steady: SteadyState | None = N
                 ax.plot([], [], " ", label=f"target first reached at step "
                         f"{style.fmt(steps_to_target)} (past the last step shown)")
         style.log_steps(ax, t)
-        ax.set_yscale("log")
+        style.log_y(ax)
         bad = ~np.isfinite(mean) | (mean > 1e4 * mean[0]) if mean.size and np.isfinite(mean[0]) \
             else ~np.isfinite(mean)
         if bad.any():
@@ -448,7 +454,7 @@ def plot_scaling(csv_path: PathLike, path: PathLike, formats: Formats = None) ->
                                      f", target {style.fmt(float(tg))}"
                                      if len(targets) > 1 and tg else ""))
         ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
+        style.log_y(ax)
         ax.set_xlabel("batch size B")
         ax.set_ylabel("steps to target")
         first = rows[0]

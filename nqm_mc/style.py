@@ -2,7 +2,7 @@
 
 - Colours: the Okabe-Ito palette (readable with the common colour-vision deficiencies);
   one fixed colour per preconditioning power p, black for exact curves, blue for Monte Carlo
-  estimates, vermillion for targets.
+  estimates, vermillion only for targets and thresholds, greys for bounds.
 - Line styles separate optimizer families, as in the paper: SGD dashed, heavy-ball momentum
   (and Nesterov) and EMA solid; each family has its own marker.
 - Titles carry the hyperparameter values (:func:`optimizer_text`, :func:`schedule_text`).
@@ -38,20 +38,20 @@ OKABE_ITO = {
     "black": "#000000", "orange": "#E69F00", "sky": "#56B4E9", "green": "#009E73",
     "yellow": "#F0E442", "blue": "#0072B2", "vermillion": "#D55E00", "purple": "#CC79A7",
 }
-#: the colour cycle of every axes (yellow left out: too pale on white)
-CYCLE = [OKABE_ITO[k] for k in ("blue", "orange", "green", "vermillion", "purple", "sky",
-                                "black")]
+#: the colour cycle of every axes (vermillion is kept for targets and thresholds, yellow is
+#: too pale on white)
+CYCLE = [OKABE_ITO[k] for k in ("blue", "orange", "green", "purple", "sky", "black")] + ["0.55"]
 #: colours with a meaning
 EXACT = OKABE_ITO["black"]
 MONTE_CARLO = OKABE_ITO["blue"]
 TARGET = OKABE_ITO["vermillion"]
 BOUND = "0.35"
-STEADY = OKABE_ITO["purple"]
+STEADY = "0.35"
 BAND = OKABE_ITO["sky"]
 DIVERGED = "0.88"
 #: one colour per preconditioning power, the same in every figure
 POWER_COLORS = {0.0: OKABE_ITO["blue"], 0.25: OKABE_ITO["orange"], 0.5: OKABE_ITO["green"],
-                0.75: OKABE_ITO["vermillion"], 1.0: OKABE_ITO["purple"]}
+                0.75: OKABE_ITO["purple"], 1.0: OKABE_ITO["sky"]}
 #: line style and marker per optimizer family (SGD dashed, momentum solid, as in the paper)
 FAMILIES: dict[str, dict[str, Any]] = {
     "sgd": {"ls": "--", "marker": "o", "name": "SGD"},
@@ -278,8 +278,40 @@ def log_steps(ax: Any, steps: ArrayLike, label: str = "step t") -> None:
     ax.set_xlabel(label)
 
 
+def log_y(ax: Any, label: str | None = None) -> None:
+    """Put a logarithmic y-axis with plain numbers (0.01, 0.1, 1, 10, 100, 1000, then 10^k).
+
+    When the axis spans less than about a decade and a half, the intermediate ticks (2, 3, 5
+    times a power of ten) are labelled too, as plain numbers.
+    """
+    from matplotlib.ticker import LogFormatter
+
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(number_formatter())
+    ax.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(1.5, 0.6)))
+    if label is not None:
+        ax.set_ylabel(label)
+
+
+def number_formatter() -> Any:
+    """Return a tick formatter: plain numbers from 0.001 to 1000, 10^k beyond."""
+    from matplotlib.ticker import FuncFormatter
+
+    def f(x: float, _pos: Any = None) -> str:
+        if x == 0:
+            return "0"
+        e = math.log10(abs(x))
+        if 1e-3 <= abs(x) < 1e4:
+            return f"{x:g}"
+        if abs(e - round(e)) < 1e-6:
+            return f"$10^{{{int(round(e))}}}$"
+        return f"{x:.0e}"
+
+    return FuncFormatter(f)
+
+
 def step_formatter() -> Any:
-    """Return a tick formatter for step counts: 0, 1, 10, ..., 10000, then 10^5, 10^6."""
+    """Return a tick formatter for step counts: 0, 1, 10, 100, 1000, then 10^4, 10^5."""
     from matplotlib.ticker import FuncFormatter
 
     def f(x: float, _pos: Any = None) -> str:
@@ -288,7 +320,7 @@ def step_formatter() -> Any:
         e = math.log10(abs(x))
         if abs(e - round(e)) > 1e-6:
             return ""
-        return f"{x:g}" if abs(x) < 1e5 else f"$10^{{{int(round(e))}}}$"
+        return f"{x:g}" if abs(x) < 1e4 else f"$10^{{{int(round(e))}}}$"
 
     return FuncFormatter(f)
 

@@ -110,7 +110,7 @@ def _plot_case(r, path, formats=None):
                    color=style.MONTE_CARLO, mfc="white", mew=1, capsize=0, zorder=4,
                    label=f"Monte Carlo mean ± 1.96 s.e. (N = {style.fmt(r['runs'])})")
         style.log_steps(a, t, "")
-        a.set_yscale("log")
+        style.log_y(a)
         a.set_ylabel("loss L(t)")
         power = r.get("power_verdict", "")
         a.set_title(f"{r['case']}: {r['feature']}\nverdict {r['verdict']}; max |z| = "

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import os
 import time
+import types
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
 from nqm_mc import _files, style
-from nqm_mc.exact.engine import expected_loss
+from nqm_mc.exact import loss_at
 from nqm_mc.results import provenance
 from nqm_mc.spec.model import NQM
 from nqm_mc.spec.optimizers import SGD
@@ -101,7 +102,7 @@ def _tuned_plot(path: str, curves: Sequence[tuple[str, float, Any]], title: str,
                            lw=1.5, label="lower bound d / (2 L B)")
             extra.append(h)
         ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
+        style.log_y(ax)
         ax.set_xlabel("batch size B")
         ax.set_ylabel(ylabel)
         ax.set_title(title)
@@ -168,11 +169,11 @@ def run(outdir: str, quick: bool = False, log: Callable[[str], Any] = print,
     log("loss curves")
     steps = np.unique(np.concatenate([[0], np.geomspace(1, 1e6, 200).astype(np.int64)]))
     rows, curves = [], []
-    for lr in (0.01, 0.1, 0.5, 1.0, 1.9):
-        c = expected_loss(model, SGD(lr), 64, record=steps)
-        curves.append((lr, c))
+    for lr in (0.01, 0.1, 0.5, 1.0, 1.9):  # constant hyperparameters: O(log t) jumps
+        mean = loss_at(model, SGD(lr), 64, steps)[0]
+        curves.append((lr, types.SimpleNamespace(steps=steps, mean=mean)))
         rows += [{"learning_rate": lr, "step": int(t), "expected_loss": m}
-                 for t, m in zip(c.steps, c.mean, strict=True)]
+                 for t, m in zip(steps, mean, strict=True)]
     _write_csv(os.path.join(outdir, "loss_curves.csv"), rows)
     from nqm_mc.exact.engine import steady_state
     with style.context() as plt:
@@ -184,7 +185,7 @@ def run(outdir: str, quick: bool = False, log: Callable[[str], Any] = print,
                     label=f"α = {lr:g} (steady state {style.fmt(ss.loss)})")
         style.target_line(ax, target)
         style.log_steps(ax, steps)
-        ax.set_yscale("log")
+        style.log_y(ax)
         ax.set_ylabel("E[L(t)] (exact)")
         ax.set_title(f"SGD, B = 64, p = 0: expected loss for five learning rates\n{MODEL_TEXT}")
         style.legend(ax, loc="lower left")
@@ -204,7 +205,7 @@ def run(outdir: str, quick: bool = False, log: Callable[[str], Any] = print,
             ax.plot(r.batch_sizes, r.lower_bound, color=col, ls=":", lw=1.3,
                     label=f"lower bound, target {tg:g}")
         ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
+        style.log_y(ax)
         ax.set_xlabel("batch size B")
         ax.set_ylabel("steps to target")
         ax.set_title(f"SGD, p = 0, {grid}: tougher targets raise the critical batch size\n"
@@ -261,7 +262,7 @@ def run(outdir: str, quick: bool = False, log: Callable[[str], Any] = print,
                 **style.family_style("schedule", index=1))
         style.bound_line(ax, B, base.lower_bound, "lower bound d / (2 L B)")
         ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
+        style.log_y(ax)
         ax.set_xlabel("batch size B")
         ax.set_ylabel("steps to target")
         ax.set_title(f"SGD, p = 0, target {target:g}: optimised schedules against the best "
@@ -283,7 +284,7 @@ def run(outdir: str, quick: bool = False, log: Callable[[str], Any] = print,
         _write_csv(os.path.join(outdir, "schedule_shapes.csv"), rows)
         ax.axhline(o.cap, color=style.BOUND, ls=":", lw=1.5,
                    label=f"stability cap 2 / (h_max + h_min) = {style.fmt(o.cap)}")
-        ax.set_yscale("log")
+        style.log_y(ax)
         ax.set_xlabel("fraction of training")
         ax.set_ylabel("learning rate α")
         ax.set_title(f"Optimal 50-piece learning-rate schedules, SGD, p = 0, target {target:g}"

@@ -285,8 +285,7 @@ def plot_hitting_times(res: SimulationResult, path: PathLike, formats: Formats =
             ax.hist(np.maximum(hit, 1), bins=bins, color=style.MONTE_CARLO, alpha=0.8,
                     edgecolor="white", lw=0.4, label=f"{hit.size} of {h.size} runs hit")
             if wide:
-                ax.set_xscale("log")
-                ax.xaxis.set_major_formatter(style.number_formatter())
+                style.log_x(ax)
             m = float(hit.mean())
             se = float(hit.std(ddof=1) / np.sqrt(hit.size)) if hit.size > 1 else 0.0
             ax.axvline(m, color=style.EXACT, lw=1.3, label=f"mean {m:.1f} ± {se:.1f} (s.e.)")

@@ -250,6 +250,19 @@ def optimizer_text(opt: Any, batch: Any = None) -> str:
     return f"{readable}: " + ", ".join(parts)
 
 
+def noise_text(law: Any) -> str:
+    """Return a gradient-noise law (spec or dict) as text: Gaussian, Student-t (ν = 3), ..."""
+    d = law.to_dict() if hasattr(law, "to_dict") else dict(law or {"name": "gaussian"})
+    name = d.get("name")
+    if name == "gaussian":
+        return "Gaussian"
+    if name == "student_t":
+        return f"Student-t, ν = {fmt(d.get('nu'))}"
+    if name == "finite_data":
+        return f"finite data, n = {fmt(d.get('n'))}"
+    return str(name)
+
+
 def model_text(model: Any) -> str:
     """Return a model (spec or dict) as a short text: kind and dimension."""
     d = model.to_dict() if hasattr(model, "to_dict") else dict(model or {})
@@ -278,19 +291,37 @@ def log_steps(ax: Any, steps: ArrayLike, label: str = "step t") -> None:
     ax.set_xlabel(label)
 
 
+def log_x(ax: Any, label: str | None = None) -> None:
+    """Put a logarithmic x-axis with plain-number ticks (see :func:`log_y`)."""
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(number_formatter())
+    ax.xaxis.set_minor_formatter(_minor_formatter())
+    if label is not None:
+        ax.set_xlabel(label)
+
+
 def log_y(ax: Any, label: str | None = None) -> None:
     """Put a logarithmic y-axis with plain numbers (0.01, 0.1, 1, 10, 100, 1000, then 10^k).
 
     When the axis spans less than about a decade and a half, the intermediate ticks (2, 3, 5
     times a power of ten) are labelled too, as plain numbers.
     """
-    from matplotlib.ticker import LogFormatter
-
     ax.set_yscale("log")
     ax.yaxis.set_major_formatter(number_formatter())
-    ax.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(1.5, 0.6)))
+    ax.yaxis.set_minor_formatter(_minor_formatter())
     if label is not None:
         ax.set_ylabel(label)
+
+
+def _minor_formatter() -> Any:
+    """Label 2, 3, 5 times a power of ten only on short log axes, as plain numbers."""
+    from matplotlib.ticker import LogFormatter
+
+    class Plain(LogFormatter):
+        def _num_to_string(self, x: float, vmin: float, vmax: float) -> str:
+            return f"{x:g}"
+
+    return Plain(labelOnlyBase=False, minor_thresholds=(1.5, 0.6))
 
 
 def number_formatter() -> Any:

@@ -190,10 +190,10 @@ def test_reproduce_draws_every_curve_of_the_notebook(tmp_path, monkeypatch, figu
     monkeypatch.setattr(reproduce, "tune", fake_tune)
     monkeypatch.setattr(schedule_opt, "optimal_schedule", fake_schedule)
     monkeypatch.setattr(scaling, "monte_carlo_confirmation", lambda *a, **k: [])
-    reproduce.run(str(tmp_path), quick=True, log=lambda *a: None, formats="png,pdf")
+    reproduce.run(str(tmp_path), quick=True, log=lambda *a: None, formats="svg")
     for name in reproduce.FIGURES:
-        assert (tmp_path / f"{name}.png").exists() and (tmp_path / f"{name}.pdf").exists()
-        assert (tmp_path / f"{name}.csv").exists()
+        assert (tmp_path / f"{name}.svg").exists() and (tmp_path / f"{name}.csv").exists()
+        assert not (tmp_path / f"{name}.png").exists()
     assert len(figures) == len(reproduce.FIGURES)
     by_name = {name: f.axes[0] for name, f in zip(reproduce.FIGURES, figures, strict=True)}
     for key in ("momentum_vs_sgd", "ema_vs_sgd"):

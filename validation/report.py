@@ -118,6 +118,6 @@ def _plot_case(r, path, formats=None):
         style.legend(a, fontsize=7)
         n = r.get("n_tests")
         style.residual_panel(b, t, np.asarray(r["z_mean"], float), float(r["threshold"]),
-                             "family-wise 1e-4" + (f" over {n} steps" if n else ""))
+                             "family-wise 1e-4" + (f" over the case's {n} tests" if n else ""))
         style.log_steps(b, t)
         style.save(fig, path, formats)

@@ -279,14 +279,14 @@ def _plot_adam_proxy(path, bs, adam, se, proxies, best_p, fails, target, rotate=
                      formats=None, ratio=None, n_runs=None, model=None):
     bs = np.asarray(bs, float)
     with style.context() as plt:
-        fig, ax = plt.subplots(figsize=(6.4, 4.8))
+        fig, ax = plt.subplots(figsize=(6.4, 5.6))
         for p, r in proxies.items():
             best = p == best_p
             kw = style.family_style("sgd", p)
             kw.update(lw=2.2 if best else 1.0, alpha=1.0 if best else 0.75,
                       ms=4 if best else 3)
-            ax.plot(bs, r.steps, label=f"SGD, P = H^{p:g} (exact)" + (" – best fit"
-                                                                     if best else ""), **kw)
+            ax.plot(bs, r.steps, label=f"SGD, P = $H^{{{p:g}}}$ (exact)"
+                    + (" – best fit" if best else ""), **kw)
         ax.errorbar(bs, adam, yerr=2 * np.nan_to_num(se), fmt="o", color=style.EXACT, ms=5,
                     capsize=3, zorder=5,
                     label=f"Adam (simulated{f', N = {n_runs}' if n_runs else ''}), ± 2 s.e.")
@@ -305,9 +305,9 @@ def _plot_adam_proxy(path, bs, adam, se, proxies, best_p, fails, target, rotate=
         ax.set_ylabel(f"steps to E[L] < {target:g}")
         where = f"{style.model_text(model)}, " if model is not None else ""
         ax.set_title("Adam (β₁ = 0.9, β₂ = 0.999, α tuned per B) against SGD preconditioned by "
-                     f"H^p\n{where}target {target:g}; ×: Adam / best proxy (p = {best_p:g})"
+                     f"$H^p$\n{where}target {target:g}; ×: Adam / best proxy (p = {best_p:g})"
                      + (f"; model rotated ({rotate})" if rotate else ""))
-        style.legend(ax, fontsize=7)
+        style.legend(ax, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2)
         style.save(fig, path, formats)
 
 
@@ -460,12 +460,13 @@ def _plot_noise(path, results, target, optimizer, batch_size, model=None, ks=Non
                 zs.append(z)
             lv = np.round(r.quantile_levels, 3)
             lo, hi = r.quantiles[list(lv).index(0.05)], r.quantiles[list(lv).index(0.95)]
-            b.plot(r.steps, hi, color=col, lw=1.4, label=str(law))
+            b.plot(r.steps, hi, color=col, lw=1.4, label=style.noise_text(law))
             b.plot(r.steps, lo, color=col, lw=1.4, ls="--")
             hit = np.sort(r.hitting_times[r.hitting_times >= 0])
             if hit.size:
                 p = (ks or {}).get(str(law), np.nan)
-                lab = str(law) + (f" (KS p = {p:.2g})" if np.isfinite(p) else " (reference)")
+                lab = style.noise_text(law) + (f" (KS p = {p:.2g})" if np.isfinite(p)
+                                               else " (reference)")
                 c.step(hit, np.arange(1, hit.size + 1) / r.hitting_times.size, color=col,
                        where="post", lw=1.4, label=lab)
         if ex0 is not None:
@@ -475,7 +476,7 @@ def _plot_noise(path, results, target, optimizer, batch_size, model=None, ks=Non
                 every = max(1, r.steps.size // 12)
                 a.plot(r.steps[k % every::every], r.mean[k % every::every],
                        markers[k % len(markers)], ms=3.5, color=style.CYCLE[k % len(style.CYCLE)],
-                       mfc="white", mew=1, label=f"MC mean, {law}")
+                       mfc="white", mew=1, label=f"MC mean, {style.noise_text(law)}")
             allz = np.concatenate(zs)
             style.residual_panel(az, np.full(allz.size, np.nan), allz, style.bonferroni_z(n_z),
                                  f"5 % family-wise over {n_z} points", points=False)
@@ -492,12 +493,13 @@ def _plot_noise(path, results, target, optimizer, batch_size, model=None, ks=Non
         b.set_ylabel("loss quantile")
         b.set_title("(b) 95 % (solid) and 5 % (dashed) quantiles of the loss")
         style.legend(b, fontsize=7)
-        c.set_xscale("log")
-        c.xaxis.set_major_formatter(style.number_formatter())
+        hits = np.concatenate([r.hitting_times[r.hitting_times > 0] for r in results.values()])
+        if hits.size and hits.max() > 10 * hits.min():
+            style.log_x(c)
         c.set_xlabel(f"first step with L < {target:.3g}")
         c.set_ylabel("fraction of runs that hit by then")
         c.set_title("(c) hitting-time distribution")
-        style.legend(c, fontsize=7, loc="upper left")
+        style.legend(c, fontsize=7, loc="lower right")
         n = r0.hitting_times.size if r0.hitting_times is not None else 0
         fig.suptitle(style.optimizer_text(optimizer, batch_size) + (
             f", {style.model_text(model)}" if model is not None else "")

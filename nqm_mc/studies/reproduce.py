@@ -1,6 +1,7 @@
 """``nqm-mc reproduce``: the paper's NQM figures from the exact engine.
 
-One PNG and one CSV per figure, plus the critical batch sizes of every curve.
+One figure (PNG by default; PDF and SVG on request) and one CSV per figure, plus the critical
+batch sizes of every curve. README.md maps each file to its figure of the paper.
 
 References
 ----------

@@ -149,7 +149,7 @@ def plot_mean(res: SimulationResult, path: PathLike, exact: ExactCurve | None = 
         div = _divergence_of_result(res)
         _finish_steps_axes(ax, t, div, _top(res))
         ax.set_ylabel("loss L(t)")
-        ax.set_title(_title(res))
+        style.title(ax, _title(res))
         style.legend(ax)
         if rax is not None and exact is not None:
             z = _z_scores(mean, sem, _finite(exact.mean))
@@ -194,7 +194,7 @@ def plot_quantiles(res: SimulationResult, path: PathLike, formats: Formats = Non
         style.log_steps(ax, t)
         _finish_steps_axes(ax, t, _divergence_of_result(res), _top(res))
         ax.set_ylabel("loss L(t)")
-        ax.set_title(_title(res, "loss quantiles"))
+        style.title(ax, _title(res, "loss quantiles"))
         style.legend(ax)
         return _save(fig, path, formats)
 
@@ -239,7 +239,7 @@ def plot_paths(res: SimulationResult, path: PathLike, max_paths: int = 20,
         style.log_steps(ax, t)
         _finish_steps_axes(ax, t, _divergence_of_result(res), _top(res))
         ax.set_ylabel("loss L(t)")
-        ax.set_title(_title(res, "sample paths"))
+        style.title(ax, _title(res, "sample paths"))
         style.legend(ax)
         return _save(fig, path, formats)
 
@@ -299,7 +299,7 @@ def plot_hitting_times(res: SimulationResult, path: PathLike, formats: Formats =
         ax.set_xlabel(f"first step with loss < {style.fmt(target)}")
         ax.set_ylabel("runs")
         extra = f", diverged first: {100 * diverged:.1f} %" if diverged else ""
-        ax.set_title(_title(res, f"hitting times of {style.fmt(target)}")
+        style.title(ax, _title(res, f"hitting times of {style.fmt(target)}")
                      + f"; never hit: {100 * never:.1f} %" + extra)
         if hit.size:
             style.legend(ax)
@@ -362,7 +362,7 @@ def plot_exact(curve: ExactCurve, path: PathLike, steady: SteadyState | None = N
             _mark_divergence(ax, t, first, f"diverges: E[L] > 1e4 L(0) from step {first}",
                              1e4 * mean[0] if mean.size and np.isfinite(mean[0]) else np.inf)
         ax.set_ylabel("loss L(t)")
-        ax.set_title(title)
+        style.title(ax, title)
         style.legend(ax)
         return _save(fig, path, formats)
 
@@ -461,7 +461,7 @@ def plot_scaling(csv_path: PathLike, path: PathLike, formats: Formats = None) ->
             "family") else []
         if len(targets) == 1 and first.get("target"):
             what.append(f"target {style.fmt(float(first['target']))}")
-        ax.set_title("tuned steps to target against batch size"
+        style.title(ax, "tuned steps to target against batch size"
                      + (" (" + ", ".join(what) + ")" if what else ""))
         style.legend(ax)
         return _save(fig, path, formats)

@@ -273,6 +273,27 @@ def model_text(model: Any) -> str:
     return f"{kind} NQM" + (f", d = {fmt(dim)}" if dim is not None else "")
 
 
+def wrap(text: str, width: int = 78) -> str:
+    """Wrap each line of a title at about ``width`` characters, between list items."""
+    out = []
+    for line in text.split("\n"):
+        cur = ""
+        for part in line.split(", "):
+            piece = part if not cur else cur + ", " + part
+            if cur and len(piece) > width:
+                out.append(cur + ",")
+                cur = part
+            else:
+                cur = piece
+        out.append(cur)
+    return "\n".join(out)
+
+
+def title(ax: Any, text: str, width: int = 78) -> None:
+    """Set an axes title, wrapped (:func:`wrap`) so that it never runs past the figure."""
+    ax.set_title(wrap(text, width))
+
+
 # --------------------------------------------------------------------------------- axes
 def log_steps(ax: Any, steps: ArrayLike, label: str = "step t") -> None:
     """Put the steps on a logarithmic x-axis that still shows step 0.

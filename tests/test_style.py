@@ -248,3 +248,22 @@ def test_validation_plot_has_the_residual_panel(tmp_path, figures):
     assert resid.get_ylabel().startswith("z = (MC")
     assert sorted(ln.get_ydata()[0] for ln in resid.get_lines()[:3]) == [-4.2, 0.0, 4.2]
     assert main.get_xscale() == "symlog" and _line_colors(main) <= ALLOWED
+
+
+def test_cli_format_option(tmp_path):
+    import subprocess
+    import sys
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "nqm_mc", *args], capture_output=True,
+                              text=True, timeout=600)
+
+    r = run("exact", "--dim", "50", "--steps", "100", "--out", str(tmp_path), "--format",
+            "pdf,svg")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "exact_curve.pdf").exists() and (tmp_path / "exact_curve.svg").exists()
+    assert not (tmp_path / "exact_curve.png").exists()
+    r = run("exact", "--dim", "50", "--steps", "100", "--out", str(tmp_path), "--format", "pdf")
+    assert r.returncode == 2 and "already exists" in r.stderr  # never overwritten silently
+    r = run("exact", "--out", str(tmp_path), "--format", "jpg")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "jpg" in r.stderr

@@ -113,7 +113,7 @@ def _plot_case(r, path, formats=None):
         style.log_y(a)
         a.set_ylabel("loss L(t)")
         power = r.get("power_verdict", "")
-        a.set_title(f"{r['case']}: {r['feature']}\nverdict {r['verdict']}; max |z| = "
+        style.title(a, f"{r['case']}: {r['feature']}\nverdict {r['verdict']}; max |z| = "
                     f"{r.get('max_abs_z', float('nan')):.2f}; wrong reference: {power}")
         style.legend(a, fontsize=7)
         n = r.get("n_tests")

@@ -106,7 +106,7 @@ def _tuned_plot(path: str, curves: Sequence[tuple[str, float, Any]], title: str,
         style.log_y(ax)
         ax.set_xlabel("batch size B")
         ax.set_ylabel(ylabel)
-        ax.set_title(title)
+        style.title(ax, title)
         fams = list(dict.fromkeys(f for f, _, _ in curves))
         powers = list(dict.fromkeys(p for _, p, _ in curves))
         _power_legend(ax, fams, powers, extra)
@@ -164,8 +164,7 @@ def run(outdir: str, quick: bool = False, log: Callable[[str], Any] = print,
     def fig_path(name):
         return os.path.join(outdir, name + ".png")
 
-    grid = (f"α tuned per B on a {gs[0]}-point grid" + (f" (× {gs[1]} for β or γ)"
-                                                        if len(gs) > 1 else ""))
+    grid = f"α tuned per B on a {gs[0]}-point grid"
     # 1. loss curves for several learning rates (SGD, B = 64)
     log("loss curves")
     steps = np.unique(np.concatenate([[0], np.geomspace(1, 1e6, 200).astype(np.int64)]))
@@ -188,7 +187,7 @@ def run(outdir: str, quick: bool = False, log: Callable[[str], Any] = print,
         style.log_steps(ax, steps)
         style.log_y(ax)
         ax.set_ylabel("E[L(t)] (exact)")
-        ax.set_title(f"SGD, B = 64, p = 0: expected loss for five learning rates\n{MODEL_TEXT}")
+        style.title(ax, f"SGD, B = 64, p = 0: expected loss for five learning rates\n{MODEL_TEXT}")
         style.legend(ax, loc="lower left")
         style.save(fig, fig_path("loss_curves"), formats)
     # 2. steps vs batch size for several targets
@@ -209,8 +208,8 @@ def run(outdir: str, quick: bool = False, log: Callable[[str], Any] = print,
         style.log_y(ax)
         ax.set_xlabel("batch size B")
         ax.set_ylabel("steps to target")
-        ax.set_title(f"SGD, p = 0, {grid}: tougher targets raise the critical batch size\n"
-                     f"{MODEL_TEXT}")
+        style.title(ax, f"SGD, p = 0, {grid}: tougher targets raise the critical batch "
+                    f"size\n{MODEL_TEXT}")
         style.legend(ax, ncol=2)
         style.save(fig, fig_path("steps_vs_batch_targets"), formats)
     # 3-5. SGD and momentum for every p: optimal lr, steps with the lower bound, effective lr
@@ -266,7 +265,7 @@ def run(outdir: str, quick: bool = False, log: Callable[[str], Any] = print,
         style.log_y(ax)
         ax.set_xlabel("batch size B")
         ax.set_ylabel("steps to target")
-        ax.set_title(f"SGD, p = 0, target {target:g}: optimised schedules against the best "
+        style.title(ax, f"SGD, p = 0, target {target:g}: optimised schedules against the best "
                      f"constant α\n{MODEL_TEXT}")
         style.legend(ax)
         style.save(fig, fig_path("schedules_vs_constant"), formats)
@@ -288,7 +287,7 @@ def run(outdir: str, quick: bool = False, log: Callable[[str], Any] = print,
         style.log_y(ax)
         ax.set_xlabel("fraction of training")
         ax.set_ylabel("learning rate α")
-        ax.set_title(f"Optimal 50-piece learning-rate schedules, SGD, p = 0, target {target:g}"
+        style.title(ax, f"Optimal 50-piece learning-rate schedules, SGD, p = 0, target {target:g}"
                      f"\n{MODEL_TEXT}")
         style.legend(ax)
         style.save(fig, fig_path("schedule_shapes"), formats)

@@ -296,6 +296,8 @@ def plot_hitting_times(res: SimulationResult, path: PathLike, formats: Formats =
         if not hit.size:
             ax.text(0.5, 0.5, f"no run reached the target within {style.fmt(res.steps[-1])} "
                     "steps", transform=ax.transAxes, ha="center")
+            ax.set_xticks([])
+            ax.set_yticks([])
         ax.set_xlabel(f"first step with loss < {style.fmt(target)}")
         ax.set_ylabel("runs")
         extra = f", diverged first: {100 * diverged:.1f} %" if diverged else ""

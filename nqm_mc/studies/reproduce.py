@@ -208,8 +208,8 @@ def run(outdir: str, quick: bool = False, log: Callable[[str], Any] = print,
         style.log_y(ax)
         ax.set_xlabel("batch size B")
         ax.set_ylabel("steps to target")
-        style.title(ax, f"SGD, p = 0, {grid}: tougher targets raise the critical batch "
-                    f"size\n{MODEL_TEXT}")
+        style.title(ax, f"SGD, p = 0: tougher targets raise the critical batch size\n"
+                    f"{MODEL_TEXT}; {grid}")
         style.legend(ax, ncol=2)
         style.save(fig, fig_path("steps_vs_batch_targets"), formats)
     # 3-5. SGD and momentum for every p: optimal lr, steps with the lower bound, effective lr

@@ -252,6 +252,21 @@ def add_output_args(parser: Any, default: str | None = None,
     parser.add_argument("--out", default=None, metavar="DIR",
                         help=OUT_HELP.format(default=default).replace("%", "%%"))
     parser.add_argument("--force", action="store_true", help=FORCE_HELP)
+    parser.add_argument("--format", default="png", type=_figure_formats, metavar="FMT[,FMT]",
+                        help="figure formats among png, pdf, svg, comma-separated (default: "
+                             "png)")
+
+
+def _figure_formats(text: str) -> tuple[str, ...]:
+    """argparse type of --format: a tuple of figure formats (one-line error otherwise)."""
+    import argparse
+
+    from nqm_mc.style import parse_formats
+    try:
+        return parse_formats(text)
+    except ParameterError:
+        raise argparse.ArgumentTypeError(
+            f"expected formats among png, pdf, svg separated by commas, got {text!r}") from None
 
 
 def discard_empty_run_dirs() -> None:

@@ -242,12 +242,13 @@ def _add_output_args(p, default=None):
 
 
 def cmd_exact(args):
-    from nqm_mc import _files, exact
-    force = args.force
+    from nqm_mc import _files, exact, style
+    force, formats = args.force, args.format
     args = _resolve(args, {"steps": 10_000, "target": 0.01, "record": "log", "n_records": None,
                            "method": "exact", "out": None, "json": False})
     out = _files.prepare_output(args.out, ["exact_curve.csv", "exact_summary.json",
-                                           "exact_curve.png"], "exact", force)
+                                           *style.output_names("exact_curve", formats)],
+                                "exact", force)
     model, opt = args.model, args.optimizer
     constant = opt.is_constant and isinstance(args.batch_size, int)
     if not constant and args.steps > MAX_SCHEDULE_STEPS:
@@ -284,7 +285,9 @@ def cmd_exact(args):
                                   overwrite=out.overwrite)
     from nqm_mc import plotting
     png = plotting.plot_exact(curve, out.path("exact_curve.png"), ss, args.target,
-                              f"{opt.name}, B = {_batch_label(args.batch_size)} (exact)")
+                              style.optimizer_text(opt, args.batch_size) + "\n"
+                              + style.model_text(model) + ", exact moments", formats,
+                              stt.steps if stt.reached else None)
     out.finish()
     if args.json:
         print(_json(summary))
@@ -326,9 +329,9 @@ def _curve_by_jumps(model, opt, batch_size, record):
 
 
 def cmd_simulate(args):
-    from nqm_mc import _files, exact
+    from nqm_mc import _files, exact, style
     from nqm_mc.montecarlo import simulate
-    quiet = args.quiet
+    quiet, formats = args.quiet, args.format
     raw = args
     args = _resolve(args, {"runs": 100, "steps": 1000, "seed": 0, "target": None,
                            "keep_paths": 0, "dtype": "float64", "threads": None,
@@ -342,8 +345,8 @@ def cmd_simulate(args):
     if args.keep_paths > args.runs:
         _refuse(args, "keep_paths", f"at most the number of runs ({args.runs})")
     _record_steps(args, 40)  # refuses a record that is too long or past the last step
-    out = _files.prepare_output(args.out, [f"simulation.{e}" for e in ("npz", "json", "csv",
-                                                                      "png")],
+    out = _files.prepare_output(args.out, [f"simulation.{e}" for e in ("npz", "json", "csv")]
+                                + style.output_names("simulation", formats),
                                 "simulate", raw.force)
     from nqm_mc.spec.noise import FiniteData, Gaussian, StudentT
     noise = {"gaussian": lambda: Gaussian(), "student_t": lambda: StudentT(raw.nu),
@@ -380,7 +383,7 @@ def cmd_simulate(args):
          for t, m, s, e in zip(res.steps, res.mean, res.sem, ex_mean, strict=True)],
         overwrite=out.overwrite)
     from nqm_mc import plotting
-    png = plotting.plot_mean(res, out.path("simulation.png"), ex)
+    png = plotting.plot_mean(res, out.path("simulation.png"), ex, formats)
     out.finish()
     summary = {"result": path, "n_runs": res.n_runs, "seconds": res.meta["seconds"],
                "final_mean": float(res.mean[-1]), "final_sem": float(res.sem[-1]),
@@ -437,7 +440,7 @@ def _interrupt_status(res):
 def cmd_plot(args):
     import csv
 
-    from nqm_mc import _files, plotting
+    from nqm_mc import _files, plotting, style
     from nqm_mc.results import load_result
     from nqm_mc.spec._checks import ParameterError
     directory = args.out if args.out is not None else os.path.dirname(args.result) or "."
@@ -446,9 +449,12 @@ def cmd_plot(args):
     if args.result.endswith(".csv"):
         if not os.path.isfile(args.result):
             raise ParameterError(f"No scaling table at {args.result}: the file does not exist.")
-        out = _files.prepare_output(directory, [f"{stem}.png"], "plot", args.force)
+        out = _files.prepare_output(directory, style.output_names(stem, args.format), "plot",
+                                    args.force)
         try:
-            written.append(plotting.plot_scaling(args.result, out.path(f"{stem}.png")))
+            written += style.figure_paths(
+                plotting.plot_scaling(args.result, out.path(f"{stem}.png"), args.format),
+                args.format)
         except (ValueError, KeyError, TypeError, csv.Error, UnicodeDecodeError) as err:
             raise ParameterError(f"{args.result} is not a scaling table with batch_size and "
                                  f"steps columns ({type(err).__name__}).") from None
@@ -457,18 +463,19 @@ def cmd_plot(args):
         kinds = ["mean", "quantiles", "paths", "hitting"] if args.kind == "all" else [args.kind]
         kinds = [k for k in kinds if (k != "paths" or res.paths is not None)
                  and (k != "hitting" or res.hitting_times is not None)]
-        out = _files.prepare_output(directory, [f"{stem}_{k}.png" for k in kinds], "plot",
-                                    args.force)
+        out = _files.prepare_output(directory, [n for k in kinds for n in style.output_names(
+            f"{stem}_{k}", args.format)], "plot", args.force)
         for kind in kinds:
             path = out.path(f"{stem}_{kind}.png")
             if kind == "mean":
-                written.append(plotting.plot_mean(res, path, _exact_for(res)))
+                plotting.plot_mean(res, path, _exact_for(res), formats=args.format)
             elif kind == "quantiles":
-                written.append(plotting.plot_quantiles(res, path))
+                plotting.plot_quantiles(res, path, formats=args.format)
             elif kind == "paths":
-                written.append(plotting.plot_paths(res, path))
+                plotting.plot_paths(res, path, formats=args.format)
             elif kind == "hitting":
-                written.append(plotting.plot_hitting_times(res, path))
+                plotting.plot_hitting_times(res, path, formats=args.format)
+            written += style.figure_paths(path, args.format)
     for w in written:
         print(w)
     return 0
@@ -510,10 +517,10 @@ def cmd_info(args):
 
 def cmd_reproduce(args):
     from nqm_mc import _files
-    from nqm_mc.studies.reproduce import OUTPUT_NAMES, run
-    out = _files.prepare_output(args.out, OUTPUT_NAMES, "reproduce", args.force)
+    from nqm_mc.studies.reproduce import output_names, run
+    out = _files.prepare_output(args.out, output_names(args.format), "reproduce", args.force)
     summary = run(out.dir, quick=args.quick, log=(lambda *a: None) if args.json else print,
-                  seed=args.seed)
+                  seed=args.seed, formats=args.format)
     out.finish()
     if args.json:
         print(_json({"out": out.dir, "critical_batch_size": summary}))
@@ -525,11 +532,13 @@ def cmd_adam_proxy(args):
     from nqm_mc.spec.model import NQM
     from nqm_mc.studies.adam_proxy import adam_proxy_study
     model = NQM.paper(args.dim) if args.dim is not None else None
-    out = _files.prepare_output(args.out, [f"adam_proxy.{e}" for e in ("png", "md", "csv",
-                                                                      "json")],
+    from nqm_mc.style import output_names
+    out = _files.prepare_output(args.out, [f"adam_proxy.{e}" for e in ("md", "csv", "json")]
+                                + output_names("adam_proxy", args.format),
                                 "adam-proxy", args.force)
     res = adam_proxy_study(out.dir, model=model, target=args.target, n_runs=args.runs,
-                           seed=args.seed, quick=args.quick, rotate=args.rotate)
+                           seed=args.seed, quick=args.quick, rotate=args.rotate,
+                           formats=args.format)
     out.finish()
     print(f"best proxy p = {res['best_p']:g}; wrote {out.path('adam_proxy')}.png, .md, .csv, "
           ".json")
@@ -539,10 +548,12 @@ def cmd_adam_proxy(args):
 def cmd_noise_study(args):
     from nqm_mc import _files
     from nqm_mc.studies.adam_proxy import noise_study
-    out = _files.prepare_output(args.out, [f"noise_study.{e}" for e in ("png", "md", "csv",
-                                                                       "json")],
+    from nqm_mc.style import output_names
+    out = _files.prepare_output(args.out, [f"noise_study.{e}" for e in ("md", "csv", "json")]
+                                + output_names("noise_study", args.format),
                                 "noise-study", args.force)
-    noise_study(out.dir, n_runs=args.runs, seed=args.seed, quick=args.quick)
+    noise_study(out.dir, n_runs=args.runs, seed=args.seed, quick=args.quick,
+                formats=args.format)
     out.finish()
     print(f"wrote {out.path('noise_study')}.png, .md, .csv, .json")
     return 0
@@ -560,10 +571,13 @@ def cmd_scaling(args):
                              f"{args.batch_sizes!r} instead.") from None
     from nqm_mc import _files
     name = f"scaling_{args.family}_p{args.p}.csv"
-    out = _files.prepare_output(args.out, [name], "scaling", args.force)
+    from nqm_mc import plotting, style
+    out = _files.prepare_output(args.out, [name, *style.output_names(name[:-4], args.format)],
+                                "scaling", args.force)
     res = tune(model, args.family, bs, args.target, preconditioning=args.p, search=args.search)
     rows = res.to_rows()
     path = _files.write_csv(out.path(name), list(rows[0]), rows, overwrite=out.overwrite)
+    plotting.plot_scaling(path, out.path(name[:-4] + ".png"), args.format)
     out.finish()
     if args.json:
         print(_json(res.to_dict()))

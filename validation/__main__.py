@@ -60,8 +60,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     from nqm_mc import _files
     from validation.report import output_names
-    out = _files.prepare_output(args.out, output_names([c.name for c in cases]), "validate",
-                                args.force)
+    formats = getattr(args, "format", None)
+    out = _files.prepare_output(args.out, output_names([c.name for c in cases], formats),
+                                "validate", args.force)
     t0 = time.perf_counter()
     quiet = getattr(args, "json", False)
     runs_factor = getattr(args, "runs_factor", 1)
@@ -70,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     settings = {"mode": "quick" if args.quick else "full", "seed": args.seed,
                 "threads": args.threads, "runs_factor": runs_factor,
                 "cases": [c.name for c in cases]}
-    bad = write_report(results, out.dir, settings)
+    bad = write_report(results, out.dir, settings, formats)
     out.finish()
     if quiet:
         from nqm_mc._files import json_dumps

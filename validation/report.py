@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -22,13 +22,17 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def output_names(case_names: Iterable[str]) -> list[str]:
+def output_names(case_names: Iterable[str],
+                 formats: str | Sequence[str] | None = None) -> list[str]:
     """Return every file :func:`write_report` may write for these cases."""
-    return ["summary.csv", "summary.md", "results.json"] + [f"plots/{c}.png"
-                                                              for c in case_names]
+    from nqm_mc import style
+
+    return ["summary.csv", "summary.md", "results.json"] + [
+        f"plots/{n}" for c in case_names for n in style.output_names(c, formats)]
 
 
-def write_report(results: list[dict[str, Any]], outdir: str, settings: dict[str, Any]) -> int:
+def write_report(results: list[dict[str, Any]], outdir: str, settings: dict[str, Any],
+                 formats: str | Sequence[str] | None = None) -> int:
     """Write the summary (CSV and Markdown), the results (JSON) and one plot per case.
 
     Parameters
@@ -39,6 +43,8 @@ def write_report(results: list[dict[str, Any]], outdir: str, settings: dict[str,
         Output directory (``plots/`` is created in it).
     settings : dict
         Recorded in the report.
+    formats : str or sequence of str, optional
+        Formats of the plots among png, pdf and svg (default PNG).
 
     Returns
     -------
@@ -76,42 +82,42 @@ def write_report(results: list[dict[str, Any]], outdir: str, settings: dict[str,
             c = r["convergence"]
             lines.append(f"- {r['case']}: N = {c['runs']}, error = "
                          f"{[round(e, 5) for e in c['rms_error']]}, slope {c['slope']:.2f}")
-    lines += ["", "Plots: plots/CASE.png (Monte Carlo mean with its 95 % band over the exact "
-              "curve and the wrong reference; z over time with the threshold)."]
+    lines += ["", "Plots: plots/CASE.png (Monte Carlo mean with 1.96 standard errors over the "
+              "exact curve and the deliberately wrong reference; below, z = (MC mean - exact) "
+              "/ s.e. at every recorded step with the threshold +-z* of the case's tests)."]
     _files.write_text(os.path.join(outdir, "summary.md"), "\n".join(lines) + "\n")
     _files.write_json(os.path.join(outdir, "results.json"),
                       {"settings": settings, "provenance": provenance(), "cases": results},
                       indent=1)
     for r in results:
         if "steps" in r:
-            _plot_case(r, os.path.join(outdir, "plots", f"{r['case']}.png"))
+            _plot_case(r, os.path.join(outdir, "plots", f"{r['case']}.png"), formats)
     return n_fail + n_power
 
 
-def _plot_case(r, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def _plot_case(r, path, formats=None):
+    from nqm_mc import style
 
     t = np.asarray(r["steps"])
-    mc, se = np.asarray(r["mc_mean"]), np.asarray(r["mc_sem"])
-    fig, (a, b) = plt.subplots(2, 1, figsize=(6.4, 6), sharex=True,
-                               gridspec_kw={"height_ratios": [2, 1]})
-    a.plot(t, r["exact_mean"], "k-", lw=1.5, label="exact E[L(t)]")
-    a.plot(t, r["wrong_mean"], ":", color="tab:red", lw=1.2, label=f"wrong: {r['wrong']}")
-    a.fill_between(t, mc - 1.96 * se, mc + 1.96 * se, color="tab:blue", alpha=0.3,
-                   label="Monte Carlo 95 % band")
-    a.plot(t, mc, ".", color="tab:blue", ms=4, label=f"Monte Carlo mean (N = {r['runs']})")
-    a.set_yscale("log")
-    a.set_ylabel("loss")
-    a.set_title(f"{r['case']}: {r['feature']} - {r['verdict']}")
-    a.legend(fontsize=8)
-    b.plot(t, r["z_mean"], "o-", ms=3, color="tab:blue")
-    thr = r["threshold"]
-    b.axhline(thr, color="gray", ls="--", lw=1)
-    b.axhline(-thr, color="gray", ls="--", lw=1)
-    b.set_ylabel("z")
-    b.set_xlabel("step")
-    fig.tight_layout()
-    _files.save_figure(fig, path, dpi=110)
+    mc, se = np.asarray(r["mc_mean"], float), np.asarray(r["mc_sem"], float)
+    with style.context() as plt:
+        fig, a, b = style.mc_figure(plt, 6.2, 5.4)
+        a.plot(t, r["exact_mean"], color=style.EXACT, lw=1.4, label="exact E[L(t)]", zorder=3)
+        a.plot(t, r["wrong_mean"], color=style.TARGET, ls=(0, (1, 1.5)), lw=1.4,
+               label=f"deliberately wrong reference: {r['wrong']}")
+        every = max(1, t.size // 60)
+        a.errorbar(t[::every], mc[::every], yerr=1.96 * se[::every], fmt="o", ms=3.5,
+                   color=style.MONTE_CARLO, mfc="white", mew=1, capsize=0, zorder=4,
+                   label=f"Monte Carlo mean ± 1.96 s.e. (N = {style.fmt(r['runs'])})")
+        style.log_steps(a, t, "")
+        style.log_y(a)
+        a.set_ylabel("loss L(t)")
+        power = r.get("power_verdict", "")
+        style.title(a, f"{r['case']}: {r['feature']}\nverdict {r['verdict']}; max |z| = "
+                    f"{r.get('max_abs_z', float('nan')):.2f}; wrong reference: {power}")
+        style.legend(a, fontsize=7)
+        n = r.get("n_tests")
+        style.residual_panel(b, t, np.asarray(r["z_mean"], float), float(r["threshold"]),
+                             "family-wise 1e-4" + (f" over the case's {n} tests" if n else ""))
+        style.log_steps(b, t)
+        style.save(fig, path, formats)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from numpy.typing import ArrayLike
 
-from nqm_mc import _files
+from nqm_mc import _files, style
 from nqm_mc.exact.engine import expected_loss
 from nqm_mc.montecarlo.driver import simulate
 from nqm_mc.results import provenance
@@ -100,7 +100,8 @@ def adam_proxy_study(outdir: str | os.PathLike[str], *, model: NQM | None = None
                      lrs: ArrayLike | None = None, n_runs: int = 32, max_steps: int = 20_000,
                      seed: int = 0, quick: bool = False,
                      rotate: Literal["hessian", "noise", "both"] | None = None,
-                     log: Callable[[str], Any] = print) -> dict[str, Any]:
+                     log: Callable[[str], Any] = print,
+                     formats: str | Sequence[str] | None = None) -> dict[str, Any]:
     """Compare Adam with preconditioned SGD, P = H^p, in steps to target against batch size.
 
     Adam is tuned per batch size by simulation, preconditioned SGD exactly, for p in
@@ -142,6 +143,8 @@ def adam_proxy_study(outdir: str | os.PathLike[str], *, model: NQM | None = None
         Rotate the model first.
     log : callable, default print
         Receives progress lines.
+    formats : str or sequence of str, optional
+        Figure formats among png, pdf and svg (default PNG).
 
     Returns
     -------
@@ -264,44 +267,56 @@ def adam_proxy_study(outdir: str | os.PathLike[str], *, model: NQM | None = None
     }
     _files.write_json(base + ".json", out)
     _plot_adam_proxy(base + ".png", batch_sizes, adam_steps, adam_se, proxies, best_p, fails,
-                     target, rotate)
+                     target, rotate, formats=formats, ratio=ratio, n_runs=n_runs,
+                     model=run_model)
     log(f"  best proxy p = {best_p:g}; fails at B = "
         f"{[b for b, f in zip(batch_sizes, fails, strict=True) if f] or 'none'}; closest p "
         f"per batch size: {local.tolist()}")
     return out
 
 
-def _plot_adam_proxy(path, bs, adam, se, proxies, best_p, fails, target, rotate=None):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def _plot_adam_proxy(path, bs, adam, se, proxies, best_p, fails, target, rotate=None,
+                     formats=None, ratio=None, n_runs=None, model=None):
     bs = np.asarray(bs, float)
-    fig, ax = plt.subplots(figsize=(6.4, 4.6))
-    for p, r in proxies.items():
-        ax.plot(bs, r.steps, "-" if p == best_p else ":", lw=2 if p == best_p else 1,
-                label=f"SGD, P = H^{p:g}" + (" (best fit)" if p == best_p else ""))
-    ax.errorbar(bs, adam, yerr=2 * np.nan_to_num(se), fmt="ko", ms=5, capsize=3,
-                label="Adam (simulated, 2 se)")
-    if np.any(fails):
-        ax.plot(bs[fails], adam[fails], "o", mfc="none", mec="r", ms=13, mew=2,
-                label=f"proxy off by > {FAIL_RATIO:g}x")
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.set_xlabel("batch size")
-    ax.set_ylabel(f"steps to E[L] < {target:g}")
-    ax.set_title("Adam against the fixed-power preconditioning proxy"
-                 + (f"\n(rotated {rotate})" if rotate else ""))
-    ax.legend(fontsize=8)
-    ax.grid(True, which="both", alpha=0.3)
-    fig.tight_layout()
-    _files.save_figure(fig, path, dpi=120)
+    with style.context() as plt:
+        fig, ax = plt.subplots(figsize=(6.4, 5.6))
+        for p, r in proxies.items():
+            best = p == best_p
+            kw = style.family_style("sgd", p)
+            kw.update(lw=2.2 if best else 1.0, alpha=1.0 if best else 0.75,
+                      ms=4 if best else 3)
+            ax.plot(bs, r.steps, label=f"SGD, P = $H^{{{p:g}}}$ (exact)"
+                    + (" – best fit" if best else ""), **kw)
+        ax.errorbar(bs, adam, yerr=2 * np.nan_to_num(se), fmt="o", color=style.EXACT, ms=5,
+                    capsize=3, zorder=5,
+                    label=f"Adam (simulated{f', N = {n_runs}' if n_runs else ''}), ± 2 s.e.")
+        if ratio is not None:
+            for b, a, q in zip(bs, adam, ratio, strict=True):
+                if np.isfinite(a) and np.isfinite(q):
+                    ax.annotate(f"×{q:.2f}", (b, a), textcoords="offset points", xytext=(7, 6),
+                                fontsize=7, color="0.2")
+        fails = np.asarray(fails, bool)
+        ax.plot(bs[fails], adam[fails], "o", mfc="none", mec=style.TARGET, ms=13, mew=2,
+                label=f"proxy fails: Adam / best proxy beyond ×{FAIL_RATIO:g} (or ÷{FAIL_RATIO:g}) "
+                      "by more than 2 s.e.")
+        ax.set_xscale("log", base=2)
+        style.log_y(ax)
+        ax.set_xlabel("batch size B")
+        ax.set_ylabel(f"steps to E[L] < {target:g}")
+        where = f"{style.model_text(model)}, " if model is not None else ""
+        ax.set_title("Adam (β₁ = 0.9, β₂ = 0.999, α tuned per B) against SGD preconditioned by "
+                     f"$H^p$\n{where}target {target:g}; ×: Adam / best proxy (p = {best_p:g})"
+                     + (f"; model rotated ({rotate})" if rotate else ""))
+        style.legend(ax, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2)
+        style.save(fig, path, formats)
 
 
 def noise_study(outdir: str | os.PathLike[str], *, model: NQM | None = None,
                 optimizer: Optimizer | None = None, batch_size: int = 4,
                 n_steps: int = 3000, n_runs: int = 4000, target: float | None = None,
                 laws: Sequence[NoiseSpec] | None = None, seed: int = 0, quick: bool = False,
-                log: Callable[[str], Any] = print) -> dict[str, Any]:
+                log: Callable[[str], Any] = print,
+                formats: str | Sequence[str] | None = None) -> dict[str, Any]:
     """Run one optimizer under Gaussian, Student-t and finite-dataset noise of one covariance.
 
     The mean loss (which the exact engine predicts under every law) is set against the
@@ -336,6 +351,8 @@ def noise_study(outdir: str | os.PathLike[str], *, model: NQM | None = None,
         A smaller, faster study.
     log : callable, default print
         Receives progress lines.
+    formats : str or sequence of str, optional
+        Figure formats among png, pdf and svg (default PNG).
 
     Returns
     -------
@@ -400,36 +417,92 @@ def noise_study(outdir: str | os.PathLike[str], *, model: NQM | None = None,
            "seed": seed, "laws": summary, "provenance": provenance(),
            "seconds": time.perf_counter() - t_start}
     _files.write_json(base + ".json", out)
-    _plot_noise(base + ".png", results, target, optimizer, batch_size)
+    _plot_noise(base + ".png", results, target, optimizer, batch_size, model=model,
+                ks={str(law): row[-1] for law, row in zip(results, rows, strict=True)},
+                formats=formats)
     return out
 
 
-def _plot_noise(path, results, target, optimizer, batch_size):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.4))
-    for k, (law, r) in enumerate(results.items()):
-        col = f"C{k}"
-        lv = np.round(r.quantile_levels, 3)
-        lo, hi = r.quantiles[list(lv).index(0.05)], r.quantiles[list(lv).index(0.95)]
-        s = np.maximum(r.steps, 1)
-        a.plot(s, r.mean, color=col, lw=1.5, label=str(law))
-        a.fill_between(s, lo, hi, color=col, alpha=0.12)
-        hit = np.sort(r.hitting_times[r.hitting_times >= 0])
-        if hit.size:
-            b.step(hit, np.arange(1, hit.size + 1) / r.hitting_times.size, color=col,
-                   where="post", label=str(law))
-    a.axhline(target, color="k", ls=":", lw=1)
-    a.set_xscale("log")
-    a.set_yscale("log")
-    a.set_xlabel("step")
-    a.set_ylabel("loss: mean and 5-95 % band")
-    a.set_title(f"{optimizer.name}, B = {batch_size}: same covariance, different laws")
-    a.legend(fontsize=7)
-    b.set_xlabel(f"hitting time of L < {target:.3g}")
-    b.set_ylabel("fraction of trajectories")
-    b.set_title("hitting-time distribution")
-    b.grid(True, alpha=0.3)
-    fig.tight_layout()
-    _files.save_figure(fig, path, dpi=120)
+def _plot_noise(path, results, target, optimizer, batch_size, model=None, ks=None,
+                formats=None):
+    """Draw the noise study in three panels.
+
+    (a) the exact mean with each law's Monte Carlo mean and z residuals, (b) the 5 % and 95 %
+    quantiles of each law (lines, no fills), (c) hitting-time distributions with the KS
+    p-values against the Gaussian.
+    """
+    laws = list(results)
+    markers = ["o", "s", "^", "D", "v", "P", "X"]
+    with style.context() as plt:
+        fig = plt.figure(figsize=(13, 4.8))
+        gs = fig.add_gridspec(2, 3, height_ratios=[3, 1.3])
+        a = fig.add_subplot(gs[0, 0])
+        az = fig.add_subplot(gs[1, 0], sharex=a)
+        b = fig.add_subplot(gs[:, 1])
+        c = fig.add_subplot(gs[:, 2])
+        r0 = results[laws[0]]
+        ex0 = expected_loss(model, optimizer, batch_size, record=r0.steps).mean \
+            if model is not None else None
+        n_z = 0
+        zs = []
+        for k, law in enumerate(laws):
+            r = results[law]
+            col = style.CYCLE[k % len(style.CYCLE)]
+            mk = markers[k % len(markers)]
+            ex = expected_loss(model, optimizer, batch_size, record=r.steps).mean \
+                if model is not None else None
+            if ex is not None:
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    z = np.where(r.sem > 0, (r.mean - ex) / r.sem, np.nan)
+                every = max(1, r.steps.size // 25)
+                az.plot(r.steps[::every], z[::every], mk, ms=3, color=col, mfc="white", mew=1)
+                n_z += int(np.isfinite(z).sum())
+                zs.append(z)
+            lv = np.round(r.quantile_levels, 3)
+            lo, hi = r.quantiles[list(lv).index(0.05)], r.quantiles[list(lv).index(0.95)]
+            b.plot(r.steps, hi, color=col, lw=1.4, label=style.noise_text(law))
+            b.plot(r.steps, lo, color=col, lw=1.4, ls="--")
+            hit = np.sort(r.hitting_times[r.hitting_times >= 0])
+            if hit.size:
+                p = (ks or {}).get(str(law), np.nan)
+                lab = style.noise_text(law) + (f" (KS p = {p:.2g})" if np.isfinite(p)
+                                               else " (reference)")
+                c.step(hit, np.arange(1, hit.size + 1) / r.hitting_times.size, color=col,
+                       where="post", lw=1.4, label=lab)
+        if ex0 is not None:
+            a.plot(r0.steps, ex0, color=style.EXACT, lw=1.6, label="exact E[L(t)] (every law)")
+            for k, law in enumerate(laws):
+                r = results[law]
+                every = max(1, r.steps.size // 12)
+                a.plot(r.steps[k % every::every], r.mean[k % every::every],
+                       markers[k % len(markers)], ms=3.5, color=style.CYCLE[k % len(style.CYCLE)],
+                       mfc="white", mew=1, label=f"MC mean, {style.noise_text(law)}")
+            allz = np.concatenate(zs)
+            style.residual_panel(az, np.full(allz.size, np.nan), allz, style.bonferroni_z(n_z),
+                                 f"5 % family-wise over {n_z} points", points=False)
+        style.target_line(a, target, f"target {target:.3g} (hitting times)")
+        style.log_steps(a, r0.steps, "")
+        style.log_y(a)
+        a.set_ylabel("mean loss")
+        style.title(a, "(a) mean loss: one value for every law")
+        style.legend(a, fontsize=6.5)
+        style.log_steps(az, r0.steps)
+        style.target_line(b, target, f"target {target:.3g}")
+        style.log_steps(b, r0.steps)
+        style.log_y(b)
+        b.set_ylabel("loss quantile")
+        style.title(b, "(b) 95 % (solid) and 5 % (dashed) quantiles of the loss")
+        style.legend(b, fontsize=7)
+        hits = np.concatenate([r.hitting_times[r.hitting_times > 0] for r in results.values()])
+        if hits.size and hits.max() > 10 * hits.min():
+            style.log_x(c)
+        c.set_xlabel(f"first step with L < {target:.3g}")
+        c.set_ylabel("fraction of runs that hit by then")
+        style.title(c, "(c) hitting-time distribution")
+        style.legend(c, fontsize=7, loc="lower right")
+        n = r0.hitting_times.size if r0.hitting_times is not None else 0
+        fig.suptitle(style.optimizer_text(optimizer, batch_size) + (
+            f", {style.model_text(model)}" if model is not None else "")
+            + f", N = {style.fmt(n)} runs per law: the same noise covariance, different laws",
+            fontsize=10)
+        style.save(fig, path, formats)

@@ -211,7 +211,8 @@ def _block_resample(res: np.ndarray, block: int, rng: np.random.Generator) -> np
 
 
 def calibrate(runs: Sequence[Run], *, n_starts: int = 8, seed: int = 0,
-              uncertainty: str = "bootstrap", n_boot: int = 50, max_points: int = 40,
+              uncertainty: str = "bootstrap", resample: str = "wild", n_boot: int = 50,
+              max_points: int = 40,
               block: int | None = None, n_exact: int = 8, n_bins: int = 32,
               level: float = 0.95, max_rms: float = 1.0) -> Calibration:
     r"""Fit the power-law NQM with a loss floor to measured runs.
@@ -225,10 +226,14 @@ def calibrate(runs: Sequence[Run], *, n_starts: int = 8, seed: int = 0,
     seed : int, default 0
         Seed of the starts and of the bootstrap (results are reproducible for a seed).
     uncertainty : {"bootstrap", "jacobian", "none"}
-        "bootstrap": moving-block bootstrap of each curve's log residuals, refit per replicate
-        (``n_boot`` replicates); "jacobian": Gaussian samples from the least-squares covariance
-        :math:`\hat\sigma^2 (J^T J)^{-1}` (fast, ignores the residuals' autocorrelation, so
-        too narrow); "none": no bands.
+        "bootstrap": resample the log residuals (see ``resample``) around the best fit and
+        refit each of ``n_boot`` replicates; "jacobian": Gaussian samples from the
+        least-squares covariance :math:`\hat\sigma^2 (J^T J)^{-1}` (fast, ignores the
+        residuals' autocorrelation, so too narrow); "none": no bands.
+    resample : {"wild", "block"}, default "wild"
+        "wild": each curve's residual vector times one standard normal multiplier per curve
+        and replicate (keeps the whole within-curve dependence; assumes curves independent);
+        "block": moving-block bootstrap within each curve (blocks of ``block`` points).
     n_boot : int, default 50
         Bootstrap replicates (or Gaussian samples).
     max_points : int, default 40
@@ -259,6 +264,7 @@ def calibrate(runs: Sequence[Run], *, n_starts: int = 8, seed: int = 0,
     n_starts = check_int("n_starts", n_starts, owner, low=1, high=1000)
     seed = check_int("seed", seed, owner, low=0, high=2 ** 63 - 1)
     uncertainty = check_choice("uncertainty", uncertainty, owner, UNCERTAINTY)
+    resample = check_choice("resample", resample, owner, ("wild", "block"))
     n_boot = check_int("n_boot", n_boot, owner, low=2, high=100_000)
     max_points = check_int("max_points", max_points, owner, low=2, high=100_000)
     if block is not None:
@@ -332,8 +338,12 @@ def calibrate(runs: Sequence[Run], *, n_starts: int = 8, seed: int = 0,
             J0 = best.jac
             xs = []
             for _ in range(n_boot):
-                logy = [f + _block_resample(r, block, rng)
-                        for f, r in zip(fitted, per_run, strict=True)]
+                if resample == "block":
+                    logy = [f + _block_resample(r, block, rng)
+                            for f, r in zip(fitted, per_run, strict=True)]
+                else:  # wild: one Gaussian multiplier per curve keeps its whole dependence
+                    g = rng.standard_normal(len(per_run))
+                    logy = [f + gk * r for f, gk, r in zip(fitted, g, per_run, strict=True)]
                 try:
                     fb = _lsq(problem, x, lo, hi, logy=logy, max_nfev=_BOOT_NFEV, jac=J0)
                 except (ValueError, np.linalg.LinAlgError):
@@ -357,6 +367,7 @@ def calibrate(runs: Sequence[Run], *, n_starts: int = 8, seed: int = 0,
             samples = np.clip(x + rng.standard_normal((n_boot, 7)) @ L.T, lo, hi)
     elapsed = time.perf_counter() - t0
     settings = {"n_starts": n_starts, "seed": seed, "uncertainty": uncertainty,
+                "resample": resample,
                 "n_boot": n_boot, "max_points": max_points, "block": block,
                 "n_exact": n_exact, "n_bins": n_bins, "level": level, "max_rms": max_rms}
     info = {"cost": float(best.cost), "rms": rms, "n_points": n_points,

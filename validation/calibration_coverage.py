@@ -26,6 +26,7 @@ TARGET = 0.08  # measured scale (floor 0.05)
 
 
 def one_seed(seed: int, uncertainty: str, n_boot: int, resample: str = "wild") -> dict:
+    """Fit one seed's synthetic runs and compare with the truth."""
     from nqm_mc.exact.engine import steps_to_target
     runs = make_runs(seed=seed)
     t0 = time.perf_counter()
@@ -45,8 +46,8 @@ def one_seed(seed: int, uncertainty: str, n_boot: int, resample: str = "wild") -
                                                               strict=True)]
         pred_err += list(np.abs(band.value / true - 1))
         st = fit.steps_to_target(TARGET, opt, [b])
-        ts = steps_to_target(model, opt, b, TARGET - TRUTH["floor"]).steps
-        ts = np.inf if ts is None else float(ts)
+        hit = steps_to_target(model, opt, b, TARGET - TRUTH["floor"]).steps
+        ts = np.inf if hit is None else float(hit)
         pred_in.append(bool(st.lo[0] <= ts <= st.hi[0]))
         pred_err.append(abs(st.value[0] / ts - 1) if np.isfinite(ts) else np.nan)
     return {"seed": seed, "seconds": secs, "z": z.tolist(), "inside": inside,
@@ -55,6 +56,7 @@ def one_seed(seed: int, uncertainty: str, n_boot: int, resample: str = "wild") -
 
 
 def main(argv=None) -> int:
+    """Run the coverage study and print the table."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=20)
     ap.add_argument("--first-seed", type=int, default=0)

@@ -67,8 +67,11 @@ def _one_thread() -> Iterator[None]:
 
 def model_loss(model: NQM, optimizer: Optimizer, batch_size: int,
                steps: np.ndarray) -> np.ndarray:
-    """Exact E[L(t)] of ``model`` at ``steps``: O(log t) jumps for constant hyperparameters,
-    the per-step recurrence up to the last step for a schedule."""
+    """Return the exact E[L(t)] of ``model`` at ``steps``.
+
+    O(log t) jumps for constant hyperparameters, the per-step recurrence up to the last step
+    for a schedule.
+    """
     steps = np.asarray(steps, dtype=np.int64)
     if optimizer.is_constant:
         return np.asarray(loss_at(model, optimizer, batch_size, steps)[0], dtype=float)
@@ -77,7 +80,7 @@ def model_loss(model: NQM, optimizer: Optimizer, batch_size: int,
 
 
 def _thin(run: Run, max_points: int) -> np.ndarray:
-    """Indices of at most ``max_points`` measured points, log-spaced in step."""
+    """Return the indices of at most ``max_points`` measured points, log-spaced in step."""
     n = run.steps.size
     if n <= max_points:
         return np.arange(n)
@@ -125,8 +128,10 @@ class _Problem:
         return np.concatenate(res)
 
     def linear_start(self, x: np.ndarray) -> np.ndarray | None:
-        """Set log v0, log s and the floor of ``x`` by non-negative least squares (relative
-        errors), using that E[L] is linear in v0 and in s; None if it fails."""
+        """Set log v0, log s and the floor of ``x`` by non-negative least squares.
+
+        Relative errors; E[L] is linear in v0 and in s. None if it fails.
+        """
         fam = self.family
         parts = []
         for bias, noise in ((1.0, 0.0), (0.0, 1.0)):
@@ -193,8 +198,10 @@ def _starts(problem: _Problem, lo: np.ndarray, hi: np.ndarray, n_starts: int,
 def _lsq(problem: _Problem, x0: np.ndarray, lo: np.ndarray, hi: np.ndarray,
          logy: list[np.ndarray] | None = None, max_nfev: int | None = None,
          jac: np.ndarray | None = None) -> Any:
-    """Bounded trust-region least squares; with ``jac`` that fixed Jacobian is used
-    throughout (one model evaluation per iteration)."""
+    """Run bounded trust-region least squares.
+
+    With ``jac`` that fixed Jacobian is used throughout (one model evaluation per iteration).
+    """
     j: Any = "2-point" if jac is None else (lambda x, logy=None: jac)
     return optimize.least_squares(problem.residuals, np.clip(x0, lo, hi), jac=j,
                                   bounds=(lo, hi), method="trf", kwargs={"logy": logy},
@@ -464,7 +471,7 @@ class Calibration:
             return c / np.outer(sd, sd)
 
     def intervals(self) -> dict[str, tuple[float, float]]:
-        """The ``level`` quantiles of each parameter over the samples."""
+        """Return the ``level`` quantiles of each parameter over the samples."""
         if len(self.samples) < 2:
             return {k: (self.params[k], self.params[k]) for k in PARAMS}
         sp = self.sample_params
@@ -580,7 +587,7 @@ class Calibration:
 
     def critical_batch_size(self, target: float, family: str = "sgd", p: float = 0.0,
                             ema: float | bool | None = None, **kw: Any) -> Band:
-        """The critical batch size of the tuned family, with its band.
+        """Return the critical batch size of the tuned family, with its band.
 
         See :func:`nqm_mc.calibration.predict.critical_batch_size`.
         """
@@ -603,7 +610,7 @@ class Calibration:
                 for j, k in enumerate(PARAMS)]
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready description: parameters, uncertainty, settings, fit information."""
+        """Return a JSON-ready description: parameters, uncertainty, settings, fit information."""
         return {"params": self.params, "coords": self.coords.tolist(),
                 "coordinate_names": list(COORDS), "parameter_table": self.parameter_table(),
                 "covariance": self.covariance.tolist(), "correlation": self.correlation.tolist(),

@@ -25,7 +25,7 @@ PRED_STEPS = np.array([30, 300, 3000])
 TARGET = 0.08  # measured scale (floor 0.05)
 
 
-def one_seed(seed: int, uncertainty: str, n_boot: int, resample: str = "wild") -> dict:
+def one_seed(seed: int, uncertainty: str, n_boot: int, resample: str = "ar1") -> dict:
     """Fit one seed's synthetic runs and compare with the truth."""
     from nqm_mc.exact.engine import steps_to_target
     runs = make_runs(seed=seed)
@@ -62,7 +62,7 @@ def main(argv=None) -> int:
     ap.add_argument("--first-seed", type=int, default=0)
     ap.add_argument("--uncertainty", choices=["bootstrap", "jacobian"], default="bootstrap")
     ap.add_argument("--n-boot", type=int, default=50)
-    ap.add_argument("--resample", choices=["wild", "block"], default="wild")
+    ap.add_argument("--resample", choices=["ar1", "wild", "block"], default="ar1")
     ap.add_argument("--json-out", default=None)
     args = ap.parse_args(argv)
     rows = []

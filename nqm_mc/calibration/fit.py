@@ -20,6 +20,7 @@ import numpy as np
 from scipy import optimize
 
 from nqm_mc.calibration.family import COORDS, PARAMS, Family, stability_limit
+from nqm_mc.calibration.noise import fit_residual_model
 from nqm_mc.calibration.runs import Run, check_runs
 from nqm_mc.exact.engine import expected_loss, loss_at
 from nqm_mc.spec._checks import ParameterError, check_choice, check_int, check_real
@@ -218,7 +219,7 @@ def _block_resample(res: np.ndarray, block: int, rng: np.random.Generator) -> np
 
 
 def calibrate(runs: Sequence[Run], *, n_starts: int = 8, seed: int = 0,
-              uncertainty: str = "bootstrap", resample: str = "wild", n_boot: int = 50,
+              uncertainty: str = "bootstrap", resample: str = "ar1", n_boot: int = 50,
               max_points: int = 40,
               block: int | None = None, n_exact: int = 8, n_bins: int = 32,
               level: float = 0.95, max_rms: float = 1.0) -> Calibration:
@@ -237,10 +238,14 @@ def calibrate(runs: Sequence[Run], *, n_starts: int = 8, seed: int = 0,
         refit each of ``n_boot`` replicates; "jacobian": Gaussian samples from the
         least-squares covariance :math:`\hat\sigma^2 (J^T J)^{-1}` (fast, ignores the
         residuals' autocorrelation, so too narrow); "none": no bands.
-    resample : {"wild", "block"}, default "wild"
-        "wild": each curve's residual vector times one standard normal multiplier per curve
-        and replicate (keeps the whole within-curve dependence; assumes curves independent);
-        "block": moving-block bootstrap within each curve (blocks of ``block`` points).
+    resample : {"ar1", "wild", "block"}, default "ar1"
+        "ar1": Gaussian replicates from an AR(1) model of each curve's residuals whose scale,
+        drift and correlation are estimated by restricted maximum likelihood, which accounts
+        for what the fit absorbs (:mod:`nqm_mc.calibration.noise`); "wild": each curve's
+        residual vector times one standard normal multiplier per replicate; "block":
+        moving-block bootstrap within each curve (blocks of ``block`` points). The last two
+        reuse the fitted residuals and so inherit their shrinkage (too narrow; see the
+        coverage study in ``validation/calibration_coverage.py``).
     n_boot : int, default 50
         Bootstrap replicates (or Gaussian samples).
     max_points : int, default 40
@@ -271,7 +276,7 @@ def calibrate(runs: Sequence[Run], *, n_starts: int = 8, seed: int = 0,
     n_starts = check_int("n_starts", n_starts, owner, low=1, high=1000)
     seed = check_int("seed", seed, owner, low=0, high=2 ** 63 - 1)
     uncertainty = check_choice("uncertainty", uncertainty, owner, UNCERTAINTY)
-    resample = check_choice("resample", resample, owner, ("wild", "block"))
+    resample = check_choice("resample", resample, owner, ("ar1", "wild", "block"))
     n_boot = check_int("n_boot", n_boot, owner, low=2, high=100_000)
     max_points = check_int("max_points", max_points, owner, low=2, high=100_000)
     if block is not None:
@@ -338,14 +343,21 @@ def calibrate(runs: Sequence[Run], *, n_starts: int = 8, seed: int = 0,
                                 f"([{lo[j]:.3g}, {hi[j]:.3g}]).")
         samples = np.zeros((0, 7))
         n_failed = 0
+        noise_info: dict[str, Any] | None = None
         if block is None:
             block = max(2, int(round(math.sqrt(np.median(problem.sizes)))))
         if uncertainty == "bootstrap":
             fitted = [np.log(c) for c in problem.curves(x)]
             J0 = best.jac
+            if resample == "ar1":
+                noise_model = fit_residual_model(per_run, problem.steps, J0)
+                noise_info = noise_model.to_dict()
             xs = []
             for _ in range(n_boot):
-                if resample == "block":
+                if resample == "ar1":
+                    draw = np.split(noise_model.draw(rng), np.cumsum(problem.sizes)[:-1])
+                    logy = [f + d for f, d in zip(fitted, draw, strict=True)]
+                elif resample == "block":
                     logy = [f + _block_resample(r, block, rng)
                             for f, r in zip(fitted, per_run, strict=True)]
                 else:  # wild: one Gaussian multiplier per curve keeps its whole dependence
@@ -381,7 +393,7 @@ def calibrate(runs: Sequence[Run], *, n_starts: int = 8, seed: int = 0,
             "n_converged": len(fits), "n_starts_at_best": n_close,
             "evaluations": problem.evals, "seconds": elapsed,
             "rms_per_run": [float(np.sqrt(np.mean(r ** 2))) for r in per_run],
-            "stability_limits": limits}
+            "stability_limits": limits, "residual_model": noise_info}
     return Calibration(runs, family, x, samples, settings, info, warnings, (lo, hi))
 
 

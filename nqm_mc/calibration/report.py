@@ -144,6 +144,10 @@ def figure(cal: Calibration, pred: dict[str, Any], path: str, overwrite: bool = 
             ax2.axvline(r.batch_size, color="0.8", lw=0.8, zorder=0)
         ax2.set_xscale("log")
         ax2.set_yscale("log")
+        finite = np.concatenate([lo[okb], st.value[ok]])
+        if finite.size:
+            ax2.set_ylim(0.5 * float(np.min(finite)), 2.0 * float(np.max(np.concatenate(
+                [hi[okb], st.value[ok]]))))
         ax2.set_xlabel("batch size (grey: measured)")
         ax2.set_ylabel("steps to target")
         ax2.set_title(f"predicted steps to loss {pred['target']:.3g}")

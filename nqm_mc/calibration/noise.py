@@ -34,8 +34,9 @@ __all__ = ["ResidualModel", "fit_residual_model"]
 
 
 class ResidualModel:
-    """The fitted AR(1) residual model: ``sigma`` per curve, ``gamma``, ``rho`` and the
-    Cholesky factor of the full covariance.
+    """The fitted AR(1) residual model.
+
+    ``sigma`` per curve, ``gamma``, ``rho`` and the Cholesky factor of the full covariance.
     """
 
     def __init__(self, sigma: np.ndarray, gamma: float, rho: float, chol: np.ndarray) -> None:

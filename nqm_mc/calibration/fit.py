@@ -350,8 +350,13 @@ def calibrate(runs: Sequence[Run], *, n_starts: int = 8, seed: int = 0,
             fitted = [np.log(c) for c in problem.curves(x)]
             J0 = best.jac
             if resample == "ar1":
-                noise_model = fit_residual_model(per_run, problem.steps, J0)
-                noise_info = noise_model.to_dict()
+                try:
+                    noise_model = fit_residual_model(per_run, problem.steps, J0)
+                    noise_info = noise_model.to_dict()
+                except (ValueError, np.linalg.LinAlgError) as err:
+                    warnings.append(f"the residual model could not be estimated ({err}); "
+                                    "resampled with resample='wild' instead.")
+                    resample = "wild"
             xs = []
             for _ in range(n_boot):
                 if resample == "ar1":

@@ -56,12 +56,23 @@ class Band(NamedTuple):
 
 @contextlib.contextmanager
 def _one_thread() -> Iterator[None]:
-    """Run the exact engine on one thread: its per-call work is small, threads only cost."""
+    """Run the exact engine and BLAS on one thread.
+
+    The per-call work is small (tens of groups, matrices of a few hundred rows), and threads
+    only add start-up and contention costs. BLAS is limited through ``threadpoolctl`` when it
+    is installed (it comes with scikit-learn).
+    """
     import numba
+    try:
+        from threadpoolctl import threadpool_limits
+        blas: Any = threadpool_limits(1)
+    except ImportError:  # pragma: no cover - optional
+        blas = contextlib.nullcontext()
     old = numba.get_num_threads()
     numba.set_num_threads(1)
     try:
-        yield
+        with blas:
+            yield
     finally:
         numba.set_num_threads(old)
 

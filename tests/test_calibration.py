@@ -294,3 +294,19 @@ def test_band_coverage_over_20_seeds():
     pred_j = np.mean([np.mean(r["pred_inside"]) for r in jac])
     par_j = np.mean([np.mean(list(r["inside"].values())) for r in jac])
     assert min(pred_j, par_j) < 0.85, (pred_j, par_j)
+
+
+@pytest.mark.slow
+def test_readme_calibration_example_runs_verbatim():
+    import pathlib
+    import re
+    import subprocess
+    import sys
+    root = pathlib.Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    section = readme.split("## Calibrating to your own runs", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=900, cwd=root)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "h1" in r.stdout

@@ -285,7 +285,7 @@ def calibrate(runs: Sequence[Run], *, n_starts: int = 8, seed: int = 0,
     owner = "calibrate"
     runs = check_runs(runs, owner)
     n_starts = check_int("n_starts", n_starts, owner, low=1, high=1000)
-    seed = check_int("seed", seed, owner, low=0, high=2 ** 63 - 1)
+    seed = check_int("seed", seed, owner, low=0, high=2 ** 64 - 1)
     uncertainty = check_choice("uncertainty", uncertainty, owner, UNCERTAINTY)
     resample = check_choice("resample", resample, owner, ("ar1", "wild", "block"))
     n_boot = check_int("n_boot", n_boot, owner, low=2, high=100_000)

@@ -241,7 +241,8 @@ def calibrate(runs: Sequence[Run], *, n_starts: int = 8, seed: int = 0,
     runs : list of Run
         The measured curves (at least 8 points in all).
     n_starts : int, default 8
-        Local fits from the best of ``4 n_starts`` random candidates; the lowest cost wins.
+        Starts: the best of ``4 n_starts`` seeded random candidates. Each runs a few
+        iterations, the best three run to convergence, and the lowest cost wins.
     seed : int, default 0
         Seed of the starts and of the bootstrap (results are reproducible for a seed).
     uncertainty : {"bootstrap", "jacobian", "none"}

@@ -64,7 +64,7 @@ def _one_thread() -> Iterator[None]:
     """
     import numba
     try:
-        from threadpoolctl import threadpool_limits
+        from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
         blas: Any = threadpool_limits(1)
     except ImportError:  # pragma: no cover - optional
         blas = contextlib.nullcontext()
@@ -197,12 +197,12 @@ def _starts(problem: _Problem, lo: np.ndarray, hi: np.ndarray, n_starts: int,
         x[5] = rng.uniform(math.log(20.0), math.log(2e4))
         x[2] = x[4] = 0.0
         x[6] = 0.0
-        x = problem.linear_start(np.clip(x, lo, hi))
-        if x is None:
+        xs = problem.linear_start(np.clip(x, lo, hi))
+        if xs is None:
             continue
-        x = np.clip(x, lo, hi)
-        r = problem.residuals(x)
-        cands.append((float(r @ r), x))
+        xs = np.clip(xs, lo, hi)
+        r = problem.residuals(xs)
+        cands.append((float(r @ r), xs))
     cands.sort(key=lambda c: c[0])
     return [c[1] for c in cands[:n_starts]]
 
@@ -532,7 +532,8 @@ class Calibration:
                 if np.isfinite(c) and abs(c) >= threshold:
                     out.append(f"{_short_name(j)} and {_short_name(k)} trade off "
                                f"(corr {c:+.2f}).")
-        pinned, loose = [], []
+        pinned: list[str] = []
+        loose: list[str] = []
         for j in range(6):
             # log scales: sd < 0.1 is about 10 %; exponents: sd < 0.1 absolute
             (pinned if sd[j] < 0.1 else loose).append(f"{_short_name(j)} (s.e. {sd[j]:.2g} in "

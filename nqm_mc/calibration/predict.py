@@ -189,6 +189,18 @@ def _tune_member(model: NQM, floor: float, target: float, family: str, bs: np.nd
     return _tune_fixed_ema(model, family, bs, goal, p, float(ema), grid)
 
 
+def _grid(grid_size: Any, owner: str) -> tuple[int, int]:
+    try:
+        g = tuple(grid_size)
+    except TypeError:
+        g = ()
+    if len(g) != 2:
+        raise ParameterError(f"The 'grid_size' parameter of {owner} must be a pair (n_alpha, "
+                             f"n_second). Got {grid_size!r} instead.")
+    return (check_int("grid_size[0]", g[0], owner, low=2, high=10_000),
+            check_int("grid_size[1]", g[1], owner, low=1, high=10_000))
+
+
 def _check_family(cal: Calibration, target: Any, family: Any, p: Any, ema: Any,
                   owner: str) -> tuple[float, str, float, float | bool | None]:
     target = check_real("target", target, owner, low=0.0)
@@ -248,7 +260,7 @@ def tuned(cal: Calibration, target: float, batch_sizes: Any, family: str = "sgd"
     target, family, p, ema = _check_family(cal, target, family, p, ema, owner)
     bs = _check_batches(batch_sizes, owner)
     max_samples = check_int("max_samples", max_samples, owner, low=0, high=100_000)
-    res = _tuned_results(cal, target, bs, family, p, ema, max_samples, tuple(grid_size))
+    res = _tuned_results(cal, target, bs, family, p, ema, max_samples, _grid(grid_size, owner))
     out: dict[str, Any] = {"batch_sizes": bs, "family": family, "p": p, "ema": ema,
                            "target": target}
     for key in ("steps", "learning_rate", "second", "effective_learning_rate"):
@@ -307,6 +319,6 @@ def critical_batch_size(cal: Calibration, target: float, family: str = "sgd", p:
     definition = check_choice("definition", definition, owner, ("fit", "doubling"))
     bs = _check_batches(batch_sizes, owner)
     max_samples = check_int("max_samples", max_samples, owner, low=0, high=100_000)
-    res = _tuned_results(cal, target, bs, family, p, ema, max_samples, tuple(grid_size))
+    res = _tuned_results(cal, target, bs, family, p, ema, max_samples, _grid(grid_size, owner))
     vals = [_critical(r, definition) for r in res]
     return cal._band(vals[0], vals[1:])

@@ -243,7 +243,10 @@ def _read_csv(path: str) -> list[Run]:
 
 
 def _read_toml(path: str) -> list[Run]:
-    import tomllib
+    try:
+        import tomllib  # type: ignore[import-not-found, unused-ignore]
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[import-not-found, no-redef, unused-ignore]
     try:
         with open(path, "rb") as f:
             data = tomllib.load(f)

@@ -600,7 +600,7 @@ def cmd_calibrate(args):
         print(f"nqm-mc: error: calibration failed: {_one_line(err)}", file=sys.stderr)
         return 1
     target = args.target if args.target is not None else rep.default_target(fit)
-    pred = rep.predictions(fit, target, bs, args.family)
+    pred = rep.predictions(fit, target, bs, args.family, p=args.p)
     rows = rep.prediction_rows(pred)
     header = ["batch_size", "steps", "steps_lo", "steps_hi", "learning_rate",
               "learning_rate_lo", "learning_rate_hi", "family", "target"]
@@ -760,6 +760,8 @@ def build_parser():
                    help="comma-separated batch sizes of the predictions")
     p.add_argument("--family", choices=["sgd", "heavy_ball"], default="sgd",
                    help="optimizer family tuned per batch size (sgd)")
+    p.add_argument("--preconditioning", "-p", dest="p", type=float, default=0.0,
+                   help="power p of H^p of the tuned family (0)")
     p.add_argument("--uncertainty", choices=["bootstrap", "jacobian", "none"],
                    default="bootstrap", help="bootstrap: refit replicates (default); jacobian: "
                    "Gaussian from the Jacobian, points taken as independent (fast, too "

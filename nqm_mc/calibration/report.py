@@ -33,13 +33,14 @@ def default_target(cal: Calibration) -> float:
 
 
 def predictions(cal: Calibration, target: float, batch_sizes: Any, family: str = "sgd",
-                max_samples: int = 24) -> dict[str, Any]:
-    """Tuned steps and learning rate per batch size and the critical batch size, with bands."""
+                max_samples: int = 24, p: float = 0.0) -> dict[str, Any]:
+    """Return tuned steps, learning rate per batch size and critical batch size, with bands."""
     ok, why = cal.reachable(target)
-    out: dict[str, Any] = {"target": target, "family": family, "reachable": ok, "reason": why}
+    name = family if p == 0 else f"{family} p={p:g}"
+    out: dict[str, Any] = {"target": target, "family": name, "reachable": ok, "reason": why}
     if not ok:
         return out
-    tuned = cal.tuned(target, batch_sizes, family, max_samples=max_samples)
+    tuned = cal.tuned(target, batch_sizes, family, p, max_samples=max_samples)
     out["tuned"] = tuned
     out["critical_batch_size"] = tuned["critical_batch_size"]
     return out

@@ -19,16 +19,24 @@ import time
 import numpy as np
 
 from nqm_mc.calibration import COORDS, PARAMS, calibrate
-from nqm_mc.calibration.synthetic import HELD_OUT, TRUTH, make_runs, true_loss, truth_model
+from nqm_mc.calibration.synthetic import (
+    HELD_OUT,
+    SETTINGS,
+    TRUTH,
+    make_runs,
+    true_loss,
+    truth_model,
+)
 
 PRED_STEPS = np.array([30, 300, 3000])
 TARGET = 0.08  # measured scale (floor 0.05)
 
 
-def one_seed(seed: int, uncertainty: str, n_boot: int, resample: str = "ar1") -> dict:
+def one_seed(seed: int, uncertainty: str, n_boot: int, resample: str = "ar1",
+             sgd_only: bool = False) -> dict:
     """Fit one seed's synthetic runs and compare with the truth."""
     from nqm_mc.exact.engine import steps_to_target
-    runs = make_runs(seed=seed)
+    runs = make_runs(seed=seed, settings=SETTINGS[:3] if sgd_only else None)
     t0 = time.perf_counter()
     fit = calibrate(runs, seed=seed, uncertainty=uncertainty, n_boot=n_boot,
                     resample=resample)
@@ -63,18 +71,21 @@ def main(argv=None) -> int:
     ap.add_argument("--uncertainty", choices=["bootstrap", "jacobian"], default="bootstrap")
     ap.add_argument("--n-boot", type=int, default=50)
     ap.add_argument("--resample", choices=["ar1", "wild", "block"], default="ar1")
+    ap.add_argument("--sgd-only", action="store_true",
+                    help="fit the three SGD runs only (heavy ball is then a held-out optimizer)")
     ap.add_argument("--json-out", default=None)
     args = ap.parse_args(argv)
     rows = []
     for s in range(args.first_seed, args.first_seed + args.seeds):
-        r = one_seed(s, args.uncertainty, args.n_boot, args.resample)
+        r = one_seed(s, args.uncertainty, args.n_boot, args.resample, args.sgd_only)
         rows.append(r)
         print(f"seed {s:3d}  fit {r['seconds']:5.1f} s  params in 95% interval "
               f"{sum(r['inside'].values())}/7  predictions in band "
               f"{sum(r['pred_inside'])}/{len(r['pred_inside'])}", flush=True)
     n = len(rows)
     z = np.array([r["z"] for r in rows])
-    print(f"\ncoverage over {n} seeds ({args.uncertainty}, {args.resample}, nominal 95%):")
+    print(f"\ncoverage over {n} seeds ({args.uncertainty}, {args.resample}, "
+          f"{'SGD runs only' if args.sgd_only else 'SGD and heavy-ball runs'}, nominal 95%):")
     print(f"{'parameter':>10} {'true':>8} {'mean fit':>10} {'mean s.e.':>10} {'in 95% iv':>10} "
           f"{'|z|<1.96':>9} {'rms z':>7}")
     for j, k in enumerate(PARAMS):

@@ -1,0 +1,21 @@
+"""Calibration: fit the power-law NQM with a loss floor to measured training curves.
+
+>>> from nqm_mc.calibration import read_runs, calibrate       # doctest: +SKIP
+>>> fit = calibrate(read_runs("examples/calibration_runs.csv"))  # doctest: +SKIP
+>>> fit.critical_batch_size(target=0.3)                        # doctest: +SKIP
+
+- :mod:`~nqm_mc.calibration.runs` -- :class:`Run`, :func:`read_runs`, :func:`write_runs`;
+- :mod:`~nqm_mc.calibration.family` -- the power-law family and its coordinates;
+- :mod:`~nqm_mc.calibration.fit` -- :func:`calibrate`, :class:`Calibration`, :class:`Band`;
+- :mod:`~nqm_mc.calibration.predict` -- predictions with bands;
+- :mod:`~nqm_mc.calibration.report` -- the table, figure and provenance of ``nqm-mc calibrate``.
+
+The method is described in ``docs/theory.md`` (section "Calibration").
+"""
+
+from nqm_mc.calibration.family import COORDS, PARAMS, Family, power_law_model
+from nqm_mc.calibration.fit import Band, Calibration, CalibrationError, calibrate
+from nqm_mc.calibration.runs import Run, read_runs, write_runs
+
+__all__ = ["Run", "read_runs", "write_runs", "calibrate", "Calibration", "CalibrationError",
+           "Band", "Family", "PARAMS", "COORDS", "power_law_model"]

@@ -1,0 +1,612 @@
+r"""Fitting the power-law NQM with a floor to measured loss curves, with uncertainty.
+
+The fit minimises :math:`\sum_{r,k} [\log L^{\rm meas}_r(t_k) - \log(E[L_{\rm NQM}](t_k) +
+L_\infty)]^2` over the seven coordinates of :data:`~nqm_mc.calibration.family.COORDS` with
+``scipy.optimize.least_squares`` (trust region, bounded), from several seeded starts. The
+uncertainty comes from a moving-block bootstrap of each curve's log residuals (blocks keep the
+autocorrelation of a training curve), refitting every replicate; predictions propagate the
+replicates. ``docs/theory.md`` ("Calibration") gives the reasoning.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+from scipy import optimize
+
+from nqm_mc.calibration.family import COORDS, PARAMS, Family, stability_limit
+from nqm_mc.calibration.runs import Run, check_runs
+from nqm_mc.exact.engine import expected_loss, loss_at
+from nqm_mc.spec._checks import ParameterError, check_choice, check_int, check_real
+from nqm_mc.spec.model import NQM
+from nqm_mc.spec.optimizers import Optimizer
+
+__all__ = ["Band", "Calibration", "CalibrationError", "calibrate", "UNCERTAINTY"]
+
+UNCERTAINTY = ("bootstrap", "jacobian", "none")
+_SCOUT_NFEV = 12  # iterations of every start before the best ones are polished
+_POLISH = 2  # starts fitted to convergence
+_BOOT_NFEV = 40  # iterations of a bootstrap refit
+_BAD = 30.0  # residual of a point the model cannot evaluate (diverged or not finite)
+
+
+class CalibrationError(RuntimeError):
+    """The fit failed; the message says why (too few points, no start converged, ...)."""
+
+
+class Band(NamedTuple):
+    """A prediction with its band from the parameter uncertainty.
+
+    ``value`` is the prediction of the best fit; ``lo`` and ``hi`` the quantiles
+    ``(1 - level) / 2`` and ``(1 + level) / 2`` over the parameter samples (equal to ``value``
+    without uncertainty). Arrays or floats; ``inf`` marks an unreachable target.
+    """
+
+    value: Any
+    lo: Any
+    hi: Any
+    level: float
+
+
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """Run the exact engine on one thread: its per-call work is small, threads only cost."""
+    import numba
+    old = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(old)
+
+
+def model_loss(model: NQM, optimizer: Optimizer, batch_size: int,
+               steps: np.ndarray) -> np.ndarray:
+    """Exact E[L(t)] of ``model`` at ``steps``: O(log t) jumps for constant hyperparameters,
+    the per-step recurrence up to the last step for a schedule."""
+    steps = np.asarray(steps, dtype=np.int64)
+    if optimizer.is_constant:
+        return np.asarray(loss_at(model, optimizer, batch_size, steps)[0], dtype=float)
+    curve = expected_loss(model, optimizer, batch_size, record=steps)
+    return np.asarray(curve.mean, dtype=float)
+
+
+def _thin(run: Run, max_points: int) -> np.ndarray:
+    """Indices of at most ``max_points`` measured points, log-spaced in step."""
+    n = run.steps.size
+    if n <= max_points:
+        return np.arange(n)
+    logt = np.log1p(run.steps.astype(float))
+    grid = np.linspace(logt[0], logt[-1], max_points)
+    idx = np.unique(np.searchsorted(logt, grid).clip(0, n - 1))
+    return idx
+
+
+class _Problem:
+    """Residuals of all runs for one set of (thinned) measurements."""
+
+    def __init__(self, runs: list[Run], idx: list[np.ndarray], family: Family) -> None:
+        self.runs = runs
+        self.idx = idx
+        self.family = family
+        self.steps = [r.steps[i] for r, i in zip(runs, idx, strict=True)]
+        self.logy = [np.log(r.loss[i]) for r, i in zip(runs, idx, strict=True)]
+        self.sizes = [s.size for s in self.steps]
+        self.evals = 0
+
+    def curves(self, x: np.ndarray) -> list[np.ndarray]:
+        """Fitted measured-scale losses per run (nan where the model fails)."""
+        self.evals += 1
+        model = self.family.model(x)
+        floor = float(x[6]) * self.family.loss_scale
+        out = []
+        with np.errstate(all="ignore"):
+            for r, s in zip(self.runs, self.steps, strict=True):
+                try:
+                    m = model_loss(model, r.optimizer, r.batch_size, s)
+                except ParameterError:
+                    m = np.full(s.size, np.nan)
+                out.append(m + floor)
+        return out
+
+    def residuals(self, x: np.ndarray, logy: list[np.ndarray] | None = None) -> np.ndarray:
+        logy = self.logy if logy is None else logy
+        res = []
+        with np.errstate(all="ignore"):
+            for c, y in zip(self.curves(x), logy, strict=True):
+                r = y - np.log(c)
+                r[~np.isfinite(r)] = _BAD
+                res.append(r)
+        return np.concatenate(res)
+
+    def linear_start(self, x: np.ndarray) -> np.ndarray | None:
+        """Set log v0, log s and the floor of ``x`` by non-negative least squares (relative
+        errors), using that E[L] is linear in v0 and in s; None if it fails."""
+        fam = self.family
+        parts = []
+        for bias, noise in ((1.0, 0.0), (0.0, 1.0)):
+            m = fam.model(np.concatenate([x[:2], [0.0], x[3:4], [0.0], x[5:6], [0.0]]),
+                          bias, noise)
+            with np.errstate(all="ignore"):
+                try:
+                    parts.append(np.concatenate([
+                        model_loss(m, r.optimizer, r.batch_size, s)
+                        for r, s in zip(self.runs, self.steps, strict=True)]))
+                except ParameterError:
+                    return None
+        y = np.exp(np.concatenate(self.logy))
+        A = np.column_stack([parts[0], parts[1], np.full(y.size, fam.loss_scale)]) / y[:, None]
+        if not np.all(np.isfinite(A)):
+            return None
+        coef, _ = optimize.nnls(A, np.ones(y.size))
+        v0, s, phi = coef
+        out = x.copy()
+        out[4] = math.log(max(v0, 1e-30))
+        out[2] = math.log(max(s, 1e-30))
+        out[6] = min(phi, 1.0)
+        return out
+
+
+def _bounds(runs: list[Run]) -> tuple[np.ndarray, np.ndarray, list[float]]:
+    limits = [stability_limit(r.optimizer, int(r.steps[-1])) for r in runs]
+    for r, lim in zip(runs, limits, strict=True):
+        if lim <= 0:
+            raise CalibrationError(f"run {r.name!r} diverges on every model of the family "
+                                   "(preconditioning p = 1 and a learning rate above the "
+                                   "stability limit).")
+    hmax = min(limits)
+    ub_h = math.log(hmax) - 1e-6 if math.isfinite(hmax) else 30.0
+    lo = np.array([ub_h - 40.0, 0.0, -60.0, -2.0, -60.0, 0.0, 0.0])
+    hi = np.array([ub_h, 4.0, 60.0, 6.0, 60.0, math.log(1e8), 1.0])
+    return lo, hi, limits
+
+
+def _starts(problem: _Problem, lo: np.ndarray, hi: np.ndarray, n_starts: int,
+            rng: np.random.Generator) -> list[np.ndarray]:
+    """Candidates drawn over plausible ranges, linear parameters set by NNLS, the best kept."""
+    n_cand = max(4 * n_starts, 16)
+    ub_h = hi[0] if hi[0] < 30.0 else 0.0
+    cands = []
+    for _ in range(n_cand):
+        x = np.empty(7)
+        x[0] = ub_h - rng.uniform(0.05, 5.0)
+        x[1] = rng.uniform(0.5, 2.0)
+        x[3] = x[1] + rng.uniform(-0.5, 1.0)
+        x[5] = rng.uniform(math.log(20.0), math.log(2e4))
+        x[2] = x[4] = 0.0
+        x[6] = 0.0
+        x = problem.linear_start(np.clip(x, lo, hi))
+        if x is None:
+            continue
+        x = np.clip(x, lo, hi)
+        r = problem.residuals(x)
+        cands.append((float(r @ r), x))
+    cands.sort(key=lambda c: c[0])
+    return [c[1] for c in cands[:n_starts]]
+
+
+def _lsq(problem: _Problem, x0: np.ndarray, lo: np.ndarray, hi: np.ndarray,
+         logy: list[np.ndarray] | None = None, max_nfev: int | None = None,
+         jac: np.ndarray | None = None) -> Any:
+    """Bounded trust-region least squares; with ``jac`` that fixed Jacobian is used
+    throughout (one model evaluation per iteration)."""
+    j: Any = "2-point" if jac is None else (lambda x, logy=None: jac)
+    return optimize.least_squares(problem.residuals, np.clip(x0, lo, hi), jac=j,
+                                  bounds=(lo, hi), method="trf", kwargs={"logy": logy},
+                                  max_nfev=max_nfev, x_scale=1.0, diff_step=1e-6, ftol=1e-8,
+                                  xtol=1e-8)
+
+
+def _block_resample(res: np.ndarray, block: int, rng: np.random.Generator) -> np.ndarray:
+    n = res.size
+    ell = min(block, n)
+    k = -(-n // ell)
+    starts = rng.integers(0, n - ell + 1, size=k)
+    return np.concatenate([res[s:s + ell] for s in starts])[:n]
+
+
+def calibrate(runs: Sequence[Run], *, n_starts: int = 8, seed: int = 0,
+              uncertainty: str = "bootstrap", n_boot: int = 50, max_points: int = 40,
+              block: int | None = None, n_exact: int = 8, n_bins: int = 32,
+              level: float = 0.95, max_rms: float = 1.0) -> Calibration:
+    r"""Fit the power-law NQM with a loss floor to measured runs.
+
+    Parameters
+    ----------
+    runs : list of Run
+        The measured curves (at least 8 points in all).
+    n_starts : int, default 8
+        Local fits from the best of ``4 n_starts`` random candidates; the lowest cost wins.
+    seed : int, default 0
+        Seed of the starts and of the bootstrap (results are reproducible for a seed).
+    uncertainty : {"bootstrap", "jacobian", "none"}
+        "bootstrap": moving-block bootstrap of each curve's log residuals, refit per replicate
+        (``n_boot`` replicates); "jacobian": Gaussian samples from the least-squares covariance
+        :math:`\hat\sigma^2 (J^T J)^{-1}` (fast, ignores the residuals' autocorrelation, so
+        too narrow); "none": no bands.
+    n_boot : int, default 50
+        Bootstrap replicates (or Gaussian samples).
+    max_points : int, default 40
+        Points per run used by the fit, log-spaced in step (all when fewer).
+    block : int, optional
+        Block length of the bootstrap (default: about the square root of the points per run).
+    n_exact, n_bins : int, default 8 and 32
+        Directions kept one by one, and bins for the rest of the spectrum.
+    level : float, default 0.95
+        Level of the bands.
+    max_rms : float, default 1.0
+        Root-mean-square log residual above which the fit is refused as failed.
+
+    Returns
+    -------
+    Calibration
+
+    Raises
+    ------
+    ParameterError
+        If an argument is invalid.
+    CalibrationError
+        If the fit fails: too few points, a run that diverges on every model, no start that
+        converges, or a best fit whose rms log residual exceeds ``max_rms``.
+    """
+    owner = "calibrate"
+    runs = check_runs(runs, owner)
+    n_starts = check_int("n_starts", n_starts, owner, low=1, high=1000)
+    seed = check_int("seed", seed, owner, low=0, high=2 ** 63 - 1)
+    uncertainty = check_choice("uncertainty", uncertainty, owner, UNCERTAINTY)
+    n_boot = check_int("n_boot", n_boot, owner, low=2, high=100_000)
+    max_points = check_int("max_points", max_points, owner, low=2, high=100_000)
+    if block is not None:
+        block = check_int("block", block, owner, low=1, high=100_000)
+    n_exact = check_int("n_exact", n_exact, owner, low=1, high=10_000)
+    n_bins = check_int("n_bins", n_bins, owner, low=1, high=10_000)
+    level = check_real("level", level, owner, low=0.0, high=1.0)
+    max_rms = check_real("max_rms", max_rms, owner, low=0.0)
+    t0 = time.perf_counter()
+    idx = [_thin(r, max_points) for r in runs]
+    n_points = int(sum(i.size for i in idx))
+    if n_points <= len(PARAMS):
+        raise CalibrationError(f"too few points: {n_points} measured points for {len(PARAMS)} "
+                               f"parameters (need at least {len(PARAMS) + 1}).")
+    loss_scale = float(min(float(r.loss[i].min()) for r, i in zip(runs, idx, strict=True)))
+    family = Family(n_exact, n_bins, loss_scale)
+    problem = _Problem(runs, idx, family)
+    lo, hi, limits = _bounds(runs)
+    rng = np.random.default_rng(seed)
+    warnings: list[str] = []
+    with _one_thread():
+        starts = _starts(problem, lo, hi, n_starts, rng)
+        # every start for a few iterations, then the best two to convergence
+        fits = []
+        for x0 in starts:
+            try:
+                fits.append(_lsq(problem, x0, lo, hi, max_nfev=_SCOUT_NFEV))
+            except (ValueError, np.linalg.LinAlgError):
+                continue
+        fits = [f for f in fits if f.status >= 0 and np.isfinite(f.cost)]
+        fits.sort(key=lambda f: f.cost)
+        polished = []
+        for f in fits[:_POLISH]:
+            try:
+                polished.append(_lsq(problem, f.x, lo, hi))
+            except (ValueError, np.linalg.LinAlgError):
+                continue
+        fits = [f for f in polished if f.status > 0 and np.isfinite(f.cost)] + fits[_POLISH:]
+        if not fits:
+            raise CalibrationError(f"no start converged ({len(starts)} starts): the family "
+                                   "cannot follow these curves (check the settings of each "
+                                   "run, and that the losses decrease).")
+        best = min(fits, key=lambda f: f.cost)
+        x = best.x.copy()
+        res = problem.residuals(x)
+        rms = float(np.sqrt(np.mean(res ** 2)))
+        per_run = np.split(res, np.cumsum(problem.sizes)[:-1])
+        if rms > max_rms or np.any(res >= _BAD):
+            worst = int(np.argmax([np.sqrt(np.mean(r ** 2)) for r in per_run]))
+            raise CalibrationError(
+                f"the best fit misses the data (rms log residual {rms:.3g} > max_rms = "
+                f"{max_rms:g}); worst run {runs[worst].name!r} (rms "
+                f"{np.sqrt(np.mean(per_run[worst] ** 2)):.3g}).")
+        n_close = sum(1 for f in fits if f.cost <= best.cost * (1 + 1e-3) + 1e-12)
+        if hi[0] - x[0] < 1e-3:
+            k = int(np.argmin(limits))
+            warnings.append(f"h1 sits at the stability limit of run {runs[k].name!r} "
+                            f"(h1 = {limits[k]:.4g}): a larger curvature would diverge there.")
+        for j, name in enumerate(COORDS):
+            if j in (0, 6):
+                continue
+            if x[j] - lo[j] < 1e-4 or hi[j] - x[j] < 1e-4:
+                warnings.append(f"{name} sits at a bound of its search range "
+                                f"([{lo[j]:.3g}, {hi[j]:.3g}]).")
+        samples = np.zeros((0, 7))
+        n_failed = 0
+        if block is None:
+            block = max(2, int(round(math.sqrt(np.median(problem.sizes)))))
+        if uncertainty == "bootstrap":
+            fitted = [np.log(c) for c in problem.curves(x)]
+            J0 = best.jac
+            xs = []
+            for _ in range(n_boot):
+                logy = [f + _block_resample(r, block, rng)
+                        for f, r in zip(fitted, per_run, strict=True)]
+                try:
+                    fb = _lsq(problem, x, lo, hi, logy=logy, max_nfev=_BOOT_NFEV, jac=J0)
+                except (ValueError, np.linalg.LinAlgError):
+                    n_failed += 1
+                    continue
+                if not np.isfinite(fb.cost):
+                    n_failed += 1
+                    continue
+                xs.append(fb.x)
+            samples = np.array(xs) if xs else np.zeros((0, 7))
+            if n_failed:
+                warnings.append(f"{n_failed} of {n_boot} bootstrap refits failed.")
+        elif uncertainty == "jacobian":
+            J = best.jac
+            dof = max(res.size - 7, 1)
+            s2 = float(res @ res) / dof
+            cov = s2 * np.linalg.pinv(J.T @ J)
+            cov = 0.5 * (cov + cov.T)
+            w, V = np.linalg.eigh(cov)
+            L = V * np.sqrt(np.clip(w, 0, None))
+            samples = np.clip(x + rng.standard_normal((n_boot, 7)) @ L.T, lo, hi)
+    elapsed = time.perf_counter() - t0
+    settings = {"n_starts": n_starts, "seed": seed, "uncertainty": uncertainty,
+                "n_boot": n_boot, "max_points": max_points, "block": block,
+                "n_exact": n_exact, "n_bins": n_bins, "level": level, "max_rms": max_rms}
+    info = {"cost": float(best.cost), "rms": rms, "n_points": n_points,
+            "n_converged": len(fits), "n_starts_at_best": n_close,
+            "evaluations": problem.evals, "seconds": elapsed,
+            "rms_per_run": [float(np.sqrt(np.mean(r ** 2))) for r in per_run],
+            "stability_limits": limits}
+    return Calibration(runs, family, x, samples, settings, info, warnings, (lo, hi))
+
+
+def _quantiles(values: np.ndarray, level: float) -> tuple[Any, Any]:
+    """Quantiles along axis 0 that tolerate infinities (nearest order statistics)."""
+    q = ((1 - level) / 2, (1 + level) / 2)
+    lo, hi = np.quantile(values, q, axis=0, method="nearest")
+    return lo, hi
+
+
+class Calibration:
+    """A fitted power-law NQM with floor, its uncertainty and its predictions.
+
+    Attributes
+    ----------
+    runs : list of Run
+        The measured runs.
+    params : dict
+        Best-fit ``h1, a, s, b, v0, dim, floor``.
+    model : NQM
+        The best-fit NQM (without floor; E[L] exact, see :mod:`nqm_mc.calibration.family`).
+    floor : float
+        The fitted loss floor.
+    coords : ndarray
+        Best-fit coordinates (:data:`~nqm_mc.calibration.family.COORDS`).
+    samples : ndarray, shape (n, 7)
+        Coordinates of the bootstrap replicates (or Gaussian samples); empty without
+        uncertainty.
+    settings, info : dict
+        The arguments of :func:`calibrate`, and the fit's cost, rms residual, evaluations and
+        time.
+    warnings : list of str
+        What to be careful about (a parameter at a bound, failed refits, ...).
+    """
+
+    def __init__(self, runs: list[Run], family: Family, coords: np.ndarray,
+                 samples: np.ndarray, settings: dict[str, Any], info: dict[str, Any],
+                 warnings: list[str], bounds: tuple[np.ndarray, np.ndarray]) -> None:
+        self.runs = runs
+        self.family = family
+        self.coords = np.asarray(coords, dtype=float)
+        self.samples = np.asarray(samples, dtype=float).reshape(-1, 7)
+        self.settings = settings
+        self.info = info
+        self.warnings = warnings
+        self.bounds = bounds
+        self.params = family.to_params(self.coords)
+        self.model = family.model(self.coords)
+        self.floor = self.params["floor"]
+        self.level = float(settings.get("level", 0.95))
+
+    # ------------------------------------------------------------------ uncertainty
+    @property
+    def sample_params(self) -> dict[str, np.ndarray]:
+        """Parameters of every sample, as arrays keyed by name."""
+        ps = [self.family.to_params(x) for x in self.samples]
+        return {k: np.array([p[k] for p in ps]) for k in PARAMS}
+
+    @property
+    def stderr(self) -> dict[str, float]:
+        """Standard deviation of each parameter over the samples (nan without samples)."""
+        if len(self.samples) < 2:
+            return {k: math.nan for k in PARAMS}
+        sp = self.sample_params
+        return {k: float(np.std(sp[k], ddof=1)) for k in PARAMS}
+
+    @property
+    def coord_stderr(self) -> np.ndarray:
+        """Standard deviation of each coordinate (log scales) over the samples."""
+        if len(self.samples) < 2:
+            return np.full(7, math.nan)
+        return np.std(self.samples, axis=0, ddof=1)
+
+    @property
+    def covariance(self) -> np.ndarray:
+        """Covariance of the coordinates over the samples (7 x 7; nan without samples)."""
+        if len(self.samples) < 2:
+            return np.full((7, 7), math.nan)
+        return np.cov(self.samples, rowvar=False)
+
+    @property
+    def correlation(self) -> np.ndarray:
+        """Correlation matrix of the coordinates (nan for a coordinate that does not vary)."""
+        c = self.covariance
+        sd = np.sqrt(np.diag(c))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return c / np.outer(sd, sd)
+
+    def intervals(self) -> dict[str, tuple[float, float]]:
+        """The ``level`` quantiles of each parameter over the samples."""
+        if len(self.samples) < 2:
+            return {k: (self.params[k], self.params[k]) for k in PARAMS}
+        sp = self.sample_params
+        q = ((1 - self.level) / 2, (1 + self.level) / 2)
+        return {k: (float(np.quantile(sp[k], q[0])), float(np.quantile(sp[k], q[1])))
+                for k in PARAMS}
+
+    def identifiability(self, threshold: float = 0.9) -> list[str]:
+        """Plain statements of what the data pin down and what trades off.
+
+        Parameters
+        ----------
+        threshold : float, default 0.9
+            |correlation| from which two coordinates are said to trade off.
+
+        Returns
+        -------
+        list of str
+        """
+        if len(self.samples) < 2:
+            return ["no uncertainty computed (uncertainty='none')."]
+        out = []
+        sd = self.coord_stderr
+        corr = self.correlation
+        names = COORDS
+        for j in range(7):
+            for k in range(j + 1, 7):
+                c = corr[j, k]
+                if np.isfinite(c) and abs(c) >= threshold:
+                    out.append(f"{_short_name(j)} and {_short_name(k)} trade off "
+                               f"(corr {c:+.2f}).")
+        pinned, loose = [], []
+        for j in range(6):
+            # log scales: sd < 0.1 is about 10 %; exponents: sd < 0.1 absolute
+            (pinned if sd[j] < 0.1 else loose).append(f"{_short_name(j)} (s.e. {sd[j]:.2g} in "
+                                                      f"{names[j]})")
+        if pinned:
+            out.append("pinned down: " + ", ".join(pinned) + ".")
+        if loose:
+            out.append("loosely determined: " + ", ".join(loose) + ".")
+        f_lo, f_hi = self.intervals()["floor"]
+        lowest = min(float(np.min(r.loss)) for r in self.runs)
+        if f_lo <= 0.02 * lowest:
+            reach = ""
+            min_model = min(float(np.min(c - self.floor)) for c in self.fitted_curves())
+            if min_model > 2 * max(f_hi, 1e-300):
+                reach = ": no run reaches it"
+            out.append(f"floor not identified{reach} (consistent with 0; {self.level:.0%} "
+                       f"upper bound {f_hi:.3g}).")
+        else:
+            out.append(f"floor identified: {self.floor:.4g} ({self.level:.0%} interval "
+                       f"[{f_lo:.3g}, {f_hi:.3g}]).")
+        return out
+
+    # ------------------------------------------------------------------ evaluation
+    def _members(self, max_samples: int | None = None) -> list[tuple[NQM, float]]:
+        xs = self.samples if max_samples is None else self.samples[:max_samples]
+        return [(self.family.model(x), float(x[6]) * self.family.loss_scale) for x in xs]
+
+    def fitted_curves(self) -> list[np.ndarray]:
+        """Best-fit measured-scale losses at every measured step of each run."""
+        with _one_thread():
+            return [model_loss(self.model, r.optimizer, r.batch_size, r.steps) + self.floor
+                    for r in self.runs]
+
+    def _band(self, value: Any, values: list[Any]) -> Band:
+        if not values:
+            return Band(value, value, value, self.level)
+        lo, hi = _quantiles(np.array(values, dtype=float), self.level)
+        if np.ndim(value) == 0:
+            return Band(float(value), float(lo), float(hi), self.level)
+        return Band(np.asarray(value), np.asarray(lo), np.asarray(hi), self.level)
+
+    def predict_loss(self, optimizer: Optimizer, batch_size: int, steps: Any) -> Band:
+        """Predict the measured-scale loss curve of a new configuration.
+
+        Parameters
+        ----------
+        optimizer : SGD, HeavyBall or Nesterov
+            Any linear optimizer, with a constant learning rate or a schedule.
+        batch_size : int
+            Batch size.
+        steps : array_like of int
+            Steps at which to predict.
+
+        Returns
+        -------
+        Band
+            E[L(t)] + floor of the best fit, and its band over the samples (inf where a
+            sample diverges).
+        """
+        from nqm_mc.calibration import predict
+        return predict.predict_loss(self, optimizer, batch_size, steps)
+
+    def steps_to_target(self, target: float, optimizer: Optimizer,
+                        batch_sizes: Any) -> Band:
+        """Predict the steps to reach ``target`` (measured scale) at each batch size.
+
+        The fitted NQM must reach ``target - floor``; a target at or below the floor is
+        unreachable (``inf``). See :func:`nqm_mc.calibration.predict.steps_to_target`.
+        """
+        from nqm_mc.calibration import predict
+        return predict.steps_to_target(self, target, optimizer, batch_sizes)
+
+    def tuned(self, target: float, batch_sizes: Any, family: str = "sgd", p: float = 0.0,
+              ema: float | bool | None = None, **kw: Any) -> dict[str, Any]:
+        """Tuned steps to target and learning rate per batch size, with bands.
+
+        See :func:`nqm_mc.calibration.predict.tuned`.
+        """
+        from nqm_mc.calibration import predict
+        return predict.tuned(self, target, batch_sizes, family, p, ema, **kw)
+
+    def critical_batch_size(self, target: float, family: str = "sgd", p: float = 0.0,
+                            ema: float | bool | None = None, **kw: Any) -> Band:
+        """The critical batch size of the tuned family, with its band.
+
+        See :func:`nqm_mc.calibration.predict.critical_batch_size`.
+        """
+        from nqm_mc.calibration import predict
+        return predict.critical_batch_size(self, target, family, p, ema, **kw)
+
+    def reachable(self, target: float) -> tuple[bool, str]:
+        """Whether the best fit can reach ``target`` at all, and why not."""
+        if target <= self.floor:
+            return False, (f"target {target:.4g} is at or below the fitted floor "
+                           f"{self.floor:.4g}: unreachable")
+        return True, ""
+
+    # ------------------------------------------------------------------ reporting
+    def parameter_table(self) -> list[dict[str, Any]]:
+        """One row per parameter: value, s.e., interval and the coordinate's s.e."""
+        se, iv, cse = self.stderr, self.intervals(), self.coord_stderr
+        return [{"parameter": k, "value": self.params[k], "stderr": se[k], "lo": iv[k][0],
+                 "hi": iv[k][1], "coordinate": COORDS[j], "coordinate_stderr": float(cse[j])}
+                for j, k in enumerate(PARAMS)]
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready description: parameters, uncertainty, settings, fit information."""
+        return {"params": self.params, "coords": self.coords.tolist(),
+                "coordinate_names": list(COORDS), "parameter_table": self.parameter_table(),
+                "covariance": self.covariance.tolist(), "correlation": self.correlation.tolist(),
+                "samples": self.samples.tolist(), "identifiability": self.identifiability(),
+                "family": self.family.settings(), "settings": self.settings,
+                "info": self.info, "warnings": self.warnings,
+                "runs": [{"label": r.name, "optimizer": r.optimizer.to_dict(),
+                          "batch_size": r.batch_size, "points": int(r.steps.size)}
+                         for r in self.runs]}
+
+    def __repr__(self) -> str:
+        p = ", ".join(f"{k}={v:.4g}" for k, v in self.params.items())
+        return f"Calibration({p}; rms={self.info['rms']:.3g}, runs={len(self.runs)})"
+
+
+def _short_name(j: int) -> str:
+    return ("h1", "a", "s", "b", "v0", "dim", "floor")[j]

@@ -29,8 +29,8 @@ from nqm_mc.spec.optimizers import Optimizer
 __all__ = ["Band", "Calibration", "CalibrationError", "calibrate", "UNCERTAINTY"]
 
 UNCERTAINTY = ("bootstrap", "jacobian", "none")
-_SCOUT_NFEV = 12  # iterations of every start before the best ones are polished
-_POLISH = 2  # starts fitted to convergence
+_SCOUT_NFEV = 16  # iterations of every start before the best ones are polished
+_POLISH = 3  # starts fitted to convergence
 _BOOT_NFEV = 40  # iterations of a bootstrap refit
 _BAD = 30.0  # residual of a point the model cannot evaluate (diverged or not finite)
 

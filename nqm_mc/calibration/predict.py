@@ -240,7 +240,9 @@ def tuned(cal: Calibration, target: float, batch_sizes: Any, family: str = "sgd"
     -------
     dict
         ``batch_sizes``; Bands ``steps``, ``learning_rate``, ``second`` (momentum or EMA decay,
-        nan for SGD) and ``effective_learning_rate``; ``reachable`` (bool) and ``reason``.
+        nan for SGD) and ``effective_learning_rate``; ``critical_batch_size`` (a Band, the
+        "fit" definition of :func:`critical_batch_size` over these batch sizes);
+        ``reachable`` (bool) and ``reason``.
     """
     owner = "Calibration.tuned"
     target, family, p, ema = _check_family(cal, target, family, p, ema, owner)
@@ -258,9 +260,16 @@ def tuned(cal: Calibration, target: float, batch_sizes: Any, family: str = "sgd"
                 or ema is True else cal._band(vals[0], [])
         else:
             out[key] = cal._band(vals[0], vals[1:])
+    crit = [_critical(r, "fit") for r in res]
+    out["critical_batch_size"] = cal._band(crit[0], crit[1:])
     ok, why = cal.reachable(target)
     out["reachable"], out["reason"] = ok, why
     return out
+
+
+def _critical(r: ScalingResult, definition: str) -> float:
+    c = r.critical_batch_size()[definition] if np.all(np.isfinite(r.steps)) else None
+    return np.inf if c is None else float(c)
 
 
 def critical_batch_size(cal: Calibration, target: float, family: str = "sgd", p: float = 0.0,
@@ -299,8 +308,5 @@ def critical_batch_size(cal: Calibration, target: float, family: str = "sgd", p:
     bs = _check_batches(batch_sizes, owner)
     max_samples = check_int("max_samples", max_samples, owner, low=0, high=100_000)
     res = _tuned_results(cal, target, bs, family, p, ema, max_samples, tuple(grid_size))
-    vals = []
-    for r in res:
-        c = r.critical_batch_size()[definition] if np.all(np.isfinite(r.steps)) else None
-        vals.append(np.inf if c is None else float(c))
+    vals = [_critical(r, definition) for r in res]
     return cal._band(vals[0], vals[1:])

@@ -42,7 +42,7 @@ MOMENTUM = 0.9
 
 
 def horizon(batch_size, quick):
-    return int(max(300, (6000 if quick else 16000) // batch_size))
+    return int(max(160, (6000 if quick else 16000) // batch_size))
 
 
 def measure(problem, batch_sizes, lrs, momentum, target, n_seeds, seed, quick, keep=None):
@@ -205,12 +205,11 @@ def main(argv=None):
             print(f"- {line}")
         print()
         t0 = time.perf_counter()
-        held_sgd = [B for B in batch_sizes if B not in train_b]
         # predicted curves (value and band) read off with the same first_crossing as the
         # measurements (Calibration.steps_to_target is not used: see the module docstring)
         grid = log_record(10 ** 6, 24)
         for bs_list, lr_grid, store, make in (
-                (held_sgd, lrs, pred_sgd, lambda a: SGD(float(a))),
+                (list(batch_sizes), lrs, pred_sgd, lambda a: SGD(float(a))),
                 (list(batch_sizes), lrs * (1 - MOMENTUM), pred_hb,
                  lambda a: HeavyBall(float(a), MOMENTUM))):
             for B in bs_list:
@@ -251,6 +250,13 @@ def main(argv=None):
                   perfect(B) if B >= train_b[0] else None))
     if fit is None:
         print("\nNQM fit not run")
+    else:
+        ok = [B for B in batch_sizes if np.isfinite(pred_sgd[B][0])]
+        bc_nqm, _ = fit_b_crit(ok, [pred_sgd[B][0] for B in ok])
+        print(f"\ncritical batch size, SGD (B_crit of S_min (1 + B_crit / B) fitted over "
+              f"B = {batch_sizes[0]}..{batch_sizes[-1]}): measured {bc:.3g}; NQM-predicted "
+              f"{bc_nqm:.3g} (ratio {bc_nqm / bc:.2f}); noise scale B_noise {bn_:.3g} "
+              f"(ratio {bn_ / bc:.2f}), B_simple {bs_:.3g} (ratio {bs_ / bc:.2f})")
     print(f"\ntimes: training {t_train:.0f} s, noise scale {t_ns:.1f} s, fit {t_fit:.1f} s, "
           f"predictions {t_pred:.1f} s, total {time.perf_counter() - t_all:.0f} s")
 

@@ -186,3 +186,18 @@ def test_critical_batch_small_model():
     i = 2
     ns = noise_scale(model, optimizer_for(cmp.scaling, i), 16, [int(cmp.steps[i])])
     assert cmp.b_noise_at_target[i] == ns.b_noise[0]
+
+
+@pytest.mark.slow
+def test_readme_noise_scale_example_runs_verbatim():
+    import pathlib
+    import re
+    import subprocess
+    import sys
+
+    readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
+    code = re.search(r"## The gradient noise scale as a baseline\s+```python\n(.*?)```", readme,
+                     re.S).group(1)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]

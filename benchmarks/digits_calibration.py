@@ -250,6 +250,27 @@ def main(argv=None):
     for B in batch_sizes:
         print(row(B, hb[B], pred_hb.get(B) if fit else None, gns(B),
                   perfect(B) if B >= train_b[0] else None))
+    print("\n## Summary: geometric mean of max(pred/meas, meas/pred) over the held-out runs\n")
+    print("| held out | NQM | NQM band covers | GNS | perfect |\n|---|---|---|---|---|")
+    for name, meas, pred, bs_list in (
+            ("SGD, B not in " + str(train_b), sgd, pred_sgd,
+             [B for B in batch_sizes if B not in train_b]),
+            ("heavy ball, every B", hb, pred_hb, list(batch_sizes))):
+        m = np.array([meas[B]["tuned"] for B in bs_list])
+        g = np.array([gns(B) for B in bs_list])
+        pf = np.array([perfect(B) if B >= train_b[0] else np.nan for B in bs_list])
+
+        def err(p, m=m):
+            with np.errstate(invalid="ignore", divide="ignore"):
+                return f"{np.exp(np.nanmean(np.abs(np.log(p / m)))):.2f}x"
+
+        if fit is not None:
+            v = np.array([pred[B][0] for B in bs_list])
+            cover = sum(pred[B][1] <= meas[B]["tuned"] <= pred[B][2] for B in bs_list)
+            nqm_cells = f"{err(v)} | {cover}/{len(bs_list)}"
+        else:
+            nqm_cells = "not run | -"
+        print(f"| {name} | {nqm_cells} | {err(g)} | {err(pf)} |")
     if fit is None:
         print("\nNQM fit not run")
     else:

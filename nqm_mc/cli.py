@@ -594,7 +594,8 @@ def cmd_calibrate(args):
     out = _files.prepare_output(args.out, names, "calibrate", args.force)
     try:
         fit = calibrate(runs, n_starts=args.n_starts, seed=args.seed or 0,
-                        uncertainty=args.uncertainty, n_boot=args.n_boot)
+                        uncertainty=args.uncertainty, resample=args.resample,
+                        n_boot=args.n_boot)
     except CalibrationError as err:
         print(f"nqm-mc: error: calibration failed: {_one_line(err)}", file=sys.stderr)
         return 1
@@ -751,7 +752,7 @@ def build_parser():
                                    "size with bands; write calibration.json (the fit with "
                                    "provenance), calibration.png and predictions.csv.\n\n"
                                    "example:\n  nqm-mc calibrate examples/calibration_runs.csv "
-                                   "--target 0.5")
+                                   "--target 0.08")
     p.add_argument("runs", metavar="RUNS.csv", help="measured runs (.csv or .toml)")
     _add_target(p, None, "1.2 x the smallest measured loss",
                 "loss target on the measured scale (floor included)")
@@ -760,8 +761,13 @@ def build_parser():
     p.add_argument("--family", choices=["sgd", "heavy_ball"], default="sgd",
                    help="optimizer family tuned per batch size (sgd)")
     p.add_argument("--uncertainty", choices=["bootstrap", "jacobian", "none"],
-                   default="bootstrap", help="block bootstrap of the residuals (default), "
-                   "Gaussian from the Jacobian (fast, too narrow), or none")
+                   default="bootstrap", help="bootstrap: refit replicates (default); jacobian: "
+                   "Gaussian from the Jacobian, points taken as independent (fast, too "
+                   "narrow); none")
+    p.add_argument("--resample", choices=["ar1", "wild", "block"], default="ar1",
+                   help="replicates of the bootstrap: ar1 (default: an AR(1) model of each "
+                   "curve's residuals fitted by REML), wild or block (resampled residuals; "
+                   "too narrow)")
     p.add_argument("--n-boot", type=_int_in(2, 100_000), default=50,
                    help="bootstrap replicates (50)")
     p.add_argument("--n-starts", type=_int_in(1, 1000), default=8,

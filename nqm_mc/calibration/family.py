@@ -110,7 +110,7 @@ class Family:
         self.loss_scale = float(loss_scale)
 
     def settings(self) -> dict[str, Any]:
-        """The family's settings (for provenance)."""
+        """Return the family's settings (for provenance)."""
         return {"n_exact": self.n_exact, "n_bins": self.n_bins, "loss_scale": self.loss_scale}
 
     def spectrum(self, dim: float) -> tuple[np.ndarray, np.ndarray]:

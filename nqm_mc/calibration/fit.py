@@ -20,6 +20,7 @@ import numpy as np
 from scipy import optimize
 
 from nqm_mc.calibration.family import COORDS, PARAMS, Family, stability_limit
+from nqm_mc.calibration.noise import fit_residual_model
 from nqm_mc.calibration.runs import Run, check_runs
 from nqm_mc.exact.engine import expected_loss, loss_at
 from nqm_mc.spec._checks import ParameterError, check_choice, check_int, check_real
@@ -55,20 +56,34 @@ class Band(NamedTuple):
 
 @contextlib.contextmanager
 def _one_thread() -> Iterator[None]:
-    """Run the exact engine on one thread: its per-call work is small, threads only cost."""
+    """Run the exact engine and BLAS on one thread.
+
+    The per-call work is small (tens of groups, matrices of a few hundred rows), and threads
+    only add start-up and contention costs. BLAS is limited through ``threadpoolctl`` when it
+    is installed (it comes with scikit-learn).
+    """
     import numba
+    try:
+        from threadpoolctl import threadpool_limits
+        blas: Any = threadpool_limits(1)
+    except ImportError:  # pragma: no cover - optional
+        blas = contextlib.nullcontext()
     old = numba.get_num_threads()
     numba.set_num_threads(1)
     try:
-        yield
+        with blas:
+            yield
     finally:
         numba.set_num_threads(old)
 
 
 def model_loss(model: NQM, optimizer: Optimizer, batch_size: int,
                steps: np.ndarray) -> np.ndarray:
-    """Exact E[L(t)] of ``model`` at ``steps``: O(log t) jumps for constant hyperparameters,
-    the per-step recurrence up to the last step for a schedule."""
+    """Return the exact E[L(t)] of ``model`` at ``steps``.
+
+    O(log t) jumps for constant hyperparameters, the per-step recurrence up to the last step
+    for a schedule.
+    """
     steps = np.asarray(steps, dtype=np.int64)
     if optimizer.is_constant:
         return np.asarray(loss_at(model, optimizer, batch_size, steps)[0], dtype=float)
@@ -77,7 +92,7 @@ def model_loss(model: NQM, optimizer: Optimizer, batch_size: int,
 
 
 def _thin(run: Run, max_points: int) -> np.ndarray:
-    """Indices of at most ``max_points`` measured points, log-spaced in step."""
+    """Return the indices of at most ``max_points`` measured points, log-spaced in step."""
     n = run.steps.size
     if n <= max_points:
         return np.arange(n)
@@ -125,8 +140,10 @@ class _Problem:
         return np.concatenate(res)
 
     def linear_start(self, x: np.ndarray) -> np.ndarray | None:
-        """Set log v0, log s and the floor of ``x`` by non-negative least squares (relative
-        errors), using that E[L] is linear in v0 and in s; None if it fails."""
+        """Set log v0, log s and the floor of ``x`` by non-negative least squares.
+
+        Relative errors; E[L] is linear in v0 and in s. None if it fails.
+        """
         fam = self.family
         parts = []
         for bias, noise in ((1.0, 0.0), (0.0, 1.0)):
@@ -193,8 +210,10 @@ def _starts(problem: _Problem, lo: np.ndarray, hi: np.ndarray, n_starts: int,
 def _lsq(problem: _Problem, x0: np.ndarray, lo: np.ndarray, hi: np.ndarray,
          logy: list[np.ndarray] | None = None, max_nfev: int | None = None,
          jac: np.ndarray | None = None) -> Any:
-    """Bounded trust-region least squares; with ``jac`` that fixed Jacobian is used
-    throughout (one model evaluation per iteration)."""
+    """Run bounded trust-region least squares.
+
+    With ``jac`` that fixed Jacobian is used throughout (one model evaluation per iteration).
+    """
     j: Any = "2-point" if jac is None else (lambda x, logy=None: jac)
     return optimize.least_squares(problem.residuals, np.clip(x0, lo, hi), jac=j,
                                   bounds=(lo, hi), method="trf", kwargs={"logy": logy},
@@ -211,7 +230,8 @@ def _block_resample(res: np.ndarray, block: int, rng: np.random.Generator) -> np
 
 
 def calibrate(runs: Sequence[Run], *, n_starts: int = 8, seed: int = 0,
-              uncertainty: str = "bootstrap", n_boot: int = 50, max_points: int = 40,
+              uncertainty: str = "bootstrap", resample: str = "ar1", n_boot: int = 50,
+              max_points: int = 40,
               block: int | None = None, n_exact: int = 8, n_bins: int = 32,
               level: float = 0.95, max_rms: float = 1.0) -> Calibration:
     r"""Fit the power-law NQM with a loss floor to measured runs.
@@ -221,14 +241,23 @@ def calibrate(runs: Sequence[Run], *, n_starts: int = 8, seed: int = 0,
     runs : list of Run
         The measured curves (at least 8 points in all).
     n_starts : int, default 8
-        Local fits from the best of ``4 n_starts`` random candidates; the lowest cost wins.
+        Starts: the best of ``4 n_starts`` seeded random candidates. Each runs a few
+        iterations, the best three run to convergence, and the lowest cost wins.
     seed : int, default 0
         Seed of the starts and of the bootstrap (results are reproducible for a seed).
     uncertainty : {"bootstrap", "jacobian", "none"}
-        "bootstrap": moving-block bootstrap of each curve's log residuals, refit per replicate
-        (``n_boot`` replicates); "jacobian": Gaussian samples from the least-squares covariance
-        :math:`\hat\sigma^2 (J^T J)^{-1}` (fast, ignores the residuals' autocorrelation, so
-        too narrow); "none": no bands.
+        "bootstrap": resample the log residuals (see ``resample``) around the best fit and
+        refit each of ``n_boot`` replicates; "jacobian": Gaussian samples from the
+        least-squares covariance :math:`\hat\sigma^2 (J^T J)^{-1}` (fast, ignores the
+        residuals' autocorrelation, so too narrow); "none": no bands.
+    resample : {"ar1", "wild", "block"}, default "ar1"
+        "ar1": Gaussian replicates from an AR(1) model of each curve's residuals whose scale,
+        drift and correlation are estimated by restricted maximum likelihood, which accounts
+        for what the fit absorbs (:mod:`nqm_mc.calibration.noise`); "wild": each curve's
+        residual vector times one standard normal multiplier per replicate; "block":
+        moving-block bootstrap within each curve (blocks of ``block`` points). The last two
+        reuse the fitted residuals and so inherit their shrinkage (too narrow; see the
+        coverage study in ``validation/calibration_coverage.py``).
     n_boot : int, default 50
         Bootstrap replicates (or Gaussian samples).
     max_points : int, default 40
@@ -257,8 +286,9 @@ def calibrate(runs: Sequence[Run], *, n_starts: int = 8, seed: int = 0,
     owner = "calibrate"
     runs = check_runs(runs, owner)
     n_starts = check_int("n_starts", n_starts, owner, low=1, high=1000)
-    seed = check_int("seed", seed, owner, low=0, high=2 ** 63 - 1)
+    seed = check_int("seed", seed, owner, low=0, high=2 ** 64 - 1)
     uncertainty = check_choice("uncertainty", uncertainty, owner, UNCERTAINTY)
+    resample = check_choice("resample", resample, owner, ("ar1", "wild", "block"))
     n_boot = check_int("n_boot", n_boot, owner, low=2, high=100_000)
     max_points = check_int("max_points", max_points, owner, low=2, high=100_000)
     if block is not None:
@@ -325,15 +355,31 @@ def calibrate(runs: Sequence[Run], *, n_starts: int = 8, seed: int = 0,
                                 f"([{lo[j]:.3g}, {hi[j]:.3g}]).")
         samples = np.zeros((0, 7))
         n_failed = 0
+        noise_info: dict[str, Any] | None = None
         if block is None:
             block = max(2, int(round(math.sqrt(np.median(problem.sizes)))))
         if uncertainty == "bootstrap":
             fitted = [np.log(c) for c in problem.curves(x)]
             J0 = best.jac
+            if resample == "ar1":
+                try:
+                    noise_model = fit_residual_model(per_run, problem.steps, J0)
+                    noise_info = noise_model.to_dict()
+                except (ValueError, np.linalg.LinAlgError) as err:
+                    warnings.append(f"the residual model could not be estimated ({err}); "
+                                    "resampled with resample='wild' instead.")
+                    resample = "wild"
             xs = []
             for _ in range(n_boot):
-                logy = [f + _block_resample(r, block, rng)
-                        for f, r in zip(fitted, per_run, strict=True)]
+                if resample == "ar1":
+                    draw = np.split(noise_model.draw(rng), np.cumsum(problem.sizes)[:-1])
+                    logy = [f + d for f, d in zip(fitted, draw, strict=True)]
+                elif resample == "block":
+                    logy = [f + _block_resample(r, block, rng)
+                            for f, r in zip(fitted, per_run, strict=True)]
+                else:  # wild: one Gaussian multiplier per curve keeps its whole dependence
+                    g = rng.standard_normal(len(per_run))
+                    logy = [f + gk * r for f, gk, r in zip(fitted, g, per_run, strict=True)]
                 try:
                     fb = _lsq(problem, x, lo, hi, logy=logy, max_nfev=_BOOT_NFEV, jac=J0)
                 except (ValueError, np.linalg.LinAlgError):
@@ -357,13 +403,14 @@ def calibrate(runs: Sequence[Run], *, n_starts: int = 8, seed: int = 0,
             samples = np.clip(x + rng.standard_normal((n_boot, 7)) @ L.T, lo, hi)
     elapsed = time.perf_counter() - t0
     settings = {"n_starts": n_starts, "seed": seed, "uncertainty": uncertainty,
+                "resample": resample,
                 "n_boot": n_boot, "max_points": max_points, "block": block,
                 "n_exact": n_exact, "n_bins": n_bins, "level": level, "max_rms": max_rms}
     info = {"cost": float(best.cost), "rms": rms, "n_points": n_points,
             "n_converged": len(fits), "n_starts_at_best": n_close,
             "evaluations": problem.evals, "seconds": elapsed,
             "rms_per_run": [float(np.sqrt(np.mean(r ** 2))) for r in per_run],
-            "stability_limits": limits}
+            "stability_limits": limits, "residual_model": noise_info}
     return Calibration(runs, family, x, samples, settings, info, warnings, (lo, hi))
 
 
@@ -453,7 +500,7 @@ class Calibration:
             return c / np.outer(sd, sd)
 
     def intervals(self) -> dict[str, tuple[float, float]]:
-        """The ``level`` quantiles of each parameter over the samples."""
+        """Return the ``level`` quantiles of each parameter over the samples."""
         if len(self.samples) < 2:
             return {k: (self.params[k], self.params[k]) for k in PARAMS}
         sp = self.sample_params
@@ -569,7 +616,7 @@ class Calibration:
 
     def critical_batch_size(self, target: float, family: str = "sgd", p: float = 0.0,
                             ema: float | bool | None = None, **kw: Any) -> Band:
-        """The critical batch size of the tuned family, with its band.
+        """Return the critical batch size of the tuned family, with its band.
 
         See :func:`nqm_mc.calibration.predict.critical_batch_size`.
         """
@@ -592,7 +639,7 @@ class Calibration:
                 for j, k in enumerate(PARAMS)]
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready description: parameters, uncertainty, settings, fit information."""
+        """Return a JSON-ready description: parameters, uncertainty, settings, fit information."""
         return {"params": self.params, "coords": self.coords.tolist(),
                 "coordinate_names": list(COORDS), "parameter_table": self.parameter_table(),
                 "covariance": self.covariance.tolist(), "correlation": self.correlation.tolist(),

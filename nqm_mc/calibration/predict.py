@@ -117,7 +117,7 @@ def _steps_member(model: NQM, floor: float, target: float, optimizer: Optimizer,
 
 def steps_to_target(cal: Calibration, target: float, optimizer: Optimizer,
                     batch_sizes: Any) -> Band:
-    """Steps to bring the measured-scale loss below ``target`` with ``optimizer``, per batch size.
+    """Return the steps to bring the measured-scale loss below ``target``, per batch size.
 
     Parameters
     ----------
@@ -276,7 +276,7 @@ def critical_batch_size(cal: Calibration, target: float, family: str = "sgd", p:
                         ema: float | bool | None = None, *, batch_sizes: Any = DEFAULT_BATCHES,
                         definition: str = "fit", max_samples: int = 24,
                         grid_size: tuple[int, int] = DEFAULT_GRID) -> Band:
-    """The critical batch size of the tuned family, with its band.
+    """Return the critical batch size of the tuned family, with its band.
 
     Parameters
     ----------

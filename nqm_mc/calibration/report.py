@@ -28,7 +28,7 @@ def sha256(path: str) -> str:
 
 
 def default_target(cal: Calibration) -> float:
-    """A target the runs nearly reached: 1.2 times the smallest measured loss."""
+    """Return a target the runs nearly reached: 1.2 times the smallest measured loss."""
     return 1.2 * min(float(np.min(r.loss)) for r in cal.runs)
 
 
@@ -68,7 +68,7 @@ def _pm(v: float, se: float) -> str:
 
 
 def format_report(cal: Calibration, pred: dict[str, Any]) -> str:
-    """A readable text report: parameters, identifiability, predictions."""
+    """Return a readable text report: parameters, identifiability, predictions."""
     lines = [f"fit of {len(cal.runs)} runs, {cal.info['n_points']} points: rms log residual "
              f"{cal.info['rms']:.3g}, {cal.info['seconds']:.1f} s "
              f"({cal.settings['uncertainty']}, {len(cal.samples)} samples)", "",
@@ -144,6 +144,10 @@ def figure(cal: Calibration, pred: dict[str, Any], path: str, overwrite: bool = 
             ax2.axvline(r.batch_size, color="0.8", lw=0.8, zorder=0)
         ax2.set_xscale("log")
         ax2.set_yscale("log")
+        finite = np.concatenate([lo[okb], st.value[ok]])
+        if finite.size:
+            ax2.set_ylim(0.5 * float(np.min(finite)), 2.0 * float(np.max(np.concatenate(
+                [hi[okb], st.value[ok]]))))
         ax2.set_xlabel("batch size (grey: measured)")
         ax2.set_ylabel("steps to target")
         ax2.set_title(f"predicted steps to loss {pred['target']:.3g}")
@@ -162,8 +166,10 @@ def _band_json(b: Any) -> dict[str, Any]:
 
 def provenance_record(cal: Calibration, pred: dict[str, Any], runs_path: str,
                       argv: list[str] | None = None) -> dict[str, Any]:
-    """The saved fit: inputs (path, sha256), settings, seed, versions, parameters, samples and
-    predictions."""
+    """Return the saved fit.
+
+    Inputs (path, sha256), settings, seed, versions, parameters, samples and predictions.
+    """
     from nqm_mc.results import provenance
     rec: dict[str, Any] = {"kind": "nqm_mc.calibration",
                            "input": {"path": os.path.abspath(runs_path),

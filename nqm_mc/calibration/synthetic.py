@@ -31,14 +31,14 @@ HELD_OUT: list[tuple[Optimizer, int]] = [(SGD(1.5), 512), (SGD(0.25), 2),
 
 
 def truth_model(truth: dict[str, Any] | None = None) -> NQM:
-    """The true NQM (every direction listed)."""
+    """Return the true NQM (every direction listed)."""
     t = TRUTH if truth is None else truth
     return power_law_model(t["h1"], t["a"], t["s"], t["b"], t["v0"], int(t["dim"]))
 
 
 def true_loss(optimizer: Optimizer, batch_size: int, steps: Any,
               truth: dict[str, Any] | None = None) -> np.ndarray:
-    """The exact E[L(t)] + floor of the truth."""
+    """Return the exact E[L(t)] + floor of the truth."""
     t = TRUTH if truth is None else truth
     return np.asarray(loss_at(truth_model(t), optimizer, batch_size,
                               np.asarray(steps, dtype=np.int64))[0]) + t["floor"]

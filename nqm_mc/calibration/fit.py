@@ -514,7 +514,7 @@ class Calibration:
         Parameters
         ----------
         threshold : float, default 0.9
-            |correlation| from which two coordinates are said to trade off.
+            absolute correlation from which two coordinates are said to trade off.
 
         Returns
         -------

@@ -14,7 +14,9 @@
 - :func:`save` writes one file per requested format (PNG, PDF, SVG), atomically.
 
 Every plotting function of :mod:`nqm_mc.plotting`, :mod:`nqm_mc.studies` and
-``validation.report`` draws inside :func:`context` and saves with :func:`save`.
+``validation.report`` draws inside :func:`context` and saves with :func:`save`. Scripts and
+notebooks (the documentation gallery among them) call :func:`use` once instead, which applies
+the same settings globally, and then draw with ``matplotlib.pyplot`` as usual.
 """
 
 from __future__ import annotations
@@ -87,6 +89,13 @@ def pyplot() -> ModuleType:
     return plt
 
 
+def _rc() -> dict[str, Any]:
+    """Return ``RC`` with the colour cycle filled in."""
+    from cycler import cycler
+
+    return dict(RC, **{"axes.prop_cycle": cycler(color=CYCLE)})
+
+
 @contextlib.contextmanager
 def context() -> Iterator[ModuleType]:
     """Draw in the package's style: ``with style.context() as plt: ...``.
@@ -94,11 +103,38 @@ def context() -> Iterator[ModuleType]:
     The style holds inside the block only (``matplotlib.rc_context``); save inside it.
     """
     plt = pyplot()
-    from cycler import cycler
-
-    rc = dict(RC, **{"axes.prop_cycle": cycler(color=CYCLE)})
-    with plt.rc_context(rc):
+    with plt.rc_context(_rc()):
         yield plt
+
+
+def use() -> None:
+    """Apply the package's matplotlib settings globally, for scripts and notebooks.
+
+    The settings of :func:`context` (font sizes, grid, the Okabe-Ito colour cycle,
+    constrained layout, PNG resolution) go into ``matplotlib.rcParams`` and stay until
+    changed; ``matplotlib.rcdefaults()`` undoes them. Unlike :func:`context` and
+    :func:`pyplot`, the backend is left alone, so figures still show in a notebook.
+
+    Returns
+    -------
+    None
+
+    See Also
+    --------
+    context : the same settings inside a ``with`` block only.
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> from nqm_mc import style
+    >>> style.use()
+    >>> matplotlib.rcParams["axes.spines.top"]
+    False
+    >>> matplotlib.rcdefaults()
+    """
+    import matplotlib
+
+    matplotlib.rcParams.update(_rc())
 
 
 # ------------------------------------------------------------------------- colours, lines

@@ -267,3 +267,15 @@ def test_cli_format_option(tmp_path):
     assert r.returncode == 2 and "already exists" in r.stderr  # never overwritten silently
     r = run("exact", "--out", str(tmp_path), "--format", "jpg")
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "jpg" in r.stderr
+
+
+def test_use_applies_the_style_globally_and_rcdefaults_undoes_it():
+    try:
+        style.use()
+        rc = matplotlib.rcParams
+        assert rc["axes.spines.top"] is False and rc["figure.constrained_layout.use"]
+        assert [to_hex(c["color"]) for c in rc["axes.prop_cycle"]] == \
+            [to_hex(c) for c in style.CYCLE]
+    finally:
+        matplotlib.rcdefaults()
+    assert matplotlib.rcParams["axes.spines.top"] is True

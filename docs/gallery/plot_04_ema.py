@@ -10,32 +10,39 @@ the average; ``mean_theta`` of a result is still the loss at the iterate.
 """
 
 import matplotlib.pyplot as plt
-import numpy as np
 
-from nqm_mc import NQM, SGD, expected_loss, simulate, steady_state
+from nqm_mc import NQM, SGD, expected_loss, simulate, steady_state, style
+
+style.use()
 
 model = NQM.paper(300)
-batch, n_steps, lr = 8, 3000, 0.5
+batch, n_steps, lr, n_runs = 8, 3000, 0.5, 128
 gammas = (0.0, 0.9, 0.99)
 
-fig, ax = plt.subplots(figsize=(6.4, 4.6))
+fig, ax = plt.subplots(figsize=(6, 4.4))
 for i, g in enumerate(gammas):
     opt = SGD(lr, ema=g) if g else SGD(lr)
     curve = expected_loss(model, opt, batch, n_steps)
-    mc = simulate(model, opt, batch, n_steps, n_runs=128, seed=0, n_records=40)
+    mc = simulate(model, opt, batch, n_steps, n_runs=n_runs, seed=0, n_records=40)
     floor = steady_state(model, opt, batch).loss
-    label = "no EMA" if not g else f"EMA γ = {g}"
-    ax.plot(np.maximum(curve.steps, 0.5), curve.mean, color=f"C{i}",
-            label=f"{label}: steady state {floor:.4f}")
-    ax.errorbar(np.maximum(mc.steps, 0.5), mc.mean, yerr=2 * mc.sem, fmt="o", ms=2.5,
-                color=f"C{i}", alpha=0.7)
-    print(f"{label:12s} exact E[L(T)] = {curve.mean[-1]:.4f}, "
+    kw = style.family_style("ema" if g else "sgd", index=i)
+    name = f"EMA γ = {g}" if g else "no EMA"
+    ax.plot(curve.steps, curve.mean, color=kw["color"], ls=kw["ls"],
+            label=f"{name}: steady state {floor:.4f}")
+    ax.errorbar(mc.steps, mc.mean, yerr=1.96 * mc.sem, fmt=kw["marker"], color=kw["color"],
+                mfc="white", ms=3, capsize=0)
+    ax.axhline(floor, color=kw["color"], ls="-.", lw=0.8)
+    print(f"{name:12s} exact E[L(T)] = {curve.mean[-1]:.4f}, "
           f"Monte Carlo {mc.mean[-1]:.4f} ± {mc.sem[-1]:.4f}, steady state {floor:.4f}")
-ax.set(xscale="log", yscale="log", xlabel="step t (step 0 drawn at 0.5)", ylabel="loss",
-       title=f"SGD, α = {lr}, B = {batch}, d = 300: lines exact, points Monte Carlo ± 2 s.e.")
-ax.title.set_fontsize(9)
-ax.legend(fontsize=8)
-fig.tight_layout()
+ax.plot([], [], color="0.35", ls="-.", lw=0.8, label="steady states (dash-dotted)")
+ax.errorbar([], [], yerr=[], fmt="o", color="0.35", mfc="white", ms=3, capsize=0,
+            label=f"Monte Carlo mean ± 1.96 s.e. (N = {n_runs})")
+style.log_steps(ax, curve.steps)
+style.log_y(ax, "loss L(t)")
+style.title(ax, style.optimizer_text(SGD(lr), batch) + ", EMA γ = 0, 0.9, 0.99\n"
+            f"{style.model_text(model)}: lines exact E[L(t)], points Monte Carlo")
+style.legend(ax)
+plt.show()
 
 # %%
 # All three runs share their iterates (same seed; the EMA only changes the readout). Early on

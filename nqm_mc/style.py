@@ -445,7 +445,10 @@ def steady_line(ax: Any, value: float | None, label: str | None = None) -> None:
 
 
 def bonferroni_z(n: int, alpha: float = 0.05) -> float:
-    """Return z* with P(max |Z_i| > z*) <= ``alpha`` over ``n`` standard normals (Bonferroni)."""
+    """Return the Bonferroni threshold ``z*`` over ``n`` standard normals ``Z_i``.
+
+    ``P(max_i |Z_i| > z*) <= alpha`` whatever their dependence.
+    """
     from scipy.stats import norm
 
     return float(norm.isf(alpha / (2 * max(int(n), 1))))

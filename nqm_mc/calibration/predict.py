@@ -4,6 +4,9 @@ Every prediction is computed on the best fit (the band's ``value``) and on each 
 (bootstrap replicate), and the band is the ``level`` quantile range over the samples. Targets
 are on the measured scale: each member (best fit or sample) must bring its NQM below
 ``target - floor``, and a target at or below a member's floor is unreachable there (``inf``).
+Steps to target and tuning split off the groups a learning rate leaves frozen (alpha h^(1-p)
+below :data:`FROZEN_X`, where the exact engine would report divergence) and add their constant
+loss to the floor; see :func:`split_frozen`.
 """
 
 from __future__ import annotations
@@ -62,7 +65,7 @@ def _check_batches(batch_sizes: Any, owner: str) -> np.ndarray:
 #: relative to L0 (k = (1 + beta) / (1 - beta) bounds the momentum amplification). With the
 #: noise accumulation 0.5 n h^(1-2p) (k alpha)^2 c t / B this bounds the change of the frozen
 #: loss by ``drift * t``: a crossing later than FROZEN_TOL * goal / drift is not resolved and
-#: is reported as inf (for the fit above at alpha = 0.5 that is after ~1e9 steps at B = 8).
+#: is reported as inf (for the fit above at alpha = 0.5, B = 8 that is after ~2e9 steps).
 FROZEN_X = 1e-14
 #: the largest change of the frozen loss accepted at a reported crossing, relative to the goal
 FROZEN_TOL = 1e-6
@@ -202,7 +205,8 @@ def steps_to_target(cal: Calibration, target: float, optimizer: Optimizer,
     Returns
     -------
     Band
-        Arrays over the batch sizes; ``inf`` where unreachable or divergent.
+        Arrays over the batch sizes; ``inf`` where unreachable or divergent (or, with frozen
+        groups, later than the frozen loss is known to hold: :data:`FROZEN_TOL`).
     """
     from nqm_mc.calibration.fit import _one_thread
     owner = "Calibration.steps_to_target"

@@ -4,11 +4,14 @@ Every prediction is computed on the best fit (the band's ``value``) and on each 
 (bootstrap replicate), and the band is the ``level`` quantile range over the samples. Targets
 are on the measured scale: each member (best fit or sample) must bring its NQM below
 ``target - floor``, and a target at or below a member's floor is unreachable there (``inf``).
+Steps to target and tuning split off the groups a learning rate leaves frozen (alpha h^(1-p)
+below :data:`FROZEN_X`, where the exact engine would report divergence) and add their constant
+loss to the floor; see :func:`split_frozen`.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -50,6 +53,78 @@ def _check_batches(batch_sizes: Any, owner: str) -> np.ndarray:
                              f"of integer batch sizes in [1, 2^53]. Got {batch_sizes!r} "
                              "instead.")
     return b.astype(np.int64)
+
+
+# ------------------------------------------------------------------ frozen directions
+#: A group is frozen at learning rate alpha when x = alpha h^(1-p) < FROZEN_X. Far in a fitted
+#: tail (dim = 1e8, a = 3.3: h ~ 1e-26 h1) 1 - x rounds to 1 and the exact engine counts the
+#: group as marginal ("diverges"), although over any horizon with x t << 1 its loss stays at
+#: L0 = 0.5 n h (mu0^2 + v0). The engine fails below x ~ 1e-16 (1 - x, or 1 + beta - x, no
+#: longer differs from 1, or its 2^62-th power from 1 by 1e-200); 1e-14 freezes those with a
+#: factor ~100 of margin, and the decay changes a frozen loss by at most 2 k x t < 2e-14 k t
+#: relative to L0 (k = (1 + beta) / (1 - beta) bounds the momentum amplification). With the
+#: noise accumulation 0.5 n h^(1-2p) (k alpha)^2 c t / B this bounds the change of the frozen
+#: loss by ``drift * t``: a crossing later than FROZEN_TOL * goal / drift is not resolved and
+#: is reported as inf (for the fit above at alpha = 0.5, B = 8 that is after ~2e9 steps).
+FROZEN_X = 1e-14
+#: the largest change of the frozen loss accepted at a reported crossing, relative to the goal
+FROZEN_TOL = 1e-6
+
+
+class Frozen(NamedTuple):
+    """A model with its frozen groups split off (see :data:`FROZEN_X`)."""
+
+    model: NQM | None  # the other groups; None when every group is frozen
+    loss: float  # the frozen groups' constant loss, sum 0.5 n h (mu0^2 + v0)
+    decay: float  # sum 2 h^(1-p) L0: the loss's decrease per step, per unit k alpha
+    noise: float  # sum 0.5 n h^(1-2p) c: the noise's growth per step, per unit (k alpha)^2 / B
+
+
+def split_frozen(model: NQM, frozen: np.ndarray, p: float) -> Frozen:
+    """Split the groups ``frozen`` (a boolean mask) off ``model``, with their loss and drift."""
+    h, c, n = model.curvatures, model.noise_variances, model.multiplicities
+    mu, v = model.initial_mean, model.initial_variance
+    hf, nf = h[frozen], n[frozen].astype(float)
+    loss0 = 0.5 * nf * hf * (mu[frozen] ** 2 + v[frozen])
+    with np.errstate(over="ignore"):
+        noise = float(np.sum(0.5 * nf * hf ** (1.0 - 2.0 * p) * c[frozen]))
+    keep = ~frozen
+    rest = (NQM(h[keep], c[keep], n[keep], mu[keep], v[keep], name=model.name)
+            if keep.any() else None)
+    return Frozen(rest, float(loss0.sum()), float(np.sum(2.0 * hf ** (1.0 - p) * loss0)), noise)
+
+
+def _grid_steps(model: NQM, goal: float, optimizer: Optimizer, batch: Any, lrs: np.ndarray,
+                second: np.ndarray | None = None, key: str = "momenta") -> np.ndarray:
+    """Return the steps to ``goal`` (inf: not reached) over lrs x second x batch.
+
+    ``second`` (momenta or EMA decays, by ``key``) may be None. Each learning rate is run on
+    ``model`` without its groups frozen at that rate (their constant loss moved to the goal);
+    without frozen groups this is :func:`steps_to_target_batch` on ``model``.
+    """
+    p = optimizer.preconditioning
+    masks = lrs[:, None] * model.curvatures ** (1.0 - p) < FROZEN_X
+    kw: dict[str, Any] = {} if second is None else {key: second[None, :]}
+    if not masks.any():
+        s = steps_to_target_batch(model, optimizer, goal, batch, lrs[:, None], **kw)
+        return np.where(s >= 0, s, np.inf)
+    mom = second[None, :] if second is not None and key == "momenta" else 0.0
+    shape = np.broadcast_shapes((lrs.size, 1), np.shape(kw.get(key, 0.0)), np.shape(batch))
+    out = np.full(shape, np.inf)
+    _, first, which = np.unique(masks, axis=0, return_index=True, return_inverse=True)
+    for j, i in enumerate(first):
+        rows = np.flatnonzero(which.ravel() == j)
+        fz = split_frozen(model, masks[i], p)
+        rest = goal - fz.loss
+        if fz.model is None or rest <= 0:
+            out[rows] = 0.0 if rest > 0 else np.inf
+            continue
+        s = steps_to_target_batch(fz.model, optimizer, rest, batch, lrs[rows, None], **kw)
+        ka = (1.0 + mom) / (1.0 - mom) * lrs[rows, None]
+        with np.errstate(over="ignore", divide="ignore"):
+            horizon = FROZEN_TOL * goal / (ka * fz.decay + ka ** 2 * fz.noise / batch)
+        out[rows] = np.where((s >= 0) & (s <= horizon), s, np.inf)
+    return out
 
 
 def _members(cal: Calibration, max_samples: int | None = None) -> list[tuple[NQM, float]]:
@@ -101,13 +176,10 @@ def _steps_member(model: NQM, floor: float, target: float, optimizer: Optimizer,
     if goal <= 0:
         return np.full(batches.size, np.inf)
     if optimizer.is_constant:
-        kw: dict[str, Any] = {}
-        if optimizer.has_momentum:
-            kw["momenta"] = float(getattr(optimizer, "momentum", 0.0))
-        s = steps_to_target_batch(model, optimizer, goal, batches,
-                                  optimizer.base_learning_rate, **kw).astype(float)
-        s[s < 0] = np.inf
-        return s
+        beta = np.array([float(getattr(optimizer, "momentum", 0.0))])
+        return _grid_steps(model, goal, optimizer, batches[None, :],
+                           np.array([optimizer.base_learning_rate]),
+                           beta if optimizer.has_momentum else None)[0]
     out = np.empty(batches.size)
     for k, b in enumerate(batches):
         r = _steps_one(model, optimizer, int(b), goal)
@@ -133,7 +205,8 @@ def steps_to_target(cal: Calibration, target: float, optimizer: Optimizer,
     Returns
     -------
     Band
-        Arrays over the batch sizes; ``inf`` where unreachable or divergent.
+        Arrays over the batch sizes; ``inf`` where unreachable or divergent (or, with frozen
+        groups, later than the frozen loss is known to hold: :data:`FROZEN_TOL`).
     """
     from nqm_mc.calibration.fit import _one_thread
     owner = "Calibration.steps_to_target"
@@ -145,31 +218,33 @@ def steps_to_target(cal: Calibration, target: float, optimizer: Optimizer,
     return cal._band(out[0], out[1:])
 
 
-def _tune_fixed_ema(model: NQM, family: str, bs: np.ndarray, goal: float, p: float,
-                    ema: float, grid: tuple[int, int]) -> ScalingResult:
-    """Tune the learning rate (and momentum) at a fixed EMA decay, on the reference grid."""
-    alphas, seconds = reference_grid("heavy_ball" if family == "heavy_ball" else "sgd", grid)
+def _tune_grid(model: NQM, family: str, bs: np.ndarray, goal: float, p: float,
+               ema: float | bool | None, grid: tuple[int, int]) -> ScalingResult:
+    """Tune on the reference grid configuration by configuration (see :func:`_grid_steps`).
+
+    Used at a fixed EMA decay, and where groups are frozen at the grid's smallest rate.
+    """
+    fixed = None if ema is None or isinstance(ema, bool) else float(ema)
+    grid_family: Any = "ema" if ema is True else family
+    alphas, seconds = reference_grid(grid_family, grid)
+    if family == "heavy_ball":
+        opt: Optimizer = HeavyBall(0.1, 0.5, preconditioning=p, ema=fixed)
+    else:
+        opt = SGD(0.1, preconditioning=p, ema=0.5 if ema is True else fixed)
+        seconds = seconds if ema is True else None
     steps, lrs, secs = (np.full(bs.size, np.inf), np.full(bs.size, np.nan),
                         np.full(bs.size, np.nan))
     for k, b in enumerate(bs):
-        if family == "heavy_ball":
-            opt: Optimizer = HeavyBall(0.1, 0.5, preconditioning=p, ema=ema)
-            assert seconds is not None
-            s = steps_to_target_batch(model, opt, goal, int(b), alphas[:, None],
-                                      seconds[None, :]).astype(float)
-        else:
-            opt = SGD(0.1, preconditioning=p, ema=ema)
-            s = steps_to_target_batch(model, opt, goal, int(b), alphas).astype(float)
-        s[s < 0] = np.inf
+        s = _grid_steps(model, goal, opt, int(b), alphas, seconds,
+                        "ema_decays" if ema is True else "momenta")
         j = np.unravel_index(int(np.argmin(s)), s.shape)
         steps[k] = s[j]
         lrs[k] = alphas[j[0]]
-        if family == "heavy_ball":
-            assert seconds is not None
+        if seconds is not None:
             secs[k] = seconds[j[1]]
     lower = np.array([model.lower_bound_steps(goal, float(b)) for b in bs])
-    return ScalingResult(family, p, goal, "grid", bs, steps, lrs, secs, lower,
-                         meta={"ema": ema})
+    return ScalingResult("ema" if ema is True else family, p, goal, "grid", bs, steps, lrs,
+                         secs, lower, meta={"ema": ema})
 
 
 def _tune_member(model: NQM, floor: float, target: float, family: str, bs: np.ndarray, p: float,
@@ -179,14 +254,15 @@ def _tune_member(model: NQM, floor: float, target: float, family: str, bs: np.nd
         nan = np.full(bs.size, np.nan)
         return ScalingResult(family, p, goal, "grid", bs, np.full(bs.size, np.inf), nan,
                              nan.copy(), nan.copy(), meta={"unreachable": True})
-    if ema is None or ema is False:
-        return tune(model, family, bs, goal, preconditioning=p, grid_size=grid)  # type: ignore
-    if ema is True:
-        if family != "sgd":
-            raise ParameterError("ema=True (a tuned EMA decay) is available with family='sgd'; "
-                                 "give a fixed decay for heavy_ball.")
-        return tune(model, "ema", bs, goal, preconditioning=p, grid_size=grid)
-    return _tune_fixed_ema(model, family, bs, goal, p, float(ema), grid)
+    if ema is True and family != "sgd":
+        raise ParameterError("ema=True (a tuned EMA decay) is available with family='sgd'; "
+                             "give a fixed decay for heavy_ball.")
+    grid_family: Any = "ema" if ema is True else family
+    alphas, _ = reference_grid(grid_family, grid)
+    if (ema is None or isinstance(ema, bool)) and not np.any(
+            alphas.min() * model.curvatures ** (1.0 - p) < FROZEN_X):
+        return tune(model, grid_family, bs, goal, preconditioning=p, grid_size=grid)
+    return _tune_grid(model, family, bs, goal, p, ema, grid)
 
 
 def _grid(grid_size: Any, owner: str) -> tuple[int, int]:

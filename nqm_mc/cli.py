@@ -53,6 +53,7 @@ def _int_in(low, high):
 MAX_SIM_STEPS = 2 ** 32 - 2    # simulate's step counter
 MAX_SCHEDULE_STEPS = 10 ** 8   # exact with a schedule steps through every update
 LOSS_AT_STEPS = 10 ** 6        # exact with constant hyperparameters: beyond this, O(log t) jumps
+JUMP_STEPS, JUMP_RECORDS = 20_000, 1000  # ... and beyond JUMP_STEPS with at most JUMP_RECORDS
 MAX_BINNED_CELLS = 10 ** 9     # dim * bins of the binned model (a dim x bins table is built)
 SCHEDULER_TIMEOUT = 5          # seconds to reach a Dask scheduler before giving up
 
@@ -241,29 +242,87 @@ def _add_output_args(p, default=None):
     add_output_args(p, default)
 
 
+EXACT_STEPS = 10_000  # exact's last step when the target is not reached (or a schedule runs)
+
+
+def _nice_ceil(x):
+    """``x`` rounded up to two significant digits: 288147 -> 290000."""
+    x = max(int(np.ceil(x)), 1)
+    unit = 10 ** max(len(str(x)) - 2, 0)
+    return -(-x // unit) * unit
+
+
+def _describe_optimizer(opt):
+    """``sgd, lr 0.1`` / ``heavy_ball, lr 0.05, momentum 0.9, p 0.25``: the values that matter."""
+    d = opt.to_dict()
+    lr = d.pop("learning_rate")
+    parts = [f"lr {lr['value']:g}" if lr.get("kind") == "constant" else
+             f"lr schedule {lr.get('kind')}"]
+    for key, value in d.items():
+        if key == "name" or value is None or (key == "preconditioning" and value == 0):
+            continue
+        parts.append(f"{'p' if key == 'preconditioning' else key} {value:g}"
+                     if isinstance(value, float) else f"{key} {value}")
+    return f"{d['name']}, " + ", ".join(parts)
+
+
+def _describe_model(model):
+    name = getattr(model, "name", None)
+    kind = f"NQM.{name}()" if name in ("paper", "binned", "power_law") else "an NQM"
+    return f"{kind}, d = {model.dim}"
+
+
 def cmd_exact(args):
     from nqm_mc import _files, exact
+    from nqm_mc._table import table
     force = args.force
-    args = _resolve(args, {"steps": 10_000, "target": 0.01, "record": "log", "n_records": None,
+    args = _resolve(args, {"steps": None, "target": 0.01, "record": "log", "n_records": None,
                            "method": "exact", "out": None, "json": False})
     out = _files.prepare_output(args.out, ["exact_curve.csv", "exact_summary.json",
                                            "exact_curve.png"], "exact", force)
     model, opt = args.model, args.optimizer
+    if not opt.is_linear:
+        from nqm_mc.spec._checks import ParameterError
+        what = opt.name + (" with --clip-norm" if opt.clip_norm is not None else "")
+        raise ParameterError(f"nqm-mc exact needs an update linear in the gradient (sgd, "
+                             f"heavy_ball or nesterov, without --clip-norm); {what} is not: run "
+                             f"it with nqm-mc simulate --optimizer {opt.name}.")
+    if args.method not in EXACT_METHODS:
+        _refuse(args, "method", f"one of {', '.join(EXACT_METHODS)} for exact")
     constant = opt.is_constant and isinstance(args.batch_size, int)
+    t0 = time.perf_counter()
+    stt = None
+    if args.steps is None:  # the curve runs past its target: 1.5 x the steps to reach it
+        args.steps = EXACT_STEPS
+        if constant:
+            stt = exact.steps_to_target(model, opt, args.batch_size, args.target,
+                                        method=args.method)
+            if stt.reached:
+                args.steps = _nice_ceil(max(1.5 * stt.steps, 100))
+                args.origin["steps"] = f"the default steps (1.5 x the steps to {args.target:g})"
+            elif stt.status == "unreachable":  # until the loss settles near its steady state
+                near = exact.steps_to_target(model, opt, args.batch_size,
+                                             1.1 * exact.steady_state(model, opt,
+                                                                      args.batch_size).loss)
+                if near.reached:
+                    args.steps = _nice_ceil(max(1.5 * near.steps, 100))
+                    args.origin["steps"] = "the default steps (1.5 x the steps to within 10 % " \
+                                           "of the steady state)"
     if not constant and args.steps > MAX_SCHEDULE_STEPS:
         _refuse(args, "steps", f"at most {MAX_SCHEDULE_STEPS} with a learning-rate or batch-size "
                 "schedule (the exact engine steps through every update; up to 2^62 with "
                 "constant hyperparameters)")
     record = _record_steps(args, 60)
-    t0 = time.perf_counter()
-    if constant and args.steps > LOSS_AT_STEPS:
+    if stt is None:
+        stt = exact.steps_to_target(model, opt, args.batch_size, args.target, method=args.method)
+    if stt.reached and args.record == "log" and stt.steps <= args.steps:
+        record = np.union1d(record, [stt.steps])  # the crossing is one of the recorded steps
+    if constant and (args.steps > LOSS_AT_STEPS or (args.steps > JUMP_STEPS and
+                                                    record.size <= JUMP_RECORDS)):
         curve = _curve_by_jumps(model, opt, args.batch_size, record)
     else:
         curve = exact.expected_loss(model, opt, args.batch_size, record=record)
     ss = exact.steady_state(model, opt, args.batch_size)
-    if args.method not in EXACT_METHODS:
-        _refuse(args, "method", f"one of {', '.join(EXACT_METHODS)} for exact")
-    stt = exact.steps_to_target(model, opt, args.batch_size, args.target, method=args.method)
     dt = time.perf_counter() - t0
     summary = {
         "model": model.to_dict(), "optimizer": opt.to_dict(),
@@ -288,14 +347,23 @@ def cmd_exact(args):
     out.finish()
     if args.json:
         print(_json(summary))
+        return 0
+    print(f"exact expected loss: {_describe_optimizer(opt)}, B = {_batch_label(args.batch_size)} "
+          f"on {_describe_model(model)} ({dt:.1f} s)")
+    shown = np.unique(np.linspace(0, len(curve.steps) - 1, 12).astype(int))
+    if stt.reached:
+        shown = np.union1d(shown, np.flatnonzero(curve.steps == stt.steps))
+    rows = [[int(curve.steps[i]), curve.mean[i], curve.std[i],
+             "<- first below the target" if stt.reached and curve.steps[i] == stt.steps else ""]
+            for i in shown]
+    print(table(["step", "E[L]", "sd[L]", ""], rows, [None, ".6g", ".4g", None], indent="  "))
+    print(f"steady state E[L] = {ss.loss:.6g}" if ss.stable else f"no steady state: {ss.reason}")
+    if stt.reached:
+        print(f"steps to target {args.target:g}: {stt.steps} (first step with E[L] < "
+              f"{args.target:g})")
     else:
-        print(f"model {model!r}, optimizer {opt!r}, batch size {args.batch_size}")
-        print(f"{'step':>10} {'E[L]':>12} {'sd[L]':>12}")
-        for i in np.unique(np.linspace(0, len(curve.steps) - 1, 12).astype(int)):
-            print(f"{curve.steps[i]:>10d} {curve.mean[i]:>12.6g} {curve.std[i]:>12.4g}")
-        print(f"steady state {ss.loss:.6g}; steps to {args.target:g}: "
-              f"{stt.steps if stt.reached else stt.status + ' (' + stt.reason + ')'}")
-        print(f"wrote {csv_path}, {json_path} and {png}")
+        print(f"steps to target {args.target:g}: not reached, {stt.status} ({stt.reason})")
+    print(f"wrote {csv_path}\n      {json_path}\n      {png}")
     return 0
 
 
@@ -358,14 +426,15 @@ def cmd_simulate(args):
                        record=args.record, n_records=args.n_records,
                        block_size=args.block_size, target=args.target,
                        keep_paths=args.keep_paths, dtype=args.dtype,
-                       threads=None if executor else args.threads, progress=not quiet,
+                       threads=None if executor else args.threads,
+                       progress=False if quiet or args.json else None,
                        executor=executor, noise=noise, on_interrupt="return",
                        method=args.method)
     finally:
         if executor is not None:
             executor.close()
     # the exact engine covers the linear optimizers (under every noise law: it needs second
-    # moments only); for adaptive rules and clipping the columns say "nan"
+    # moments only); for adaptive rules and clipping the exact and z columns stay empty
     ex = None
     if opt.is_linear and not res.meta["interrupted"]:
         if opt.is_constant and isinstance(args.batch_size, int) and args.steps > 100_000:
@@ -374,10 +443,12 @@ def cmd_simulate(args):
             ex = exact.expected_loss(model, opt, args.batch_size, record=res.steps)
     ex_mean = ex.mean if ex is not None else np.full(res.steps.size, np.nan)
     path = res.save(out.path("simulation"), overwrite=out.overwrite)
+    z_all = [None if ex is None else round(float((m - e) / s), 3) if s > 0 else 0.0
+             for m, s, e in zip(res.mean, res.sem, ex_mean, strict=True)]
     csv_path = _files.write_csv(
         out.path("simulation.csv"), ["step", "mc_mean", "mc_sem", "exact_mean", "z"],
-        [(t, m, s, e, round(float((m - e) / s), 3) if s > 0 else 0.0)
-         for t, m, s, e in zip(res.steps, res.mean, res.sem, ex_mean, strict=True)],
+        [(t, m, s, None if ex is None else e, z)
+         for t, m, s, e, z in zip(res.steps, res.mean, res.sem, ex_mean, z_all, strict=True)],
         overwrite=out.overwrite)
     from nqm_mc import plotting
     png = plotting.plot_mean(res, out.path("simulation.png"), ex)
@@ -397,14 +468,20 @@ def cmd_simulate(args):
     counts = (f"{res.n_runs} runs" if not res.meta["interrupted"] else
               f"{res.meta['runs_completed']} of {res.n_runs} runs finished "
               f"({res.meta['runs_started'] - res.meta['runs_completed']} partial)")
-    print(f"{counts} of {opt.name} on {model!r}, B = {args.batch_size}, "
-          f"{res.meta['seconds']:.1f} s on "
-          + (f"{res.meta['threads']} threads" if res.meta["threads"] else res.meta["executor"]))
-    print(f"{'step':>8} {'MC mean':>12} {'± s.e.':>10} {'exact':>12} {'z':>6}")
-    for i in np.unique(np.linspace(0, res.steps.size - 1, 12).astype(int)):
-        z = (res.mean[i] - ex_mean[i]) / res.sem[i] if res.sem[i] > 0 else 0.0
-        print(f"{res.steps[i]:>8d} {res.mean[i]:>12.6g} {res.sem[i]:>10.3g} "
-              f"{ex_mean[i]:>12.6g} {z:>6.2f}")
+    where = (f"{res.meta['threads']} threads" if res.meta["threads"] else res.meta["executor"])
+    print(f"{counts} of {_describe_optimizer(opt)}, B = {_batch_label(args.batch_size)} on "
+          f"{_describe_model(model)}: {res.meta['seconds']:.1f} s on {where}"
+          + (f", {res.meta['method']} sampler" if res.meta.get("method") else ""))
+    from nqm_mc._table import table
+    shown = np.unique(np.linspace(0, res.steps.size - 1, 12).astype(int))
+    print(table(["step", "MC mean", "± s.e.", "exact E[L]", "z"],
+                [[int(res.steps[i]), res.mean[i], res.sem[i],
+                  None if ex is None else ex_mean[i], z_all[i]] for i in shown],
+                [None, ".6g", ".3g", ".6g", ".2f"], indent="  "))
+    if ex is None:
+        print(f"  (no exact curve: {opt.name}"
+              + (" with clipping" if opt.clip_norm is not None else "")
+              + " is not linear in the gradient)")
     h = res.hitting_summary()
     if h is not None:
         if "mean" in h:
@@ -418,7 +495,8 @@ def cmd_simulate(args):
         print(f"{res.n_diverged[-1]} of {res.n_diverged[-1] + res.n_finite[-1]} runs diverged "
               f"(loss past 1e300 by step {first}; excluded from the statistics)"
               + (f"; {why}" if why else ""))
-    print(f"wrote {path}, {csv_path} and {png}")
+    print(f"wrote {path} (and its readable copy {os.path.splitext(path)[0]}.json)\n"
+          f"      {csv_path}\n      {png}")
     if status:
         print(f"interrupted by {res.meta['signal']}: saved {res.meta['runs_completed']} finished "
               f"and {res.meta['runs_started'] - res.meta['runs_completed']} partial runs of "
@@ -548,6 +626,10 @@ def cmd_noise_study(args):
     return 0
 
 
+SCALING_BATCH_SIZES = ",".join(str(4 ** k) for k in range(1, 11))  # 4 to 2^20: past B_crit
+SECOND_NAMES = {"heavy_ball": "momentum", "ema": "EMA decay"}
+
+
 def cmd_scaling(args):
     from nqm_mc.spec.model import NQM
     from nqm_mc.studies.scaling import tune
@@ -561,17 +643,33 @@ def cmd_scaling(args):
     from nqm_mc import _files
     name = f"scaling_{args.family}_p{args.p}.csv"
     out = _files.prepare_output(args.out, [name], "scaling", args.force)
+    t0 = time.perf_counter()
     res = tune(model, args.family, bs, args.target, preconditioning=args.p, search=args.search)
+    dt = time.perf_counter() - t0
     rows = res.to_rows()
     path = _files.write_csv(out.path(name), list(rows[0]), rows, overwrite=out.overwrite)
     out.finish()
     if args.json:
         print(_json(res.to_dict()))
-    else:
-        for r in rows:
-            print(f"B = {r['batch_size']:8d}  steps {r['steps']:12.0f}  lr {r['learning_rate']:.4g}"
-                  f"  second {r['second']:.4g}  lower bound {r['lower_bound']:.4g}")
-        print(f"critical batch size: {res.critical_batch_size()}; table in {path}")
+        return 0
+    from nqm_mc._table import table
+    print(f"{args.family}, p = {args.p:g}, tuned per batch size ({args.search} search) to reach "
+          f"E[L] < {args.target:g} on {_describe_model(model)} ({dt:.1f} s)")
+    second = SECOND_NAMES.get(args.family, "second")
+    print(table(["batch size", "steps", "learning rate", second, "effective lr",
+                 "lower bound"],
+                [[r["batch_size"], r["steps"], r["learning_rate"], r["second"],
+                  r["effective_learning_rate"] if args.family == "heavy_ball" else None,
+                  r["lower_bound"]] for r in rows],
+                [None, None, ".4g", ".6g", ".4g", None], indent="  "))
+    text = res.critical_batch_size_text()
+    c = res.critical_batch_size()
+    print(f"critical batch size, first B whose steps exceed twice perfect scaling from "
+          f"B = {min(bs)}: {text['doubling']}")
+    if c["fit"] is not None:
+        print(f"critical batch size, fit S(B) = S_min (1 + B_crit / B): B_crit = {text['fit']}, "
+              f"S_min = {c['fit_S_min']:.4g} steps")
+    print(f"wrote {path}")
     return 0
 
 
@@ -594,8 +692,10 @@ def build_parser():
                                    "--momentum 0.9 -B 64 --steps 10000")
     _add_spec_args(p)
     p.add_argument("--steps", type=_int_in(0, MAX_STEPS), default=None,
-                   help=f"last step of the curve (10000; 0 to 2^62 with constant "
-                        f"hyperparameters, at most {MAX_SCHEDULE_STEPS} with a schedule)")
+                   help=f"last step of the curve (default: 1.5 x the steps to --target, "
+                        f"rounded up; {EXACT_STEPS} if the target is not reached or with a "
+                        f"schedule; 0 to 2^62 with constant hyperparameters, at most "
+                        f"{MAX_SCHEDULE_STEPS} with a schedule)")
     _add_target(p, None, 0.01)
     _add_output_args(p)
     _add_json(p)
@@ -685,8 +785,9 @@ def build_parser():
     p.add_argument("--optimizer", "--family", dest="family", choices=["sgd", "heavy_ball", "ema"],
                    default="sgd",
                    help="sgd (alpha), heavy_ball (alpha, beta), ema (SGD + EMA: alpha, gamma)")
-    p.add_argument("--batch-sizes", default="4,16,64,256,1024,4096,16384",
-                   help="comma-separated batch sizes")
+    p.add_argument("--batch-sizes", default=SCALING_BATCH_SIZES,
+                   help="comma-separated batch sizes (powers of 4 from 4 to 2^20, wide enough "
+                        "to pass the critical batch size)")
     p.add_argument("--preconditioning", "-p", "--p", dest="p", type=float, default=0.0,
                    help="power p of H^p (0)")
     _add_target(p, 0.01)

@@ -547,8 +547,7 @@ def cmd_plot(args):
                 written.append(plotting.plot_paths(res, path))
             elif kind == "hitting":
                 written.append(plotting.plot_hitting_times(res, path))
-    for w in written:
-        print(w)
+    print("wrote " + "\n      ".join(written))
     return 0
 
 
@@ -609,8 +608,7 @@ def cmd_adam_proxy(args):
     res = adam_proxy_study(out.dir, model=model, target=args.target, n_runs=args.runs,
                            seed=args.seed, quick=args.quick, rotate=args.rotate)
     out.finish()
-    print(f"best proxy p = {res['best_p']:g}; wrote {out.path('adam_proxy')}.png, .md, .csv, "
-          ".json")
+    print(f"wrote {out.path('adam_proxy')}.png, .md, .csv and .json")
     return 0
 
 
@@ -622,7 +620,7 @@ def cmd_noise_study(args):
                                 "noise-study", args.force)
     noise_study(out.dir, n_runs=args.runs, seed=args.seed, quick=args.quick)
     out.finish()
-    print(f"wrote {out.path('noise_study')}.png, .md, .csv, .json")
+    print(f"wrote {out.path('noise_study')}.png, .md, .csv and .json")
     return 0
 
 
@@ -829,6 +827,17 @@ def build_parser():
     return parser
 
 
+# the Python names in the library's messages, as a command-line user would type them
+_PYTHON_TO_CLI = (("Use nqm_mc.simulate", "Run it with nqm-mc simulate"),
+                  ("use nqm_mc.simulate", "run it with nqm-mc simulate"))
+
+
+def _for_the_command_line(message):
+    for python, cli in _PYTHON_TO_CLI:
+        message = message.replace(python, cli)
+    return message
+
+
 def main(argv=None):
     from nqm_mc import _files
     from nqm_mc.montecarlo._interrupt import signal_name, sigterm_interrupts
@@ -838,11 +847,14 @@ def main(argv=None):
         args = parser.parse_args(argv)
     except SystemExit as stop:  # --help, or a usage error already printed as one line
         return stop.code
+    if not getattr(args, "quiet", False) and not getattr(args, "json", False):
+        from nqm_mc import _compile_notice
+        _compile_notice.watch(args.command)  # "compiling kernels (first run only, ~N s)"
     try:
         with sigterm_interrupts():  # SIGTERM stops a run like Ctrl-C and keeps its work
             return args.func(args)
     except (ParameterError, _files.OutputExistsError) as err:
-        print(f"nqm-mc: error: {_one_line(err)}", file=sys.stderr)
+        print(f"nqm-mc: error: {_for_the_command_line(_one_line(err))}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except MemoryError as err:
         print(f"nqm-mc: error: not enough memory ({_one_line(err) or 'MemoryError'}); use a "

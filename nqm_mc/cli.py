@@ -285,8 +285,8 @@ def cmd_exact(args):
         from nqm_mc.spec._checks import ParameterError
         what = opt.name + (" with --clip-norm" if opt.clip_norm is not None else "")
         raise ParameterError(f"nqm-mc exact needs an update linear in the gradient (sgd, "
-                             f"heavy_ball or nesterov, without --clip-norm); {what} is not: run "
-                             f"it with nqm-mc simulate --optimizer {opt.name}.")
+                             f"heavy_ball or nesterov, without --clip-norm); {what} is nonlinear: "
+                             f"run it with nqm-mc simulate --optimizer {opt.name}.")
     if args.method not in EXACT_METHODS:
         _refuse(args, "method", f"one of {', '.join(EXACT_METHODS)} for exact")
     constant = opt.is_constant and isinstance(args.batch_size, int)
@@ -605,8 +605,8 @@ def cmd_adam_proxy(args):
     out = _files.prepare_output(args.out, [f"adam_proxy.{e}" for e in ("png", "md", "csv",
                                                                       "json")],
                                 "adam-proxy", args.force)
-    res = adam_proxy_study(out.dir, model=model, target=args.target, n_runs=args.runs,
-                           seed=args.seed, quick=args.quick, rotate=args.rotate)
+    adam_proxy_study(out.dir, model=model, target=args.target, n_runs=args.runs,
+                     seed=args.seed, quick=args.quick, rotate=args.rotate)
     out.finish()
     print(f"wrote {out.path('adam_proxy')}.png, .md, .csv and .json")
     return 0

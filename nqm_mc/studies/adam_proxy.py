@@ -277,7 +277,7 @@ def adam_proxy_study(outdir: str | os.PathLike[str], *, model: NQM | None = None
 
 
 def adam_proxy_verdict(out: dict[str, Any], batch_sizes: Sequence[int]) -> str:
-    """One sentence: whether one preconditioning power describes Adam at every batch size."""
+    """Return one sentence: whether one preconditioning power describes Adam everywhere."""
     best_p, fails, local = out["best_p"], out["proxy_fails"], out["closest_p"]
     bad = [(b, r) for b, r, f in zip(batch_sizes, out["ratio"], fails, strict=True) if f]
     if not bad:
@@ -292,7 +292,7 @@ def adam_proxy_verdict(out: dict[str, Any], batch_sizes: Sequence[int]) -> str:
 
 
 def _count(x: float) -> int | float:
-    """A step count as an int (inf stays a float: never reached)."""
+    """Return a step count as an int (inf stays a float: never reached)."""
     return int(x) if np.isfinite(x) else float(x)
 
 
@@ -444,8 +444,11 @@ NOISE_Z, NOISE_KS_P = 4.0, 1e-3
 
 
 def noise_study_verdict(out: dict[str, Any]) -> str:
-    """One sentence: whether the means follow the exact engine and which laws' hitting times
-    differ from the Gaussian ones (two-sample KS)."""
+    """Return one sentence: do the means follow the exact engine, whose hitting times differ.
+
+    The hitting times of each law are compared with the Gaussian ones by the two-sample KS
+    test of the study.
+    """
     laws = out["laws"]
     off = [k for k, v in laws.items() if abs(v["final_z"]) > NOISE_Z]
     differ = [f"{k} (p = {v['hitting_time_ks_p_vs_gaussian']:.2g})" for k, v in laws.items()

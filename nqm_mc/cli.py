@@ -421,13 +421,16 @@ def cmd_simulate(args):
         from nqm_mc.montecarlo.distributed import DaskExecutor
         executor = DaskExecutor(args.scheduler, threads_per_task=args.threads,
                                 connect_timeout=SCHEDULER_TIMEOUT)
+    if not quiet and not sys.stderr.isatty():  # a log file: this line, no progress bar
+        print(f"simulating {args.runs} runs x {args.steps} steps of {opt.name}; Ctrl-C stops "
+              "and keeps what is done", file=sys.stderr, flush=True)
     try:
         res = simulate(model, opt, args.batch_size, args.steps, args.runs, seed=args.seed,
                        record=args.record, n_records=args.n_records,
                        block_size=args.block_size, target=args.target,
                        keep_paths=args.keep_paths, dtype=args.dtype,
                        threads=None if executor else args.threads,
-                       progress=False if quiet or args.json else None,
+                       progress=False if quiet else None,
                        executor=executor, noise=noise, on_interrupt="return",
                        method=args.method)
     finally:
@@ -866,6 +869,8 @@ def main(argv=None):
         return EXIT_SIGTERM if name == "SIGTERM" else EXIT_SIGINT
     finally:
         _files.discard_empty_run_dirs()
+        from nqm_mc import _compile_notice
+        _compile_notice.unwatch()
 
 
 if __name__ == "__main__":

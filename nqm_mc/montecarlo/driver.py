@@ -650,7 +650,7 @@ def _progress(done: int, total: int, start: float) -> None:
     pad = max(state["width"] - len(text), 0)  # blank what a longer earlier line left
     sys.stderr.write("\r" + text + " " * pad)
     sys.stderr.flush()
-    state["width"] = len(text)
+    state["width"] = max(state["width"], len(text))
     _PROGRESS_SHOWN[0] = True
 
 

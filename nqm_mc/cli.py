@@ -580,6 +580,11 @@ def cmd_info(args):
         "vector_width": ("512 bit (AVX-512)" if "-prefer-256-bit" in
                          (numba.config.CPU_FEATURES or "") else "numba's default"),
     }
+    from nqm_mc import _compile_notice as cn
+    cold = [k for k in cn.COMPILE_SECONDS if not cn._cached(k)]
+    n = len(cn.COMPILE_SECONDS)
+    info["kernels_cached"] = (f"{n - len(cold)} of {n} (the others compile on first use, "
+                              f"~{cn.estimate(cold)} s)" if cold else f"all {n}")
     if args.json:
         print(_json(info))
     else:

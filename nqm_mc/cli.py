@@ -354,13 +354,14 @@ def cmd_exact(args):
     if stt.reached:
         shown = np.union1d(shown, np.flatnonzero(curve.steps == stt.steps))
     rows = [[int(curve.steps[i]), curve.mean[i], curve.std[i],
-             "<- first below the target" if stt.reached and curve.steps[i] == stt.steps else ""]
+             "<- steps to target" if stt.reached and curve.steps[i] == stt.steps else ""]
             for i in shown]
     print(table(["step", "E[L]", "sd[L]", ""], rows, [None, ".6g", ".4g", None], indent="  "))
     print(f"steady state E[L] = {ss.loss:.6g}" if ss.stable else f"no steady state: {ss.reason}")
     if stt.reached:
-        print(f"steps to target {args.target:g}: {stt.steps} (first step with E[L] < "
-              f"{args.target:g})")
+        how = (f"the first step with E[L] < {args.target:g}" if args.method == "exact" else
+               f"by --method {args.method}")
+        print(f"steps to target {args.target:g}: {stt.steps} ({how})")
     else:
         print(f"steps to target {args.target:g}: not reached, {stt.status} ({stt.reason})")
     print(f"wrote {csv_path}\n      {json_path}\n      {png}")

@@ -60,7 +60,7 @@ def test_exact_default_steps_reach_the_target_and_mark_the_crossing(tmp_path):
     assert s["status"] == "reached"
     assert s["final_step"] >= 1.5 * s["steps_to_target"] >= s["final_step"] / 1.1
     assert s["final_loss"] < s["target"] < s["initial_loss"]
-    assert "<- first below the target" in out and "nan" not in out
+    assert "<- steps to target" in out and "nan" not in out
     assert f"steps to target 0.01: {s['steps_to_target']}" in out
     steps = [int(r["step"]) for r in _csv(tmp_path / "exact_curve.csv")]
     assert s["steps_to_target"] in steps  # the crossing is a recorded step

@@ -418,7 +418,8 @@ def run_suite(cases: list[Case], quick: bool = True, seed: int = 0,
             sens = r.get("sensitivity", float("nan"))
             log(f"{case.name:20s} {r['verdict']:5s} power: {r['power_verdict']:16s} "
                 f"runs {r['runs']:6d}  max|z| {cell(r['max_abs_z'], '.2f'):>5s}  "
-                f"sens {cell(100 * sens, '.2f'):>5s} %  {r['seconds']:5.1f} s")
+                f"sens {cell(100 * sens, '.2f') + ' %' if sens == sens else '-':>7s}  "
+                f"{r['seconds']:5.1f} s")
         results.append(r)
     return results
 

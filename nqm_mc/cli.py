@@ -53,6 +53,7 @@ def _int_in(low, high):
 MAX_SIM_STEPS = 2 ** 32 - 2    # simulate's step counter
 MAX_SCHEDULE_STEPS = 10 ** 8   # exact with a schedule steps through every update
 LOSS_AT_STEPS = 10 ** 6        # exact with constant hyperparameters: beyond this, O(log t) jumps
+JUMP_STEPS, JUMP_RECORDS = 20_000, 1000  # ... and beyond JUMP_STEPS with at most JUMP_RECORDS
 MAX_BINNED_CELLS = 10 ** 9     # dim * bins of the binned model (a dim x bins table is built)
 SCHEDULER_TIMEOUT = 5          # seconds to reach a Dask scheduler before giving up
 
@@ -241,30 +242,88 @@ def _add_output_args(p, default=None):
     add_output_args(p, default)
 
 
+EXACT_STEPS = 10_000  # exact's last step when the target is not reached (or a schedule runs)
+
+
+def _nice_ceil(x):
+    """``x`` rounded up to two significant digits: 288147 -> 290000."""
+    x = max(int(np.ceil(x)), 1)
+    unit = 10 ** max(len(str(x)) - 2, 0)
+    return -(-x // unit) * unit
+
+
+def _describe_optimizer(opt):
+    """``sgd, lr 0.1`` / ``heavy_ball, lr 0.05, momentum 0.9, p 0.25``: the values that matter."""
+    d = opt.to_dict()
+    lr = d.pop("learning_rate")
+    parts = [f"lr {lr['value']:g}" if lr.get("kind") == "constant" else
+             f"lr schedule {lr.get('kind')}"]
+    for key, value in d.items():
+        if key == "name" or value is None or (key == "preconditioning" and value == 0):
+            continue
+        parts.append(f"{'p' if key == 'preconditioning' else key} {value:g}"
+                     if isinstance(value, float) else f"{key} {value}")
+    return f"{d['name']}, " + ", ".join(parts)
+
+
+def _describe_model(model):
+    name = getattr(model, "name", None)
+    kind = f"NQM.{name}()" if name in ("paper", "binned", "power_law") else "an NQM"
+    return f"{kind}, d = {model.dim}"
+
+
 def cmd_exact(args):
     from nqm_mc import _files, exact, style
+    from nqm_mc._table import table
     force, formats = args.force, args.format
-    args = _resolve(args, {"steps": 10_000, "target": 0.01, "record": "log", "n_records": None,
+    args = _resolve(args, {"steps": None, "target": 0.01, "record": "log", "n_records": None,
                            "method": "exact", "out": None, "json": False})
     out = _files.prepare_output(args.out, ["exact_curve.csv", "exact_summary.json",
                                            *style.output_names("exact_curve", formats)],
                                 "exact", force)
     model, opt = args.model, args.optimizer
+    if not opt.is_linear:
+        from nqm_mc.spec._checks import ParameterError
+        what = opt.name + (" with --clip-norm" if opt.clip_norm is not None else "")
+        raise ParameterError(f"nqm-mc exact needs an update linear in the gradient (sgd, "
+                             f"heavy_ball or nesterov, without --clip-norm); {what} is nonlinear: "
+                             f"run it with nqm-mc simulate --optimizer {opt.name}.")
+    if args.method not in EXACT_METHODS:
+        _refuse(args, "method", f"one of {', '.join(EXACT_METHODS)} for exact")
     constant = opt.is_constant and isinstance(args.batch_size, int)
+    t0 = time.perf_counter()
+    stt = None
+    if args.steps is None:  # the curve runs past its target: 1.5 x the steps to reach it
+        args.steps = EXACT_STEPS
+        if constant:
+            stt = exact.steps_to_target(model, opt, args.batch_size, args.target,
+                                        method=args.method)
+            if stt.reached:
+                args.steps = _nice_ceil(max(1.5 * stt.steps, 100))
+                args.origin["steps"] = f"the default steps (1.5 x the steps to {args.target:g})"
+            elif stt.status == "unreachable":  # until the loss settles near its steady state
+                near = exact.steps_to_target(model, opt, args.batch_size,
+                                             1.1 * exact.steady_state(model, opt,
+                                                                      args.batch_size).loss)
+                if near.reached:
+                    args.steps = _nice_ceil(max(1.5 * near.steps, 100))
+                    args.origin["steps"] = "the default steps (1.5 x the steps to within 10 % " \
+                                           "of the steady state)"
     if not constant and args.steps > MAX_SCHEDULE_STEPS:
         _refuse(args, "steps", f"at most {MAX_SCHEDULE_STEPS} with a learning-rate or batch-size "
                 "schedule (the exact engine steps through every update; up to 2^62 with "
                 "constant hyperparameters)")
     record = _record_steps(args, 60)
-    t0 = time.perf_counter()
-    if constant and args.steps > LOSS_AT_STEPS:
+    if stt is None:
+        stt = exact.steps_to_target(model, opt, args.batch_size, args.target, method=args.method)
+    if stt.reached and args.record == "log" and stt.steps <= args.steps:
+        record = np.union1d(record, [stt.steps])  # the crossing is one of the recorded steps
+    if constant and (args.steps > LOSS_AT_STEPS or (args.steps > JUMP_STEPS and
+                                                    record.size <= JUMP_RECORDS)):
         curve = _curve_by_jumps(model, opt, args.batch_size, record)
     else:
         curve = exact.expected_loss(model, opt, args.batch_size, record=record)
     ss = exact.steady_state(model, opt, args.batch_size)
-    if args.method not in EXACT_METHODS:
-        _refuse(args, "method", f"one of {', '.join(EXACT_METHODS)} for exact")
-    stt = exact.steps_to_target(model, opt, args.batch_size, args.target, method=args.method)
     dt = time.perf_counter() - t0
     summary = {
         "model": model.to_dict(), "optimizer": opt.to_dict(),
@@ -291,14 +350,24 @@ def cmd_exact(args):
     out.finish()
     if args.json:
         print(_json(summary))
+        return 0
+    print(f"exact expected loss: {_describe_optimizer(opt)}, B = {_batch_label(args.batch_size)} "
+          f"on {_describe_model(model)} ({dt:.1f} s)")
+    shown = np.unique(np.linspace(0, len(curve.steps) - 1, 12).astype(int))
+    if stt.reached:
+        shown = np.union1d(shown, np.flatnonzero(curve.steps == stt.steps))
+    rows = [[int(curve.steps[i]), curve.mean[i], curve.std[i],
+             "<- steps to target" if stt.reached and curve.steps[i] == stt.steps else ""]
+            for i in shown]
+    print(table(["step", "E[L]", "sd[L]", ""], rows, [None, ".6g", ".4g", None], indent="  "))
+    print(f"steady state E[L] = {ss.loss:.6g}" if ss.stable else f"no steady state: {ss.reason}")
+    if stt.reached:
+        how = (f"the first step with E[L] < {args.target:g}" if args.method == "exact" else
+               f"by --method {args.method}")
+        print(f"steps to target {args.target:g}: {stt.steps} ({how})")
     else:
-        print(f"model {model!r}, optimizer {opt!r}, batch size {args.batch_size}")
-        print(f"{'step':>10} {'E[L]':>12} {'sd[L]':>12}")
-        for i in np.unique(np.linspace(0, len(curve.steps) - 1, 12).astype(int)):
-            print(f"{curve.steps[i]:>10d} {curve.mean[i]:>12.6g} {curve.std[i]:>12.4g}")
-        print(f"steady state {ss.loss:.6g}; steps to {args.target:g}: "
-              f"{stt.steps if stt.reached else stt.status + ' (' + stt.reason + ')'}")
-        print(f"wrote {csv_path}, {json_path} and {png}")
+        print(f"steps to target {args.target:g}: not reached, {stt.status} ({stt.reason})")
+    print(f"wrote {csv_path}\n      {json_path}\n      {png}")
     return 0
 
 
@@ -356,19 +425,23 @@ def cmd_simulate(args):
         from nqm_mc.montecarlo.distributed import DaskExecutor
         executor = DaskExecutor(args.scheduler, threads_per_task=args.threads,
                                 connect_timeout=SCHEDULER_TIMEOUT)
+    if not quiet and not sys.stderr.isatty():  # a log file: this line, no progress bar
+        print(f"simulating {args.runs} runs x {args.steps} steps of {opt.name}; Ctrl-C stops "
+              "and keeps what is done", file=sys.stderr, flush=True)
     try:
         res = simulate(model, opt, args.batch_size, args.steps, args.runs, seed=args.seed,
                        record=args.record, n_records=args.n_records,
                        block_size=args.block_size, target=args.target,
                        keep_paths=args.keep_paths, dtype=args.dtype,
-                       threads=None if executor else args.threads, progress=not quiet,
+                       threads=None if executor else args.threads,
+                       progress=False if quiet else None,
                        executor=executor, noise=noise, on_interrupt="return",
                        method=args.method)
     finally:
         if executor is not None:
             executor.close()
     # the exact engine covers the linear optimizers (under every noise law: it needs second
-    # moments only); for adaptive rules and clipping the columns say "nan"
+    # moments only); for adaptive rules and clipping the exact and z columns stay empty
     ex = None
     if opt.is_linear and not res.meta["interrupted"]:
         if opt.is_constant and isinstance(args.batch_size, int) and args.steps > 100_000:
@@ -377,10 +450,12 @@ def cmd_simulate(args):
             ex = exact.expected_loss(model, opt, args.batch_size, record=res.steps)
     ex_mean = ex.mean if ex is not None else np.full(res.steps.size, np.nan)
     path = res.save(out.path("simulation"), overwrite=out.overwrite)
+    z_all = [None if ex is None else round(float((m - e) / s), 3) if s > 0 else 0.0
+             for m, s, e in zip(res.mean, res.sem, ex_mean, strict=True)]
     csv_path = _files.write_csv(
         out.path("simulation.csv"), ["step", "mc_mean", "mc_sem", "exact_mean", "z"],
-        [(t, m, s, e, round(float((m - e) / s), 3) if s > 0 else 0.0)
-         for t, m, s, e in zip(res.steps, res.mean, res.sem, ex_mean, strict=True)],
+        [(t, m, s, None if ex is None else e, z)
+         for t, m, s, e, z in zip(res.steps, res.mean, res.sem, ex_mean, z_all, strict=True)],
         overwrite=out.overwrite)
     from nqm_mc import plotting
     png = plotting.plot_mean(res, out.path("simulation.png"), ex, formats)
@@ -400,14 +475,20 @@ def cmd_simulate(args):
     counts = (f"{res.n_runs} runs" if not res.meta["interrupted"] else
               f"{res.meta['runs_completed']} of {res.n_runs} runs finished "
               f"({res.meta['runs_started'] - res.meta['runs_completed']} partial)")
-    print(f"{counts} of {opt.name} on {model!r}, B = {args.batch_size}, "
-          f"{res.meta['seconds']:.1f} s on "
-          + (f"{res.meta['threads']} threads" if res.meta["threads"] else res.meta["executor"]))
-    print(f"{'step':>8} {'MC mean':>12} {'± s.e.':>10} {'exact':>12} {'z':>6}")
-    for i in np.unique(np.linspace(0, res.steps.size - 1, 12).astype(int)):
-        z = (res.mean[i] - ex_mean[i]) / res.sem[i] if res.sem[i] > 0 else 0.0
-        print(f"{res.steps[i]:>8d} {res.mean[i]:>12.6g} {res.sem[i]:>10.3g} "
-              f"{ex_mean[i]:>12.6g} {z:>6.2f}")
+    where = (f"{res.meta['threads']} threads" if res.meta["threads"] else res.meta["executor"])
+    print(f"{counts} of {_describe_optimizer(opt)}, B = {_batch_label(args.batch_size)} on "
+          f"{_describe_model(model)}: {res.meta['seconds']:.1f} s on {where}"
+          + (f", {res.meta['method']} sampler" if res.meta.get("method") else ""))
+    from nqm_mc._table import table
+    shown = np.unique(np.linspace(0, res.steps.size - 1, 12).astype(int))
+    print(table(["step", "MC mean", "± s.e.", "exact E[L]", "z"],
+                [[int(res.steps[i]), res.mean[i], res.sem[i],
+                  None if ex is None else ex_mean[i], z_all[i]] for i in shown],
+                [None, ".6g", ".3g", ".6g", ".2f"], indent="  "))
+    if ex is None:
+        print(f"  (no exact curve: {opt.name}"
+              + (" with clipping" if opt.clip_norm is not None else "")
+              + " is not linear in the gradient)")
     h = res.hitting_summary()
     if h is not None:
         if "mean" in h:
@@ -421,7 +502,8 @@ def cmd_simulate(args):
         print(f"{res.n_diverged[-1]} of {res.n_diverged[-1] + res.n_finite[-1]} runs diverged "
               f"(loss past 1e300 by step {first}; excluded from the statistics)"
               + (f"; {why}" if why else ""))
-    print(f"wrote {path}, {csv_path} and {png}")
+    print(f"wrote {path} (and its readable copy {os.path.splitext(path)[0]}.json)\n"
+          f"      {csv_path}\n      {png}")
     if status:
         print(f"interrupted by {res.meta['signal']}: saved {res.meta['runs_completed']} finished "
               f"and {res.meta['runs_started'] - res.meta['runs_completed']} partial runs of "
@@ -476,8 +558,7 @@ def cmd_plot(args):
             elif kind == "hitting":
                 plotting.plot_hitting_times(res, path, formats=args.format)
             written += style.figure_paths(path, args.format)
-    for w in written:
-        print(w)
+    print("wrote " + "\n      ".join(written))
     return 0
 
 
@@ -507,6 +588,11 @@ def cmd_info(args):
         "vector_width": ("512 bit (AVX-512)" if "-prefer-256-bit" in
                          (numba.config.CPU_FEATURES or "") else "numba's default"),
     }
+    from nqm_mc import _compile_notice as cn
+    cold = [k for k in cn.COMPILE_SECONDS if not cn._cached(k)]
+    n = len(cn.COMPILE_SECONDS)
+    info["kernels_cached"] = (f"{n - len(cold)} of {n} (the others compile on first use, "
+                              f"~{cn.estimate(cold)} s)" if cold else f"all {n}")
     if args.json:
         print(_json(info))
     else:
@@ -536,12 +622,10 @@ def cmd_adam_proxy(args):
     out = _files.prepare_output(args.out, [f"adam_proxy.{e}" for e in ("md", "csv", "json")]
                                 + output_names("adam_proxy", args.format),
                                 "adam-proxy", args.force)
-    res = adam_proxy_study(out.dir, model=model, target=args.target, n_runs=args.runs,
-                           seed=args.seed, quick=args.quick, rotate=args.rotate,
-                           formats=args.format)
+    adam_proxy_study(out.dir, model=model, target=args.target, n_runs=args.runs,
+                     seed=args.seed, quick=args.quick, rotate=args.rotate, formats=args.format)
     out.finish()
-    print(f"best proxy p = {res['best_p']:g}; wrote {out.path('adam_proxy')}.png, .md, .csv, "
-          ".json")
+    print(f"wrote {out.path('adam_proxy')}.png, .md, .csv and .json")
     return 0
 
 
@@ -555,8 +639,12 @@ def cmd_noise_study(args):
     noise_study(out.dir, n_runs=args.runs, seed=args.seed, quick=args.quick,
                 formats=args.format)
     out.finish()
-    print(f"wrote {out.path('noise_study')}.png, .md, .csv, .json")
+    print(f"wrote {out.path('noise_study')}.png, .md, .csv and .json")
     return 0
+
+
+SCALING_BATCH_SIZES = ",".join(str(4 ** k) for k in range(1, 11))  # 4 to 2^20: past B_crit
+SECOND_NAMES = {"heavy_ball": "momentum", "ema": "EMA decay"}
 
 
 def cmd_scaling(args):
@@ -574,18 +662,35 @@ def cmd_scaling(args):
     from nqm_mc import plotting, style
     out = _files.prepare_output(args.out, [name, *style.output_names(name[:-4], args.format)],
                                 "scaling", args.force)
+    t0 = time.perf_counter()
     res = tune(model, args.family, bs, args.target, preconditioning=args.p, search=args.search)
+    dt = time.perf_counter() - t0
     rows = res.to_rows()
     path = _files.write_csv(out.path(name), list(rows[0]), rows, overwrite=out.overwrite)
-    plotting.plot_scaling(path, out.path(name[:-4] + ".png"), args.format)
+    figures = style.figure_paths(
+        plotting.plot_scaling(path, out.path(name[:-4] + ".png"), args.format), args.format)
     out.finish()
     if args.json:
         print(_json(res.to_dict()))
-    else:
-        for r in rows:
-            print(f"B = {r['batch_size']:8d}  steps {r['steps']:12.0f}  lr {r['learning_rate']:.4g}"
-                  f"  second {r['second']:.4g}  lower bound {r['lower_bound']:.4g}")
-        print(f"critical batch size: {res.critical_batch_size()}; table in {path}")
+        return 0
+    from nqm_mc._table import table
+    print(f"{args.family}, p = {args.p:g}, tuned per batch size ({args.search} search) to reach "
+          f"E[L] < {args.target:g} on {_describe_model(model)} ({dt:.1f} s)")
+    second = SECOND_NAMES.get(args.family, "second")
+    print(table(["batch size", "steps", "learning rate", second, "effective lr",
+                 "lower bound"],
+                [[r["batch_size"], r["steps"], r["learning_rate"], r["second"],
+                  r["effective_learning_rate"] if args.family == "heavy_ball" else None,
+                  r["lower_bound"]] for r in rows],
+                [None, None, ".4g", ".6g", ".4g", None], indent="  "))
+    text = res.critical_batch_size_text()
+    c = res.critical_batch_size()
+    print(f"critical batch size, first B whose steps exceed twice perfect scaling from "
+          f"B = {min(bs)}: {text['doubling']}")
+    if c["fit"] is not None:
+        print(f"critical batch size, fit S(B) = S_min (1 + B_crit / B): B_crit = {text['fit']}, "
+              f"S_min = {c['fit_S_min']:.4g} steps")
+    print("wrote " + "\n      ".join([path, *figures]))
     return 0
 
 
@@ -653,8 +758,10 @@ def build_parser():
                                    "--momentum 0.9 -B 64 --steps 10000")
     _add_spec_args(p)
     p.add_argument("--steps", type=_int_in(0, MAX_STEPS), default=None,
-                   help=f"last step of the curve (10000; 0 to 2^62 with constant "
-                        f"hyperparameters, at most {MAX_SCHEDULE_STEPS} with a schedule)")
+                   help=f"last step of the curve (default: 1.5 x the steps to --target, "
+                        f"rounded up; {EXACT_STEPS} if the target is not reached or with a "
+                        f"schedule; 0 to 2^62 with constant hyperparameters, at most "
+                        f"{MAX_SCHEDULE_STEPS} with a schedule)")
     _add_target(p, None, 0.01)
     _add_output_args(p)
     _add_json(p)
@@ -744,8 +851,9 @@ def build_parser():
     p.add_argument("--optimizer", "--family", dest="family", choices=["sgd", "heavy_ball", "ema"],
                    default="sgd",
                    help="sgd (alpha), heavy_ball (alpha, beta), ema (SGD + EMA: alpha, gamma)")
-    p.add_argument("--batch-sizes", default="4,16,64,256,1024,4096,16384",
-                   help="comma-separated batch sizes")
+    p.add_argument("--batch-sizes", default=SCALING_BATCH_SIZES,
+                   help="comma-separated batch sizes (powers of 4 from 4 to 2^20, wide enough "
+                        "to pass the critical batch size)")
     p.add_argument("--preconditioning", "-p", "--p", dest="p", type=float, default=0.0,
                    help="power p of H^p (0)")
     _add_target(p, 0.01)
@@ -823,6 +931,17 @@ def build_parser():
     return parser
 
 
+# the Python names in the library's messages, as a command-line user would type them
+_PYTHON_TO_CLI = (("Use nqm_mc.simulate", "Run it with nqm-mc simulate"),
+                  ("use nqm_mc.simulate", "run it with nqm-mc simulate"))
+
+
+def _for_the_command_line(message):
+    for python, cli in _PYTHON_TO_CLI:
+        message = message.replace(python, cli)
+    return message
+
+
 def main(argv=None):
     from nqm_mc import _files
     from nqm_mc.montecarlo._interrupt import signal_name, sigterm_interrupts
@@ -832,11 +951,14 @@ def main(argv=None):
         args = parser.parse_args(argv)
     except SystemExit as stop:  # --help, or a usage error already printed as one line
         return stop.code
+    if not getattr(args, "quiet", False) and not getattr(args, "json", False):
+        from nqm_mc import _compile_notice
+        _compile_notice.watch(args.command)  # "compiling kernels (first run only, ~N s)"
     try:
         with sigterm_interrupts():  # SIGTERM stops a run like Ctrl-C and keeps its work
             return args.func(args)
     except (ParameterError, _files.OutputExistsError) as err:
-        print(f"nqm-mc: error: {_one_line(err)}", file=sys.stderr)
+        print(f"nqm-mc: error: {_for_the_command_line(_one_line(err))}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except MemoryError as err:
         print(f"nqm-mc: error: not enough memory ({_one_line(err) or 'MemoryError'}); use a "
@@ -848,6 +970,8 @@ def main(argv=None):
         return EXIT_SIGTERM if name == "SIGTERM" else EXIT_SIGINT
     finally:
         _files.discard_empty_run_dirs()
+        from nqm_mc import _compile_notice
+        _compile_notice.unwatch()
 
 
 if __name__ == "__main__":

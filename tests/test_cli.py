@@ -122,6 +122,11 @@ def test_reproduce_quick_writes_every_figure(tmp_path):
                  "momentum_vs_sgd", "effective_lr", "ema_vs_sgd", "schedules_vs_constant",
                  "schedule_shapes", "mc_confirmation", "critical_batch_sizes"):
         assert (tmp_path / f"{name}.csv").exists(), name
+    # the terminal summary carries every curve's critical batch size, as a table
+    assert "critical batch sizes" in r.stdout and "{" not in r.stdout and "nan" not in r.stdout
+    assert "heavy_ball   0.5    0.01" in r.stdout
+    rows = (tmp_path / "critical_batch_sizes.csv").read_text().splitlines()[1:]
+    assert all(not row.split(",")[1].endswith(".0") for row in rows)  # doublings as ints
 
 
 def test_ctrl_c_stops_cleanly_and_keeps_finished_runs(tmp_path):

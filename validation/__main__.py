@@ -79,8 +79,19 @@ def run(args: argparse.Namespace) -> int:
         print(json_dumps({"settings": settings, "failed": bad,
                           "cases": [{c: r.get(c) for c in COLUMNS} for r in results]}, indent=1))
         return 1 if bad else 0
-    print(f"{len(results)} cases in {time.perf_counter() - t0:.1f} s; "
-          f"{'all passed' if not bad else f'{bad} FAILED'}; report in {out.path('summary.md')}")
+    weak = [r["case"] for r in results if r.get("power_verdict") == "NOT REJECTED"]
+    checked = sum(r.get("power_verdict") != "n/a" for r in results)
+    if bad:
+        verdict = (f"{bad} of {len(results)} cases FAILED: the Monte Carlo engine disagrees with "
+                   "the exact engine there (see the report)")
+    else:
+        verdict = (f"all {len(results)} cases passed: the Monte Carlo statistics agree with the "
+                   "exact engine")
+    verdict += (f"; {checked - len(weak)} of {checked} power checks rejected their wrong "
+                "reference" + (f" (not: {', '.join(weak)})" if weak else ""))
+    print(f"verdict: {verdict} ({time.perf_counter() - t0:.1f} s)")
+    print(f"wrote {out.path('summary.md')}, summary.csv, results.json and plots/CASE.png in "
+          f"{out.dir}")
     return 1 if bad else 0
 
 

@@ -414,10 +414,12 @@ def run_suite(cases: list[Case], quick: bool = True, seed: int = 0,
         r = run_case(case, quick=quick, seed=seed, threads=threads, simulator=simulator,
                      convergence=conv, runs_factor=runs_factor)
         if log:
+            from nqm_mc._table import cell
             sens = r.get("sensitivity", float("nan"))
-            log(f"{case.name:16s} {r['verdict']:5s} power: {r['power_verdict']:16s} "
-                f"runs {r['runs']:6d}  max|z| {r['max_abs_z']:5.2f}  "
-                f"sens {100 * sens:6.2f} %  {r['seconds']:5.1f} s")
+            log(f"{case.name:20s} {r['verdict']:5s} power: {r['power_verdict']:16s} "
+                f"runs {r['runs']:6d}  max|z| {cell(r['max_abs_z'], '.2f'):>5s}  "
+                f"sens {cell(100 * sens, '.2f') + ' %' if sens == sens else '-':>7s}  "
+                f"{r['seconds']:5.1f} s")
         results.append(r)
     return results
 

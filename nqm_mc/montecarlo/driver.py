@@ -618,28 +618,45 @@ def _hist_quantiles(hist: np.ndarray, lo: float, levels: np.ndarray) -> np.ndarr
     return out
 
 
+# the progress line of the running simulation: its start, when its first wave of blocks
+# ended (compilation and warm-up included) and how many blocks that wave did; the line's width
+_PROGRESS: dict[str, Any] = {"start": None, "first": 0.0, "first_done": 0, "width": 0}
 _PROGRESS_SHOWN = [False]
 
 
 def _progress(done: int, total: int, start: float) -> None:
     """Draw one progress line on stderr, redrawn in place.
 
-    The time left is extrapolated from the rate so far (the first wave, which includes
-    compilation, is not shown).
+    The time left is extrapolated from the blocks done after the first wave, whose time
+    includes compiling the kernels and warming up; until a second wave has finished it reads
+    "estimating". Nothing is drawn in the first 2 s.
     """
-    el = time.perf_counter() - start
+    now = time.perf_counter()
+    el = now - start
+    state = _PROGRESS
+    if state["start"] != start:  # a new simulation: its first wave just ended
+        state.update(start=start, first=el, first_done=done)
     if el < 2.0 and done < total:
         return
-    eta = el / done * (total - done)
+    if done >= total:
+        left = "done"
+    elif done > state["first_done"]:
+        rate = (el - state["first"]) / (done - state["first_done"])
+        left = f"~{rate * (total - done):.0f} s left"
+    else:
+        left = "estimating the time left"
     bar = "#" * int(30 * done / total)
-    sys.stderr.write(f"\r[{bar:<30}] {100 * done / total:5.1f}%  {el:6.1f}s elapsed, "
-                     f"~{eta:6.1f}s left")
+    text = f"[{bar:<30}] {100 * done / total:5.1f}%  {el:6.1f} s elapsed, {left}"
+    pad = max(state["width"] - len(text), 0)  # blank what a longer earlier line left
+    sys.stderr.write("\r" + text + " " * pad)
     sys.stderr.flush()
+    state["width"] = max(state["width"], len(text))
     _PROGRESS_SHOWN[0] = True
 
 
 def _progress_end() -> None:
     """End the progress line (so that what is printed next starts on a line of its own)."""
+    _PROGRESS.update(start=None, width=0)
     if _PROGRESS_SHOWN[0]:
         sys.stderr.write("\n")
         sys.stderr.flush()

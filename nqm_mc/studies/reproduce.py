@@ -153,11 +153,16 @@ def run(outdir: str, quick: bool = False, log: Callable[[str], Any] = print,
     B, gs, target = cfg["batch_sizes"], tuple(cfg["grid_size"]), cfg["target"]
     t_start = time.perf_counter()
     summary: dict[str, Any] = {}
+    critical: list[list[Any]] = []  # the terminal table of critical batch sizes
 
     def study(family, p=0.0, tgt=target):
         t0 = time.perf_counter()
         r = tune(model, family, B, tgt, preconditioning=p, grid_size=gs, search=cfg["search"])
-        log(f"  {family:10s} p = {p:4.2f} target {tgt:g}: {time.perf_counter() - t0:5.1f} s")
+        text = r.critical_batch_size_text()
+        log(f"  {family:10s} p = {p:4.2f} target {tgt:g}: {time.perf_counter() - t0:5.1f} s, "
+            f"critical batch size {text['doubling']}")
+        if f"{family} p={p} target={tgt}" not in summary:
+            critical.append([family, p, tgt, text["doubling"], text["fit"]])
         summary[f"{family} p={p} target={tgt}"] = r.critical_batch_size()
         return r
 
@@ -310,8 +315,16 @@ def run(outdir: str, quick: bool = False, log: Callable[[str], Any] = print,
                        "definitions": {"doubling": "smallest B with steps > 2 x S(B0) B0 / B",
                                        "fit": "B_crit of S(B) = S_min (1 + B_crit / B)"}},
                       indent=1)
-    rows = [{"curve": k, "doubling": v["doubling"], "fit": v["fit"], "fit_S_min": v["fit_S_min"]}
+    rows = [{"curve": k, "doubling": v["doubling"], "fit": v["fit"], "fit_S_min": v["fit_S_min"],
+             "fit_extrapolated": v["fit_extrapolated"]}
             for k, v in summary.items() if k != "monte_carlo_confirmation"]
     _write_csv(os.path.join(outdir, "critical_batch_sizes.csv"), rows)
-    log(f"done in {time.perf_counter() - t_start:.1f} s; figures and tables in {outdir}/")
+    from nqm_mc._table import table
+    log(f"critical batch sizes (binned model, batch sizes {min(B)} to {max(B)}): the first B "
+        "whose steps exceed twice perfect scaling, and B_crit of the fit S(B) = S_min (1 + "
+        "B_crit / B)")
+    log(table(["optimizer", "p", "target", "doubling", "fit B_crit"], critical, indent="  "))
+    written = sorted(n for n in os.listdir(outdir) if n in OUTPUT_NAMES)
+    log(f"done in {time.perf_counter() - t_start:.1f} s; wrote {len(written)} files (one PNG and "
+        f"one CSV per figure, critical_batch_sizes.csv/.json) in {outdir}/")
     return summary

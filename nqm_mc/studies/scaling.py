@@ -202,7 +202,7 @@ class ScalingResult:
             return self.learning_rate / (1.0 - self.second)
         return self.learning_rate.copy()
 
-    def critical_batch_size(self) -> dict[str, float | None]:
+    def critical_batch_size(self) -> dict[str, Any]:
         """Return the critical batch size by two definitions.
 
         Returns
@@ -212,7 +212,9 @@ class ScalingResult:
             extrapolation S(B0) B0 / B from the smallest batch size B0 (None if never);
             ``"fit"`` and ``"fit_S_min"``: B_crit and S_min of
             S(B) = S_min (1 + B_crit / B) fitted by least squares on log S (None with fewer
-            than two finite points).
+            than two finite points); ``"fit_extrapolated"``: whether that B_crit lies outside
+            the batch sizes tried (an extrapolation of the fit, not a measurement).
+            :meth:`critical_batch_size_text` says the same in words.
 
         References
         ----------
@@ -221,13 +223,14 @@ class ScalingResult:
         """
         B, S = self.batch_sizes.astype(float), self.steps
         ok = np.isfinite(S)
-        out: dict[str, float | None] = {"doubling": None, "fit": None, "fit_S_min": None}
+        out: dict[str, Any] = {"doubling": None, "fit": None, "fit_S_min": None,
+                               "fit_extrapolated": None}
         if ok.sum() < 2:
             return out
         B, S = B[ok], S[ok]
         ideal = S[0] * B[0] / B
         over = np.flatnonzero(S > 2 * ideal)
-        out["doubling"] = float(B[over[0]]) if over.size else None
+        out["doubling"] = int(B[over[0]]) if over.size else None
         x0 = np.array([np.log(S.min()), np.log(np.sqrt(B[0] * B[-1]))])
 
         def resid(x):
@@ -236,7 +239,34 @@ class ScalingResult:
         fit = optimize.least_squares(resid, x0)
         out["fit"] = float(np.exp(fit.x[1]))
         out["fit_S_min"] = float(np.exp(fit.x[0]))
+        out["fit_extrapolated"] = bool(not B.min() <= out["fit"] <= B.max())
         return out
+
+    def critical_batch_size_text(self) -> dict[str, str]:
+        """Return the critical batch sizes of :meth:`critical_batch_size` as short texts.
+
+        Only a batch size inside the range tried is given as a plain number: a doubling that
+        never happens reads "> B_max (beyond the largest batch size tried)", a fitted B_crit
+        outside the range is marked as an extrapolation.
+
+        Returns
+        -------
+        dict
+            ``"doubling"`` and ``"fit"`` (``"-"`` with fewer than two finite points).
+        """
+        c = self.critical_batch_size()
+        finite = self.batch_sizes[np.isfinite(self.steps)]
+        if c["fit"] is None:
+            return {"doubling": "-", "fit": "-"}
+        lo, hi = int(finite.min()), int(finite.max())
+        doubling = (str(c["doubling"]) if c["doubling"] is not None else
+                    f"> {hi} (beyond the largest batch size tried)")
+        fit = _round3(c["fit"])
+        if c["fit"] > hi:
+            fit += f" (extrapolated beyond the largest batch size tried, {hi})"
+        elif c["fit"] < lo:
+            fit += f" (extrapolated below the smallest batch size tried, {lo})"
+        return {"doubling": doubling, "fit": fit}
 
     def to_rows(self) -> list[dict[str, Any]]:
         """Return one CSV row (a dict) per batch size."""
@@ -257,6 +287,12 @@ class ScalingResult:
                 d[k] = [None if not np.isfinite(x) else float(x) for x in v]
         d["critical_batch_size"] = self.critical_batch_size()
         return d
+
+
+def _round3(x: float) -> str:
+    """Three significant digits, as an integer where it is one: 859.9 -> "860"."""
+    r = float(f"{x:.3g}")
+    return str(int(r)) if r >= 100 else f"{r:g}"
 
 
 def tune(model: NQM, family: Family, batch_sizes: ArrayLike, target: float, *,

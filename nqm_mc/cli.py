@@ -242,6 +242,7 @@ def _add_output_args(p, default=None):
     add_output_args(p, default)
 
 
+SIM_STEPS = 1000  # simulate's last step when no exact default applies (Adam, schedules)
 EXACT_STEPS = 10_000  # exact's last step when the target is not reached (or a schedule runs)
 
 
@@ -250,6 +251,36 @@ def _nice_ceil(x):
     x = max(int(np.ceil(x)), 1)
     unit = 10 ** max(len(str(x)) - 2, 0)
     return -(-x // unit) * unit
+
+def _default_steps(args, model, opt, target, fallback, method="exact"):
+    """The last step a command runs by default, so that its curve shows what it reports.
+
+    With constant hyperparameters and a linear optimizer: 1.5 x the exact steps to ``target``
+    when it is reached, else (no target, or one below the steady state) 1.5 x the steps to
+    within 10 % of the steady state, so the curve settles on its noise floor. ``fallback``
+    otherwise. Returns the steps and the exact steps to ``target`` (None when not computed);
+    records in ``args.origin`` where the number came from.
+    """
+    from nqm_mc import exact
+    if not (opt.is_linear and opt.is_constant and isinstance(args.batch_size, int)):
+        return fallback, None
+    stt = None
+    if target is not None:
+        stt = exact.steps_to_target(model, opt, args.batch_size, target, method=method)
+        if stt.reached:
+            args.origin["steps"] = f"the default steps (1.5 x the steps to {target:g})"
+            return _nice_ceil(max(1.5 * stt.steps, 100)), stt
+        if stt.status != "unreachable":
+            return fallback, stt
+    ss = exact.steady_state(model, opt, args.batch_size)
+    if not ss.stable:
+        return fallback, stt
+    near = exact.steps_to_target(model, opt, args.batch_size, 1.1 * ss.loss)
+    if not near.reached:
+        return fallback, stt
+    args.origin["steps"] = "the default steps (1.5 x the steps to within 10 % of the steady state)"
+    return _nice_ceil(max(1.5 * near.steps, 100)), stt
+
 
 
 def _describe_optimizer(opt):
@@ -294,21 +325,8 @@ def cmd_exact(args):
     t0 = time.perf_counter()
     stt = None
     if args.steps is None:  # the curve runs past its target: 1.5 x the steps to reach it
-        args.steps = EXACT_STEPS
-        if constant:
-            stt = exact.steps_to_target(model, opt, args.batch_size, args.target,
-                                        method=args.method)
-            if stt.reached:
-                args.steps = _nice_ceil(max(1.5 * stt.steps, 100))
-                args.origin["steps"] = f"the default steps (1.5 x the steps to {args.target:g})"
-            elif stt.status == "unreachable":  # until the loss settles near its steady state
-                near = exact.steps_to_target(model, opt, args.batch_size,
-                                             1.1 * exact.steady_state(model, opt,
-                                                                      args.batch_size).loss)
-                if near.reached:
-                    args.steps = _nice_ceil(max(1.5 * near.steps, 100))
-                    args.origin["steps"] = "the default steps (1.5 x the steps to within 10 % " \
-                                           "of the steady state)"
+        args.steps, stt = _default_steps(args, model, opt, args.target, EXACT_STEPS,
+                                         args.method)
     if not constant and args.steps > MAX_SCHEDULE_STEPS:
         _refuse(args, "steps", f"at most {MAX_SCHEDULE_STEPS} with a learning-rate or batch-size "
                 "schedule (the exact engine steps through every update; up to 2^62 with "
@@ -402,13 +420,15 @@ def cmd_simulate(args):
     from nqm_mc.montecarlo import simulate
     quiet, formats = args.quiet, args.format
     raw = args
-    args = _resolve(args, {"runs": 100, "steps": 1000, "seed": 0, "target": None,
+    args = _resolve(args, {"runs": 100, "steps": None, "seed": 0, "target": None,
                            "keep_paths": 0, "dtype": "float64", "threads": None,
                            "scheduler": None, "record": "log", "n_records": 40,
                            "block_size": 16, "method": "auto", "out": None, "json": False})
     model, opt = args.model, args.optimizer
     if args.method not in SIM_METHODS:
         _refuse(args, "method", f"one of {', '.join(SIM_METHODS)} for simulate")
+    if args.steps is None:  # the runs reach their target, or settle on their noise floor
+        args.steps = _default_steps(args, model, opt, args.target, SIM_STEPS)[0]
     if args.steps > MAX_SIM_STEPS:
         _refuse(args, "steps", f"an int in [0, {MAX_SIM_STEPS}] for simulate")
     if args.keep_paths > args.runs:
@@ -776,7 +796,9 @@ def build_parser():
     p.add_argument("--runs", type=_int_in(1, 2 ** 32 - 1), default=None,
                    help="number of trajectories (100)")
     p.add_argument("--steps", type=_int_in(0, MAX_SIM_STEPS), default=None,
-                   help="number of updates (1000)")
+                   help="number of updates (default: 1.5 x the exact steps to --target, or "
+                        "without a target to within 10 %% of the steady state, rounded up; "
+                        f"{SIM_STEPS} for adaptive optimizers and schedules)")
     _add_seed(p)
     _add_target(p, None, "none: no hitting times; with a target --method auto runs the "
                 "step kernel, for hitting times at every step", "loss target of hitting times")

@@ -79,6 +79,27 @@ def test_exact_unreachable_target_runs_to_the_steady_state(tmp_path):
     assert rc == 0 and s["final_step"] == 50  # an explicit --steps is kept
 
 
+def test_simulate_default_steps_reach_the_noise_floor_or_the_target(tmp_path):
+    from nqm_mc import NQM, SGD, steady_state, steps_to_target
+    model, opt = NQM.paper(300), SGD(0.1)
+    ss = steady_state(model, opt, 32).loss
+    rc, out, err = call(["simulate", "--dim", "300", "--runs", "8", "--out", tmp_path / "a"])
+    assert rc == 0, err
+    steps = [int(r["step"]) for r in _csv(tmp_path / "a" / "simulation.csv")]
+    near = steps_to_target(model, opt, 32, 1.1 * ss).steps
+    assert steps[-1] == cli._nice_ceil(1.5 * near)  # settled: within 10 % of the steady state
+    rc, out, err = call(["simulate", "--dim", "300", "--runs", "8", "--target", "0.05",
+                         "--out", tmp_path / "b"])
+    assert rc == 0, err
+    rows = _csv(tmp_path / "b" / "simulation.csv")
+    hit = steps_to_target(model, opt, 32, 0.05).steps
+    assert int(rows[-1]["step"]) == cli._nice_ceil(1.5 * hit)  # past the target's crossing
+    rc, out, err = call(["simulate", "--dim", "300", "--runs", "2", "--optimizer", "adam",
+                         "--out", tmp_path / "c"])
+    assert rc == 0, err
+    assert int(_csv(tmp_path / "c" / "simulation.csv")[-1]["step"]) == cli.SIM_STEPS
+
+
 def test_exact_refuses_a_nonlinear_optimizer_naming_the_command(tmp_path):
     rc, out, err = call(["exact", "--optimizer", "adam", "--dim", "10", "--out", tmp_path])
     assert rc == 2 and "nqm-mc simulate --optimizer adam" in err

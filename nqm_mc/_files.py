@@ -302,9 +302,14 @@ class Output:
                 os.unlink(tmp)
             os.symlink(os.path.basename(self.dir), tmp)
             os.replace(tmp, link)
+            LATEST_LINKS.append(link)
         except (OSError, NotImplementedError):
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
+
+
+#: the ``COMMAND-latest`` links pointed at a fresh run directory in this process, in order
+LATEST_LINKS: list[str] = []
 
 
 def _check_writable(directory: str, option: str) -> None:

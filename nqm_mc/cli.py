@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import sys
@@ -976,9 +977,15 @@ def main(argv=None):
     if not getattr(args, "quiet", False) and not getattr(args, "json", False):
         from nqm_mc import _compile_notice
         _compile_notice.watch(args.command)  # "compiling kernels (first run only, ~N s)"
+    quiet = getattr(args, "quiet", False) or getattr(args, "json", False)
     try:
         with sigterm_interrupts():  # SIGTERM stops a run like Ctrl-C and keeps its work
-            return args.func(args)
+            n_links = len(_files.LATEST_LINKS)
+            status = args.func(args)
+            for link in _files.LATEST_LINKS[n_links:] if not quiet else []:
+                with contextlib.suppress(OSError):  # another run may have moved it since
+                    print(f"latest: {link} -> {os.readlink(link)}")
+            return status
     except (ParameterError, _files.OutputExistsError) as err:
         print(f"nqm-mc: error: {_for_the_command_line(_one_line(err))}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -5,6 +5,7 @@ import contextlib
 import csv
 import io
 import json
+import os
 import re
 import subprocess
 import sys
@@ -213,7 +214,7 @@ def test_validate_prints_a_dash_not_nan_and_its_verdict(tmp_path):
     r = run("validate", "--case", "unstable", "--out", str(tmp_path))
     assert r.returncode == 0, r.stderr
     assert "nan" not in r.stdout and "max|z|     -" in r.stdout
-    assert "verdict: all 1 cases passed" in r.stdout and str(tmp_path) in r.stdout
+    assert "verdict: the case passed" in r.stdout and str(tmp_path) in r.stdout
 
 
 # ------------------------------------------------------------------ outputs
@@ -308,3 +309,15 @@ def test_progress_estimates_only_after_the_first_wave(monkeypatch):
     lines = text.split("\r")[1:]
     assert len({len(x.rstrip("\n")) for x in lines[:3]}) == 1  # shorter redraws are blanked
     assert text.rstrip(" \n").endswith("done") and text.endswith("\n")
+
+
+def test_a_fresh_run_directory_prints_its_latest_link(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rc, out, err = call(["scaling", "--batch-sizes", "4,16", "--dim", "100", "--model", "paper"])
+    assert rc == 0, err
+    link = os.path.join("results", "scaling-latest")
+    line = [s for s in out.splitlines() if s.startswith("latest: ")]
+    assert line == [f"latest: {link} -> {os.readlink(link)}"]
+    rc, out, err = call(["scaling", "--batch-sizes", "4,16", "--dim", "100", "--model", "paper",
+                         "--json"])
+    assert rc == 0 and "latest:" not in out  # --json prints JSON only

@@ -85,8 +85,8 @@ def run(args: argparse.Namespace) -> int:
         verdict = (f"{bad} of {len(results)} cases FAILED: the Monte Carlo engine disagrees with "
                    "the exact engine there (see the report)")
     else:
-        verdict = (f"all {len(results)} cases passed: the Monte Carlo statistics agree with the "
-                   "exact engine")
+        which = "the case" if len(results) == 1 else f"all {len(results)} cases"
+        verdict = (f"{which} passed: the Monte Carlo statistics agree with the exact engine")
     verdict += (f"; {checked - len(weak)} of {checked} power checks rejected their wrong "
                 "reference" + (f" (not: {', '.join(weak)})" if weak else ""))
     print(f"verdict: {verdict} ({time.perf_counter() - t0:.1f} s)")

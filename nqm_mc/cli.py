@@ -416,6 +416,16 @@ def _curve_by_jumps(model, opt, batch_size, record):
                             reason=reason)
 
 
+def _exact_curve(model, opt, batch_size, record):
+    """The exact curve at the recorded steps of a run: by O(log t) jumps per record for a long
+    run with constant hyperparameters, else step by step."""
+    from nqm_mc import exact
+    record = np.asarray(record)
+    if opt.is_constant and isinstance(batch_size, int) and record.size and record[-1] > 100_000:
+        return _curve_by_jumps(model, opt, batch_size, record)
+    return exact.expected_loss(model, opt, batch_size, record=record)
+
+
 def cmd_simulate(args):
     from nqm_mc import _files, exact, style
     from nqm_mc.montecarlo import simulate
@@ -465,10 +475,7 @@ def cmd_simulate(args):
     # moments only); for adaptive rules and clipping the exact and z columns stay empty
     ex = None
     if opt.is_linear and not res.meta["interrupted"]:
-        if opt.is_constant and isinstance(args.batch_size, int) and args.steps > 100_000:
-            ex = _curve_by_jumps(model, opt, args.batch_size, res.steps)  # O(log t) per record
-        else:
-            ex = exact.expected_loss(model, opt, args.batch_size, record=res.steps)
+        ex = _exact_curve(model, opt, args.batch_size, res.steps)
     ex_mean = ex.mean if ex is not None else np.full(res.steps.size, np.nan)
     path = res.save(out.path("simulation"), overwrite=out.overwrite)
     z_all = [None if ex is None else round(float((m - e) / s), 3) if s > 0 else 0.0
@@ -585,13 +592,12 @@ def cmd_plot(args):
 
 def _exact_for(res):
     """The exact curve of a saved result's specification (None if it cannot be rebuilt)."""
-    from nqm_mc.exact.engine import expected_loss
     from nqm_mc.spec.model import NQM
     from nqm_mc.spec.optimizers import optimizer_from_dict
     try:
         s = res.spec
-        return expected_loss(NQM.from_dict(s["model"]), optimizer_from_dict(s["optimizer"]),
-                             s["batch_size"], record=res.steps)
+        return _exact_curve(NQM.from_dict(s["model"]), optimizer_from_dict(s["optimizer"]),
+                            s["batch_size"], res.steps)
     except Exception:  # a result from another version: plot without the exact curve
         return None
 

@@ -69,8 +69,9 @@ def _run_example(example, cwd):
         assert r.returncode == 0, (example, r.stdout[-2000:], r.stderr[-2000:])
 
 
-@pytest.mark.parametrize("cmd", ["exact", "simulate", "validate", "scaling", "plot", "info",
-                                 "noise-study"])
+@pytest.mark.parametrize("cmd", ["exact", "simulate", "scaling", "plot", "info",
+                                 pytest.param("validate", marks=pytest.mark.slow),
+                                 pytest.param("noise-study", marks=pytest.mark.slow)])
 def test_every_help_example_runs_verbatim(cmd, tmp_path):
     _run_example(_help_example(cmd), tmp_path)
     if cmd == "noise-study":

@@ -11,6 +11,16 @@ SHA-256 of the dtype, the shape and ``np.ascontiguousarray(a).tobytes()``. Timin
 provenance fields are not digested. The results are meant to be identical for any thread
 count (``NUMBA_NUM_THREADS=1`` or more) and any block size.
 
+Digests are kept per numeric class of the machine (:func:`numeric_class`: the architecture and
+the widest SIMD level NumPy dispatches to). NumPy's vectorised transcendental functions (``**``,
+``exp``, ``log``, ``cos`` on arrays: the preconditioner ``h^-p``, decaying schedules, band edges)
+can differ in the last bit between, say, AVX2 and AVX-512 builds of the same loop, so a result is
+only comparable with digests recorded on the same class. ``--write`` records the current class
+and leaves the others; ``--write CASE ...`` records those cases for the current class and drops
+them from the other classes (their bits changed on purpose and cannot be recomputed here), so a
+class never holds a stale digest. Comparing on a class with no record says so and compares
+nothing.
+
 The module is importable: ``CASES`` maps each name to a function returning ``{field: array}``,
 ``compute(names)`` returns the digests and ``compare(stored, computed)`` the differences
 (``tests/test_digests.py`` runs a fast subset).
@@ -51,7 +61,7 @@ from nqm_mc.spec.rotated import RotatedNQM, expected_loss_dense, simulate_dense 
 from nqm_mc.studies.scaling import tune  # noqa: E402
 
 DIGESTS = os.path.join(ROOT, "tests", "data", "digests.json")
-FORMAT = 1
+FORMAT = 2
 
 # every array field of a SimulationResult (timing, provenance and spec are not digested)
 RESULT_FIELDS = ("steps", "mean", "sem", "variance", "quantile_levels", "quantiles",
@@ -335,16 +345,76 @@ def compare(stored, computed):
 
 
 def load(path=DIGESTS):
+    """The stored digests of the current numeric class: ``{"environment": ..., "cases": ...}``
+    (empty cases when this class has no record)."""
+    return load_all(path)["classes"].get(numeric_class(), {"environment": {}, "cases": {}})
+
+
+def load_all(path=DIGESTS):
+    """The whole digest file: ``{"format": 2, "classes": {class: {"environment", "cases"}}}``."""
     with open(path) as f:
-        return json.load(f)
+        data = json.load(f)
+    if data.get("format") == 1:  # one set, recorded on an AVX-512 x86-64 machine
+        data = {"format": FORMAT, "classes": {"x86_64/X86_V4": {
+            "environment": data["environment"], "cases": data["cases"]}}}
+    return data
+
+
+def numeric_class():
+    """``machine/SIMD``: the architecture and the widest SIMD level NumPy dispatches to
+    (x86-64: X86_V4 with AVX-512, X86_V3 with AVX2 and FMA, else X86_V2)."""
+    machine = platform.machine()
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__ as feats
+    except ImportError:  # NumPy < 2
+        from numpy.core._multiarray_umath import __cpu_features__ as feats
+    if machine in ("x86_64", "AMD64"):
+        level = ("X86_V4" if feats.get("AVX512_SKX") else
+                 "X86_V3" if feats.get("AVX2") and feats.get("FMA3") else "X86_V2")
+    else:
+        level = "+".join(sorted(k for k, v in feats.items() if v and k.startswith(
+            ("ASIMD", "SVE", "NEON", "VSX", "VX")))) or "baseline"
+    return f"{machine}/{level}"
 
 
 def environment():
     import numba
     import scipy
-    return {"machine": platform.machine(), "python": platform.python_version(),
-            "numpy": np.__version__, "numba": numba.__version__, "scipy": scipy.__version__,
-            "nqm_mc": nqm_mc.__version__}
+    return {"machine": platform.machine(), "class": numeric_class(),
+            "python": platform.python_version(), "numpy": np.__version__,
+            "numba": numba.__version__, "scipy": scipy.__version__, "nqm_mc": nqm_mc.__version__}
+
+
+def write(digests, path=DIGESTS, only=None):
+    """Record ``digests`` for the current class; with ``only`` (case names) update just those and
+    drop them from every other class. Returns the names dropped elsewhere, per class."""
+    try:
+        data = load_all(path)
+    except FileNotFoundError:
+        data = {"format": FORMAT, "classes": {}}
+    cls = numeric_class()
+    mine = data["classes"].get(cls, {"environment": {}, "cases": {}})
+    dropped = {}
+    if only is None:
+        mine = {"environment": environment(), "cases": digests}
+    else:
+        mine["cases"].update({k: digests[k] for k in only})
+        mine["environment"] = environment()
+        for other, rec in data["classes"].items():
+            if other != cls:
+                gone = [k for k in only if rec["cases"].pop(k, None) is not None]
+                if gone:
+                    dropped[other] = gone
+    mine["cases"] = {k: mine["cases"][k] for k in CASES if k in mine["cases"]}
+    data["classes"][cls] = mine
+    data["format"] = FORMAT
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=1, sort_keys=False)
+        f.write("\n")
+    os.replace(tmp, path)
+    return dropped
 
 
 def main(argv=None):
@@ -368,30 +438,35 @@ def main(argv=None):
     for a, b in same:
         print(f"INCONSISTENT {a}: differs from {b} (thread count or block size changed bits)")
     if args.write:
-        if args.cases:
-            raise SystemExit("--write records every case; give no case names")
         if same:
             return 1
-        os.makedirs(os.path.dirname(os.path.abspath(args.file)), exist_ok=True)
-        with open(args.file, "w") as f:
-            json.dump({"format": FORMAT, "environment": environment(), "cases": digests}, f,
-                      indent=1, sort_keys=False)
-            f.write("\n")
-        print(f"wrote {len(digests)} cases to {args.file} ({seconds:.1f} s, "
+        dropped = write(digests, args.file, only=names if args.cases else None)
+        print(f"wrote {len(names)} cases for {numeric_class()} to {args.file} ({seconds:.1f} s, "
               f"{numba.get_num_threads()} threads)")
+        for other, gone in dropped.items():
+            print(f"dropped from {other} (bits changed on purpose, not recomputable here): "
+                  f"{', '.join(gone)}")
         return 0
-    stored = load(args.file)
-    diff = compare(stored["cases"], digests)
+    stored = load_all(args.file)["classes"].get(numeric_class())
+    if stored is None:
+        print(f"no digests recorded for {numeric_class()} (recorded: "
+              f"{', '.join(load_all(args.file)['classes'])}); nothing compared. "
+              "Record them with --write.")
+        return 0
+    missing = [n for n in names if n not in stored["cases"]]
+    diff = {k: v for k, v in compare(stored["cases"], digests).items() if k not in missing}
     for name in names:
-        if name in diff:
+        if name in missing:
+            print(f"NEW     {name} (not recorded for {numeric_class()})")
+        elif name in diff:
             print(f"CHANGED {name}: {', '.join(diff[name])}")
         else:
             print(f"OK      {name}")
     env = environment()
     if stored.get("environment", {}) != env:
         print(f"note: recorded in {stored.get('environment')}, now {env}")
-    print(f"{len(names) - len(diff)}/{len(names)} cases unchanged ({seconds:.1f} s, "
-          f"{numba.get_num_threads()} threads)")
+    print(f"{len(names) - len(diff) - len(missing)}/{len(names)} cases unchanged "
+          f"({seconds:.1f} s, {numba.get_num_threads()} threads)")
     return 1 if diff or same else 0
 
 

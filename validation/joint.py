@@ -274,7 +274,7 @@ def table_lines(r: dict[str, Any]) -> list[str]:
     """Return Markdown lines of a joint case's table of pairs."""
     out = [f"### {r['case']} ({r['method']}, N = {r['runs']})", "",
            "| s | t | exact cov | MC cov (s.e.) | z | exact corr | MC corr (s.e.) | z | "
-           "planted corr | planted z |", "|" + "---|" * 10]
+           "planted corr | planted z (corr) |", "|" + "---|" * 10]
     for row in r["lag_table"]:
         out.append(
             f"| {row['s']} | {row['t']} | {row['exact_cov']:.4g} | {row['mc_cov']:.4g} "

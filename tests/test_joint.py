@@ -255,3 +255,49 @@ def test_two_sample_difference_and_bad_input():
     st = lag_covariance(a2, [(0, 1), (0, 2)])
     assert st.n_runs.tolist() == [3000, 2990] and np.isfinite(st.estimate).all()
     assert np.isnan(lag_covariance(a[:2], (0, 1)).estimate[0])
+
+
+# ------------------------------------------------------------------ any input
+def _small_or_invalid():
+    import math
+
+    from hypothesis import strategies as st
+    return st.one_of(st.integers(0, 30), st.integers(-2 ** 70, -1),
+                     st.integers(2 ** 62 + 1, 2 ** 70),
+                     st.floats(allow_nan=True).filter(
+                         lambda x: not (math.isfinite(x) and x.is_integer())),
+                     st.text(max_size=2), st.none(), st.booleans())
+
+
+def test_any_pairs_and_paths_give_a_result_or_a_parameter_error():
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    item = _small_or_invalid()
+    pairs = st.one_of(item, st.lists(item, max_size=3),
+                      st.lists(st.lists(item, min_size=0, max_size=3), max_size=3))
+
+    @settings(max_examples=60, derandomize=True, deadline=None, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(pairs, st.one_of(st.integers(1, 8), item))
+    def exact(p, b):
+        try:
+            r = loss_covariance(MODEL, SGD(0.3), b, p)
+        except ParameterError:
+            return
+        assert r.covariance.shape == (r.pairs.shape[0],) and not np.isnan(r.covariance).any()
+
+    @settings(max_examples=100, derandomize=True, deadline=None, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(st.one_of(item, st.lists(st.lists(st.floats(), min_size=2, max_size=2),
+                                    max_size=6)),
+           pairs, st.one_of(st.none(), item, st.lists(st.floats(), max_size=2)))
+    def sampled(paths, p, pred):
+        for fn in (lag_covariance, lag_correlation):
+            try:
+                fn(paths, p, pred)
+            except ParameterError:
+                pass
+
+    exact()
+    sampled()

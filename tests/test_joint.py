@@ -260,6 +260,11 @@ def test_two_sample_difference_and_bad_input():
     st = lag_covariance(a2, [(0, 1), (0, 2)])
     assert st.n_runs.tolist() == [3000, 2990] and np.isfinite(st.estimate).all()
     assert np.isnan(lag_covariance(a[:2], (0, 1)).estimate[0])
+    # nan = no prediction for that pair; inf is refused
+    st = lag_correlation(a, [(0, 1), (1, 2)], [np.nan, 0.8])
+    assert np.isnan(st.z[0]) and np.isfinite(st.z[1])
+    with pytest.raises(ParameterError, match="'predicted' parameter of lag_covariance"):
+        lag_covariance(a, [(0, 1)], [np.inf])
 
 
 # ------------------------------------------------------------------ any input

@@ -304,10 +304,11 @@ def pair_columns(steps: ArrayLike, pairs: ArrayLike) -> np.ndarray:
     if pr.ndim != 2 or pr.shape[1] != 2 or pr.dtype.kind not in "iu":
         raise ParameterError("The 'pairs' parameter of pair_columns must be pairs of int "
                              f"steps, shape (P, 2). Got {_short(pairs)} instead.")
-    idx = np.searchsorted(st, pr)
-    found = (idx < st.size) & (st[np.minimum(idx, st.size - 1)] == pr)
+    order = np.argsort(st, kind="stable")
+    pos = np.searchsorted(st[order], pr)
+    found = (pos < st.size) & (st[order][np.minimum(pos, st.size - 1)] == pr)
     if not found.all():
         bad = pr[~found][0]
         raise ParameterError(f"The 'pairs' parameter of pair_columns names step {int(bad)}, "
                              "which is not among the recorded steps.")
-    return idx.astype(np.int64)
+    return order[pos].astype(np.int64)

@@ -254,6 +254,8 @@ def test_two_sample_difference_and_bad_input():
         lag_covariance_difference(a, b[:, :2], (0, 1))
     with pytest.raises(ParameterError, match="step 5"):
         pair_columns([0, 1, 2], [(0, 5)])
+    assert pair_columns([0, 10, 20], [(10, 20), (0, 0)]).tolist() == [[1, 2], [0, 0]]
+    assert pair_columns([20, 0, 10], [(10, 20)]).tolist() == [[2, 0]]
     # diverged runs (inf) are left out of the pair; too few finite runs give nan, not an error
     a2 = a.copy()
     a2[:10, 2] = np.inf

@@ -33,9 +33,9 @@ from nqm_mc.theory import stats as st
 __all__ = ["check", "runs_needed", "Verdict", "Comparison", "STATISTICS", "run_experiment"]
 
 #: A prediction: one value per recorded step, or a function of the recorded steps.
-Prediction = Union[ArrayLike, Callable[[np.ndarray], ArrayLike]]
+Prediction = Union[ArrayLike, Callable[[np.ndarray], ArrayLike]]  # noqa: UP007
 #: What check accepts as its first argument besides a result: a TOML path, a dict, an Experiment.
-ConfigLike = Union[str, "os.PathLike[str]", Mapping[str, Any], Any]
+ConfigLike = Union[str, "os.PathLike[str]", Mapping[str, Any], Any]  # noqa: UP007
 
 #: Recorded statistics whose expectation can be predicted, with their shape per record.
 STATISTICS = {
@@ -57,7 +57,7 @@ def _short(value: Any, n: int = 60) -> str:
 
 def _as_array(name: str, value: Any, shape: tuple[int, ...], steps: np.ndarray,
               owner: str = OWNER, nonnegative: bool = False) -> np.ndarray:
-    """A prediction as a float array of ``shape``, refused in one sentence otherwise."""
+    """Return a prediction as a float array of ``shape``, refused in one sentence otherwise."""
     if callable(value):
         try:
             value = value(steps.copy())
@@ -158,7 +158,7 @@ class Comparison:
 
 def _mean_judgement(estimate: np.ndarray, se: np.ndarray, tested: np.ndarray,
                     predicted: np.ndarray, alpha: float) -> tuple[np.ndarray, bool, float]:
-    """z of a mean prediction with fixed standard errors, and Holm's verdict over its records."""
+    """Return the z of a mean prediction (fixed s.e.) and Holm's verdict over its records."""
     z = np.zeros(estimate.shape)
     z[tested] = (estimate[tested] - predicted[tested]) / se[tested]
     reject, adj = st.holm(st.two_sided_p(z[tested]), alpha)
@@ -454,12 +454,21 @@ def _statistic(name: str, value: Any, res: SimulationResult, steps: np.ndarray,
         raise ParameterError(f"Unknown statistic {name!r} in the 'statistics' parameter of "
                              f"{OWNER}; allowed: {', '.join(STATISTICS)}.")
     sd: Any = None
+    per_run_var: Any = None
+    form = ("an expectation, a pair (expectation, per-run standard deviation) or a dict with "
+            "'expectation' and 'sd' or 'variance'")
     if isinstance(value, tuple):
         if len(value) != 2:
-            raise ParameterError(f"The statistic {name!r} of {OWNER} must be an expectation or "
-                                 f"a pair (expectation, per-run standard deviation). Got a "
+            raise ParameterError(f"The statistic {name!r} of {OWNER} must be {form}. Got a "
                                  f"tuple of {len(value)} instead.")
         value, sd = value
+    elif isinstance(value, Mapping):
+        if "expectation" not in value or not set(value) <= {"expectation", "sd", "variance"} \
+                or len(value) > 2:
+            raise ParameterError(f"The statistic {name!r} of {OWNER} must be {form}. Got keys "
+                                 f"{sorted(map(str, value))} instead.")
+        sd, per_run_var = value.get("sd"), value.get("variance")
+        value = value["expectation"]
     key = f"statistics[{name!r}]"
     if name == "hitting_time":
         ht = res.hitting_times
@@ -471,6 +480,9 @@ def _statistic(name: str, value: Any, res: SimulationResult, steps: np.ndarray,
         if hit.size < 2:
             raise ParameterError(f"The statistic 'hitting_time' of {OWNER} needs at least 2 "
                                  f"runs that hit the target; {hit.size} did.")
+        if per_run_var is not None:
+            sd = math.sqrt(float(_as_array(key + " variance", per_run_var, (), steps,
+                                           nonnegative=True)))
         s = (float(_as_array(key + " standard deviation", sd, (), steps, nonnegative=True))
              if sd is not None else float(hit.std(ddof=1))) / math.sqrt(hit.size)
         return Comparison.build(name, ["runs that hit"], np.array([hit.mean()]),
@@ -480,7 +492,10 @@ def _statistic(name: str, value: Any, res: SimulationResult, steps: np.ndarray,
     labels = ([f"t={int(t)}" for t in steps] if est.ndim == 1 else
               [f"t={int(t)} band {b}" for t in steps for b in range(est.shape[1])])
     nn = n if est.ndim == 1 else n[:, None]
-    if sd is None:
+    if per_run_var is not None:
+        se = np.sqrt(_as_array(key + " variance", per_run_var, est.shape, steps,
+                               nonnegative=True) / np.maximum(nn, 1))
+    elif sd is None:
         if name == "mean_theta" and np.array_equal(res.mean_theta, res.mean):
             se = res.sem  # no EMA: the loss at theta is the loss
         else:
@@ -546,8 +561,9 @@ def check(result: SimulationResult | ConfigLike, mean: Prediction | None = None,
         ``mean_se`` says otherwise.
     statistics : dict, optional
         Predicted expectations of other recorded statistics by name (:data:`STATISTICS`):
-        an array (or callable) of the statistic's shape, or a pair (expectation, per-run
-        standard deviation). ``mean_theta`` without EMA and ``hitting_time`` take their
+        an array (or callable) of the statistic's shape, a pair (expectation, per-run
+        standard deviation), or a dict ``{"expectation": ..., "variance": ...}`` with the
+        per-run variance (or ``"sd"``). ``mean_theta`` without EMA and ``hitting_time`` take their
         standard error from the run; the others need the standard deviation.
     covariance : dict, optional
         Predicted :math:`\mathrm{Cov}(L_s, L_t)` by pairs ``(s, t)`` of recorded steps, tested
@@ -655,8 +671,7 @@ def check(result: SimulationResult | ConfigLike, mean: Prediction | None = None,
         else:
             se = _as_array("mean_se", how, (R,), steps, nonnegative=True)
         comps["mean"] = Comparison.build("mean", labels, res.mean, mean_pred, se)
-        m = comps["mean"]
-        fixed = ~m.tested
+        fixed = ~comps["mean"].tested
         if fixed.any():
             diff = np.abs(res.mean[fixed] - mean_pred[fixed])
             ok = diff <= tol * (1 + np.abs(mean_pred[fixed]))
@@ -722,7 +737,9 @@ def check(result: SimulationResult | ConfigLike, mean: Prediction | None = None,
     caught: bool | None = None
     pmz = (nan, nan)
     m_thr = nan
-    alt_z = alt_rej = alt_p = None
+    alt_z: np.ndarray | None = None
+    alt_rej: bool | None = None
+    alt_p: float | None = None
     m = comps.get("mean")
     if m is not None:
         m_thr = st.max_abs_z_threshold(int(m.tested.sum()), alpha)

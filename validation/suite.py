@@ -201,8 +201,8 @@ def run_case(case: Case, quick: bool = True, seed: int = 0, threads: int | None 
     var_se[live] = [laws[r].variance_se(n[r]) for r in np.flatnonzero(live)]
     # one family through the public check: the mean at every record (exact s.e.), each band's
     # mean square, the sample variance, and Kolmogorov-Smirnov of the last record's loss
-    v = check(res, mean=exact.mean, variance=exact.variance,
-              statistics={"band_mean_square": {"expectation": bm, "variance": bv}}, variance_se=var_se,
+    v = check(res, mean=exact.mean, variance=exact.variance, variance_se=var_se,
+              statistics={"band_mean_square": {"expectation": bm, "variance": bv}},
               loss_law=laws[-1], ks_seed=seed + 1, alternative=wrong.mean, family_alpha=ALPHA,
               power=0.5, tolerance=1e-5 if case.dtype == "float32" else 1e-10)
     z_mean, z_wrong = v.z, cast(np.ndarray, v.alternative_z)

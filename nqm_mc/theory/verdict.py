@@ -30,7 +30,8 @@ from nqm_mc.results import SimulationResult
 from nqm_mc.spec._checks import ParameterError
 from nqm_mc.theory import stats as st
 
-__all__ = ["check", "runs_needed", "Verdict", "Comparison", "STATISTICS", "run_experiment"]
+__all__ = ["check", "runs_needed", "Verdict", "Comparison", "STATISTICS", "run_experiment",
+           "complete_experiment", "experiment_steps"]
 
 #: A prediction: one value per recorded step, or a function of the recorded steps.
 Prediction = Union[ArrayLike, Callable[[np.ndarray], ArrayLike]]  # noqa: UP007
@@ -369,10 +370,11 @@ class Verdict:
                     "orange"], mfc="white", mew=1, label="z of the variance")
                 b.plot([], [], "o", ms=3, color=style.MONTE_CARLO, mfc="white", mew=1,
                        label="z of the mean")
-                style.legend(b, fontsize=6)
+                style.legend(b, fontsize=6, loc="lower right")
                 finite = np.abs(np.concatenate([z, v.z])[np.isfinite(np.concatenate([z, v.z]))])
                 lim = max(self.threshold * 1.6, float(finite.max()) * 1.15 if finite.size else 0)
                 b.set_ylim(-lim, lim)
+            b.set_ylabel("z = (MC − predicted)/s.e.")
             style.log_steps(b, t)
             if path is None:
                 return fig
@@ -391,6 +393,38 @@ def _experiment(config: ConfigLike) -> Any:
     raise TypeError(f"The 'result' parameter of {OWNER} must be a SimulationResult, an "
                     f"experiment (a TOML path, a dict or an Experiment). Got "
                     f"{_short(config)} instead.")
+
+
+def complete_experiment(config: ConfigLike) -> Any:
+    """Return the parsed experiment with the command line's default model, optimizer and batch.
+
+    Parameters
+    ----------
+    config : str, path-like, dict or Experiment
+        The experiment.
+
+    Returns
+    -------
+    Experiment
+        With ``model`` (default: the paper's, 10000 directions), ``optimizer`` (SGD at
+        learning rate 0.1) and ``batch_size`` (32) set.
+    """
+    from nqm_mc import NQM, SGD
+    exp = _experiment(config)
+    if exp.model is None:
+        exp.model = NQM.paper(10_000)
+    if exp.optimizer is None:
+        exp.optimizer = SGD(0.1)
+    if exp.batch_size is None:
+        exp.batch_size = 32
+    return exp
+
+
+def experiment_steps(exp: Any) -> np.ndarray:
+    """Return the steps an experiment records (its run.steps, run.record and run.n_records)."""
+    from nqm_mc.montecarlo.lowering import record_steps
+    return record_steps(int(exp.run.get("steps", 1000)), exp.run.get("record", "log"),
+                        int(exp.run.get("n_records", 40)))
 
 
 def run_experiment(config: ConfigLike, *, runs: int | None = None, seed: int | None = None,
@@ -417,15 +451,8 @@ def run_experiment(config: ConfigLike, *, runs: int | None = None, seed: int | N
     experiment : Experiment
         The parsed config with its model, optimizer and batch size filled in.
     """
-    from nqm_mc import NQM, SGD
     from nqm_mc.montecarlo.driver import simulate
-    exp = _experiment(config)
-    if exp.model is None:
-        exp.model = NQM.paper(10_000)
-    if exp.optimizer is None:
-        exp.optimizer = SGD(0.1)
-    if exp.batch_size is None:
-        exp.batch_size = 32
+    exp = complete_experiment(config)
     run = dict(exp.run)
     for k, v in (("runs", runs), ("seed", seed), ("threads", threads),
                  ("keep_paths", keep_paths)):
@@ -824,16 +851,13 @@ def runs_needed(relative_error: float, source: SimulationResult | ConfigLike | N
         m = _as_array("mean", mean, (t.size,), t, owner) if mean is not None else m0
     elif source is not None:
         from nqm_mc.exact.engine import expected_loss
-        from nqm_mc.montecarlo.lowering import record_steps
         exp = _experiment(source)
         if exp.model is None or exp.optimizer is None or not exp.optimizer.is_linear:
             raise ParameterError(f"The experiment of {owner} needs a [model] and a linear "
                                  "[optimizer] for the exact variance; for others pass a pilot "
                                  "run (a SimulationResult).")
         batch = exp.batch_size if exp.batch_size is not None else 32
-        T = int(exp.run.get("steps", 1000))
-        t = np.asarray(steps if steps is not None else record_steps(
-            T, exp.run.get("record", "log"), int(exp.run.get("n_records", 40))), np.int64)
+        t = np.asarray(steps if steps is not None else experiment_steps(exp), np.int64)
         ex = expected_loss(exp.model, exp.optimizer, batch, record=t)
         m = _as_array("mean", mean, (t.size,), t, owner) if mean is not None else ex.mean
         sd = np.sqrt(np.maximum(ex.variance, 0.0))

@@ -9,7 +9,6 @@ scaled chi-squares); ``sgd_missing_factor`` forgets the 2 - a h of the noise flo
 rejects it.
 """
 
-import numpy as np
 
 
 def _moments(model, optimizer, batch_size, steps):
@@ -23,13 +22,13 @@ def _moments(model, optimizer, batch_size, steps):
 
 
 def sgd_mean(model, optimizer, batch_size, steps):
-    """E[L_t] at the steps."""
+    """Return E[L_t] at the steps."""
     h, _, second = _moments(model, optimizer, batch_size, steps)
     return (model.multiplicities * h / 2 * second).sum(axis=1)
 
 
 def sgd_mean_and_variance(model, optimizer, batch_size, steps):
-    """E[L_t] and Var[L_t]: theta ~ N(mean, var) per direction, independent directions."""
+    """Return E[L_t] and Var[L_t] (theta ~ N(mean, var) per direction, independent)."""
     h, mean, second = _moments(model, optimizer, batch_size, steps)
     var = second - mean ** 2
     n = model.multiplicities
@@ -38,7 +37,7 @@ def sgd_mean_and_variance(model, optimizer, batch_size, steps):
 
 
 def sgd_missing_factor(model, optimizer, batch_size, steps):
-    """A wrong theory: the noise floor a c / (2B) without its 1 / (2 - a h)."""
+    """Return a wrong theory: the noise floor a c / (2B) without its 1 / (2 - a h)."""
     h, c, n = model.curvatures, model.noise_variances, model.multiplicities
     a = optimizer.base_learning_rate
     q = (1 - a * h)[None, :] ** (2 * steps[:, None])

@@ -11,7 +11,6 @@ import sys
 import time
 from collections.abc import Sequence
 
-
 DEFAULT_SEED = 20191
 
 

@@ -47,7 +47,7 @@ EPILOG = """theory example (examples/sgd_theory.py, SGD's closed form):
 
 
 def load_theory(spec: str) -> Callable[..., Any]:
-    """Return the function ``FUNCTION`` of the Python file ``FILE.py`` named by ``FILE.py:FUNCTION``.
+    """Return the function a ``FILE.py:FUNCTION`` argument names.
 
     Parameters
     ----------

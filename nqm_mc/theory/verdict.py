@@ -523,7 +523,7 @@ def _statistic(name: str, value: Any, res: SimulationResult, steps: np.ndarray,
         se = np.sqrt(_as_array(key + " variance", per_run_var, est.shape, steps,
                                nonnegative=True) / np.maximum(nn, 1))
     elif sd is None:
-        if name == "mean_theta" and np.array_equal(res.mean_theta, res.mean):
+        if name == "mean_theta" and not (res.spec.get("optimizer") or {}).get("ema"):
             se = res.sem  # no EMA: the loss at theta is the loss
         else:
             raise ParameterError(f"The statistic {name!r} of {OWNER} needs its per-run "

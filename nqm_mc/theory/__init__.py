@@ -14,9 +14,11 @@ from nqm_mc.theory.verdict import (
     Comparison,
     Verdict,
     check,
+    complete_experiment,
+    experiment_steps,
     run_experiment,
     runs_needed,
 )
 
 __all__ = ["check", "runs_needed", "Verdict", "Comparison", "STATISTICS", "run_experiment",
-           "stats"]
+           "complete_experiment", "experiment_steps", "stats"]

@@ -1,10 +1,10 @@
 """The statistics of the theory check and of the validation suite.
 
-z-scores against standard errors, Holm-Bonferroni and the Bonferroni threshold on max |z|, the
-sensitivity of a run to a relative deviation of the mean, the exact law of the loss (a
-generalised chi-square), the standard error of a sample variance and of a sample covariance
-between two records (``docs/theory.md``, section 6). :func:`nqm_mc.check` is built from these
-functions, and so is every case of ``python -m validation``.
+z-scores against standard errors, Holm-Bonferroni and the Bonferroni threshold on the largest
+:math:`|z|`, the sensitivity of a run to a relative deviation of the mean, the exact law of the
+loss (a generalised chi-square), the standard error of a sample variance and of a sample
+covariance between two records (``docs/theory.md``, section 6). :func:`nqm_mc.check` is built
+from these functions, and so is every case of ``python -m validation``.
 
 Under Gaussian noise and a Gaussian start every linear optimizer's iterate is Gaussian, each
 direction independent: the readout x_g of a direction in group g is N(mu_g, v_g). The loss
@@ -29,7 +29,7 @@ __all__ = ["two_sided_p", "holm", "max_abs_z_threshold", "power_z", "sensitivity
 
 
 def two_sided_p(z: ArrayLike) -> np.ndarray:
-    """Return the two-sided p-value P(|N(0,1)| >= |z|) of z-scores.
+    r"""Return the two-sided p-value :math:`P(|N(0,1)| \ge |z|)` of z-scores.
 
     Parameters
     ----------
@@ -81,7 +81,7 @@ def holm(pvalues: ArrayLike, alpha: float) -> tuple[np.ndarray, np.ndarray]:
 
 
 def max_abs_z_threshold(n_comparisons: int, alpha: float) -> float:
-    r"""Return the Bonferroni threshold on max |z| for n two-sided comparisons.
+    r"""Return the Bonferroni threshold on max :math:`|z|` for n two-sided comparisons.
 
     Parameters
     ----------
@@ -133,9 +133,9 @@ def sensitivity(steps: ArrayLike, mean: ArrayLike, se: ArrayLike, live: ArrayLik
     live : array_like of bool, shape (R,)
         Records that are tested (nonzero standard error).
     threshold : float
-        The family-wise threshold :math:`z^\star` on |z|.
+        The family-wise threshold :math:`z^\star` on :math:`|z|`.
     power : float in (0, 1), default 0.5
-        Probability of detection (1/2: the expected |z| equals the threshold).
+        Probability of detection (1/2: the expected :math:`|z|` equals the threshold).
 
     Returns
     -------

@@ -147,7 +147,7 @@ class Comparison:
 
     @property
     def max_abs_z(self) -> float:
-        """Largest |z| (0 when nothing is tested)."""
+        """Largest :math:`|z|` (0 when nothing is tested)."""
         return float(np.max(np.abs(self.z))) if self.z.size else 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -183,9 +183,9 @@ class Verdict:
         z-scores of the mean, :math:`(\bar L_t - \text{prediction}_t) / \mathrm{se}_t` (0 at
         records with zero standard error).
     threshold : float
-        The Bonferroni threshold on |z| over every comparison (``n_tests``).
+        The Bonferroni threshold on :math:`|z|` over every comparison (``n_tests``).
     max_abs_z : float
-        The largest |z| over every z-test.
+        The largest :math:`|z|` over every z-test.
     p_value : float
         The smallest Holm-adjusted p-value (the check fails when it is at most
         ``family_alpha``).
@@ -206,7 +206,7 @@ class Verdict:
         The prediction times (1 + sensitivity) and times (1 - sensitivity) are both rejected by
         the mean test. None without a mean prediction.
     power_max_abs_z : tuple of float
-        max |z| of the two perturbed predictions.
+        max :math:`|z|` of the two perturbed predictions.
     alternative_z, alternative_rejected, alternative_p_value
         The mean test against the ``alternative`` prediction (None without one).
     ks_statistic, ks_p : float or None

@@ -88,9 +88,13 @@ def case_steps(case):
     (0, 1, ..., T) for the long horizons of the skip-ahead cases.
     """
     if case.log_records:
-        return np.unique(np.concatenate([[0], np.geomspace(1, case.n_steps, case.log_records)
-                                         .round().astype(np.int64), [case.n_steps]]))
-    return record_steps(case.n_steps)
+        steps = np.unique(np.concatenate([[0], np.geomspace(1, case.n_steps, case.log_records)
+                                          .round().astype(np.int64), [case.n_steps]]))
+    else:
+        steps = record_steps(case.n_steps)
+    if case.two_sample and case.lag_pairs:  # the steps of the pairs compared jointly
+        steps = np.union1d(steps, np.asarray(case.lag_pairs, np.int64).ravel())
+    return steps
 
 
 def _sensitivity_fields(steps, mean, se, live, thr):
@@ -156,6 +160,9 @@ def run_case(case: Case, quick: bool = True, seed: int = 0, threads: int | None 
         return _run_dense_case(case, n_runs, steps, seed, threads, t0, runs_factor)
     if case.two_sample:
         return _run_two_sample_case(case, n_runs, steps, seed, threads, t0, runs_factor)
+    if case.lag_pairs:
+        from validation.joint import run_joint_case
+        return run_joint_case(case, n_runs, seed, threads, t0, runs_factor, simulator)
     exact = expected_loss(model, opt, batch, record=steps, group_moments=True)
     out: dict[str, Any] = {"case": case.name, "feature": case.feature, "dtype": case.dtype,
                            "seed": seed, "method": case.method}
@@ -451,10 +458,18 @@ def _run_two_sample_case(case, n_runs, steps, seed, threads, t0, runs_factor=1):
     step = simulate(model, opt, batch, T, n_runs, seed=seed + 1, method="step", **common)
     bad = simulate(model, wopt, wbatch, T, n_runs, seed=seed + 2, method="step", **common)
     pv, ks_stat, ks_p, z = _two_sample_family(skip, step, skip.paths, step.paths, cols, live)
+    # the joint law: two-sample z of the lag covariances of the kept paths
+    from validation.joint import fresh_draw_power, two_sample_lag_family, two_sample_lag_pairs
+    lag_pairs = two_sample_lag_pairs(steps, cols, case.lag_pairs)
+    lag_p, lag_z, lag_diff = two_sample_lag_family(skip.paths, step.paths, lag_pairs)
+    pv = np.concatenate([pv, lag_p])
+    n_tests += lag_pairs.shape[0]
     reject, adj = holm(pv, ALPHA)
     wpv, wks_stat, wks_p, wz = _two_sample_family(skip, bad, skip.paths, bad.paths, cols, live)
+    wpv = np.concatenate([wpv, two_sample_lag_family(skip.paths, bad.paths, lag_pairs)[0]])
     wreject, wadj = holm(wpv, ALPHA)
     ks_reject = wreject[:cols.size].any()
+    joint = fresh_draw_power(case, step.paths, steps, lag_pairs, n_runs, seed + 3)
     passed = (not reject.any()) and skip.n_diverged[-1] == 0 and step.n_diverged[-1] == 0
     thr = max_abs_z_threshold(n_tests, ALPHA)
     se = np.sqrt(skip.sem ** 2 + step.sem ** 2)
@@ -476,8 +491,12 @@ def _run_two_sample_case(case, n_runs, steps, seed, threads, t0, runs_factor=1):
             "max_abs_z_wrong": float(np.max(np.abs(wz))),
             "ks_statistics_wrong": wks_stat.tolist(), "ks_p_values_wrong": wks_p.tolist(),
             "power_p_value": float(wadj.min()),
-            "power_verdict": "rejected (good)" if ks_reject else "NOT REJECTED",
+            "power_verdict": "rejected (good)" if ks_reject and
+            joint["joint_power_verdict"] == "rejected (good)" else "NOT REJECTED",
             "deterministic_steps_ok": True, "variance_formula_consistent": True,
             "method": f"{skip.meta['method']} vs {step.meta['method']}",
+            "lag_pairs": steps[lag_pairs].tolist(), "lag_cov_difference": lag_diff.tolist(),
+            "z_lag_cov": lag_z.tolist(), "max_abs_z_lag_cov": float(np.max(np.abs(lag_z))),
+            **joint,
             **_sensitivity_fields(steps, exact.mean, se, live, thr),
             "seconds": time.perf_counter() - t0}

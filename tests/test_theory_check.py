@@ -114,6 +114,32 @@ def test_covariance_between_records(run):
     assert not fresh.passed
 
 
+def test_exact_two_time_covariance_and_correlation(run):
+    """nqm_mc.loss_covariance through check: right passes; the planted fresh-draw sampler's
+    law (records tied only through the start, nearly independent here) is rejected, and so is
+    a correlation 10 % low at short lags."""
+    res, _ = run
+    pairs = [(1, 2), (5, 10), (10, 20), (20, 40), (40, 60), (2, 60)]
+    ex = nqm_mc.loss_covariance(MODEL, OPT, BATCH, pairs)
+    cov = dict(zip(pairs, ex.covariance, strict=True))
+    corr = dict(zip(pairs, ex.correlation, strict=True))
+    v = check(res, covariance=cov, correlation=corr, family_alpha=ALPHA)
+    assert v.passed and v.n_tests == 2 * len(pairs), str(v)
+    assert {"covariance", "correlation"} <= set(v.comparisons)
+    short = {p: 0.9 * c for p, c in corr.items() if p[1] - p[0] <= 5}
+    assert not check(res, correlation=short, family_alpha=ALPHA).passed
+    # the fresh-draw sampler: Cov(L_s, L_t) only through the start, Cov of (phi_s x0, phi_t x0)
+    h, mult = MODEL.curvatures, MODEL.multiplicities
+    a = OPT.base_learning_rate
+
+    def through_start(s, t):
+        rs, rt = (1 - a * h) ** s, (1 - a * h) ** t
+        return float(np.sum(mult * (h / 2) ** 2 * 2 * (rs * rt) ** 2))  # start N(0, 1)
+
+    planted = check(res, covariance={p: through_start(*p) for p in pairs}, family_alpha=ALPHA)
+    assert not planted.passed and planted.comparisons["covariance"].max_abs_z > planted.threshold
+
+
 def test_runs_needed_verified_by_simulation():
     """At the planned number of runs a 5 % error is caught with probability about 0.9, at a
     quarter of it far less often (40 replicate checks each)."""
@@ -187,6 +213,7 @@ def test_check_runs_a_config(tmp_path):
     ({"statistics": {"band_mean_square": np.ones((STEPS.size, 8))}},
      ["'band_mean_square'", "standard deviation"]),
     ({"covariance": {(3, 4): 1.0}}, ["'covariance'", "recorded steps", "(3, 4)"]),
+    ({"correlation": [0.5]}, ["'correlation'", "dict", "[0.5]"]),
     ({"mean": np.ones(STEPS.size), "family_alpha": 2.0}, ["'family_alpha'", "2.0"]),
     ({}, ["needs a prediction"]),
 ])

@@ -9,7 +9,6 @@ from nqm_mc.theory.stats import (  # noqa: F401
     holm,
     ks_against_law,
     max_abs_z_threshold,
-    sample_covariance,
     sample_variance_se,
     sensitivity,
     two_sided_p,

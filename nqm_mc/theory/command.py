@@ -5,7 +5,8 @@ batch size and recorded steps::
 
     def predict(model, optimizer, batch_size, steps):
         # return E[L_t] at the steps (an array), or a dict with "mean" and optionally
-        # "variance", "statistics" ({name: expectation}) and "covariance" ({(s, t): value})
+        # "variance", "statistics" ({name: expectation}), "covariance" and "correlation"
+        # ({(s, t): value})
         ...
 
 The experiment runs as ``nqm-mc simulate`` would run it; :func:`nqm_mc.check` judges the
@@ -29,7 +30,7 @@ from nqm_mc.spec._checks import ParameterError
 
 __all__ = ["THEORY_HELP", "load_theory", "predictions", "run"]
 
-PREDICTION_KEYS = ("mean", "variance", "statistics", "covariance")
+PREDICTION_KEYS = ("mean", "variance", "statistics", "covariance", "correlation")
 OUTPUTS = ("theory_check.json", "theory_check.csv")
 THEORY_HELP = ("check your own prediction: FILE.py:FUNCTION, a function (model, optimizer, "
                "batch_size, steps) returning E[L_t] at the steps, or a dict with 'mean' and "
@@ -160,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
     steps = experiment_steps(exp)
     label = f"the theory function {args.theory}"
     pred = predictions(fn, exp.model, exp.optimizer, exp.batch_size, steps, label)
-    keep = runs if ("variance" in pred or "covariance" in pred) else None
+    keep = runs if {"variance", "covariance", "correlation"} & set(pred) else None
     quiet = getattr(args, "json", False)
     if not quiet:
         print(f"simulating {runs} runs of {args.config} for {args.theory}", file=sys.stderr,

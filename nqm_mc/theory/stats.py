@@ -2,9 +2,10 @@
 
 z-scores against standard errors, Holm-Bonferroni and the Bonferroni threshold on the largest
 :math:`|z|`, the sensitivity of a run to a relative deviation of the mean, the exact law of the
-loss (a generalised chi-square), the standard error of a sample variance and of a sample
-covariance between two records (``docs/theory.md``, section 6). :func:`nqm_mc.check` is built
-from these functions, and so is every case of ``python -m validation``.
+loss (a generalised chi-square) and the standard error of a sample variance
+(``docs/theory.md``, section 6; the statistics of two records are in
+:mod:`nqm_mc.joint_stats`). :func:`nqm_mc.check` is built from these functions, and so is every
+case of ``python -m validation``.
 
 Under Gaussian noise and a Gaussian start every linear optimizer's iterate is Gaussian, each
 direction independent: the readout x_g of a direction in group g is N(mu_g, v_g). The loss
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
     from nqm_mc.spec.model import NQM
 
 __all__ = ["two_sided_p", "holm", "max_abs_z_threshold", "power_z", "sensitivity", "LossLaw",
-           "ks_against_law", "band_moments", "sample_variance_se", "sample_covariance"]
+           "ks_against_law", "band_moments", "sample_variance_se"]
 
 
 def two_sided_p(z: ArrayLike) -> np.ndarray:
@@ -188,36 +189,6 @@ def sample_variance_se(paths: ArrayLike) -> np.ndarray:
         s2 = float(np.mean(c ** 2))
         out[r] = math.sqrt(max(m4 - s2 * s2, 0.0) / col.size)
     return out
-
-
-def sample_covariance(x: ArrayLike, y: ArrayLike) -> tuple[float, float, int]:
-    r"""Return the sample covariance of paired losses, its standard error and the pairs used.
-
-    The standard error is that of a product statistic: with :math:`\tilde x_i, \tilde y_i`
-    the centred values, :math:`\mathrm{se} = \mathrm{sd}(\tilde x \tilde y)/\sqrt n` (the
-    delta method; it needs finite fourth moments only). Pairs with a non-finite member are left
-    out.
-
-    Parameters
-    ----------
-    x, y : array_like, shape (n,)
-        The losses of the same runs at two records.
-
-    Returns
-    -------
-    covariance, standard_error : float
-        NaN with fewer than 3 finite pairs.
-    n : int
-        Pairs used.
-    """
-    a, b = np.asarray(x, float), np.asarray(y, float)
-    keep = np.isfinite(a) & np.isfinite(b)
-    a, b = a[keep], b[keep]
-    n = int(a.size)
-    if n < 3:
-        return float("nan"), float("nan"), n
-    prod = (a - a.mean()) * (b - b.mean())
-    return float(prod.sum() / (n - 1)), float(prod.std(ddof=1) / math.sqrt(n)), n
 
 
 class LossLaw:

@@ -535,37 +535,45 @@ def _statistic(name: str, value: Any, res: SimulationResult, steps: np.ndarray,
     return Comparison.build(name, labels, est.ravel(), pred.ravel(), np.asarray(se).ravel())
 
 
-def _covariance(covariance: Any, res: SimulationResult, steps: np.ndarray) -> Comparison:
-    """Two-time covariances of the loss from the kept paths, one z-test per pair of steps."""
-    if not isinstance(covariance, Mapping) or not covariance:
-        raise ParameterError(f"The 'covariance' parameter of {OWNER} must be a non-empty dict "
-                             f"{{(s, t): Cov(L_s, L_t)}} over recorded steps. Got "
-                             f"{_short(covariance)} instead.")
+def _two_time(kind: str, prediction: Any, res: SimulationResult,
+              steps: np.ndarray) -> Comparison:
+    """Two-time covariances or correlations of the loss from the kept paths, one z per pair.
+
+    The estimates and their influence-function standard errors are those of
+    :func:`nqm_mc.joint_stats.lag_covariance` and :func:`~nqm_mc.joint_stats.lag_correlation`.
+    """
+    from nqm_mc import joint_stats
+    what = "Cov(L_s, L_t)" if kind == "covariance" else "Corr(L_s, L_t)"
+    if not isinstance(prediction, Mapping) or not prediction:
+        raise ParameterError(f"The {kind!r} parameter of {OWNER} must be a non-empty dict "
+                             f"{{(s, t): {what}}} over recorded steps. Got "
+                             f"{_short(prediction)} instead.")
     if res.paths is None or res.paths.shape[0] < 3:
-        raise ParameterError(f"The 'covariance' parameter of {OWNER} needs kept paths: run "
-                             "with keep_paths (at least 3; every run for full power).")
-    index = {int(t): i for i, t in enumerate(steps)}
-    labels, est, pred, se = [], [], [], []
-    for pair, value in covariance.items():
+        raise ParameterError(f"The {kind!r} parameter of {OWNER} needs kept paths: run with "
+                             "keep_paths (at least 3; every run for full power).")
+    recorded = {int(t) for t in steps}
+    pairs, values = [], []
+    for pair, value in prediction.items():
         ok = isinstance(pair, tuple) and len(pair) == 2 and all(
-            isinstance(t, (int, np.integer)) and int(t) in index for t in pair)
+            isinstance(t, (int, np.integer)) and not isinstance(t, bool) and int(t) in recorded
+            for t in pair)
         if not ok:
-            raise ParameterError(f"The 'covariance' parameter of {OWNER} must have keys (s, t) "
+            raise ParameterError(f"The {kind!r} parameter of {OWNER} must have keys (s, t) "
                                  f"that are recorded steps. Got {_short(pair)} instead.")
-        v = float(_as_array(f"covariance[{pair!r}]", value, (), steps))
-        c, s, _ = st.sample_covariance(res.paths[:, index[int(pair[0])]],
-                                       res.paths[:, index[int(pair[1])]])
-        labels.append(f"({int(pair[0])}, {int(pair[1])})")
-        est.append(c)
-        pred.append(v)
-        se.append(s)
-    return Comparison.build("covariance", labels, np.array(est), np.array(pred), np.array(se))
+        pairs.append((int(pair[0]), int(pair[1])))
+        values.append(float(_as_array(f"{kind}[{pair!r}]", value, (), steps)))
+    cols = joint_stats.pair_columns(steps, np.array(pairs, np.int64))
+    fn = joint_stats.lag_covariance if kind == "covariance" else joint_stats.lag_correlation
+    stat = fn(res.paths, cols, np.array(values))
+    return Comparison.build(kind, [f"({s}, {t})" for s, t in pairs], stat.estimate,
+                            np.array(values), stat.standard_error)
 
 
 def check(result: SimulationResult | ConfigLike, mean: Prediction | None = None, *,
           variance: Prediction | None = None,
           statistics: Mapping[str, Any] | None = None,
           covariance: Mapping[tuple[int, int], float] | None = None,
+          correlation: Mapping[tuple[int, int], float] | None = None,
           mean_se: str | ArrayLike | None = None, variance_se: ArrayLike | None = None,
           loss_law: Any = None, alternative: Prediction | None = None,
           family_alpha: float = DEFAULT_ALPHA, power: float = DEFAULT_POWER,
@@ -593,9 +601,13 @@ def check(result: SimulationResult | ConfigLike, mean: Prediction | None = None,
         per-run variance (or ``"sd"``). ``mean_theta`` without EMA and ``hitting_time`` take their
         standard error from the run; the others need the standard deviation.
     covariance : dict, optional
-        Predicted :math:`\mathrm{Cov}(L_s, L_t)` by pairs ``(s, t)`` of recorded steps, tested
-        against the sample covariance of the kept paths (standard error of a product
-        statistic).
+        Predicted :math:`\mathrm{Cov}(L_s, L_t)` by pairs ``(s, t)`` of recorded steps (for
+        a linear optimizer, :func:`nqm_mc.loss_covariance` gives the exact one), tested
+        against the sample covariance of the kept paths with the standard error of a product
+        statistic (:func:`nqm_mc.joint_stats.lag_covariance`).
+    correlation : dict, optional
+        Predicted :math:`\mathrm{Corr}(L_s, L_t)` by pairs of recorded steps, tested against
+        the sample correlation (:func:`nqm_mc.joint_stats.lag_correlation`).
     mean_se : "sample", "predicted" or array_like, optional
         The mean's standard error: the run's (``result.sem``), from the predicted variance, or
         given. Default: "predicted" with a variance prediction, else "sample".
@@ -659,15 +671,16 @@ def check(result: SimulationResult | ConfigLike, mean: Prediction | None = None,
     """
     alpha = _check_prob("family_alpha", family_alpha)
     power = _check_prob("power", power)
-    if mean is None and variance is None and not statistics and not covariance:
-        raise ParameterError(f"{OWNER} needs a prediction: mean, variance, statistics or "
-                             "covariance.")
+    if mean is None and variance is None and not statistics and not covariance \
+            and not correlation:
+        raise ParameterError(f"{OWNER} needs a prediction: mean, variance, statistics, "
+                             "covariance or correlation.")
     if isinstance(result, SimulationResult):
         res = result
     else:
         res = run_experiment(result, runs=runs, seed=seed, threads=threads,
                              keep_paths=2 ** 32 - 1 if (variance is not None and variance_se
-                                                        is None) or covariance or
+                                                        is None) or covariance or correlation or
                              loss_law is not None else None)[0]
     steps = np.asarray(res.steps, np.int64)
     R = steps.size
@@ -722,7 +735,9 @@ def check(result: SimulationResult | ConfigLike, mean: Prediction | None = None,
     for name, value in (statistics or {}).items():
         comps[name] = _statistic(name, value, res, steps, n)
     if covariance is not None:
-        comps["covariance"] = _covariance(covariance, res, steps)
+        comps["covariance"] = _two_time("covariance", covariance, res, steps)
+    if correlation is not None:
+        comps["correlation"] = _two_time("correlation", correlation, res, steps)
     pvals = [c.pvalues for c in comps.values()]
     ks_stat = ks_p = None
     if loss_law is not None:

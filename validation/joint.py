@@ -30,7 +30,7 @@ from nqm_mc.joint_stats import (
     pair_columns,
 )
 from nqm_mc.montecarlo.skip import state_size, transitions
-from validation.stats import holm, max_abs_z_threshold, two_sided_p
+from nqm_mc.theory.stats import holm, max_abs_z_threshold, two_sided_p
 
 ALPHA = 1e-4  # family-wise error per case, as in validation.suite
 CHUNK = 2000  # runs per NumPy chunk of the planted sampler

@@ -161,6 +161,9 @@ def _key(rule: UpdateRule, noise: GradientNoise | None) -> tuple[str, bool]:
     parts: dict[str, Any] = {"template": TEMPLATE_VERSION, "support": _support_hash()}
     src, in_file = _source(rule.update)
     fn = rule.update
+    psrc, pfile = _source(rule.prepare) if rule.prepare is not None else ("", True)
+    in_file = in_file and pfile
+    parts["prepare"] = [psrc, rule.prepare_arguments, list(rule.prepared)]
     parts["rule"] = [fn.__module__, fn.__qualname__, src, rule.arguments,
                      [(k, v == "theta") for k, v in rule.state.items()],  # type: ignore[union-attr]
                      list(rule.hyper), rule.readout]
@@ -199,6 +202,7 @@ from nqm_mc.montecarlo.user_kernels import registered
 _update = registered("@KEY@", "update")
 _noise = registered("@KEY@", "noise")
 _normals = registered("@KEY@", "normals")
+_prepare = registered("@KEY@", "prepare")
 _first = U.first
 '''
 
@@ -359,6 +363,13 @@ def _generate(key: str, rule: UpdateRule, noise: GradientNoise | None, cache: bo
             "loss": "loss_th", "grad_sq": "grad_sq"}
     bind.update({name: f"s{k}[i]" for k, name in enumerate(state)})
     bind.update({name: f"hp{j}" for j, name in enumerate(hyper)})
+    npre = len(rule.prepared)
+    if npre:
+        pargs = ", ".join(bind[a] for a in rule.prepare_arguments)
+        lhs = ", ".join(f"pv{j}" for j in range(npre))
+        hyp += (f"\n{ind}    {lhs} = _prepare({pargs})" if npre > 1 else
+                f"\n{ind}    pv0 = _first(_prepare({pargs}))")
+        bind.update({name: f"pv{j}" for j, name in enumerate(rule.prepared)})
     args = ", ".join(bind[a] for a in rule.arguments)
     if state:
         call = ", ".join([theta_e] + [f"s{k}[i]" for k in range(len(state))]) + \
@@ -440,9 +451,10 @@ def kernel_for(rule: UpdateRule, noise: GradientNoise | None = None) -> ModuleTy
         mod = _MODULES.get(key)
         if mod is not None:
             return mod
-        fns = {"update": numba.njit(**_NJIT)(rule.update),
+        fns = {"update": numba.njit(inline="always", **_NJIT)(rule.update),
                "noise": numba.njit(**_NJIT)(noise.gradient if noise else _unused),
-               "normals": numba.njit(**_NJIT)(noise.normals if noise else _unused)}
+               "normals": numba.njit(**_NJIT)(noise.normals if noise else _unused),
+               "prepare": numba.njit(**_NJIT)(rule.prepare or _unused)}
         _REGISTRY[key] = fns
         name = f"nqm_mc_kernel_{key}"
         text = _generate(key, rule, noise, in_file)
@@ -512,6 +524,21 @@ def _validate(rule: UpdateRule, noise: GradientNoise | None, fns: dict[str, Any]
         raise RuleError(f"The update function of rule {rule.name!r} must return {shape}: "
                         f"{n} number{'s' if n > 1 else ''}; it returns {got}"
                         f"{_return_line(rule.update)}.")
+    if rule.prepare is not None:
+        psig = tuple(_RULE_TYPES.get(a, types.float64) for a in rule.prepare_arguments)
+        try:
+            fns["prepare"].compile(psig)
+        except numba.core.errors.NumbaError as err:
+            raise RuleError(_explain(err, rule, None, what="prepare")) from None
+        pret = fns["prepare"].overloads[psig].signature.return_type
+        k = len(rule.prepared)
+        pok = (isinstance(pret, types.Number) and k == 1) or (
+            isinstance(pret, types.BaseTuple) and len(pret) == k
+            and all(isinstance(x, types.Number) for x in pret))
+        if not pok:
+            raise RuleError(f"The prepare function of rule {rule.name!r} must return "
+                            f"{k} number{'s' if k > 1 else ''} ({', '.join(rule.prepared)}); "
+                            f"it returns {pret}{_return_line(rule.prepare)}.")
     if noise is None:
         return
     nsig = tuple(_NOISE_TYPES.get(a, types.float64) for a in noise.arguments)
@@ -562,7 +589,8 @@ def _explain(err: BaseException, rule: UpdateRule, noise: GradientNoise | None,
     if len(reason) > 200:
         reason = reason[:197] + "..."
     files = {getattr(f, "__code__", None) and f.__code__.co_filename
-             for f in (rule.update, noise and noise.gradient, noise and noise.normals)}
+             for f in (rule.update, rule.prepare, noise and noise.gradient,
+                       noise and noise.normals)}
     where = ""
     for m in re.finditer(r'File "([^"]+)", line (\d+)', msg):
         if m.group(1) in files or where == "":
@@ -570,8 +598,8 @@ def _explain(err: BaseException, rule: UpdateRule, noise: GradientNoise | None,
             where = f" ({m.group(1)}, line {m.group(2)}: `{text}`)"
             if m.group(1) in files:
                 break
-    if what == "update":
-        subject = f"The update function of rule {rule.name!r}"
+    if what in ("update", "prepare"):
+        subject = f"The {what} function of rule {rule.name!r}"
     elif what in ("noise", "normals") and noise is not None:
         fn = "gradient" if what == "noise" else "normals"
         subject = f"The {fn} function of noise {noise.name!r}"

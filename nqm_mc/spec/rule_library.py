@@ -46,12 +46,15 @@ def nesterov_update(theta, g, m, lr, momentum):  # pragma: no cover - compiled
     return theta - lr * (g + momentum * m), m
 
 
-def adam_update(theta, g, m, v, lr, t, beta1, beta2, eps):  # pragma: no cover - compiled
-    """Adam with bias correction."""
+def adam_corrections(t, beta1, beta2):  # pragma: no cover - compiled
+    """Adam's bias corrections at step t (once per step)."""
+    return 1.0 - beta1 ** (t + 1), 1.0 - beta2 ** (t + 1)
+
+
+def adam_update(theta, g, m, v, lr, beta1, beta2, eps, c1, c2):  # pragma: no cover - compiled
+    """Adam with bias correction (c1, c2 from :func:`adam_corrections`)."""
     m = beta1 * m + (1.0 - beta1) * g
     v = beta2 * v + (1.0 - beta2) * g * g
-    c1 = 1.0 - beta1 ** (t + 1)
-    c2 = 1.0 - beta2 ** (t + 1)
     return theta - lr * (m / c1) / (math.sqrt(v / c2) + eps), m, v
 
 
@@ -124,7 +127,8 @@ def adam_rule(learning_rate: float | Schedule, beta1: float = 0.9, beta2: float 
     UpdateRule
     """
     return UpdateRule(adam_update, learning_rate, state=("m", "v"),
-                      hyper={"beta1": beta1, "beta2": beta2, "eps": eps}, name="adam")
+                      hyper={"beta1": beta1, "beta2": beta2, "eps": eps}, name="adam",
+                      prepare=adam_corrections, prepared=("c1", "c2"))
 
 
 def as_update_rule(optimizer: Optimizer | UpdateRule) -> UpdateRule:

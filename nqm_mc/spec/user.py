@@ -111,6 +111,13 @@ class UpdateRule:
         the initial parameter (``"theta"``).
     hyper : mapping of str to float or Schedule
         Hyperparameters, constants or schedules (evaluated at each step), passed by name.
+    prepare : function, optional
+        ``prepare(t, lr, <hyper>, ...) -> (values)``: per-step scalars computed once per step
+        rather than once per direction (bias corrections, schedules of your own); it may take
+        ``t``, ``lr``, ``dim``, ``loss``, ``grad_sq`` and the hyperparameters, and returns one
+        number per name of ``prepared``, which the update function takes by those names.
+    prepared : sequence of str
+        The names of ``prepare``'s values.
     readout : str, optional
         A state variable whose loss is reported instead of the parameter's (for averaging
         and schedule-free rules); it must start at ``"theta"``. The loss at the parameter is
@@ -140,6 +147,8 @@ class UpdateRule:
     hyper: Mapping[str, float | Schedule] = field(default_factory=dict)
     readout: str | None = None
     name: str | None = None
+    prepare: Callable[..., Any] | None = None
+    prepared: Sequence[str] = ()
 
     def __post_init__(self) -> None:
         owner = "UpdateRule"
@@ -184,7 +193,28 @@ class UpdateRule:
             raise ParameterError(f"The names {sorted(clash)} of {owner} {name!r} are used "
                                  f"twice (state, hyperparameters and the kernel's arguments "
                                  f"{list(RULE_ARGUMENTS)} must differ).")
-        known = set(RULE_ARGUMENTS) | set(init) | set(hyper)
+        if isinstance(self.prepared, str):
+            raise ParameterError(f"The 'prepared' parameter of {owner} must be a sequence of "
+                                 f"names. Got {self.prepared!r} instead.")
+        prepared = tuple(_identifier(p, owner, "prepared") for p in self.prepared)
+        object.__setattr__(self, "prepared", prepared)
+        if (self.prepare is None) != (not prepared):
+            raise ParameterError(f"The 'prepare' and 'prepared' parameters of {owner} "
+                                 f"{name!r} go together: a function and the names of its "
+                                 f"values. Got {self.prepare!r} and {prepared!r} instead.")
+        taken = set(RULE_ARGUMENTS) | set(init) | set(hyper)
+        if taken & set(prepared) or len(set(prepared)) < len(prepared):
+            raise ParameterError(f"The names {list(prepared)} of 'prepared' of {owner} {name!r} "
+                                 "must differ from each other, the state, the hyperparameters "
+                                 f"and {list(RULE_ARGUMENTS)}.")
+        if self.prepare is not None:
+            allowed = {"t", "lr", "dim", "loss", "grad_sq"} | set(hyper)
+            for p in _parameters(self.prepare, owner, "prepare"):
+                if p not in allowed:
+                    raise ParameterError(
+                        f"The prepare function of rule {name!r} takes {p!r}; it may take "
+                        f"{sorted(allowed)}{_line_of(self.prepare)}.")
+        known = set(RULE_ARGUMENTS) | set(init) | set(hyper) | set(prepared)
         for p in params:
             if p not in known:
                 raise ParameterError(
@@ -207,9 +237,17 @@ class UpdateRule:
         return _parameters(self.update, "UpdateRule", "update")
 
     @property
+    def prepare_arguments(self) -> tuple[str, ...]:
+        """The prepare function's parameter names, in order (empty without one)."""
+        if self.prepare is None:
+            return ()
+        return _parameters(self.prepare, "UpdateRule", "prepare")
+
+    @property
     def reductions(self) -> tuple[str, ...]:
         """The per-step reductions over all directions the rule uses."""
-        return tuple(a for a in self.arguments if a in ("loss", "grad_sq"))
+        return tuple(a for a in self.arguments + self.prepare_arguments
+                     if a in ("loss", "grad_sq"))
 
     def to_dict(self) -> dict[str, Any]:
         """Return the rule as a plain dict (for results' provenance; not loadable back).

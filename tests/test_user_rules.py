@@ -16,6 +16,7 @@ import sys
 import textwrap
 import time
 
+import numba
 import numpy as np
 import pytest
 from scipy.stats import norm
@@ -96,11 +97,36 @@ def _normalized(theta, g, lr, grad_sq, dim):
     return theta - lr * g / math.sqrt(grad_sq / dim)
 
 
-def test_normalised_and_clipped_rules_run_and_differ_from_sgd():
+def test_normalised_rule_runs_and_differs_from_sgd():
     res = simulate(MODEL, UpdateRule(_normalized, 0.05), 8, 100, 32, **KW)
     ref = simulate(MODEL, sgd_rule(0.05), 8, 100, 32, **KW)
     assert np.isfinite(res.mean).all() and not np.array_equal(res.mean, ref.mean)
     assert res.mean[-1] < res.mean[0]
+
+
+@numba.njit
+def _clip_scale(grad_sq, clip):
+    nrm = math.sqrt(grad_sq)
+    return clip / nrm if nrm > clip else 1.0
+
+
+def _clipped_sgd(theta, g, lr, scale, clipping):
+    return theta - lr * (g * scale if clipping > 0.0 else g)
+
+
+def _clip_prepare(grad_sq, clip):
+    s = _clip_scale(grad_sq, clip)
+    return s, 1.0 if s != 1.0 else 0.0
+
+
+def test_clipping_by_norm_written_as_a_rule_gives_the_builtin_bits():
+    """Clipping by the global norm (a reduction, computed once per step in prepare)."""
+    rule = UpdateRule(_clipped_sgd, 0.3, hyper={"clip": 0.5}, prepare=_clip_prepare,
+                      prepared=("scale", "clipping"), name="clipped_sgd")
+    a = simulate(MODEL, SGD(0.3, clip_norm=0.5), 8, 60, 32, **KW)
+    b = simulate(MODEL, rule, 8, 60, 32, **KW)
+    assert np.array_equal(a.mean, b.mean) and np.array_equal(a.paths, b.paths)
+    assert not np.array_equal(a.mean, simulate(MODEL, SGD(0.3), 8, 60, 32, **KW).mean)
 
 
 def _bits_script() -> str:
@@ -271,6 +297,18 @@ def test_sigint_stops_a_user_rule_within_seconds():
     assert latency < 10.0, latency
 
 
+def test_the_compiled_kernel_is_in_the_disk_cache():
+    """Fast counterpart of the next test: after a run, the generated module's kernel has an
+    entry in numba's on-disk index (what a second process loads)."""
+    from nqm_mc.montecarlo.user_kernels import _cached, kernel_dir, kernel_for
+    rule = heavy_ball_rule(0.1, 0.5)
+    simulate(NQM.paper(50), rule, 4, 5, 16, progress=False)
+    mod = kernel_for(rule)
+    assert _cached(mod.run_block)
+    assert os.path.dirname(mod.__file__) == str(kernel_dir())
+
+
+@pytest.mark.slow
 def test_second_process_loads_the_compiled_kernel(tmp_path):
     script = textwrap.dedent("""
         import time

@@ -402,7 +402,7 @@ def _generate(key: str, rule: UpdateRule, noise: GradientNoise | None, cache: bo
                          "        U.fill_noise(zn, nz, t, key, work.ws, dirs.single)\n"
                          f"        _noise({nargs})")
         subs["@NOISE@"] = noise_src
-        subs["@REDUCE@"] = ("        grad_sq = _sumsq16(g, 0, d)" if "grad_sq" in rule.arguments
+        subs["@REDUCE@"] = ("        grad_sq = _sumsq16(g, 0, d)" if "grad_sq" in rule.reductions
                             else "")
         subs["@LOSS@"] = "loss_th" if ro is None else "half_quadratic(h, readout, q)"
     text = _HEADER + body + _BLOCK
@@ -606,7 +606,9 @@ def _explain(err: BaseException, rule: UpdateRule, noise: GradientNoise | None,
     else:
         subject = f"The kernel of rule {rule.name!r}" + (
             f" with noise {noise.name!r}" if noise is not None else "")
-    return f"{subject} does not compile: {reason}{where}."
+    hint = ("; a helper function it calls must be compiled too (decorate it with "
+            "@numba.njit)" if "Numba type of <class 'function'>" in reason else "")
+    return f"{subject} does not compile: {reason}{where}{hint}."
 
 
 # --- lowering -------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from nqm_mc.exact.engine import (  # noqa: E402
     steps_to_target,
     steps_to_target_batch,
 )
+from nqm_mc.exact.joint import loss_covariance  # noqa: E402
 from nqm_mc.montecarlo._interrupt import Interrupted, Terminated, sigterm_interrupts  # noqa: E402
 from nqm_mc.montecarlo.driver import simulate  # noqa: E402
 from nqm_mc.results import SimulationResult, load_result  # noqa: E402
@@ -29,12 +30,14 @@ from nqm_mc.spec import schedules  # noqa: E402
 from nqm_mc.spec._checks import ParameterError  # noqa: E402
 from nqm_mc.spec.model import NQM  # noqa: E402
 from nqm_mc.spec.optimizers import SGD, HeavyBall, Nesterov  # noqa: E402
+from nqm_mc.theory import Verdict, check, runs_needed  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = [
     "NQM", "SGD", "HeavyBall", "Nesterov", "schedules", "expected_loss", "loss_at",
-    "steady_state", "steps_to_target", "steps_to_target_batch", "stability", "simulate",
+    "loss_covariance", "steady_state", "steps_to_target", "steps_to_target_batch", "stability",
+    "simulate",
     "SimulationResult", "load_result", "ParameterError", "Interrupted", "Terminated",
-    "sigterm_interrupts", "__version__",
+    "sigterm_interrupts", "check", "runs_needed", "Verdict", "__version__",
 ]

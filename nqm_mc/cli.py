@@ -767,6 +767,9 @@ def cmd_calibrate(args):
 
 
 def cmd_validate(args):
+    if args.theory:  # a user's theory against Monte Carlo (nqm_mc.theory.command)
+        from nqm_mc.theory.command import run as run_theory
+        return run_theory(args)
     from validation.__main__ import run
     return run(args)
 
@@ -930,15 +933,23 @@ def build_parser():
     _add_output_args(p)
     _add_json(p, "the parameters and predictions")
     p.set_defaults(func=cmd_calibrate)
+    from nqm_mc.theory.command import EPILOG as THEORY_EPILOG
+    from nqm_mc.theory.command import THEORY_HELP
     p = sub.add_parser("validate", formatter_class=_Formatter,
                        help="Monte Carlo against the exact engine, with a report",
                        description="Run the validation suite (python -m validation): every "
                                    "feature's Monte Carlo statistics against the exact "
                                    "recurrences with family-wise error control and a power "
                                    "check each; exit status 1 on any failure.\n\nexample:\n"
-                                   "  nqm-mc validate --quick --out validation-report")
+                                   "  nqm-mc validate --quick --out validation-report"
+                                   "\n\n" + THEORY_EPILOG)
     from validation.__main__ import build_parser as _validation_parser
     _validation_parser(p)
+    p.add_argument("--theory", metavar="FILE.py:FUNCTION", default=None, help=THEORY_HELP)
+    p.add_argument("--config", "-c", metavar="FILE.toml", default=None,
+                   help="with --theory: the experiment to simulate (see examples/)")
+    p.add_argument("--runs", type=_int_in(1, 2 ** 32 - 1), default=None,
+                   help="with --theory: number of runs (the experiment's run.runs)")
     p.set_defaults(func=cmd_validate)
     p = sub.add_parser("plot", formatter_class=_Formatter,
                        help="figures of a saved result or a scaling CSV",

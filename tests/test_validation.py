@@ -8,9 +8,9 @@ import pytest
 
 from nqm_mc import HeavyBall, expected_loss, simulate
 from nqm_mc.montecarlo import _kernels
+from nqm_mc.theory.stats import LossLaw, holm, ks_against_law
 from validation.cases import SMALL, get_cases
 from validation.report import write_report
-from validation.stats import LossLaw, holm, ks_against_law
 from validation.suite import run_case, run_suite
 
 

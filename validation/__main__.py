@@ -11,6 +11,8 @@ import sys
 import time
 from collections.abc import Sequence
 
+DEFAULT_SEED = 20191
+
 
 def _positive_int(text: str) -> int:
     try:
@@ -36,7 +38,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
                    help="every case with more trajectories (about a minute on 2 cores)")
     from nqm_mc._files import add_output_args
     add_output_args(p, command="validate")
-    p.add_argument("--seed", type=int, default=20191, help="Monte Carlo seed")
+    p.add_argument("--seed", type=int, default=None,
+                   help="Monte Carlo seed (20191; with --theory the experiment's run.seed)")
     p.add_argument("--threads", type=int, default=None, help="numba threads (default: all)")
     p.add_argument("--case", action="append", default=None,
                    help="only cases whose name contains this (repeatable)")
@@ -54,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
     from validation.report import write_report
     from validation.suite import run_suite
 
+    if args.seed is None:
+        args.seed = DEFAULT_SEED
     cases = get_cases(quick=args.quick, names=args.case)
     if not cases:
         print(f"error: no case matches --case {args.case}", file=sys.stderr)

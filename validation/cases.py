@@ -34,6 +34,11 @@ SKIPKW: dict[str, Any] = {"method": "skip", "log_records": 50, "nq": 1000, "nf":
 FLAT = NQM(np.geomspace(1, 0.1, 8), np.geomspace(1, 0.1, 8), multiplicities=[8] * 8,
            name="flat")
 
+# pairs (s, t) of the joint-law cases: short lags (t, t + 1), (t, t + 5) and long ones (t, 2t)
+_LAGS_STEP = ((5, 10), (20, 40), (40, 80), (10, 11), (40, 41), (60, 65), (2, 80))
+_LAGS_SKIP = ((20, 40), (100, 200), (500, 1000), (1000, 1001), (1000, 1010), (5000, 5100),
+              (20, 100_000), (99_000, 100_000))
+
 
 @dataclass(frozen=True)
 class Case:
@@ -93,6 +98,9 @@ class Case:
     # a skip-against-step two-sample case: KS of the loss at this many recorded steps
     two_sample: bool = False
     compare_records: int = 4
+    # a joint-law case: pairs of recorded steps (s, t) whose loss covariance and correlation
+    # are tested against the exact engine (validation/joint.py)
+    lag_pairs: tuple[tuple[int, int], ...] = ()
 
 
 def _c(name: str, feature: str, model: Any, opt: Any, batch: Any, T: int, nq: int = 2000,
@@ -191,8 +199,30 @@ CASES = [
     # the skip-ahead sampler against the step kernel on one configuration (no exact engine in
     # the comparison): two-sample KS of the loss at 4 recorded steps and two-sample z of the
     # means; power: a step run with the learning rate 5 % high must be told apart
-    _c("skip_vs_step", "skip-ahead against step: two-sample KS and means", FLAT,
-       HeavyBall(0.2, 0.8), 4, 100, method="skip", log_records=20, two_sample=True),
+    # and two-sample z of the lag covariances of the kept paths (short lags at (50, 51),
+    # (50, 55)); power also: the planted fresh-draw sampler against the step run
+    _c("skip_vs_step", "skip-ahead against step: two-sample KS, means and lag covariances",
+       FLAT, HeavyBall(0.2, 0.8), 4, 100, method="skip", log_records=20, two_sample=True,
+       lag_pairs=((50, 51), (50, 55))),
+    _c("skip_vs_step_ema", "skip-ahead against step with EMA: KS, means, lag covariances",
+       FLAT, SGD(0.5, ema=0.9), 4, 100, method="skip", log_records=20, two_sample=True,
+       lag_pairs=((50, 51), (50, 60))),
+    # the joint law across records: sample covariance and correlation of the loss at pairs
+    # of steps against loss_covariance, at short and long lags; power: the planted
+    # fresh-draw sampler (every record drawn anew from the start; exact marginals)
+    _c("joint_step", "joint law, step kernel: heavy ball + EMA, lag covariances", SMALL,
+       HeavyBall(0.1, 0.9, ema=0.9), 4, 80, nq=20_000, nf=100_000,
+       lag_pairs=_LAGS_STEP),
+    _c("joint_step_schedule", "joint law, step kernel: Nesterov, cosine warmup, batch schedule",
+       SHIFTED, Nesterov(S.Warmup(S.CosineDecay(0.15, 80), 10), 0.8),
+       S.PiecewiseConstantBatch([30], [4, 16]), 80, nq=20_000, nf=100_000, quick=False,
+       lag_pairs=_LAGS_STEP),
+    _c("skip_joint", "joint law, skip-ahead: heavy ball + EMA, lag covariances to T = 10^5",
+       SKIP, HeavyBall(0.1, 0.9, ema=0.99), 4, 100_000, method="skip", nq=10_000,
+       nf=100_000, lag_pairs=_LAGS_SKIP),
+    _c("skip_joint_sgd", "joint law, skip-ahead: SGD, lag covariances (the issue's t, 2t)",
+       SKIP, SGD(1.0), 4, 1000, method="skip", nq=20_000, nf=100_000, quick=False,
+       lag_pairs=((20, 40), (100, 200), (500, 1000), (20, 21), (500, 510))),
     _c("unstable", "unstable configuration (must diverge in both engines)", SMALL, SGD(3.0), 4,
        600, nq=64, nf=256, diverges=True),
 ]

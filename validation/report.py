@@ -82,6 +82,17 @@ def write_report(results: list[dict[str, Any]], outdir: str, settings: dict[str,
             c = r["convergence"]
             lines.append(f"- {r['case']}: N = {c['runs']}, error = "
                          f"{[round(e, 5) for e in c['rms_error']]}, slope {c['slope']:.2f}")
+    joint = [r for r in results if "lag_table" in r]
+    if joint:
+        from validation.joint import table_lines
+        lines += ["", "## The joint law across records", "",
+                  "Sample covariance and correlation of the loss between two recorded steps "
+                  "of the same run (kept paths), against the exact engine's loss_covariance; "
+                  "standard errors from the influence function over runs. The planted "
+                  "sampler draws each record afresh from the start (every marginal exact) "
+                  "and must be rejected.", ""]
+        for r in joint:
+            lines += table_lines(r) + [""]
     lines += ["", "Plots: plots/CASE.png (Monte Carlo mean with 1.96 standard errors over the "
               "exact curve and the deliberately wrong reference; below, z = (MC mean - exact) "
               "/ s.e. at every recorded step with the threshold +-z* of the case's tests)."]

@@ -15,12 +15,13 @@ from nqm_mc.exact.dense import expected_loss_dense
 from nqm_mc.montecarlo.dense import simulate_dense
 from nqm_mc.spec import schedules as S
 from nqm_mc.spec.rotated import RotatedNQM
-from validation.stats import (
+from nqm_mc.theory import check
+from nqm_mc.theory.stats import (
     LossLaw,
     band_moments,
     holm,
-    ks_against_law,
     max_abs_z_threshold,
+    sensitivity,
     two_sided_p,
 )
 
@@ -87,30 +88,13 @@ def case_steps(case):
     (0, 1, ..., T) for the long horizons of the skip-ahead cases.
     """
     if case.log_records:
-        return np.unique(np.concatenate([[0], np.geomspace(1, case.n_steps, case.log_records)
-                                         .round().astype(np.int64), [case.n_steps]]))
-    return record_steps(case.n_steps)
-
-
-def sensitivity(steps, mean, se, live, thr):
-    """Return the smallest relative deviation of the mean that the case's runs detect.
-
-    A shift of the mean by a fraction delta at record r has expected
-    z = delta * mean_r / se_r, which reaches
-    the threshold (detection with probability about 1/2) when delta = thr * se_r / mean_r.
-    Returns (the minimum over live records after step 0, the step where it is reached, the
-    maximum over those records). The minimum is the case's resolution for a deviation present
-    at every record (as a wrong coefficient of an update rule makes it, once the transient from
-    the start is over); the maximum is what a deviation confined to one unknown record needs.
-    Step 0 is left out: no error of an update rule shows there.
-    """
-    steps, mean, se = np.asarray(steps), np.asarray(mean, float), np.asarray(se, float)
-    sel = np.asarray(live, bool) & (steps > 0) & (np.abs(mean) > 0)
-    if not sel.any():
-        return float("nan"), -1, float("nan")
-    rel = thr * se[sel] / np.abs(mean[sel])
-    i = int(np.argmin(rel))
-    return float(rel[i]), int(steps[sel][i]), float(rel.max())
+        steps = np.unique(np.concatenate([[0], np.geomspace(1, case.n_steps, case.log_records)
+                                          .round().astype(np.int64), [case.n_steps]]))
+    else:
+        steps = record_steps(case.n_steps)
+    if case.two_sample and case.lag_pairs:  # the steps of the pairs compared jointly
+        steps = np.union1d(steps, np.asarray(case.lag_pairs, np.int64).ravel())
+    return steps
 
 
 def _sensitivity_fields(steps, mean, se, live, thr):
@@ -176,6 +160,9 @@ def run_case(case: Case, quick: bool = True, seed: int = 0, threads: int | None 
         return _run_dense_case(case, n_runs, steps, seed, threads, t0, runs_factor)
     if case.two_sample:
         return _run_two_sample_case(case, n_runs, steps, seed, threads, t0, runs_factor)
+    if case.lag_pairs:
+        from validation.joint import run_joint_case
+        return run_joint_case(case, n_runs, seed, threads, t0, runs_factor, simulator)
     exact = expected_loss(model, opt, batch, record=steps, group_moments=True)
     out: dict[str, Any] = {"case": case.name, "feature": case.feature, "dtype": case.dtype,
                            "seed": seed, "method": case.method}
@@ -206,52 +193,40 @@ def run_case(case: Case, quick: bool = True, seed: int = 0, threads: int | None 
                     keep_paths=keep, n_bands=N_BANDS, dtype=case.dtype, threads=threads,
                     progress=False, method=case.method)
     n = res.n_finite.astype(float)
-    # 1. the mean at every recorded step
-    z_mean = np.zeros(steps.size)
-    z_mean[live] = (res.mean[live] - exact.mean[live]) / (sd[live] / np.sqrt(n[live]))
-    tol = 1e-5 if case.dtype == "float32" else 1e-10
-    det_ok = bool(np.all(np.abs(res.mean[~live] - exact.mean[~live])
-                         <= tol * (1 + np.abs(exact.mean[~live]))))
-    # 2. per-band mean of the readout's square
+    # the exact law at every record: per-band moments of the readout's square, the standard
+    # error of the sample variance and the law of the loss (a generalised chi-square)
     labels, _ = model.curvature_groups(N_BANDS)
     # group_moments=True: the per-group moments are arrays
     gmean = cast(np.ndarray, exact.group_mean)
     gsecond = cast(np.ndarray, exact.group_second_moment)
     bm, bv, counts = band_moments(model, labels, N_BANDS, gmean, gsecond)
-    blive = (bv > 0) & (counts[None, :] > 0)
-    z_band = np.zeros_like(bm)
-    z_band[blive] = ((res.band_mean_square - bm)[blive]
-                     / np.sqrt(bv / n[:, None])[blive])
-    # 3. the sample variance against the exact variance (standard error from the exact law)
     laws = [LossLaw(model.curvatures, model.multiplicities, gmean[r], gsecond[r])
             for r in range(steps.size)]
     law_var = np.array([law.variance for law in laws])
     consistent = bool(np.allclose(law_var, exact.variance, rtol=1e-8, atol=1e-300))
-    z_var = np.zeros(steps.size)
-    z_var[live] = [(res.variance[r] - exact.variance[r]) / laws[r].variance_se(n[r])
-                   for r in np.flatnonzero(live)]
-    # 4. the distribution of the loss at the last step against its exact law
-    ks_stat, ks_p = ks_against_law(res.paths[:, -1], laws[-1], seed=seed + 1)
-    pvals = np.concatenate([two_sided_p(z_mean[live]), two_sided_p(z_band[blive]),
-                            two_sided_p(z_var[live]), [ks_p]])
-    reject, adj = holm(pvals, ALPHA)
-    passed = (not reject.any()) and det_ok and consistent and res.n_diverged[-1] == 0
-    # power: the same mean test against the wrong reference
-    z_wrong = np.zeros(steps.size)
-    z_wrong[live] = (res.mean[live] - wrong.mean[live]) / (sd[live] / np.sqrt(n[live]))
-    wreject, wadj = holm(two_sided_p(z_wrong[live]), ALPHA)
+    var_se = np.zeros(steps.size)
+    var_se[live] = [laws[r].variance_se(n[r]) for r in np.flatnonzero(live)]
+    # one family through the public check: the mean at every record (exact s.e.), each band's
+    # mean square, the sample variance, and Kolmogorov-Smirnov of the last record's loss
+    v = check(res, mean=exact.mean, variance=exact.variance, variance_se=var_se,
+              statistics={"band_mean_square": {"expectation": bm, "variance": bv}},
+              loss_law=laws[-1], ks_seed=seed + 1, alternative=wrong.mean, family_alpha=ALPHA,
+              power=0.5, tolerance=1e-5 if case.dtype == "float32" else 1e-10)
+    z_mean, z_wrong = v.z, cast(np.ndarray, v.alternative_z)
+    passed = v.passed and consistent
     out.update(
         runs=n_runs, steps=steps.tolist(), mc_mean=res.mean.tolist(), mc_sem=res.sem.tolist(),
         exact_mean=exact.mean.tolist(), exact_std=sd.tolist(), wrong_mean=wrong.mean.tolist(),
         z_mean=z_mean.tolist(), z_wrong=z_wrong.tolist(),
-        max_abs_z=float(np.max(np.abs(z_mean))), max_abs_z_band=float(np.max(np.abs(z_band))),
-        max_abs_z_variance=float(np.max(np.abs(z_var))), ks_statistic=ks_stat, ks_p=ks_p,
-        n_tests=int(pvals.size), p_value=float(adj.min()), threshold=thr,
+        max_abs_z=float(np.max(np.abs(z_mean))),
+        max_abs_z_band=v.comparisons["band_mean_square"].max_abs_z,
+        max_abs_z_variance=v.comparisons["variance"].max_abs_z, ks_statistic=v.ks_statistic,
+        ks_p=v.ks_p, n_tests=v.n_tests, p_value=v.p_value, threshold=thr,
         verdict="pass" if passed else "FAIL",
         wrong=wdesc, designed_wrong_z=float(shift * math.sqrt(n_runs)),
-        max_abs_z_wrong=float(np.max(np.abs(z_wrong))), power_p_value=float(wadj.min()),
-        power_verdict="rejected (good)" if wreject.any() else "NOT REJECTED",
-        deterministic_steps_ok=det_ok, variance_formula_consistent=consistent,
+        max_abs_z_wrong=float(np.max(np.abs(z_wrong))), power_p_value=v.alternative_p_value,
+        power_verdict="rejected (good)" if v.alternative_rejected else "NOT REJECTED",
+        deterministic_steps_ok=v.deterministic_ok, variance_formula_consistent=consistent,
         method=res.meta.get("method", case.method),
         **_sensitivity_fields(steps, exact.mean, sd / np.sqrt(n), live, thr))
     if convergence:
@@ -274,27 +249,24 @@ def _run_noise_case(case, out, steps, exact, wrong, wdesc, live, n_runs, thr, se
     res = simulator(case.model, case.optimizer, case.batch_size, case.n_steps, n_runs,
                     seed=seed, record=steps, dtype=case.dtype, threads=threads, progress=False,
                     noise=case.noise, method=case.method)
-    z_mean = np.zeros(steps.size)
-    z_mean[live] = (res.mean[live] - exact.mean[live]) / res.sem[live]
-    tol = 1e-5 if case.dtype == "float32" else 1e-10
-    det_ok = bool(np.all(np.abs(res.mean[~live] - exact.mean[~live])
-                         <= tol * (1 + np.abs(exact.mean[~live]))))
-    reject, adj = holm(two_sided_p(z_mean[live]), ALPHA)
-    passed = (not reject.any()) and det_ok and res.n_diverged[-1] == 0
-    z_wrong = np.zeros(steps.size)
-    z_wrong[live] = (res.mean[live] - wrong.mean[live]) / res.sem[live]
-    wreject, wadj = holm(two_sided_p(z_wrong[live]), ALPHA)
+    v = check(res, mean=exact.mean, mean_se=np.where(live, res.sem, 0.0), alternative=wrong.mean,
+              family_alpha=ALPHA, power=0.5,
+              tolerance=1e-5 if case.dtype == "float32" else 1e-10)
+    z_mean, z_wrong = v.z, cast(np.ndarray, v.alternative_z)
+    det_ok, adj_min, wrejected, wadj_min = (v.deterministic_ok, v.p_value,
+                                            v.alternative_rejected, v.alternative_p_value)
+    passed = v.passed
     nan = float("nan")
     out.update(
         runs=n_runs, steps=steps.tolist(), mc_mean=res.mean.tolist(), mc_sem=res.sem.tolist(),
         exact_mean=exact.mean.tolist(), exact_std=np.sqrt(exact.variance).tolist(),
         wrong_mean=wrong.mean.tolist(), z_mean=z_mean.tolist(), z_wrong=z_wrong.tolist(),
         max_abs_z=float(np.max(np.abs(z_mean))), max_abs_z_band=nan, max_abs_z_variance=nan,
-        ks_statistic=nan, ks_p=nan, n_tests=int(live.sum()), p_value=float(adj.min()),
+        ks_statistic=nan, ks_p=nan, n_tests=v.n_tests, p_value=adj_min,
         threshold=thr, verdict="pass" if passed else "FAIL", wrong=wdesc,
         designed_wrong_z=nan, max_abs_z_wrong=float(np.max(np.abs(z_wrong))),
-        power_p_value=float(wadj.min()),
-        power_verdict="rejected (good)" if wreject.any() else "NOT REJECTED",
+        power_p_value=wadj_min,
+        power_verdict="rejected (good)" if wrejected else "NOT REJECTED",
         deterministic_steps_ok=det_ok, variance_formula_consistent=True,
         noise=case.noise.to_dict(), method=case.method,
         **_sensitivity_fields(steps, exact.mean, res.sem, live, thr),
@@ -340,13 +312,12 @@ def _run_dense_case(case, n_runs, steps, seed, threads, t0, runs_factor=1):
     res = simulate_dense(model, opt, batch, case.n_steps, n_runs, seed=seed, record=steps,
                          preconditioner=pre, threads=threads)
     n = res.n_finite.astype(float)
-    z_mean = np.zeros(steps.size)
-    z_mean[live] = (res.mean[live] - ex_mean[live]) / (sd[live] / np.sqrt(n[live]))
-    reject, adj = holm(two_sided_p(z_mean[live]), ALPHA)
-    passed = (not reject.any()) and res.n_diverged[-1] == 0
-    z_wrong = np.zeros(steps.size)
-    z_wrong[live] = (res.mean[live] - wrong[live]) / (sd[live] / np.sqrt(n[live]))
-    wreject, wadj = holm(two_sided_p(z_wrong[live]), ALPHA)
+    se = np.zeros(steps.size)
+    se[live] = sd[live] / np.sqrt(n[live])
+    v = check(res, mean=ex_mean, mean_se=se, alternative=wrong, family_alpha=ALPHA, power=0.5,
+              tolerance=np.inf)  # records of zero variance are not compared (as before)
+    z_mean, z_wrong = v.z, cast(np.ndarray, v.alternative_z)
+    passed = v.passed
     nan = float("nan")
     return {"case": case.name, "feature": case.feature, "dtype": case.dtype, "seed": seed,
             "runs": n_runs, "steps": steps.tolist(), "mc_mean": res.mean.tolist(),
@@ -354,12 +325,12 @@ def _run_dense_case(case, n_runs, steps, seed, threads, t0, runs_factor=1):
             "exact_std": sd.tolist(), "wrong_mean": wrong.tolist(), "z_mean": z_mean.tolist(),
             "z_wrong": z_wrong.tolist(), "max_abs_z": float(np.max(np.abs(z_mean))),
             "max_abs_z_band": nan, "max_abs_z_variance": nan, "ks_statistic": nan,
-            "ks_p": nan, "n_tests": int(live.sum()), "p_value": float(adj.min()),
+            "ks_p": nan, "n_tests": v.n_tests, "p_value": v.p_value,
             "threshold": thr, "verdict": "pass" if passed else "FAIL", "wrong": wdesc,
             "designed_wrong_z": float(shift * math.sqrt(n_runs)),
             "max_abs_z_wrong": float(np.max(np.abs(z_wrong))),
-            "power_p_value": float(wadj.min()),
-            "power_verdict": "rejected (good)" if wreject.any() else "NOT REJECTED",
+            "power_p_value": v.alternative_p_value,
+            "power_verdict": "rejected (good)" if v.alternative_rejected else "NOT REJECTED",
             "deterministic_steps_ok": True, "variance_formula_consistent": True,
             "engine": "dense", "method": "step",
             **_sensitivity_fields(steps, ex_mean, sd / np.sqrt(n), live, thr),
@@ -487,10 +458,18 @@ def _run_two_sample_case(case, n_runs, steps, seed, threads, t0, runs_factor=1):
     step = simulate(model, opt, batch, T, n_runs, seed=seed + 1, method="step", **common)
     bad = simulate(model, wopt, wbatch, T, n_runs, seed=seed + 2, method="step", **common)
     pv, ks_stat, ks_p, z = _two_sample_family(skip, step, skip.paths, step.paths, cols, live)
+    # the joint law: two-sample z of the lag covariances of the kept paths
+    from validation.joint import fresh_draw_power, two_sample_lag_family, two_sample_lag_pairs
+    lag_pairs = two_sample_lag_pairs(steps, cols, case.lag_pairs)
+    lag_p, lag_z, lag_diff = two_sample_lag_family(skip.paths, step.paths, lag_pairs)
+    pv = np.concatenate([pv, lag_p])
+    n_tests += lag_pairs.shape[0]
     reject, adj = holm(pv, ALPHA)
     wpv, wks_stat, wks_p, wz = _two_sample_family(skip, bad, skip.paths, bad.paths, cols, live)
+    wpv = np.concatenate([wpv, two_sample_lag_family(skip.paths, bad.paths, lag_pairs)[0]])
     wreject, wadj = holm(wpv, ALPHA)
     ks_reject = wreject[:cols.size].any()
+    joint = fresh_draw_power(case, step.paths, steps, lag_pairs, n_runs, seed + 3)
     passed = (not reject.any()) and skip.n_diverged[-1] == 0 and step.n_diverged[-1] == 0
     thr = max_abs_z_threshold(n_tests, ALPHA)
     se = np.sqrt(skip.sem ** 2 + step.sem ** 2)
@@ -512,8 +491,12 @@ def _run_two_sample_case(case, n_runs, steps, seed, threads, t0, runs_factor=1):
             "max_abs_z_wrong": float(np.max(np.abs(wz))),
             "ks_statistics_wrong": wks_stat.tolist(), "ks_p_values_wrong": wks_p.tolist(),
             "power_p_value": float(wadj.min()),
-            "power_verdict": "rejected (good)" if ks_reject else "NOT REJECTED",
+            "power_verdict": "rejected (good)" if ks_reject and
+            joint["joint_power_verdict"] == "rejected (good)" else "NOT REJECTED",
             "deterministic_steps_ok": True, "variance_formula_consistent": True,
             "method": f"{skip.meta['method']} vs {step.meta['method']}",
+            "lag_pairs": steps[lag_pairs].tolist(), "lag_cov_difference": lag_diff.tolist(),
+            "z_lag_cov": lag_z.tolist(), "max_abs_z_lag_cov": float(np.max(np.abs(lag_z))),
+            **joint,
             **_sensitivity_fields(steps, exact.mean, se, live, thr),
             "seconds": time.perf_counter() - t0}

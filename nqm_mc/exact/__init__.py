@@ -2,9 +2,11 @@
 
 Expected loss and its exact variance at every step (:func:`expected_loss`), at one step in
 O(log t) (:func:`loss_at`), the steady state, stability, and the exact first crossing of a loss
-target (:func:`steps_to_target`). The theory is in ``docs/theory.md``.
+target (:func:`steps_to_target`), and the covariance of the loss between two steps
+(:func:`loss_covariance`). The theory is in ``docs/theory.md``.
 
 - :mod:`~nqm_mc.exact.engine` -- the public functions (checks, results);
+- :mod:`~nqm_mc.exact.joint` -- two-time covariances of the loss (:func:`loss_covariance`);
 - :mod:`~nqm_mc.exact.lowering` -- specifications to kernel inputs (:class:`LinearForm`);
 - :mod:`~nqm_mc.exact._linalg`, :mod:`~nqm_mc.exact._powers`, :mod:`~nqm_mc.exact._moments`,
   :mod:`~nqm_mc.exact._crossing` -- the numba kernels, by concern;
@@ -23,6 +25,8 @@ from nqm_mc.exact.engine import (
     steps_to_target,
     steps_to_target_batch,
 )
+from nqm_mc.exact.joint import LossCovariance, loss_covariance
 
 __all__ = ["expected_loss", "loss_at", "stability", "steady_state", "steps_to_target",
-           "steps_to_target_batch", "ExactCurve", "Stability", "SteadyState", "StepsToTarget"]
+           "steps_to_target_batch", "ExactCurve", "Stability", "SteadyState", "StepsToTarget",
+           "loss_covariance", "LossCovariance"]

@@ -1,0 +1,139 @@
+"""Two-time moments of the exact engine (numba kernel): the covariance of the loss between
+two steps.
+
+Per group the state x = (theta[, m][, e]) moves as x(t+1) = A_t x(t) + b_t xi(t). The kernel
+carries the mean mu and the *centred* covariance P of the state,
+
+    mu' = A mu,   P' = A P A^T + (c / B) b b^T,
+
+and, for every source step s, the vector u_s(t) = Cov(x(t), x_r(s)) = Phi(t, s) P(s) e_r
+(e_r the readout's unit vector), which moves with the mean's map: u' = A u. Its readout
+entry is the cross-covariance c(s, t) = Cov(x_r(s), x_r(t)). The readout pair is jointly
+Gaussian, so Isserlis' theorem gives, per direction,
+
+    Cov(x_r(s)^2, x_r(t)^2) = 2 c^2 + 4 m_s m_t c,
+
+and Cov(L_s, L_t) = sum_g n_g (h_g / 2)^2 (2 c_g^2 + 4 m_s m_t c_g), directions being
+independent.
+"""
+
+import numpy as np
+from numba import njit, prange
+
+from nqm_mc.exact._linalg import fill_linear_form
+
+
+@njit(cache=True, error_model="numpy", parallel=True)
+def loss_covariance_kernel(form, steps, src, src_last, pair_src, pair_t, n_chunks, out_cov,
+                           out_mean, out_var):
+    """Per-step recurrences for t = 0..steps[-1]; two-time covariances of the loss at pairs.
+
+    form : LinearForm (:mod:`nqm_mc.exact.lowering`) with lr, batch of length >= steps[-1]
+        (G groups).
+    steps : (U,) int64, increasing: every step named by a pair.
+    src : (J,) int64, increasing indices into ``steps``: the earlier steps s of the pairs.
+    src_last : (J,) int64, for each source the largest index into ``steps`` it is paired with.
+    pair_src, pair_t : (P,) int64; pair p is (steps[src[pair_src[p]]], steps[pair_t[p]]).
+    n_chunks : int, the groups are split into this many contiguous chunks (one per task).
+    out_cov : (n_chunks, P) float64, zero on entry; per-chunk partial sums of Cov(L_s, L_t).
+    out_mean, out_var : (n_chunks, U) float64, zero on entry; per-chunk partial sums of E[L]
+        and Var[L] at ``steps`` (the marginals, from the same centred recurrence).
+    """
+    kind, has_ema, beta, gamma = form.kind, form.has_ema, form.beta, form.gamma
+    h, hp, c, n, mu0, v0 = form.h, form.hp, form.c, form.n, form.mu0, form.v0
+    lr_t, batch_t = form.lr, form.batch
+    G = h.shape[0]
+    U = steps.shape[0]
+    J = src.shape[0]
+    n_pairs = pair_src.shape[0]
+    for ch in prange(n_chunks):
+        A = np.zeros((3, 3))
+        b = np.zeros(3)
+        P = np.zeros((3, 3))
+        AP = np.zeros((3, 3))
+        mu = np.zeros(3)
+        nm = np.zeros(3)
+        u = np.zeros((J, 3))
+        nu = np.zeros(3)
+        cross = np.zeros((J, U))  # c(s_j, steps[i]) of the group
+        mean_r = np.zeros(U)  # the readout's mean at steps[i]
+        for g in range(ch * G // n_chunks, (ch + 1) * G // n_chunks):
+            k = fill_linear_form(kind, has_ema, h[g], hp[g], lr_t[0], beta, gamma, A, b)
+            ro = k - 1 if has_ema else 0
+            for i in range(3):
+                mu[i] = 0.0
+                for j in range(3):
+                    P[i, j] = 0.0
+            for j in range(J):
+                for i in range(3):
+                    u[j, i] = 0.0
+                for i in range(U):
+                    cross[j, i] = 0.0
+            mu[0] = mu0[g]
+            P[0, 0] = v0[g]
+            if has_ema:
+                mu[ro] = mu0[g]
+                P[0, ro] = v0[g]
+                P[ro, 0] = v0[g]
+                P[ro, ro] = v0[g]
+            r = 0  # next index into steps
+            js = 0  # next source to open
+            t = 0
+            while r < U:
+                if t == steps[r]:
+                    m1 = mu[ro]
+                    var = P[ro, ro]
+                    mean_r[r] = m1
+                    out_mean[ch, r] += 0.5 * n[g] * h[g] * (var + m1 * m1)
+                    out_var[ch, r] += n[g] * h[g] * h[g] * (0.5 * var * var + m1 * m1 * var)
+                    while js < J and src[js] == r:  # open the sources at this step
+                        for i in range(k):
+                            u[js, i] = P[i, ro]
+                        js += 1
+                    for j in range(js):
+                        if src_last[j] >= r:
+                            cross[j, r] = u[j, ro]
+                    r += 1
+                    if r == U:
+                        break
+                if t > 0 and lr_t[t] != lr_t[t - 1]:  # A and b depend on the step only here
+                    k = fill_linear_form(kind, has_ema, h[g], hp[g], lr_t[t], beta, gamma, A, b)
+                q = c[g] / batch_t[t]
+                # mean and centred covariance: mu <- A mu, P <- A P A^T + q b b^T
+                for i in range(k):
+                    s = 0.0
+                    for a in range(k):
+                        s += A[i, a] * mu[a]
+                    nm[i] = s
+                    for j in range(k):
+                        s = 0.0
+                        for a in range(k):
+                            s += A[i, a] * P[a, j]
+                        AP[i, j] = s
+                for i in range(k):
+                    mu[i] = nm[i]
+                    for j in range(i, k):
+                        s = 0.0
+                        for a in range(k):
+                            s += AP[i, a] * A[j, a]
+                        s += q * b[i] * b[j]
+                        P[i, j] = s
+                        P[j, i] = s
+                # the open sources' cross-covariances move with the mean's map
+                for j in range(js):
+                    if src_last[j] < r:
+                        continue
+                    for i in range(k):
+                        s = 0.0
+                        for a in range(k):
+                            s += A[i, a] * u[j, a]
+                        nu[i] = s
+                    for i in range(k):
+                        u[j, i] = nu[i]
+                t += 1
+            w = 0.25 * n[g] * h[g] * h[g]
+            for p in range(n_pairs):
+                j = pair_src[p]
+                cst = cross[j, pair_t[p]]
+                out_cov[ch, p] += w * (2.0 * cst * cst
+                                       + 4.0 * mean_r[src[j]] * mean_r[pair_t[p]] * cst)

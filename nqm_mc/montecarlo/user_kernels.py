@@ -86,8 +86,10 @@ class UserPlan:
     def run_block(self, inp: KernelInput, b: int, bb: int, block_size: int, n_runs: int,
                   keep_paths: int, run_start: np.ndarray, run_band: np.ndarray, out: Any,
                   stop: np.ndarray, nan_at: np.ndarray) -> None:
-        """Run block b with the generated kernel (see ``_kernels.run_block``); trajectories
-        stopped by NaN get their step in ``nan_at`` (by slot)."""
+        """Run block b with the generated kernel (see ``_kernels.run_block``).
+
+        Trajectories stopped by NaN get their step in ``nan_at`` (by slot).
+        """
         mod = kernel_for(self.rule, self.noise)
         try:
             mod.run_block(inp.rule, inp.directions, inp.schedule, inp.noise, inp.recording,
@@ -343,7 +345,7 @@ def run_block(rule, dirs, sched, law, rec, stream, b, bb, block_size, n_runs, ke
 
 
 def _generate(key: str, rule: UpdateRule, noise: GradientNoise | None, cache: bool) -> str:
-    """The generated module's source."""
+    """Return the generated module's source."""
     state = list(rule.state)
     hyper = list(rule.hyper)
     windowed = _windowed(rule, noise)
@@ -415,7 +417,7 @@ def _generate(key: str, rule: UpdateRule, noise: GradientNoise | None, cache: bo
 
 
 def registered(key: str, what: str) -> Any:
-    """The compiled user function ``what`` ("update", "noise", "normals") of module ``key``."""
+    """Return the compiled user function ``what`` ("update", "noise", ...) of module ``key``."""
     return _REGISTRY[key][what]
 
 
@@ -487,7 +489,7 @@ def _cached(dispatcher: Any) -> bool:
 
 
 def _announce(key: str, rule: UpdateRule) -> None:
-    """The compile notice (stderr), once per kernel and process."""
+    """Print the compile notice (stderr), once per kernel and process."""
     if key not in _ANNOUNCED:
         _ANNOUNCED.add(key)
         sys.stderr.write(f"compiling the kernel of update rule {rule.name!r} "

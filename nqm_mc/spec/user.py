@@ -363,7 +363,7 @@ class GradientNoise:
 # --- least-squares regression with Gaussian features ------------------------------------------
 
 def _least_squares_gradient(g, theta, h, z, batch, loss, label_variance):  # pragma: no cover
-    """g <- H theta + B^-1/2 [(H theta) z_d + sqrt(theta' H theta + sigma^2) H^1/2 z]."""
+    """G <- H theta + B^-1/2 [(H theta) z_d + sqrt(theta' H theta + sigma^2) H^1/2 z]."""
     d = theta.shape[0]
     s = math.sqrt(2.0 * loss + label_variance)
     z0 = z[d]
@@ -378,8 +378,10 @@ def _least_squares_normals(dim, batch):  # pragma: no cover
 
 
 def _minibatch_gradient(g, theta, h, z, batch, label_variance):  # pragma: no cover
-    """g <- (1/B) sum_b x_b (x_b' theta - eps_b), x_b = H^1/2 u_b, u_b = z[b d:(b + 1) d],
-    eps_b = sigma z[B d + b]."""
+    """Write g = (1/B) sum_b x_b (x_b' theta - eps_b) of a fresh minibatch.
+
+    x_b = H^1/2 u_b, u_b = z[b d:(b + 1) d], eps_b = sigma z[B d + b].
+    """
     d = theta.shape[0]
     sig = math.sqrt(label_variance)
     for i in range(d):
@@ -444,7 +446,7 @@ def LeastSquaresNoise(label_variance: float = 0.0) -> GradientNoise:  # noqa: N8
 
 
 def MinibatchLeastSquares(label_variance: float = 0.0) -> GradientNoise:  # noqa: N802
-    r"""The gradient of a real minibatch of synthetic least-squares data, drawn every step.
+    r"""Return the gradient of real minibatches of synthetic least-squares data as a noise.
 
     Parameters
     ----------

@@ -39,15 +39,16 @@ def risk(steps, factor=True):
 
 res = simulate(model, SGD(lr), batch, n_steps, n_runs, seed=4, record="log", n_records=25,
                noise=MinibatchLeastSquares(sigma2), progress=False)
-right = check(res, mean=risk)
-wrong = check(res, mean=lambda steps: risk(steps, factor=False))
+right = check(res, mean=risk, family_alpha=1e-5)
+wrong = check(res, mean=lambda steps: risk(steps, factor=False),
+              family_alpha=1e-5)
 gap = np.max(np.abs(risk(res.steps, False) / risk(res.steps) - 1))
 print(f"right theory: passed = {right.passed}, max |z| = {right.max_abs_z:.2f}")
 print(f"wrong theory: passed = {wrong.passed}, max |z| = {wrong.max_abs_z:.2f} "
       f"(threshold {wrong.threshold:.2f}); it is off by up to {100 * gap:.1f} %")
 print(f"sensitivity of these {n_runs} runs: {100 * right.sensitivity:.2f} % "
       f"(power check caught: {right.power_caught})")
-print(f"runs needed to detect a 0.5 % error: {runs_needed(0.005, res)}")
+print(f"runs needed to detect a 0.5 % error: {runs_needed(0.005, res, family_alpha=1e-5)}")
 
 fig = wrong.plot(title="one factor missing in the noise term: rejected")
 plt.show()

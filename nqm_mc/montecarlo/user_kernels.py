@@ -476,7 +476,7 @@ def kernel_for(rule: UpdateRule, noise: GradientNoise | None = None) -> ModuleTy
         spec.loader.exec_module(mod)
         if not (in_file and _cached(mod.run_block)):
             _validate(rule, noise, fns)  # a cached kernel compiled: the rule is known good
-            _announce(key, rule)
+            _announce(key, rule, noise)
         _MODULES[key] = mod
         return mod
 
@@ -488,11 +488,12 @@ def _cached(dispatcher: Any) -> bool:
         return False
 
 
-def _announce(key: str, rule: UpdateRule) -> None:
+def _announce(key: str, rule: UpdateRule, noise: GradientNoise | None) -> None:
     """Print the compile notice (stderr), once per kernel and process."""
     if key not in _ANNOUNCED:
         _ANNOUNCED.add(key)
-        sys.stderr.write(f"compiling the kernel of update rule {rule.name!r} "
+        with_noise = "" if noise is None else f" with noise {noise.name!r}"
+        sys.stderr.write(f"compiling the kernel of update rule {rule.name!r}{with_noise} "
                          "(first run only, ~15 s)\n")
         sys.stderr.flush()
 

@@ -30,6 +30,12 @@ from nqm_mc.spec import schedules  # noqa: E402
 from nqm_mc.spec._checks import ParameterError  # noqa: E402
 from nqm_mc.spec.model import NQM  # noqa: E402
 from nqm_mc.spec.optimizers import SGD, HeavyBall, Nesterov  # noqa: E402
+from nqm_mc.spec.user import (  # noqa: E402
+    GradientNoise,
+    LeastSquaresNoise,
+    MinibatchLeastSquares,
+    UpdateRule,
+)
 from nqm_mc.theory import Verdict, check, runs_needed  # noqa: E402
 
 __version__ = "0.1.0"
@@ -39,5 +45,6 @@ __all__ = [
     "loss_covariance", "steady_state", "steps_to_target", "steps_to_target_batch", "stability",
     "simulate",
     "SimulationResult", "load_result", "ParameterError", "Interrupted", "Terminated",
-    "sigterm_interrupts", "check", "runs_needed", "Verdict", "__version__",
+    "sigterm_interrupts", "check", "runs_needed", "Verdict", "UpdateRule", "GradientNoise",
+    "LeastSquaresNoise", "MinibatchLeastSquares", "__version__",
 ]

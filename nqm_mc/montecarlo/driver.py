@@ -53,12 +53,14 @@ from nqm_mc.spec._checks import (
 )
 from nqm_mc.spec.codes import NOISE_FINITE
 from nqm_mc.spec.noise import as_noise
-from nqm_mc.spec.optimizers import Optimizer
+from nqm_mc.spec.optimizers import OPTIMIZERS, Optimizer
 from nqm_mc.spec.schedules import BatchSchedule, as_batch_schedule
+from nqm_mc.spec.user import GradientNoise, UpdateRule
 
 if TYPE_CHECKING:
     from nqm_mc._typing import Dtype, NoiseSpec
     from nqm_mc.montecarlo.distributed import DaskExecutor
+    from nqm_mc.montecarlo.user_kernels import UserPlan
     from nqm_mc.spec.model import NQM
 
 __all__ = ["simulate", "simulate_many", "record_steps"]
@@ -336,10 +338,22 @@ def _job(model: Any, optimizer: Any, batch_size: Any, n_steps: Any, n_runs: Any,
          block_size: Any, n_bands: Any, noise: Any = None, method: str = "step") -> Job:
     """Check the arguments and build the job (kernel plan plus what the result needs)."""
     owner = "simulate"
+    if isinstance(optimizer, UpdateRule) or isinstance(noise, GradientNoise):
+        from nqm_mc.montecarlo.user_driver import user_job
+        return user_job(_job, model, optimizer, batch_size, n_steps, n_runs, seed, record,
+                        n_records, target, keep_paths, dtype, threads, block_size, n_bands,
+                        noise, method)
     _check_model(model, owner)
+    if isinstance(optimizer, Optimizer) and type(optimizer) not in OPTIMIZERS.values():
+        raise ParameterError(f"The 'optimizer' parameter of {owner} is "
+                             f"{type(optimizer).__name__}, a subclass of Optimizer: the kernels "
+                             "run only the built-in optimizers' update rules. Write your own "
+                             "rule as nqm_mc.UpdateRule(update, learning_rate, state=..., "
+                             "hyper=...) (guide: 'Your own optimizer, noise and theory').")
     if not isinstance(optimizer, Optimizer):
         raise ParameterError(f"The 'optimizer' parameter of {owner} must be an optimizer spec "
-                             f"(SGD, HeavyBall, Nesterov, Adam, RMSProp, Adagrad, SignSGD). "
+                             f"(SGD, HeavyBall, Nesterov, Adam, RMSProp, Adagrad, SignSGD) "
+                             f"or an UpdateRule. "
                              f"Got {type(optimizer).__name__} instead.")
     noise = as_noise(noise, owner)
     n_steps = check_int("n_steps", n_steps, owner, low=0, high=2 ** 32 - 2)
@@ -438,6 +452,11 @@ def _finish(job: Job, acc: _Accumulator, interrupt: BaseException | None, start:
         counts_per_band = np.bincount(band, minlength=n_bands).astype(float)
         band_ms = tot_band / (np.maximum(tot_c, 1)[:, None] * np.maximum(counts_per_band, 1))
     quant = _hist_quantiles(tot_hist, hist_lo, QUANTILE_LEVELS)
+    mean = np.where(tot_c > 0, tot_mean, np.nan)
+    nan_runs = np.flatnonzero(acc.nan_at >= 0)
+    if nan_runs.size:  # NaN is reported as NaN: the mean from the first NaN step on
+        from nqm_mc.montecarlo.user_driver import report_nan
+        mean, var, sem = report_nan(job, acc.nan_at, nan_runs, mean, var, sem)
     meta = {"provenance": provenance(), "seconds": time.perf_counter() - start,
             "threads": n_threads if executor is None else None, "block_size": job.block_size,
             "runs_completed": acc.finished, "runs_started": acc.started,
@@ -446,8 +465,11 @@ def _finish(job: Job, acc: _Accumulator, interrupt: BaseException | None, start:
             "interrupted": interrupt is not None,
             "signal": None if interrupt is None else _interrupt.signal_name(interrupt),
             "executor": "threads" if executor is None else repr(executor)}
+    if nan_runs.size:
+        meta["nan_runs"] = int(nan_runs.size)
+        meta["first_nan"] = {"run": int(nan_runs[0]), "step": int(acc.nan_at[nan_runs[0]])}
     return SimulationResult(
-        steps=steps, mean=np.where(tot_c > 0, tot_mean, np.nan), sem=sem, variance=var,
+        steps=steps, mean=mean, sem=sem, variance=var,
         quantile_levels=QUANTILE_LEVELS.copy(), quantiles=quant, mean_theta=tot_th,
         n_finite=tot_c.astype(np.int64), n_diverged=tot_div, band_mean_square=band_ms,
         band_edges=job.edges, hitting_times=hits[:covered] if target is not None else None,
@@ -481,6 +503,7 @@ class Plan:
     n_runs: int
     keep_paths: int
     skip: SkipInput | None = None  # the transitions, when the skip-ahead sampler runs
+    user: UserPlan | None = None  # a user rule or noise (nqm_mc.montecarlo.user_kernels)
 
     @property
     def method(self):
@@ -530,9 +553,14 @@ def run_range(plan: Plan, first: int, nb: int, stop: np.ndarray | None = None,
     run_start, run_band = K.band_runs(inp.directions.band)
 
     sk = plan.skip
+    us = plan.user
+    nan_at = np.full(hi - lo, -1, np.int64)  # NaN stops of user rules, by trajectory
 
     def block(bb: int) -> None:
-        if sk is None:
+        if us is not None:
+            us.run_block(inp, first + bb, bb, STAT_GROUP, plan.n_runs, plan.keep_paths,
+                         run_start, run_band, out, stop, nan_at)
+        elif sk is None:
             K.run_block(inp.rule, inp.directions, inp.schedule, inp.noise, inp.recording,
                         inp.stream, first + bb, bb, STAT_GROUP, plan.n_runs, plan.keep_paths,
                         run_start, run_band, out, stop)
@@ -555,7 +583,8 @@ def run_range(plan: Plan, first: int, nb: int, stop: np.ndarray | None = None,
         kp[i, max(orec[i], 0):] = np.nan
     return {"first": first, "nb": nb, "count": out.count, "mean": out.mean, "m2": out.m2,
             "theta": out.theta_mean, "band": out.band, "hist": out.hist.sum(0),
-            "div": out.diverged.sum(0), "hits": out.hits, "records": orec, "paths": kp}
+            "div": out.diverged.sum(0), "hits": out.hits, "records": orec, "paths": kp,
+            "nan": nan_at}
 
 
 class _Accumulator:
@@ -570,6 +599,7 @@ class _Accumulator:
         self.hits = np.full(plan.n_runs, -1, np.int64)
         self.paths = np.full((plan.keep_paths, R), np.nan)
         self.done_blocks = 0
+        self.nan_at = np.full(plan.n_runs, -1, np.int64)  # step a user rule gave NaN, by run
         self.R = R
         self.finished = 0  # trajectories that reached the last recorded step
         self.started = 0  # trajectories that ran at least their initial state (finished too)
@@ -597,6 +627,9 @@ class _Accumulator:
         rec = part.get("records")
         if rec is None:  # a part from a worker without the counts: every trajectory finished
             rec = np.full(part["hits"].size, self.R)
+        nan = part.get("nan")
+        if nan is not None and (nan >= 0).any():
+            self.nan_at[lo:lo + nan.size] = nan
         self.finished += int(np.count_nonzero(rec == self.R))
         self.started += int(np.count_nonzero(rec >= 0))  # -1: never began
 

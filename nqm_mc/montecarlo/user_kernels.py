@@ -1,0 +1,657 @@
+"""Kernels generated for user rules and noises, compiled once and cached across processes.
+
+For each (:class:`~nqm_mc.spec.user.UpdateRule`, :class:`~nqm_mc.spec.user.GradientNoise`)
+pair a small module is written as source text into the kernel cache directory
+(``$NQM_MC_KERNEL_DIR``, default ``~/.cache/nqm_mc/kernels``), named by a hash of the rule's
+and noise's module, qualified name and source, of the argument binding and of the sources of
+the kernels it calls, then imported and compiled by numba with ``cache=True``: a second
+process with the same rule (defined in a file) loads the compiled kernel from disk. A rule
+without source (typed at an interactive prompt) is compiled in memory only.
+
+The generated module fetches the user's functions from :data:`_REGISTRY` (filled before it is
+imported) and calls them inside kernels shaped like the built-in ones, with the built-in
+helpers: initial state, noise, loss and band sums, statistics (:mod:`._kernels`,
+:mod:`._user_support`). Two shapes:
+
+* windowed: rules that use no reduction over directions, under the built-in Gaussian noise:
+  chunks of directions advanced a window of steps at a time, like the built-in linear
+  optimizers;
+* one pass per step: rules that use ``loss`` or ``grad_sq``, and every user noise.
+
+Both draw the same normals and sum the losses in the same order, so they give the same bits,
+and the built-in optimizers written as rules give the built-in kernels' bits.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import importlib.util
+import inspect
+import json
+import linecache
+import os
+import re
+import sys
+import tempfile
+import textwrap
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import numba
+import numpy as np
+from numba import types
+
+from nqm_mc.spec._checks import ParameterError
+from nqm_mc.spec.schedules import Schedule, checked_values
+from nqm_mc.spec.user import GradientNoise, UpdateRule
+
+if TYPE_CHECKING:
+    from nqm_mc.montecarlo.lowering import KernelInput
+
+__all__ = ["UserInput", "UserPlan", "kernel_for", "plan_user", "kernel_dir", "RuleError"]
+
+TEMPLATE_VERSION = "1"
+_REGISTRY: dict[str, dict[str, Any]] = {}
+_MODULES: dict[str, ModuleType] = {}
+_LOCK = threading.RLock()
+_ANNOUNCED: set[str] = set()
+
+
+class RuleError(ParameterError):
+    """A user rule or noise does not compile or returns the wrong shape."""
+
+
+class UserInput(NamedTuple):
+    """What the generated kernels take besides the built-in kernels' input."""
+
+    hyper: np.ndarray  #: (n_hyper, T) hyperparameters per step, state dtype
+    init: np.ndarray  #: (n_state,) initial values of the state variables (float64)
+    c: np.ndarray  #: (d,) the model's noise variances per direction (float64)
+    noise_params: np.ndarray  #: (n_params,) the noise's parameters (float64)
+    n_normals: int  #: normals per step of a user noise (0 under the built-in noise)
+
+
+@dataclass(frozen=True)
+class UserPlan:
+    """A user rule (and noise) with their lowered inputs; travels with the plan (picklable)."""
+
+    rule: UpdateRule
+    noise: GradientNoise | None
+    inputs: UserInput
+
+    def run_block(self, inp: KernelInput, b: int, bb: int, block_size: int, n_runs: int,
+                  keep_paths: int, run_start: np.ndarray, run_band: np.ndarray, out: Any,
+                  stop: np.ndarray, nan_at: np.ndarray) -> None:
+        """Run block b with the generated kernel (see ``_kernels.run_block``).
+
+        Trajectories stopped by NaN get their step in ``nan_at`` (by slot).
+        """
+        mod = kernel_for(self.rule, self.noise)
+        try:
+            mod.run_block(inp.rule, inp.directions, inp.schedule, inp.noise, inp.recording,
+                          inp.stream, b, bb, block_size, n_runs, keep_paths, run_start,
+                          run_band, out, stop, self.inputs, nan_at)
+        except numba.core.errors.NumbaError as err:
+            raise RuleError(_explain(err, self.rule, self.noise)) from None
+
+
+# --- the cache directory and keys ----------------------------------------------------------
+
+def kernel_dir() -> Path:
+    """Return the directory of the generated kernels (created if missing).
+
+    ``$NQM_MC_KERNEL_DIR`` if set, else ``$XDG_CACHE_HOME/nqm_mc/kernels`` (``~/.cache`` by
+    default), else a directory under the system's temporary directory.
+
+    Returns
+    -------
+    Path
+    """
+    env = os.environ.get("NQM_MC_KERNEL_DIR")
+    if env:
+        path = Path(env)
+    else:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"),
+                                                                ".cache")
+        path = Path(base) / "nqm_mc" / "kernels"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        if not os.access(path, os.W_OK):
+            raise OSError
+    except OSError:
+        path = Path(tempfile.gettempdir()) / f"nqm_mc_kernels_{os.getuid()}"
+        path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _source(fn: Any) -> tuple[str, bool]:
+    """(source text, whether it came from a file)."""
+    try:
+        return textwrap.dedent(inspect.getsource(fn)), True
+    except (OSError, TypeError):
+        code = getattr(fn, "__code__", None)
+        return (repr(code.co_code) + repr(code.co_consts) if code is not None else repr(fn),
+                False)
+
+
+_SUPPORT_HASH: list[str] = []
+
+
+def _support_hash() -> str:
+    """Hash of the sources the generated kernels call (numba's cache does not see callees)."""
+    if not _SUPPORT_HASH:
+        here = Path(__file__).parent
+        h = hashlib.sha256()
+        for name in ("_kernels.py", "_rng.py", "_user_support.py", "_interrupt.py",
+                     "user_kernels.py"):
+            h.update((here / name).read_bytes())
+        h.update(numba.__version__.encode())
+        _SUPPORT_HASH.append(h.hexdigest())
+    return _SUPPORT_HASH[0]
+
+
+def _windowed(rule: UpdateRule, noise: GradientNoise | None) -> bool:
+    return noise is None and not rule.reductions
+
+
+def _key(rule: UpdateRule, noise: GradientNoise | None) -> tuple[str, bool]:
+    """(hash key of the generated module, whether it may be cached on disk)."""
+    parts: dict[str, Any] = {"template": TEMPLATE_VERSION, "support": _support_hash()}
+    src, in_file = _source(rule.update)
+    fn = rule.update
+    psrc, pfile = _source(rule.prepare) if rule.prepare is not None else ("", True)
+    in_file = in_file and pfile
+    parts["prepare"] = [psrc, rule.prepare_arguments, list(rule.prepared)]
+    parts["rule"] = [fn.__module__, fn.__qualname__, src, rule.arguments,
+                     [(k, v == "theta") for k, v in rule.state.items()],  # type: ignore[union-attr]
+                     list(rule.hyper), rule.readout]
+    if noise is not None:
+        nsrc, nfile = _source(noise.gradient)
+        msrc, mfile = _source(noise.normals)
+        in_file = in_file and nfile and mfile
+        parts["noise"] = [noise.gradient.__module__, noise.gradient.__qualname__, nsrc, msrc,
+                          noise.arguments, list(noise.params)]
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:20], in_file
+
+
+# --- code generation ------------------------------------------------------------------------
+
+_HEADER = '''"""Generated by nqm_mc for update rule @NAME@@NOISENAME@ (key @KEY@); do not edit."""
+
+import numpy as np
+from numba import njit
+
+from nqm_mc.montecarlo import _user_support as U
+from nqm_mc.montecarlo._interrupt import stop_requested
+from nqm_mc.montecarlo._kernels import (
+    _add_hsq16,
+    _band_sums,
+    _new_work,
+    _start,
+    _sumsq16,
+    begin_trajectory,
+    end_trajectory,
+    half_quadratic,
+    loss_chunk,
+)
+from nqm_mc.montecarlo.user_kernels import registered
+
+_update = registered("@KEY@", "update")
+_noise = registered("@KEY@", "noise")
+_normals = registered("@KEY@", "normals")
+_prepare = registered("@KEY@", "prepare")
+_first = U.first
+'''
+
+_WINDOW = '''
+
+@njit(cache=@CACHE@, error_model="numpy")
+def _window(dirs, sched, rec, work, S, hyper, run_start, run_band, key, t0, w, r0):
+    single = dirs.single
+    a = dirs.coef_a
+    b = dirs.coef_b
+    h = dirs.h
+    theta = work.theta
+    q = work.q
+    lw = work.lw
+    z = work.z
+    ws = work.ws
+    readout = @READOUT@
+    record = rec.steps
+    R = record.shape[0]
+    d = theta.shape[0]
+    per = loss_chunk(single)
+    for s in range(w):
+        for k in range(32):
+            lw[s, k] = 0.0
+    for lo in range(0, d, per):
+        n = min(per, d - lo)
+        th = theta[lo:]
+        aa = a[lo:]
+        bb = b[lo:]
+        hh = h[lo:]
+@VIEWS@
+        r = r0
+        for s in range(w):
+            t = t0 + s
+            U.chunk_noise(lo, n, t, key, ws, z, single)
+            lr = sched.learning_rate[t]
+            isb = sched.inv_sqrt_batch[t]
+@HYPER@
+            for i in range(n):
+                gi = aa[i] * th[i] + bb[i] * isb * z[i]
+                @CALL@
+            _add_hsq16(h, theta, lo, n, lw[s, 0:16], q)
+@READOUTSUM@
+            if r < R and record[r] == t + 1:
+                _band_sums(readout, lo, lo + n, run_start, run_band, work.rec_band[r])
+                r += 1
+
+
+@njit(cache=@CACHE@, error_model="numpy")
+def _trajectory(dirs, sched, rec, work, S, zn, user, run_start, run_band, key, stop):
+    record = rec.steps
+    R = record.shape[0]
+    T = record[R - 1]
+    theta = work.theta
+    d = theta.shape[0]
+    loss, hit, r = _start(dirs, rec, work, run_start, run_band, key)
+@INIT@
+    div = -1
+    t0 = 0
+    while t0 < T:
+        if stop_requested(stop) != 0:
+            break
+        w = min(64, T - t0)
+        _window(dirs, sched, rec, work, S, user.hyper, run_start, run_band, key, t0, w, r)
+        hit, div, r = U.after_window(work, rec, t0, w, hit, r, @HASREADOUT@)
+        if div >= 0:
+            break
+        t0 += w
+    return hit, div, r
+'''
+
+_PASS = '''
+
+@njit(cache=@CACHE@, error_model="numpy")
+def _trajectory(dirs, sched, rec, work, S, zn, user, run_start, run_band, key, stop):
+    h = dirs.h
+    a = dirs.coef_a
+    b = dirs.coef_b
+    c = user.c
+    theta = work.theta
+    g = work.g
+    z = work.z
+    q = work.q
+    record = rec.steps
+    d = h.shape[0]
+    R = record.shape[0]
+    T = record[R - 1]
+    hyper = user.hyper
+    loss_th, hit, r = _start(dirs, rec, work, run_start, run_band, key)
+@INIT@
+@VIEWS@
+    readout = @READOUT@
+    per = loss_chunk(dirs.single)
+    div = -1
+    for t in range(T):
+        if stop_requested(stop) != 0:
+            break
+@NOISE@
+@REDUCE@
+        lr = sched.learning_rate[t]
+@HYPER@
+        for i in range(d):
+            @CALL@
+        loss_th = half_quadratic(h, theta, q)
+        loss = @LOSS@
+        hit, div, r = U.after_step(work, rec, t + 1, loss, loss_th, hit, r, readout, run_start,
+                                   run_band, per)
+        if div >= 0:
+            break
+    return hit, div, r
+'''
+
+_BLOCK = '''
+
+@njit(cache=@CACHE@, error_model="numpy", nogil=True)
+def run_block(rule, dirs, sched, law, rec, stream, b, bb, block_size, n_runs, keep_paths,
+              run_start, run_band, out, stop, user, nan_at):
+    R = rec.steps.shape[0]
+    first = b - bb
+    work = _new_work(rule, dirs, law, R, rec.n_bands)
+    ft = dirs.coef_a.dtype
+    S = np.zeros((@NSTATE@, dirs.h.shape[0]), ft)
+    zn = np.zeros(user.n_normals + 4, ft)
+    for j in range(block_size):
+        traj = b * block_size + j
+        if traj >= n_runs:
+            break
+        slot = traj - first * block_size
+        if not begin_trajectory(out, slot, work, stop):
+            continue
+        key = (np.uint32(stream.seed_hi), np.uint32(stream.seed_lo), np.uint32(traj))
+        hit, div, done = _trajectory(dirs, sched, rec, work, S, zn, user, run_start, run_band,
+                                     key, stop)
+        if U.is_nan_stop(work, div):
+            nan_at[slot] = div
+        end_trajectory(out, bb, slot, traj, hit, div, done, keep_paths, work, rec)
+'''
+
+
+def _generate(key: str, rule: UpdateRule, noise: GradientNoise | None, cache: bool) -> str:
+    """Return the generated module's source."""
+    state = list(rule.state)
+    hyper = list(rule.hyper)
+    windowed = _windowed(rule, noise)
+    ind = " " * (8 if windowed else 4)
+    views = "\n".join(f"{ind}s{k} = S[{k}, lo:]" if windowed else f"{ind}s{k} = S[{k}]"
+                      for k in range(len(state)))
+    init = []
+    if state:
+        init.append("    for i in range(d):")
+        for k, name in enumerate(state):
+            src = "theta[i]" if rule.state[name] == "theta" else f"user.init[{k}]"  # type: ignore[index]
+            init.append(f"        S[{k}, i] = {src}")
+    hyp = "\n".join(f"{ind}    hp{j} = {'hyper' if windowed else 'hyper'}[{j}, t]"
+                    for j in range(len(hyper)))
+    theta_e, g_e, h_e = ("th[i]", "gi", "hh[i]") if windowed else ("theta[i]", "g[i]", "h[i]")
+    bind = {"theta": theta_e, "g": g_e, "lr": "lr", "t": "t", "h": h_e, "dim": "d",
+            "loss": "loss_th", "grad_sq": "grad_sq"}
+    bind.update({name: f"s{k}[i]" for k, name in enumerate(state)})
+    bind.update({name: f"hp{j}" for j, name in enumerate(hyper)})
+    npre = len(rule.prepared)
+    if npre:
+        pargs = ", ".join(bind[a] for a in rule.prepare_arguments)
+        lhs = ", ".join(f"pv{j}" for j in range(npre))
+        hyp += (f"\n{ind}    {lhs} = _prepare({pargs})" if npre > 1 else
+                f"\n{ind}    pv0 = _first(_prepare({pargs}))")
+        bind.update({name: f"pv{j}" for j, name in enumerate(rule.prepared)})
+    args = ", ".join(bind[a] for a in rule.arguments)
+    if state:
+        call = ", ".join([theta_e] + [f"s{k}[i]" for k in range(len(state))]) + \
+            f" = _update({args})"
+    else:
+        call = f"{theta_e} = _first(_update({args}))"
+    ro = None if rule.readout is None else state.index(rule.readout)
+    readout = "theta" if ro is None else f"S[{ro}]"
+    subs = {"@KEY@": key, "@NAME@": repr(rule.name),
+            "@NOISENAME@": "" if noise is None else f" and noise {noise.name!r}",
+            "@CACHE@": "True" if cache else "False", "@NSTATE@": str(len(state)),
+            "@VIEWS@": views, "@INIT@": "\n".join(init), "@HYPER@": hyp, "@CALL@": call,
+            "@READOUT@": readout}
+    if windowed:
+        body = _WINDOW
+        subs["@HASREADOUT@"] = "False" if ro is None else "True"
+        subs["@READOUTSUM@"] = ("" if ro is None else
+                                "            _add_hsq16(h, readout, lo, n, lw[s, 16:32], q)")
+    else:
+        body = _PASS
+        if noise is None:
+            noise_src = ("        U.fill_noise(z, d, t, key, work.ws, dirs.single)\n"
+                         "        U.gaussian_gradient(g, theta, a, b, sched.inv_sqrt_batch[t], z)")
+        else:
+            nb = {"g": "g", "theta": "theta", "h": "h", "c": "c", "z": "zn",
+                  "batch": "sched.batch[t]", "loss": "loss_th", "dim": "d"}
+            nb.update({p: f"user.noise_params[{j}]" for j, p in enumerate(noise.params)})
+            nargs = ", ".join(nb[a] for a in noise.arguments)
+            noise_src = ("        nz = min(_normals(d, sched.batch[t]), zn.shape[0] - 4)\n"
+                         "        U.fill_noise(zn, nz, t, key, work.ws, dirs.single)\n"
+                         f"        _noise({nargs})")
+        subs["@NOISE@"] = noise_src
+        subs["@REDUCE@"] = ("        grad_sq = _sumsq16(g, 0, d)" if "grad_sq" in rule.reductions
+                            else "")
+        subs["@LOSS@"] = "loss_th" if ro is None else "half_quadratic(h, readout, q)"
+    text = _HEADER + body + _BLOCK
+    for k, v in subs.items():
+        text = text.replace(k, v)
+    lines = text.split("\n")
+    kept = [ln for i, ln in enumerate(lines)  # the blank lines empty fields left in bodies
+            if ln.strip() or i + 1 == len(lines) or not lines[i + 1].startswith(" ")]
+    return "\n".join(kept)
+
+
+def registered(key: str, what: str) -> Any:
+    """Return the compiled user function ``what`` ("update", "noise", ...) of module ``key``."""
+    return _REGISTRY[key][what]
+
+
+def _unused(*args: Any) -> int:  # pragma: no cover - placeholder of a missing noise
+    return 0
+
+
+_NJIT = {"error_model": "numpy"}
+
+
+def kernel_for(rule: UpdateRule, noise: GradientNoise | None = None) -> ModuleType:
+    """Return the generated module of a rule and noise (generated, imported once per process).
+
+    Parameters
+    ----------
+    rule : UpdateRule
+    noise : GradientNoise, optional
+        None: the built-in Gaussian noise.
+
+    Returns
+    -------
+    module
+        Its ``run_block`` has the signature of ``_kernels.run_block`` plus ``user`` (a
+        :class:`UserInput`) and ``nan_at``.
+
+    Raises
+    ------
+    RuleError
+        If the rule or noise does not compile or the rule returns the wrong shape.
+    """
+    key, in_file = _key(rule, noise)
+    with _LOCK:
+        mod = _MODULES.get(key)
+        if mod is not None:
+            return mod
+        fns = {"update": numba.njit(inline="always", **_NJIT)(rule.update),
+               "noise": numba.njit(**_NJIT)(noise.gradient if noise else _unused),
+               "normals": numba.njit(**_NJIT)(noise.normals if noise else _unused),
+               "prepare": numba.njit(**_NJIT)(rule.prepare or _unused)}
+        _REGISTRY[key] = fns
+        name = f"nqm_mc_kernel_{key}"
+        text = _generate(key, rule, noise, in_file)
+        if in_file:
+            path = kernel_dir() / f"{name}.py"
+            if not path.exists() or path.read_text() != text:
+                tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
+                tmp.write_text(text)
+                os.replace(tmp, path)
+        else:
+            path = Path(tempfile.mkdtemp(prefix="nqm_mc_rule_")) / f"{name}.py"
+            path.write_text(text)
+        spec = importlib.util.spec_from_file_location(name, path)
+        assert spec is not None and spec.loader is not None
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[name] = mod
+        spec.loader.exec_module(mod)
+        if not (in_file and _cached(mod.run_block)):
+            _validate(rule, noise, fns)  # a cached kernel compiled: the rule is known good
+            _announce(key, rule, noise)
+        _MODULES[key] = mod
+        return mod
+
+
+def _cached(dispatcher: Any) -> bool:
+    try:
+        return bool(dispatcher._cache._cache_file._load_index())
+    except Exception:
+        return False
+
+
+def _announce(key: str, rule: UpdateRule, noise: GradientNoise | None) -> None:
+    """Print the compile notice (stderr), once per kernel and process."""
+    if key not in _ANNOUNCED:
+        _ANNOUNCED.add(key)
+        with_noise = "" if noise is None else f" with noise {noise.name!r}"
+        sys.stderr.write(f"compiling the kernel of update rule {rule.name!r}{with_noise} "
+                         "(first run only, ~15 s)\n")
+        sys.stderr.flush()
+
+
+# --- checks and error messages --------------------------------------------------------------
+
+_RULE_TYPES = {"theta": types.float64, "g": types.float64, "lr": types.float64,
+               "t": types.int64, "h": types.float64, "dim": types.int64,
+               "loss": types.float64, "grad_sq": types.float64}
+_ARR = types.Array(types.float64, 1, "C")
+_NOISE_TYPES = {"g": _ARR, "theta": _ARR, "h": _ARR, "c": _ARR, "z": _ARR,
+                "batch": types.int64, "loss": types.float64, "dim": types.int64}
+
+
+def _validate(rule: UpdateRule, noise: GradientNoise | None, fns: dict[str, Any]) -> None:
+    """Compile the user's functions alone for float64 and check what the rule returns."""
+    sig = tuple(_RULE_TYPES.get(a, types.float64) for a in rule.arguments)
+    try:
+        fns["update"].compile(sig)
+    except numba.core.errors.NumbaError as err:
+        raise RuleError(_explain(err, rule, None, what="update")) from None
+    ret = fns["update"].overloads[sig].signature.return_type
+    n = 1 + len(rule.state)
+    shape = ("theta" if n == 1 else "(" + ", ".join(["theta", *rule.state]) + ")")
+    ok = (isinstance(ret, types.Number) and n == 1) or (
+        isinstance(ret, types.BaseTuple) and len(ret) == n
+        and all(isinstance(x, types.Number) for x in ret))
+    if not ok:
+        got = (f"a tuple of {len(ret)} values ({ret})" if isinstance(ret, types.BaseTuple)
+               else f"{ret}")
+        raise RuleError(f"The update function of rule {rule.name!r} must return {shape}: "
+                        f"{n} number{'s' if n > 1 else ''}; it returns {got}"
+                        f"{_return_line(rule.update)}.")
+    if rule.prepare is not None:
+        psig = tuple(_RULE_TYPES.get(a, types.float64) for a in rule.prepare_arguments)
+        try:
+            fns["prepare"].compile(psig)
+        except numba.core.errors.NumbaError as err:
+            raise RuleError(_explain(err, rule, None, what="prepare")) from None
+        pret = fns["prepare"].overloads[psig].signature.return_type
+        k = len(rule.prepared)
+        pok = (isinstance(pret, types.Number) and k == 1) or (
+            isinstance(pret, types.BaseTuple) and len(pret) == k
+            and all(isinstance(x, types.Number) for x in pret))
+        if not pok:
+            raise RuleError(f"The prepare function of rule {rule.name!r} must return "
+                            f"{k} number{'s' if k > 1 else ''} ({', '.join(rule.prepared)}); "
+                            f"it returns {pret}{_return_line(rule.prepare)}.")
+    if noise is None:
+        return
+    nsig = tuple(_NOISE_TYPES.get(a, types.float64) for a in noise.arguments)
+    try:
+        fns["noise"].compile(nsig)
+    except numba.core.errors.NumbaError as err:
+        raise RuleError(_explain(err, rule, noise, what="noise")) from None
+    msig = (types.int64, types.int64)
+    try:
+        fns["normals"].compile(msig)
+    except numba.core.errors.NumbaError as err:
+        raise RuleError(_explain(err, rule, noise, what="normals")) from None
+    mret = fns["normals"].overloads[msig].signature.return_type
+    if not isinstance(mret, types.Integer):
+        raise RuleError(f"The normals function of noise {noise.name!r} must return an int; "
+                        f"it returns {mret}{_return_line(noise.normals)}.")
+
+
+def _return_line(fn: Any) -> str:
+    """' (file, line n: `return ...`)' of the function's first return statement, or ''."""
+    try:
+        lines, start = inspect.getsourcelines(fn)
+        tree = ast.parse(textwrap.dedent("".join(lines)))
+    except (OSError, TypeError, SyntaxError):
+        return ""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Return):
+            n = start + node.lineno - 1
+            text = linecache.getline(fn.__code__.co_filename, n).strip()
+            return f" ({fn.__code__.co_filename}, line {n}: `{text}`)"
+    return ""
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _explain(err: BaseException, rule: UpdateRule, noise: GradientNoise | None,
+             what: str = "kernel") -> str:
+    """One sentence out of a numba error: what failed, why, and the offending line."""
+    msg = _ANSI.sub("", str(err))
+    lines = [ln.strip() for ln in msg.splitlines() if ln.strip()]
+    skip = ("Failed in ", "During:", "File ", "^", "<source", "This error may have",
+            "Enable logging", "raised from", "No implementation", "Resolution failure",
+            "- Resolution", "Known signatures", "* ", "def ", "Rewrite ", "This is not usually")
+    reason = next((ln for ln in lines if not ln.startswith(skip) and "(step:" not in ln),
+                  lines[0] if lines else "unknown error")
+    reason = reason.rstrip(".")
+    if len(reason) > 200:
+        reason = reason[:197] + "..."
+    files = {getattr(f, "__code__", None) and f.__code__.co_filename
+             for f in (rule.update, rule.prepare, noise and noise.gradient,
+                       noise and noise.normals)}
+    where = ""
+    for m in re.finditer(r'File "([^"]+)", line (\d+)', msg):
+        if m.group(1) in files or where == "":
+            text = linecache.getline(m.group(1), int(m.group(2))).strip()
+            where = f" ({m.group(1)}, line {m.group(2)}: `{text}`)"
+            if m.group(1) in files:
+                break
+    if what in ("update", "prepare"):
+        subject = f"The {what} function of rule {rule.name!r}"
+    elif what in ("noise", "normals") and noise is not None:
+        fn = "gradient" if what == "noise" else "normals"
+        subject = f"The {fn} function of noise {noise.name!r}"
+    else:
+        subject = f"The kernel of rule {rule.name!r}" + (
+            f" with noise {noise.name!r}" if noise is not None else "")
+    hint = ("; a helper function it calls must be compiled too (decorate it with "
+            "@numba.njit)" if "Numba type of <class 'function'>" in reason else "")
+    return f"{subject} does not compile: {reason}{where}{hint}."
+
+
+# --- lowering -------------------------------------------------------------------------------
+
+def plan_user(rule: UpdateRule, noise: GradientNoise | None, inputs: KernelInput,
+              n_steps: int, model_c: np.ndarray) -> UserPlan:
+    """Lower a rule and noise next to the built-in kernels' input.
+
+    Parameters
+    ----------
+    rule : UpdateRule
+    noise : GradientNoise or None
+    inputs : KernelInput
+        The lowered run (its learning rates are the rule's).
+    n_steps : int
+        Number of steps.
+    model_c : ndarray
+        The model's noise variances per direction.
+
+    Returns
+    -------
+    UserPlan
+    """
+    ft = inputs.directions.coef_a.dtype
+    T = max(n_steps, 1)
+    rows = []
+    for name, v in rule.hyper.items():
+        if isinstance(v, Schedule):
+            rows.append(checked_values(v, T, f"hyper[{name!r}]", f"rule {rule.name!r}"))
+        else:
+            rows.append(np.full(T, v))
+    hyper = np.ascontiguousarray(np.array(rows, dtype=ft).reshape(len(rows), T))
+    init = np.array([0.0 if v == "theta" else float(v)  # type: ignore[arg-type]
+                     for v in rule.state.values()], dtype=np.float64)  # type: ignore[union-attr]
+    d = inputs.directions.h.size
+    n_normals = 0
+    params = np.zeros(0)
+    if noise is not None:
+        n_normals = max(noise.n_normals(d, int(bs)) for bs in np.unique(inputs.schedule.batch))
+        params = np.array(list(noise.params.values()), dtype=np.float64)
+    user = UserInput(hyper=hyper, init=init, c=np.ascontiguousarray(model_c, np.float64),
+                     noise_params=params, n_normals=int(n_normals))
+    return UserPlan(rule=rule, noise=noise, inputs=user)

@@ -14,6 +14,7 @@ from nqm_mc import _compat  # noqa: E402
 
 _compat.install()  # the module paths of earlier versions still import
 
+from nqm_mc._version import __version__  # noqa: E402
 from nqm_mc.exact.engine import (  # noqa: E402
     expected_loss,
     loss_at,
@@ -29,8 +30,6 @@ from nqm_mc.spec import schedules  # noqa: E402
 from nqm_mc.spec._checks import ParameterError  # noqa: E402
 from nqm_mc.spec.model import NQM  # noqa: E402
 from nqm_mc.spec.optimizers import SGD, HeavyBall, Nesterov  # noqa: E402
-
-__version__ = "0.1.0"
 
 __all__ = [
     "NQM", "SGD", "HeavyBall", "Nesterov", "schedules", "expected_loss", "loss_at",

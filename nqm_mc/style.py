@@ -31,7 +31,7 @@ from typing import Any, Union
 import numpy as np
 from numpy.typing import ArrayLike
 
-from nqm_mc.spec._checks import ParameterError
+from nqm_mc._files import FORMATS, parse_formats, save_figure  # noqa: F401 (style.FORMATS, style.parse_formats)
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -63,8 +63,6 @@ FAMILIES: dict[str, dict[str, Any]] = {
     "schedule": {"ls": "-", "marker": "v", "name": "optimal schedule"},
     "adam": {"ls": "none", "marker": "o", "name": "Adam"},
 }
-#: formats :func:`save` writes
-FORMATS = ("png", "pdf", "svg")
 #: resolution of PNG files
 DPI = 200
 
@@ -502,33 +500,6 @@ def legend(ax: Any, **kw: Any) -> Any:
 
 
 # ---------------------------------------------------------------------------- saving
-def parse_formats(formats: str | Iterable[str] | None, default: str = "png") -> tuple[str, ...]:
-    """Return a tuple of figure formats from ``"png,pdf"``, a sequence or None.
-
-    Raises
-    ------
-    ParameterError
-        If a format is not one of ``FORMATS``.
-    """
-    if formats is None:
-        return (default,)
-    items = formats.split(",") if isinstance(formats, str) else list(formats)
-    out: list[str] = []
-    for f in items:
-        f = str(f).strip().lower().lstrip(".")
-        if not f:
-            continue
-        if f not in FORMATS:
-            raise ParameterError(f"The 'formats' parameter must list formats among "
-                                 f"{', '.join(FORMATS)}. Got {formats!r} instead.")
-        if f not in out:
-            out.append(f)
-    if not out:
-        raise ParameterError(f"The 'formats' parameter must list formats among "
-                             f"{', '.join(FORMATS)}. Got {formats!r} instead.")
-    return tuple(out)
-
-
 def figure_paths(path: PathLike, formats: str | Iterable[str] | None = None) -> list[str]:
     """Return the files :func:`save` writes for ``path`` and ``formats``.
 
@@ -571,8 +542,6 @@ def save(fig: Any, path: PathLike, formats: str | Iterable[str] | None = None, *
     list of str
         The files written, in the order of ``formats``.
     """
-    from nqm_mc._files import save_figure
-
     paths = figure_paths(path, formats)
     try:
         for p in paths:

@@ -72,7 +72,7 @@ def build_parser():
     parser = _Parser(
         prog="nqm-mc", formatter_class=_Formatter,
         description="Noisy quadratic model: Monte Carlo and exact engines.")
-    from nqm_mc import __version__
+    from nqm_mc._version import __version__
     parser.add_argument("--version", action="version", version=f"nqm-mc {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _exact.add_parser(sub).set_defaults(func=cmd_exact)

@@ -26,7 +26,7 @@ import math
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from types import ModuleType
-from typing import Any, Union
+from typing import Any, Union, cast
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -132,7 +132,7 @@ def use() -> None:
     """
     import matplotlib
 
-    matplotlib.rcParams.update(_rc())
+    cast(Any, matplotlib.rcParams).update(_rc())  # its stubs type every key as a literal
 
 
 # ------------------------------------------------------------------------- colours, lines

@@ -435,8 +435,9 @@ def _ks_critical(n1, n2, alpha):
 def _law_samples(model, opt, batch, steps, n, seed):
     """N draws of the loss from its exact law at each of ``steps`` (rows)."""
     ex = expected_loss(model, opt, batch, record=steps, group_moments=True)
-    return ex, np.array([LossLaw(model.curvatures, model.multiplicities, ex.group_mean[r],
-                                 ex.group_second_moment[r]).sample(n, seed + r)
+    mean, second = cast(np.ndarray, ex.group_mean), cast(np.ndarray, ex.group_second_moment)
+    return ex, np.array([LossLaw(model.curvatures, model.multiplicities, mean[r],
+                                 second[r]).sample(n, seed + r)
                          for r in range(steps.size)])
 
 

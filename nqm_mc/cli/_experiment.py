@@ -165,7 +165,7 @@ def _default_steps(args, model, opt, target, fallback, method="exact"):
     stt = None
     if target is not None:
         stt = exact.steps_to_target(model, opt, args.batch_size, target, method=method)
-        if stt.reached:
+        if stt.reached and stt.steps is not None:
             args.origin["steps"] = f"the default steps (1.5 x the steps to {target:g})"
             return _nice_ceil(max(1.5 * stt.steps, 100)), stt
         if stt.status != "unreachable":
@@ -174,7 +174,7 @@ def _default_steps(args, model, opt, target, fallback, method="exact"):
     if not ss.stable:
         return fallback, stt
     near = exact.steps_to_target(model, opt, args.batch_size, 1.1 * ss.loss)
-    if not near.reached:
+    if not near.reached or near.steps is None:
         return fallback, stt
     args.origin["steps"] = "the default steps (1.5 x the steps to within 10 % of the steady state)"
     return _nice_ceil(max(1.5 * near.steps, 100)), stt

@@ -4,6 +4,7 @@ and the bounds checked when the command line is parsed."""
 from __future__ import annotations
 
 import argparse
+from typing import cast
 
 from nqm_mc.config import MAX_DIM
 from nqm_mc.spec.codes import LAST_LINEAR_KIND
@@ -80,9 +81,10 @@ def _add_spec_args(p):
                    help="power law: h = i^-a (1)")
     g.add_argument("--noise-exponent", type=float, default=None, help="power law: c = i^-b (1)")
     o = p.add_argument_group("optimizer")
-    from nqm_mc.spec.optimizers import OPTIMIZERS
-    names = [k for k, cls in OPTIMIZERS.items() if cls.name == k]  # the registry, no aliases
-    nonlinear = [k for k in names if OPTIMIZERS[k].kind_code > LAST_LINEAR_KIND]
+    from nqm_mc.spec.optimizers import OPTIMIZERS, Optimizer
+    registry = cast("dict[str, type[Optimizer]]", OPTIMIZERS)
+    names = [k for k, cls in registry.items() if cls.name == k]  # the registry, no aliases
+    nonlinear = [k for k in names if registry[k].kind_code > LAST_LINEAR_KIND]
     o.add_argument("--optimizer", default=None, choices=names,
                    help=f"(sgd); {', '.join(nonlinear)} are Monte Carlo only")
     o.add_argument("--learning-rate", "--lr", type=float, default=None, help="(0.1)")

@@ -60,8 +60,10 @@ def cmd_simulate(args):
                                 + style.output_names("simulation", formats),
                                 "simulate", raw.force)
     from nqm_mc.spec.noise import FiniteData, Gaussian, StudentT
-    noise = {"gaussian": lambda: Gaussian(), "student_t": lambda: StudentT(raw.nu),
-             "finite_data": lambda: FiniteData(raw.dataset_size, seed=args.seed)}[raw.noise]()
+    noise: Gaussian | StudentT | FiniteData = (
+        StudentT(raw.nu) if raw.noise == "student_t" else
+        FiniteData(raw.dataset_size, seed=args.seed) if raw.noise == "finite_data" else
+        Gaussian())
     executor = None
     if args.scheduler:
         from nqm_mc.montecarlo.distributed import DaskExecutor

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import os
+import re
 import sys
 
 from nqm_mc.cli import adam_proxy as _adam_proxy
@@ -56,9 +58,27 @@ __all__ = ["build_parser", "main"]
 class _Parser(argparse.ArgumentParser):
     """Usage errors as one line, ``nqm-mc: error: ...``, and exit status 2."""
 
+    subcommands: dict[str, argparse.ArgumentParser] = {}  # name -> parser, set by build_parser
+
     def error(self, message):
         where = self.prog.split(" ", 1)[1] + ": " if " " in self.prog else ""
         self.exit(EXIT_BAD_INPUT, f"nqm-mc: error: {where}{_one_line(message)}\n")
+
+    def parse_args(self, args=None, namespace=None):
+        """Parse like argparse, with a suggestion for each mistyped option (``--optimzer``)."""
+        ns, extras = self.parse_known_args(args, namespace)
+        if extras:
+            sub = getattr(self, "subcommands", {}).get(getattr(ns, "command", None), self)
+            options = sorted(sub._option_string_actions)
+            hints = []
+            for word in extras:
+                if word.startswith("--"):
+                    near = difflib.get_close_matches(word.split("=", 1)[0], options, n=1)
+                    if near:
+                        hints.append(f"{word.split('=', 1)[0]}: did you mean {near[0]}?")
+            self.error(f"unrecognized arguments: {' '.join(extras)}"
+                       + (f" ({'; '.join(hints)})" if hints else ""))
+        return ns
 
 
 def build_parser():
@@ -72,20 +92,19 @@ def build_parser():
     parser = _Parser(
         prog="nqm-mc", formatter_class=_Formatter,
         description="Noisy quadratic model: Monte Carlo and exact engines.")
+    parser.subcommands = {}
     from nqm_mc._version import __version__
     parser.add_argument("--version", action="version", version=f"nqm-mc {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    _exact.add_parser(sub).set_defaults(func=cmd_exact)
-    _simulate.add_parser(sub).set_defaults(func=cmd_simulate,
-                                           scheduler_timeout=SCHEDULER_TIMEOUT)
-    _reproduce.add_parser(sub).set_defaults(func=cmd_reproduce)
-    _adam_proxy.add_parser(sub).set_defaults(func=cmd_adam_proxy)
-    _noise_study.add_parser(sub).set_defaults(func=cmd_noise_study)
-    _scaling.add_parser(sub).set_defaults(func=cmd_scaling)
-    _calibrate.add_parser(sub).set_defaults(func=cmd_calibrate)
-    _validate.add_parser(sub).set_defaults(func=cmd_validate)
-    _plot.add_parser(sub).set_defaults(func=cmd_plot)
-    _info.add_parser(sub).set_defaults(func=cmd_info)
+    for module, run in ((_exact, cmd_exact), (_simulate, cmd_simulate),
+                        (_reproduce, cmd_reproduce), (_adam_proxy, cmd_adam_proxy),
+                        (_noise_study, cmd_noise_study), (_scaling, cmd_scaling),
+                        (_calibrate, cmd_calibrate), (_validate, cmd_validate),
+                        (_plot, cmd_plot), (_info, cmd_info)):
+        p = module.add_parser(sub)
+        p.set_defaults(func=run)
+        parser.subcommands[p.prog.split()[-1]] = p
+    parser.subcommands["simulate"].set_defaults(scheduler_timeout=SCHEDULER_TIMEOUT)
     return parser
 
 
@@ -93,10 +112,31 @@ _PYTHON_TO_CLI = (("Use nqm_mc.simulate", "Run it with nqm-mc simulate"),
                   ("use nqm_mc.simulate", "run it with nqm-mc simulate"))
 
 
-def _for_the_command_line(message):
+# the library's parameter names -> the flags that set them
+_FLAGS = {"learning_rate": "--lr", "batch_size": "--batch-size", "momentum": "--momentum",
+          "preconditioning": "--preconditioning", "ema": "--ema", "clip_norm": "--clip-norm",
+          "target": "--target", "dim": "--dim", "bins": "--bins", "steps": "--steps",
+          "n_runs": "--runs", "seed": "--seed", "nu": "--nu",
+          "curvature_exponent": "--curvature-exponent", "noise_exponent": "--noise-exponent",
+          "dataset_size": "--dataset-size", "keep_paths": "--keep-paths"}
+_PARAMETER = re.compile(r"The '(\w+)' parameter of (\w+)")
+
+
+def _for_the_command_line(message, args=None):
+    """Say a library message in the command line's words.
+
+    A parameter set by a flag is named by the flag (``'--lr'``), not by its Python name.
+    """
     for python, cli in _PYTHON_TO_CLI:
         message = message.replace(python, cli)
-    return message
+
+    def flag(m):
+        name, owner = m.group(1), m.group(2)
+        dest = "runs" if name == "n_runs" else name
+        if name not in _FLAGS or getattr(args, dest, None) in (None, False):
+            return m.group(0)
+        return f"The '{_FLAGS[name]}' option" + (f" of {owner}" if owner[0].isupper() else "")
+    return _PARAMETER.sub(flag, message)
 
 
 def main(argv=None):
@@ -134,7 +174,7 @@ def main(argv=None):
                     print(f"latest: {link} -> {os.readlink(link)}")
             return status
     except (ParameterError, _files.OutputExistsError) as err:
-        print(f"nqm-mc: error: {_for_the_command_line(_one_line(err))}", file=sys.stderr)
+        print(f"nqm-mc: error: {_for_the_command_line(_one_line(err), args)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except MemoryError as err:
         print(f"nqm-mc: error: not enough memory ({_one_line(err) or 'MemoryError'}); use a "

@@ -7,6 +7,7 @@ import argparse
 from typing import cast
 
 from nqm_mc.config import MAX_DIM
+from nqm_mc.spec._checks import MAX_BATCH, _bound
 from nqm_mc.spec.codes import LAST_LINEAR_KIND
 
 EXIT_BAD_INPUT = 2
@@ -32,7 +33,8 @@ def _int_in(low, high):
         except ValueError:
             raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
         if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"must be an int in [{low}, {high}]; got {text}")
+            raise argparse.ArgumentTypeError(f"must be an int in [{_bound(low)}, {_bound(high)}]; "
+                                             f"got {text}")
         return value
     parse.__name__ = "int"
     return parse
@@ -94,7 +96,8 @@ def _add_spec_args(p):
     o.add_argument("--ema", type=float, default=None, help="EMA decay of the iterates (off)")
     o.add_argument("--clip-norm", type=float, default=None,
                    help="clip the gradient to this norm (off; Monte Carlo only)")
-    o.add_argument("--batch-size", "-B", type=_int_in(1, 2 ** 62), default=None, help="(32)")
+    o.add_argument("--batch-size", "-B", type=_int_in(1, MAX_BATCH), default=None,
+                   help="(32; at most 2^53)")
 
 
 def _add_output_args(p, default=None):

@@ -15,6 +15,8 @@ def cmd_plot(args):
     from nqm_mc import _files, plotting, style
     from nqm_mc.results import load_result
     from nqm_mc.spec._checks import ParameterError
+    if os.path.isdir(args.result):  # a run directory, or the -latest link to one
+        args.result = _result_in(args.result)
     directory = args.out if args.out is not None else os.path.dirname(args.result) or "."
     stem = os.path.splitext(os.path.basename(args.result))[0]
     written = []
@@ -52,6 +54,28 @@ def cmd_plot(args):
     return 0
 
 
+def _result_in(directory):
+    """Return the result a run directory holds.
+
+    That is the saved result of ``simulate`` (``simulation.npz``), else the directory's one
+    saved result or scaling table.
+    """
+    from nqm_mc.spec._checks import ParameterError
+    names = sorted(os.listdir(directory))
+    if "simulation.npz" in names:
+        return os.path.join(directory, "simulation.npz")
+    for pick in ([n for n in names if n.endswith(".npz")],
+                 [n for n in names if n.startswith("scaling_") and n.endswith(".csv")]):
+        if len(pick) == 1:
+            return os.path.join(directory, pick[0])
+        if pick:
+            raise ParameterError(f"{directory} holds several results ({', '.join(pick)}): "
+                                 "name the one to plot.")
+    raise ParameterError(f"No saved result in {directory}: the directory holds no "
+                         "simulation.npz (written by nqm-mc simulate) and no scaling table "
+                         "(scaling_*.csv, written by nqm-mc scaling).")
+
+
 def _exact_for(res):
     """Return the exact curve of a saved result's specification (None if it cannot be rebuilt)."""
     from nqm_mc.spec.model import NQM
@@ -73,7 +97,8 @@ def add_parser(sub):
                                    "histograms; steps against batch size for a scaling CSV."
                                    "\n\nexample:\n  nqm-mc simulate --runs 200 --keep-paths 10 "
                                    "--out results && nqm-mc plot results/simulation.npz")
-    p.add_argument("result", help="a saved result (.npz or .json) or a scaling CSV")
+    p.add_argument("result", help="a saved result (.npz or .json), a scaling CSV, or a run "
+                                  "directory holding one (e.g. results/simulate-latest)")
     p.add_argument("--kind", choices=["all", "mean", "quantiles", "paths", "hitting"],
                    default="all")
     _add_output_args(p, "the result's own directory")

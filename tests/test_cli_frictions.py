@@ -1,0 +1,94 @@
+"""The command line's first-hour frictions stay fixed: plotting a run directory, one
+batch-size bound, errors that name the flag, suggestions for a mistyped flag, integer steps."""
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nqm_mc import cli
+from nqm_mc.spec._checks import MAX_BATCH
+
+
+def run(capsys, *argv):
+    status = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def test_plot_takes_the_latest_link_and_a_run_directory(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    status, out, err = run(capsys, "simulate", "--dim", 20, "--runs", 16, "--steps", 30,
+                           "--keep-paths", 2)
+    assert status == 0, err
+    link = os.path.join("results", "simulate-latest")
+    assert f"latest: {link} -> " in out and os.path.islink(link)
+    status, out, err = run(capsys, "plot", link, "--kind", "mean")
+    assert status == 0, err
+    assert os.path.isfile(os.path.join(link, "simulation_mean.png"))
+    run_dir = os.path.realpath(link)
+    status, out, err = run(capsys, "plot", run_dir, "--kind", "paths")
+    assert status == 0, err
+    assert os.path.isfile(os.path.join(run_dir, "simulation_paths.png"))
+    # a directory without a result: one line naming it and what a result is
+    os.mkdir("empty")
+    status, out, err = run(capsys, "plot", "empty")
+    assert status == 2 and len(err.strip().splitlines()) == 1
+    assert "No saved result in empty" in err and "simulation.npz" in err
+
+
+def test_one_batch_size_bound_named_by_its_flag(tmp_path, capsys):
+    assert MAX_BATCH == 2 ** 53
+    status, out, err = run(capsys, "exact", "--dim", 10, "--batch-size", 2 ** 53 + 1,
+                           "--out", tmp_path)
+    assert status == 2 and "--batch-size" in err and "[1, 2^53]" in err
+    assert "steps_to_target" not in err and "4611686018427387904" not in err
+    status, out, err = run(capsys, "exact", "--dim", 10, "--batch-size", 2 ** 53, "--steps", 50,
+                           "--out", tmp_path / "ok", "--json")
+    assert status == 0, err
+    # the README states the same bound
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert "batch sizes integers in [1, 2^53]" in readme
+
+
+@pytest.mark.parametrize("argv,flag,python", [
+    (["exact", "--lr", "-1"], "'--lr' option of SGD", "'learning_rate'"),
+    (["exact", "--optimizer", "heavy_ball", "--momentum", "1.5"], "'--momentum' option",
+     "'momentum'"),
+    (["simulate", "--runs", "16", "--ema", "2"], "'--ema' option", "'ema'"),
+])
+def test_errors_name_the_flag(tmp_path, capsys, argv, flag, python):
+    status, out, err = run(capsys, *argv, "--dim", 10, "--out", tmp_path)
+    assert status == 2 and flag in err and python not in err, err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_errors_from_a_file_keep_the_file_and_key(tmp_path, capsys):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[optimizer]\nkind = \"sgd\"\nlearning_rate = -1.0\n")
+    status, out, err = run(capsys, "exact", "-c", cfg, "--dim", 10, "--out", tmp_path)
+    assert status == 2 and "--lr" not in err and "c.toml" in err
+
+
+def test_a_mistyped_flag_gets_a_suggestion(capsys):
+    status, out, err = run(capsys, "simulate", "--optimzer", "adam")
+    assert status == 2 and "did you mean --optimizer?" in err
+    status, out, err = run(capsys, "exact", "--batchsize=4")
+    assert status == 2 and "did you mean --batch-size?" in err
+    # power check: nothing close, no suggestion (and still one line, exit status 2)
+    status, out, err = run(capsys, "exact", "--zzzzzz")
+    assert status == 2 and "did you mean" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_tuned_steps_print_as_integers():
+    from nqm_mc.spec.model import NQM
+    from nqm_mc.studies.scaling import tune
+    res = tune(NQM.binned(), "sgd", [4, 64], 0.05, grid_size=(12, 1))
+    assert np.all(res.steps == np.round(res.steps))
+    shown = repr(res)
+    assert f"steps=[{int(res.steps[0])}, {int(res.steps[1])}]" in shown and ".0" not in \
+        shown.split("steps=")[1]
+    rows = res.to_rows()
+    assert all(type(r["steps"]) is int for r in rows)
+    assert all(type(s) is int for s in res.to_dict()["steps"])

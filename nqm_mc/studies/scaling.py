@@ -297,7 +297,7 @@ class ScalingResult:
 
 
 def _count(x: float) -> int | float:
-    """A number of steps as an int (inf, not reached, stays a float)."""
+    """Return a number of steps as an int (inf, not reached, stays a float)."""
     return int(x) if np.isfinite(x) else float(x)
 
 

@@ -92,3 +92,58 @@ def test_tuned_steps_print_as_integers():
     rows = res.to_rows()
     assert all(type(r["steps"]) is int for r in rows)
     assert all(type(s) is int for s in res.to_dict()["steps"])
+
+
+def _labels(axis):
+    lo, hi = sorted(axis.get_view_interval())
+    return [t.get_text() for t, x in zip(axis.get_majorticklabels(), axis.get_majorticklocs(),
+                                          strict=True) if t.get_text() and lo <= x <= hi]
+
+
+def _mixed(labels):
+    """Both plain powers of ten (10, 1000) and 10^k on one axis."""
+    plain = any(s.lstrip("-").strip("0.") in ("1", "") and s not in ("0",) for s in labels)
+    return plain and any("10^" in s for s in labels)
+
+
+@pytest.mark.parametrize("top,powers", [(1000, False), (10 ** 5, True)])
+def test_axis_ticks_are_written_one_way(top, powers):
+    from nqm_mc import style
+    assert _mixed(["0", "1", "10", "100", "1000", "$10^{4}$"])  # the check catches a mix
+    with style.context() as plt:
+        fig, (a, b) = plt.subplots(1, 2)
+        steps = np.unique(np.geomspace(1, top, 30).astype(int))
+        a.plot(np.r_[0, steps], np.r_[1.0, 1.0 / steps])
+        style.log_steps(a, np.r_[0, steps])
+        b.plot(steps, 1.0 / steps)
+        style.log_x(b)
+        style.log_y(b)
+        fig.canvas.draw()
+        for axis in (a.xaxis, b.xaxis, b.yaxis):
+            labels = _labels(axis)
+            assert len(labels) >= 3 and not _mixed(labels), labels
+        assert any("10^" in s for s in _labels(a.xaxis)) == powers
+        plt.close(fig)
+
+
+def test_the_simulate_figure_has_its_steady_state_line(tmp_path, capsys, monkeypatch):
+    from nqm_mc import exact, plotting, style
+    from nqm_mc.spec.model import NQM
+    from nqm_mc.spec.optimizers import SGD
+    drawn = []
+    monkeypatch.setattr(style, "steady_line", lambda ax, value, *a, **k: drawn.append(value))
+    monkeypatch.setattr(plotting.style, "steady_line", style.steady_line)
+    status, out, err = run(capsys, "simulate", "--dim", 20, "--runs", 16, "--steps", 30,
+                           "--lr", 0.5, "-B", 8, "--out", tmp_path)
+    assert status == 0, err
+    want = exact.steady_state(NQM.paper(20), SGD(0.5), 8).loss
+    assert drawn == [pytest.approx(want, rel=1e-12)]
+    drawn.clear()  # and when plotting the saved result again
+    status, out, err = run(capsys, "plot", tmp_path, "--kind", "mean", "--force")
+    assert status == 0, err
+    assert drawn == [pytest.approx(want, rel=1e-12)]
+    drawn.clear()  # no line for an adaptive optimizer (no exact steady state)
+    status, out, err = run(capsys, "simulate", "--dim", 20, "--runs", 16, "--steps", 30,
+                           "--optimizer", "adam", "--lr", 0.01, "--out", tmp_path / "adam")
+    assert status == 0, err
+    assert drawn == [None]

@@ -39,3 +39,13 @@ def _exact_curve(model, opt, batch_size, record):
     if opt.is_constant and isinstance(batch_size, int) and record.size and record[-1] > 100_000:
         return _curve_by_jumps(model, opt, batch_size, record)
     return exact.expected_loss(model, opt, batch_size, record=record)
+
+
+def _steady_loss(model, opt, batch_size):
+    """The exact steady-state loss of constant hyperparameters and a linear optimizer (None
+    otherwise, or when there is none: the iteration diverges)."""
+    from nqm_mc import exact
+    if not (opt.is_linear and opt.is_constant and isinstance(batch_size, int)):
+        return None
+    ss = exact.steady_state(model, opt, batch_size)
+    return float(ss.loss) if ss.stable else None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from nqm_mc.cli._curves import _exact_curve
+from nqm_mc.cli._curves import _exact_curve, _steady_loss
 from nqm_mc.cli._options import _add_output_args, _Formatter
 
 
@@ -42,7 +42,8 @@ def cmd_plot(args):
         for kind in kinds:
             path = out.path(f"{stem}_{kind}.png")
             if kind == "mean":
-                plotting.plot_mean(res, path, _exact_for(res), formats=args.format)
+                plotting.plot_mean(res, path, _exact_for(res), formats=args.format,
+                                   steady_state=_steady_for(res))
             elif kind == "quantiles":
                 plotting.plot_quantiles(res, path, formats=args.format)
             elif kind == "paths":
@@ -74,6 +75,18 @@ def _result_in(directory):
     raise ParameterError(f"No saved result in {directory}: the directory holds no "
                          "simulation.npz (written by nqm-mc simulate) and no scaling table "
                          "(scaling_*.csv, written by nqm-mc scaling).")
+
+
+def _steady_for(res):
+    """Return the exact steady-state loss of a saved result's specification, or None."""
+    from nqm_mc.spec.model import NQM
+    from nqm_mc.spec.optimizers import optimizer_from_dict
+    try:
+        s = res.spec
+        return _steady_loss(NQM.from_dict(s["model"]), optimizer_from_dict(s["optimizer"]),
+                            s["batch_size"])
+    except Exception:  # a result from another version: plot without the line
+        return None
 
 
 def _exact_for(res):

@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 
-from nqm_mc.cli._curves import _exact_curve
+from nqm_mc.cli._curves import _exact_curve, _steady_loss
 from nqm_mc.cli._experiment import (
     SIM_STEPS,
     _batch_label,
@@ -100,7 +100,8 @@ def cmd_simulate(args):
          for t, m, s, e, z in zip(res.steps, res.mean, res.sem, ex_mean, z_all, strict=True)],
         overwrite=out.overwrite)
     from nqm_mc import plotting
-    png = plotting.plot_mean(res, out.path("simulation.png"), ex, formats)
+    png = plotting.plot_mean(res, out.path("simulation.png"), ex, formats,
+                             steady_state=_steady_loss(model, opt, args.batch_size))
     out.finish()
     summary = {"result": path, "n_runs": res.n_runs, "seconds": res.meta["seconds"],
                "final_mean": float(res.mean[-1]), "final_sem": float(res.sem[-1]),

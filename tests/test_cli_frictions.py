@@ -147,3 +147,23 @@ def test_the_simulate_figure_has_its_steady_state_line(tmp_path, capsys, monkeyp
                            "--optimizer", "adam", "--lr", 0.01, "--out", tmp_path / "adam")
     assert status == 0, err
     assert drawn == [None]
+
+
+def test_the_calibration_figure_names_its_bands_in_the_legend(monkeypatch, tmp_path):
+    from nqm_mc import _files
+    from nqm_mc.calibration import calibrate
+    from nqm_mc.calibration import report as rep
+    from tests.test_calibration import _exact_runs
+    fit = calibrate(_exact_runs(), uncertainty="jacobian", n_starts=3, max_points=20)
+    pred = rep.predictions(fit, 0.08, [1, 16, 256, 4096], "sgd")
+    assert np.isfinite(pred["critical_batch_size"].lo)  # there is a band to draw
+    legends = []
+
+    def keep_legend(fig, path, **kw):
+        legends.extend(t.get_text() for ax in fig.axes if ax.get_legend()
+                       for t in ax.get_legend().get_texts())
+        return str(path)
+    monkeypatch.setattr(_files, "save_figure", keep_legend)
+    rep.figure(fit, pred, str(tmp_path / "c.png"))
+    bands = [t for t in legends if "band" in t]
+    assert len(bands) == 2 and any(t.startswith("critical B") for t in bands), legends

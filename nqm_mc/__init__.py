@@ -14,6 +14,7 @@ from nqm_mc import _compat  # noqa: E402
 
 _compat.install()  # the module paths of earlier versions still import
 
+from nqm_mc._version import __version__  # noqa: E402
 from nqm_mc.exact.engine import (  # noqa: E402
     expected_loss,
     loss_at,
@@ -37,8 +38,6 @@ from nqm_mc.spec.user import (  # noqa: E402
     UpdateRule,
 )
 from nqm_mc.theory import Verdict, check, runs_needed  # noqa: E402
-
-__version__ = "0.1.0"
 
 __all__ = [
     "NQM", "SGD", "HeavyBall", "Nesterov", "schedules", "expected_loss", "loss_at",

@@ -36,6 +36,9 @@ import numpy as np
 
 from nqm_mc.spec._checks import ParameterError
 
+#: the formats of figure files (:func:`nqm_mc.style.save` writes them)
+FORMATS = ("png", "pdf", "svg")
+
 __all__ = ["OutputExistsError", "atomic_file", "write_bytes", "write_text", "write_json",
            "json_dumps", "to_jsonable", "write_csv", "save_figure", "write_npz",
            "prepare_output", "Output"]
@@ -261,12 +264,39 @@ def _figure_formats(text: str) -> tuple[str, ...]:
     """argparse type of --format: a tuple of figure formats (one-line error otherwise)."""
     import argparse
 
-    from nqm_mc.style import parse_formats
     try:
         return parse_formats(text)
     except ParameterError:
         raise argparse.ArgumentTypeError(
             f"expected formats among png, pdf, svg separated by commas, got {text!r}") from None
+
+
+def parse_formats(formats: str | Iterable[str] | None, default: str = "png") -> tuple[str, ...]:
+    """Return a tuple of figure formats from ``"png,pdf"``, a sequence or None.
+
+    Raises
+    ------
+    ParameterError
+        If a format is not one of ``FORMATS``.
+    """
+    if formats is None:
+        return (default,)
+    items = formats.split(",") if isinstance(formats, str) else list(formats)
+    out: list[str] = []
+    for f in items:
+        f = str(f).strip().lower().lstrip(".")
+        if not f:
+            continue
+        if f not in FORMATS:
+            raise ParameterError(f"The 'formats' parameter must list formats among "
+                                 f"{', '.join(FORMATS)}. Got {formats!r} instead.")
+        if f not in out:
+            out.append(f)
+    if not out:
+        raise ParameterError(f"The 'formats' parameter must list formats among "
+                             f"{', '.join(FORMATS)}. Got {formats!r} instead.")
+    return tuple(out)
+
 
 
 def discard_empty_run_dirs() -> None:

@@ -101,7 +101,7 @@ def _z_scores(mean: np.ndarray, sem: np.ndarray, exact: np.ndarray) -> np.ndarra
 
 
 def plot_mean(res: SimulationResult, path: PathLike, exact: ExactCurve | None = None,
-              formats: Formats = None) -> str:
+              formats: Formats = None, steady_state: float | None = None) -> str:
     """Plot the Monte Carlo mean loss with 1.96 standard errors over the exact curve.
 
     The 5-95 % quantile band of single runs is drawn behind it; diverged runs are shaded
@@ -120,6 +120,9 @@ def plot_mean(res: SimulationResult, path: PathLike, exact: ExactCurve | None = 
         record=res.steps)``).
     formats : str or sequence of str, optional
         Write these formats (png, pdf, svg) instead, ``path`` with its suffix replaced.
+    steady_state : float, optional
+        The exact steady-state loss, drawn as a horizontal line (constant hyperparameters;
+        :func:`nqm_mc.exact.steady_state`).
 
     Returns
     -------
@@ -145,6 +148,7 @@ def plot_mean(res: SimulationResult, path: PathLike, exact: ExactCurve | None = 
                     capsize=0, zorder=4,
                     label=f"Monte Carlo mean ± 1.96 s.e. (N = {style.fmt(res.n_runs)})")
         style.target_line(ax, res.spec.get("target"))
+        style.steady_line(ax, steady_state)
         style.log_steps(ax, t, "" if rax is not None else "step t")
         div = _divergence_of_result(res)
         _finish_steps_axes(ax, t, div, _top(res))

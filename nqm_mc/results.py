@@ -37,8 +37,8 @@ def provenance() -> dict[str, str]:
     import numba
     import scipy
 
-    import nqm_mc
-    return {"nqm_mc": nqm_mc.__version__, "numpy": np.__version__, "numba": numba.__version__,
+    from nqm_mc._version import __version__
+    return {"nqm_mc": __version__, "numpy": np.__version__, "numba": numba.__version__,
             "scipy": scipy.__version__, "python": platform.python_version(),
             "machine": platform.machine(), "rng": RNG_SCHEME}
 

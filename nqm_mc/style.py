@@ -26,12 +26,12 @@ import math
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from types import ModuleType
-from typing import Any, Union
+from typing import Any, Union, cast
 
 import numpy as np
 from numpy.typing import ArrayLike
 
-from nqm_mc.spec._checks import ParameterError
+from nqm_mc._files import FORMATS, parse_formats, save_figure  # noqa: F401 (style.FORMATS, style.parse_formats)
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -63,8 +63,6 @@ FAMILIES: dict[str, dict[str, Any]] = {
     "schedule": {"ls": "-", "marker": "v", "name": "optimal schedule"},
     "adam": {"ls": "none", "marker": "o", "name": "Adam"},
 }
-#: formats :func:`save` writes
-FORMATS = ("png", "pdf", "svg")
 #: resolution of PNG files
 DPI = 200
 
@@ -134,7 +132,7 @@ def use() -> None:
     """
     import matplotlib
 
-    matplotlib.rcParams.update(_rc())
+    cast(Any, matplotlib.rcParams).update(_rc())  # its stubs type every key as a literal
 
 
 # ------------------------------------------------------------------------- colours, lines
@@ -381,36 +379,58 @@ def _minor_formatter() -> Any:
     return Plain(labelOnlyBase=False, minor_thresholds=(1.5, 0.6))
 
 
+def _power_ticks(steps: bool) -> Any:
+    """Return a tick formatter that writes every tick of an axis the same way.
+
+    Plain numbers (0.01, 1, 1000) while every labelled tick in view lies in [0.001, 10^4);
+    otherwise 10^k for each power of ten, so that one axis never shows both ``1000`` and
+    ``10^4``. With ``steps``, only powers of ten are labelled (the symmetric-log step axis).
+    """
+    from matplotlib.ticker import Formatter
+
+    class PowerTicks(Formatter):
+        powers = False
+
+        def set_locs(self, locs: Any) -> None:
+            super().set_locs(locs)
+            lo, hi = sorted(self.axis.get_view_interval()) if self.axis is not None else (
+                -np.inf, np.inf)
+            shown = [abs(x) for x in locs if x != 0 and lo <= x <= hi
+                     and (not steps or _is_power(x))]
+            self.powers = any(x >= 1e4 or x < 1e-3 for x in shown)
+
+        def __call__(self, x: float, pos: Any = None) -> str:
+            if x == 0:
+                return "0"
+            if _is_power(x) and (self.powers or not 1e-3 <= abs(x) < 1e4):
+                return f"$10^{{{int(round(math.log10(abs(x))))}}}$"
+            if steps and not _is_power(x):
+                return ""
+            return f"{x:g}" if 1e-3 <= abs(x) < 1e4 else f"{x:.0e}"
+
+    return PowerTicks()
+
+
+def _is_power(x: float) -> bool:
+    e = math.log10(abs(x))
+    return abs(e - round(e)) < 1e-6
+
+
 def number_formatter() -> Any:
-    """Return a tick formatter: plain numbers from 0.001 to 1000, 10^k beyond."""
-    from matplotlib.ticker import FuncFormatter
+    """Return a tick formatter: plain numbers from 0.001 to 1000, else 10^k.
 
-    def f(x: float, _pos: Any = None) -> str:
-        if x == 0:
-            return "0"
-        e = math.log10(abs(x))
-        if 1e-3 <= abs(x) < 1e4:
-            return f"{x:g}"
-        if abs(e - round(e)) < 1e-6:
-            return f"$10^{{{int(round(e))}}}$"
-        return f"{x:.0e}"
-
-    return FuncFormatter(f)
+    On an axis with a tick beyond, every power of ten on it is written 10^k.
+    """
+    return _power_ticks(steps=False)
 
 
 def step_formatter() -> Any:
-    """Return a tick formatter for step counts: 0, 1, 10, 100, 1000, then 10^4, 10^5."""
-    from matplotlib.ticker import FuncFormatter
+    """Return a tick formatter for step counts, powers of ten only.
 
-    def f(x: float, _pos: Any = None) -> str:
-        if x == 0:
-            return "0"
-        e = math.log10(abs(x))
-        if abs(e - round(e)) > 1e-6:
-            return ""
-        return f"{x:g}" if abs(x) < 1e4 else f"$10^{{{int(round(e))}}}$"
-
-    return FuncFormatter(f)
+    0, 1, 10, 100, 1000 on an axis up to 1000; 0, 10^0, 10^1, ..., 10^5 on one that reaches
+    10^4 or more.
+    """
+    return _power_ticks(steps=True)
 
 
 def _symlog_minor_ticks(ax: Any, s: np.ndarray) -> None:
@@ -502,33 +522,6 @@ def legend(ax: Any, **kw: Any) -> Any:
 
 
 # ---------------------------------------------------------------------------- saving
-def parse_formats(formats: str | Iterable[str] | None, default: str = "png") -> tuple[str, ...]:
-    """Return a tuple of figure formats from ``"png,pdf"``, a sequence or None.
-
-    Raises
-    ------
-    ParameterError
-        If a format is not one of ``FORMATS``.
-    """
-    if formats is None:
-        return (default,)
-    items = formats.split(",") if isinstance(formats, str) else list(formats)
-    out: list[str] = []
-    for f in items:
-        f = str(f).strip().lower().lstrip(".")
-        if not f:
-            continue
-        if f not in FORMATS:
-            raise ParameterError(f"The 'formats' parameter must list formats among "
-                                 f"{', '.join(FORMATS)}. Got {formats!r} instead.")
-        if f not in out:
-            out.append(f)
-    if not out:
-        raise ParameterError(f"The 'formats' parameter must list formats among "
-                             f"{', '.join(FORMATS)}. Got {formats!r} instead.")
-    return tuple(out)
-
-
 def figure_paths(path: PathLike, formats: str | Iterable[str] | None = None) -> list[str]:
     """Return the files :func:`save` writes for ``path`` and ``formats``.
 
@@ -571,8 +564,6 @@ def save(fig: Any, path: PathLike, formats: str | Iterable[str] | None = None, *
     list of str
         The files written, in the order of ``formats``.
     """
-    from nqm_mc._files import save_figure
-
     paths = figure_paths(path, formats)
     try:
         for p in paths:

@@ -406,8 +406,9 @@ def _ks_critical(n1, n2, alpha):
 def _law_samples(model, opt, batch, steps, n, seed):
     """N draws of the loss from its exact law at each of ``steps`` (rows)."""
     ex = expected_loss(model, opt, batch, record=steps, group_moments=True)
-    return ex, np.array([LossLaw(model.curvatures, model.multiplicities, ex.group_mean[r],
-                                 ex.group_second_moment[r]).sample(n, seed + r)
+    mean, second = cast(np.ndarray, ex.group_mean), cast(np.ndarray, ex.group_second_moment)
+    return ex, np.array([LossLaw(model.curvatures, model.multiplicities, mean[r],
+                                 second[r]).sample(n, seed + r)
                          for r in range(steps.size)])
 
 
@@ -457,6 +458,7 @@ def _run_two_sample_case(case, n_runs, steps, seed, threads, t0, runs_factor=1):
     skip = simulate(model, opt, batch, T, n_runs, seed=seed, method=case.method, **common)
     step = simulate(model, opt, batch, T, n_runs, seed=seed + 1, method="step", **common)
     bad = simulate(model, wopt, wbatch, T, n_runs, seed=seed + 2, method="step", **common)
+    assert skip.paths is not None and step.paths is not None and bad.paths is not None
     pv, ks_stat, ks_p, z = _two_sample_family(skip, step, skip.paths, step.paths, cols, live)
     # the joint law: two-sample z of the lag covariances of the kept paths
     from validation.joint import fresh_draw_power, two_sample_lag_family, two_sample_lag_pairs

@@ -140,7 +140,8 @@ def figure(cal: Calibration, pred: dict[str, Any], path: str, overwrite: bool = 
             ax2.axvline(c.value, color=OKABE_ITO[3], ls="--", lw=1,
                         label=f"critical B {c.value:.3g}")
             if np.isfinite(c.lo) and np.isfinite(c.hi):
-                ax2.axvspan(c.lo, c.hi, color=OKABE_ITO[3], alpha=0.12)
+                ax2.axvspan(c.lo, c.hi, color=OKABE_ITO[3], alpha=0.12,
+                            label=f"critical B, {int(c.level * 100)}% band")
         for r in cal.runs:
             ax2.axvline(r.batch_size, color="0.8", lw=0.8, zorder=0)
         ax2.set_xscale("log")

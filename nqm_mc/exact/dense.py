@@ -24,7 +24,7 @@ __all__ = ["expected_loss_dense"]
 
 
 def _linear_map(kind, has_ema, minv_h, minv, lr, beta, gamma):
-    """(A, B_n) of the state (theta, m, e) update: state' = A state + B_n xi."""
+    """Return (A, B_n) of the state (theta, m, e) update: state' = A state + B_n xi."""
     d = minv.shape[0]
     eye = np.eye(d)
     blocks = 1 + (kind != KIND_SGD) + has_ema
@@ -101,7 +101,7 @@ def expected_loss_dense(model, optimizer, batch_size, n_steps=None, *, record=No
         S[e, :d] = v0
     out_m = np.empty(record.size)
     out_v = np.empty(record.size)
-    A = Bn = None
+    A = Bn = np.zeros((0, 0))  # replaced at the first step, whose (lr, B) differs from last
     last = (None, None)
     with np.errstate(over="ignore", invalid="ignore"):
         r = 0

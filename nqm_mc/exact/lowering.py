@@ -53,8 +53,10 @@ class LinearForm(NamedTuple):
 
 
 class CrossingSearch(NamedTuple):
-    """The settings of a steps-to-target search (see
-    :func:`~nqm_mc.exact._crossing.first_crossing_one`)."""
+    """The settings of a steps-to-target search.
+
+    See :func:`~nqm_mc.exact._crossing.first_crossing_one`.
+    """
 
     target: float  # the loss to get below
     method: int  # 0 exact first crossing, 1 bisection
@@ -63,8 +65,10 @@ class CrossingSearch(NamedTuple):
 
 
 def lower(model, optimizer, batch_size=None, n_steps=1, owner="the exact engine"):
-    """The :class:`LinearForm` of ``optimizer`` on ``model`` with ``batch_size`` (an int, a
-    BatchSchedule, or None when no noise scale is needed) for steps 0..max(n_steps, 1) - 1.
+    """Return the :class:`LinearForm` of ``optimizer`` on ``model`` for steps 0..n_steps - 1.
+
+    ``batch_size`` is an int, a BatchSchedule, or None when no noise scale is needed; at least
+    one step is lowered.
 
     The model and optimizer are assumed checked (an NQM; SGD, HeavyBall or Nesterov without
     clipping).
@@ -97,9 +101,11 @@ def lower(model, optimizer, batch_size=None, n_steps=1, owner="the exact engine"
 
 
 def crossing_search(form, target, method):
-    """The :class:`CrossingSearch` for ``method`` ("exact", "bisect" or "reference", checked by
-    the caller): the reference method uses the notebook's bracket for the family and, for plain
-    SGD, its 1e-8 term."""
+    """Return the :class:`CrossingSearch` for ``method``.
+
+    ``method`` is "exact", "bisect" or "reference" (checked by the caller): the reference
+    method uses the notebook's bracket for the family and, for plain SGD, its 1e-8 term.
+    """
     bisect_hi = REFERENCE_BISECT_HI["ema" if form.has_ema else _FAMILY[form.kind]]
     ref_bias = method == "reference" and form.kind == KIND_SGD and not form.has_ema
     return CrossingSearch(float(target), 0 if method == "exact" else 1, int(bisect_hi),

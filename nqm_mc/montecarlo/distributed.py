@@ -140,7 +140,7 @@ class DaskExecutor:
                                  f"{cluster_or_address!r} instead.")
 
     def __repr__(self) -> str:
-        return (f"DaskExecutor(scheduler={self.client.scheduler.address!r}, "
+        return (f"DaskExecutor(scheduler={getattr(self.client.scheduler, 'address', None)!r}, "
                 f"groups_per_task={self.groups_per_task})")
 
     def submit_ranges(self, plan: Plan, n_blocks: int) -> list[Any]:

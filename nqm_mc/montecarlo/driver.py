@@ -59,7 +59,7 @@ from nqm_mc.spec.user import GradientNoise, UpdateRule
 
 if TYPE_CHECKING:
     from nqm_mc._typing import Dtype, NoiseSpec
-    from nqm_mc.montecarlo.distributed import DaskExecutor
+    from nqm_mc.montecarlo._executor import Executor
     from nqm_mc.montecarlo.user_kernels import UserPlan
     from nqm_mc.spec.model import NQM
 
@@ -110,7 +110,7 @@ def simulate(model: NQM, optimizer: Optimizer, batch_size: int | BatchSchedule,
              target: float | None = None, keep_paths: int = 0, dtype: Dtype = "float64",
              threads: int | None = None, block_size: int = 16, n_bands: int = 8,
              noise: NoiseSpec | Literal["gaussian"] | None = None,
-             progress: bool | None = None, executor: DaskExecutor | None = None,
+             progress: bool | None = None, executor: Executor | None = None,
              on_interrupt: Literal["raise", "return"] = "raise",
              method: Literal["auto", "step", "skip"] = "auto") -> SimulationResult:
     r"""Simulate ``n_runs`` noisy trajectories and return their statistics.
@@ -275,7 +275,7 @@ def simulate(model: NQM, optimizer: Optimizer, batch_size: int | BatchSchedule,
     return result
 
 
-def simulate_many(jobs: Sequence[dict[str, Any]], *, executor: DaskExecutor | None = None,
+def simulate_many(jobs: Sequence[dict[str, Any]], *, executor: Executor | None = None,
                   progress: bool | None = None) -> list[SimulationResult]:
     """Run several simulations (a sweep) and return their results in order.
 
@@ -434,7 +434,7 @@ def _choose_method(method, optimizer, noise, target, steps, owner):
 
 
 def _finish(job: Job, acc: _Accumulator, interrupt: BaseException | None, start: float,
-            executor: DaskExecutor | None = None,
+            executor: Executor | None = None,
             n_threads: int | None = None) -> SimulationResult:
     """Build the SimulationResult of a job from its merged statistics.
 

@@ -36,10 +36,11 @@ import sys
 import tempfile
 import textwrap
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import numba
 import numpy as np
@@ -356,7 +357,8 @@ def _generate(key: str, rule: UpdateRule, noise: GradientNoise | None, cache: bo
     if state:
         init.append("    for i in range(d):")
         for k, name in enumerate(state):
-            src = "theta[i]" if rule.state[name] == "theta" else f"user.init[{k}]"  # type: ignore[index]
+            src = "theta[i]" if cast(Mapping[str, Any], rule.state)[name] == "theta" \
+                else f"user.init[{k}]"
             init.append(f"        S[{k}, i] = {src}")
     hyp = "\n".join(f"{ind}    hp{j} = {'hyper' if windowed else 'hyper'}[{j}, t]"
                     for j in range(len(hyper)))
@@ -408,8 +410,8 @@ def _generate(key: str, rule: UpdateRule, noise: GradientNoise | None, cache: bo
                             else "")
         subs["@LOSS@"] = "loss_th" if ro is None else "half_quadratic(h, readout, q)"
     text = _HEADER + body + _BLOCK
-    for k, v in subs.items():
-        text = text.replace(k, v)
+    for mark, src_text in subs.items():
+        text = text.replace(mark, src_text)
     lines = text.split("\n")
     kept = [ln for i, ln in enumerate(lines)  # the blank lines empty fields left in bodies
             if ln.strip() or i + 1 == len(lines) or not lines[i + 1].startswith(" ")]
@@ -591,7 +593,7 @@ def _explain(err: BaseException, rule: UpdateRule, noise: GradientNoise | None,
     reason = reason.rstrip(".")
     if len(reason) > 200:
         reason = reason[:197] + "..."
-    files = {getattr(f, "__code__", None) and f.__code__.co_filename
+    files = {getattr(getattr(f, "__code__", None), "co_filename", None)
              for f in (rule.update, rule.prepare, noise and noise.gradient,
                        noise and noise.normals)}
     where = ""
@@ -644,8 +646,8 @@ def plan_user(rule: UpdateRule, noise: GradientNoise | None, inputs: KernelInput
         else:
             rows.append(np.full(T, v))
     hyper = np.ascontiguousarray(np.array(rows, dtype=ft).reshape(len(rows), T))
-    init = np.array([0.0 if v == "theta" else float(v)  # type: ignore[arg-type]
-                     for v in rule.state.values()], dtype=np.float64)  # type: ignore[union-attr]
+    init = np.array([0.0 if v == "theta" else float(v)
+                     for v in cast(Mapping[str, float], rule.state).values()], dtype=np.float64)
     d = inputs.directions.h.size
     n_normals = 0
     params = np.zeros(0)

@@ -20,6 +20,7 @@ Per direction, :math:`g` the stochastic gradient:
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from nqm_mc.spec._checks import ParameterError
 from nqm_mc.spec.optimizers import SGD, Adam, HeavyBall, Nesterov, Optimizer
@@ -153,16 +154,16 @@ def as_update_rule(optimizer: Optimizer | UpdateRule) -> UpdateRule:
     extra = (getattr(optimizer, "preconditioning", 0.0) != 0.0 or optimizer.ema is not None
              or optimizer.clip_norm is not None)
     kind = type(optimizer)
+    opt: Any = optimizer  # narrowed by kind below
     if not extra:
         if kind is SGD:
-            return sgd_rule(optimizer.learning_rate)
+            return sgd_rule(opt.learning_rate)
         if kind is HeavyBall:
-            return heavy_ball_rule(optimizer.learning_rate, optimizer.momentum)
+            return heavy_ball_rule(opt.learning_rate, opt.momentum)
         if kind is Nesterov:
-            return nesterov_rule(optimizer.learning_rate, optimizer.momentum)
+            return nesterov_rule(opt.learning_rate, opt.momentum)
         if kind is Adam:
-            return adam_rule(optimizer.learning_rate, optimizer.beta1, optimizer.beta2,
-                             optimizer.eps)
+            return adam_rule(opt.learning_rate, opt.beta1, opt.beta2, opt.eps)
     raise ParameterError(
         f"A user GradientNoise runs with SGD, HeavyBall, Nesterov and Adam without "
         f"preconditioning, EMA or clipping, or with any UpdateRule. Got {optimizer!r}; write it "

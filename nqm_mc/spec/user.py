@@ -45,7 +45,7 @@ import inspect
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -183,10 +183,10 @@ class UpdateRule:
             raise ParameterError(f"The 'hyper' parameter of {owner} must be a dict of names to "
                                  f"floats or schedules. Got {self.hyper!r} instead.")
         hyper: dict[str, float | Schedule] = {}
-        for key, value in self.hyper.items():
-            _identifier(key, owner, "hyper")
-            hyper[key] = value if isinstance(value, Schedule) else \
-                check_real(f"hyper[{key!r}]", value, owner)
+        for hkey, hval in self.hyper.items():
+            _identifier(hkey, owner, "hyper")
+            hyper[hkey] = hval if isinstance(hval, Schedule) else \
+                check_real(f"hyper[{hkey!r}]", hval, owner)
         object.__setattr__(self, "hyper", hyper)
         clash = set(init) & set(hyper) | (set(init) | set(hyper)) & set(RULE_ARGUMENTS)
         if clash:
@@ -260,7 +260,7 @@ class UpdateRule:
         fn = self.update
         return {"name": self.name, "user_rule": f"{fn.__module__}.{fn.__qualname__}",
                 "learning_rate": self.learning_rate.to_dict(),  # type: ignore[union-attr]
-                "state": dict(self.state),
+                "state": dict(cast(Mapping[str, "float | str"], self.state)),
                 "hyper": {k: v.to_dict() if isinstance(v, Schedule) else v
                           for k, v in self.hyper.items()},
                 "readout": self.readout}

@@ -268,13 +268,19 @@ class ScalingResult:
             fit += f" (extrapolated below the smallest batch size tried, {lo})"
         return {"doubling": doubling, "fit": fit}
 
+    def __repr__(self) -> str:
+        steps = ", ".join(str(_count(s)) for s in self.steps)
+        return (f"ScalingResult(family={self.family!r}, preconditioning={self.preconditioning!r},"
+                f" target={self.target!r}, search={self.search!r}, batch_sizes="
+                f"{[int(b) for b in self.batch_sizes]}, steps=[{steps}], ...)")
+
     def to_rows(self) -> list[dict[str, Any]]:
         """Return one CSV row (a dict) per batch size."""
         rows = []
         eff = self.effective_learning_rate
         for i, b in enumerate(self.batch_sizes):
             rows.append({"family": self.family, "p": self.preconditioning, "target": self.target,
-                         "batch_size": int(b), "steps": self.steps[i],
+                         "batch_size": int(b), "steps": _count(self.steps[i]),
                          "learning_rate": self.learning_rate[i], "second": self.second[i],
                          "effective_learning_rate": eff[i], "lower_bound": self.lower_bound[i]})
         return rows
@@ -284,9 +290,15 @@ class ScalingResult:
         d = asdict(self)
         for k, v in d.items():
             if isinstance(v, np.ndarray):
-                d[k] = [None if not np.isfinite(x) else float(x) for x in v]
+                d[k] = [None if not np.isfinite(x) else _count(x) if k in ("steps", "batch_sizes")
+                        else float(x) for x in v]
         d["critical_batch_size"] = self.critical_batch_size()
         return d
+
+
+def _count(x: float) -> int | float:
+    """Return a number of steps as an int (inf, not reached, stays a float)."""
+    return int(x) if np.isfinite(x) else float(x)
 
 
 def _round3(x: float) -> str:

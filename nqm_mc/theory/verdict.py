@@ -409,7 +409,8 @@ def complete_experiment(config: ConfigLike) -> Any:
         With ``model`` (default: the paper's, 10000 directions), ``optimizer`` (SGD at
         learning rate 0.1) and ``batch_size`` (32) set.
     """
-    from nqm_mc import NQM, SGD
+    from nqm_mc.spec.model import NQM
+    from nqm_mc.spec.optimizers import SGD
     exp = _experiment(config)
     if exp.model is None:
         exp.model = NQM.paper(10_000)

@@ -292,7 +292,10 @@ def _tune_member(model: NQM, floor: float, target: float, family: str, bs: np.nd
     grid_family = "ema" if ema is True else family
     step = np.logspace(-GRID_DECADES[grid_family], 0.0, grid[0])[:-1]
     for _ in range(MAX_EXTENSIONS):
-        low = np.isfinite(res.steps) & (res.learning_rate <= alphas[0])
+        # extend where the optimum is the lowest rate, or no rate reaches the target (a lower
+        # rate has a lower noise floor)
+        low = (np.isfinite(res.steps) & (res.learning_rate <= alphas[0])) | ~np.isfinite(
+            res.steps)
         if not low.any():
             break
         alphas = np.concatenate([alphas[0] * step, alphas])
@@ -304,6 +307,10 @@ def _tune_member(model: NQM, floor: float, target: float, family: str, bs: np.nd
         notes.append(f"the tuned learning rate is the smallest tried ({alphas[0]:.3g}, after "
                      f"{MAX_EXTENSIONS} extensions of the grid) at B = "
                      f"{', '.join(str(int(b)) for b in bs[low])}: the optimum may lie lower")
+    if not fin.all():
+        notes.append(f"the target is not reached at any learning rate tried (down to "
+                     f"{alphas[0]:.3g}) at B = "
+                     f"{', '.join(str(int(b)) for b in bs[~fin])}")
     high = fin & (res.learning_rate >= alphas[-1])
     if high.any():
         notes.append(f"the tuned learning rate sits at the fitted stability limit "

@@ -213,3 +213,32 @@ def test_critical_batch_size_per_size_and_unresolved_cases(exact_table_fit):
 def test_truth_coords_round_trip():
     x = table_truth_coords()
     assert math.exp(x[0]) == pytest.approx(TABLE_TRUTH["tau1"]) and x[8] == TABLE_TRUTH["floor"]
+
+
+# ------------------------------------------------------------------ command line
+def _cli(*args, cwd=None):
+    import subprocess
+    import sys
+    return subprocess.run([sys.executable, "-m", "nqm_mc", "calibrate", *args],
+                          capture_output=True, text=True, timeout=600, cwd=cwd)
+
+
+def test_calibrate_command_fits_a_table(tmp_path):
+    import json
+    import os
+    example = os.path.join(os.path.dirname(__file__), "..", "examples", "final_losses.csv")
+    r = _cli(example, "--uncertainty", "none", "--compute", "1e15", "--max-batch", "512",
+             "--out", str(tmp_path), "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["plans"][0]["B"] <= 512 and out["params"]["rho"] > 0
+    rec = json.loads((tmp_path / "calibration.json").read_text())
+    assert rec["kind"] == "nqm_mc.table_calibration" and rec["input"]["runs"] == 72
+    assert (tmp_path / "predictions.csv").read_text().startswith("N,B,K,loss,loss_lo")
+
+
+def test_calibrate_command_names_the_bad_line(tmp_path):
+    bad = _write(tmp_path, "N,B,K,loss\n1e6,4,10,3\n1e6,4,ten,3\n")
+    r = _cli(bad, "--out", str(tmp_path / "o"))
+    assert r.returncode == 2 and "line 3: K must be a number" in r.stderr
+    assert "Traceback" not in r.stderr

@@ -12,8 +12,13 @@ from typing import Any
 import numpy as np
 
 from nqm_mc.calibration.report import sha256
-from nqm_mc.calibration.sizes import (TableFit, critical_batch_sizes, fit_table,
-                                      predict_final_loss, plan)
+from nqm_mc.calibration.sizes import (
+    TableFit,
+    critical_batch_sizes,
+    fit_table,
+    plan,
+    predict_final_loss,
+)
 from nqm_mc.calibration.table import read_table
 from nqm_mc.spec._checks import ParameterError
 
@@ -91,8 +96,9 @@ def format_table_report(fit: TableFit, plans: list[dict[str, Any]],
     lines.append(f"  directions trained d(N) = {p['d_ref']:.4g} (N / {p['N_ref']:.4g})^"
                  f"{p['rho']:.3g}; floor {p['floor']:.4g}")
     if fit.cv is not None:
-        lines.append(f"  held-out MSE of log loss: leave one budget out {fit.cv['mse_budget']:.5f}, "
-                     f"leave one size out {fit.cv['mse_size']:.5f} ({fit.cv['n_folds']} refits)")
+        lines.append(f"  held-out MSE of log loss: leave one budget out "
+                     f"{fit.cv['mse_budget']:.5f}, leave one size out "
+                     f"{fit.cv['mse_size']:.5f} ({fit.cv['n_folds']} refits)")
         lines.append(f"  {fit.level:.0%} bands: x/ {math.exp(fit.width):.4f} (split-conformal on "
                      "the out-of-fold residuals)")
     for w in fit.warnings:
@@ -169,7 +175,7 @@ def run_table(path: str, out: Any, *, family: str = "nqm", uncertainty: str = "c
                                             strict=True)]
     _files.write_csv(out.path("predictions.csv"), ["N", "B", "K", "loss", "loss_lo", "loss_hi",
                                                    "flags"], csv_rows, overwrite=out.overwrite)
-    record = {"input": {"path": os.path.abspath(path), "sha256": sha256(path),
+    record: dict[str, Any] = {"input": {"path": os.path.abspath(path), "sha256": sha256(path),
                         "runs": len(table), "kept_filtered": keep_filtered},
               "command": argv, "versions": provenance()}
     record.update(fit.to_dict())

@@ -254,7 +254,6 @@ def _tune_grid(model: NQM, family: str, bs: np.ndarray, goal: float, p: float,
     Groups frozen at a learning rate are split off (see :func:`_grid_steps`).
     """
     fixed = None if ema is None or isinstance(ema, bool) else float(ema)
-    grid_family: Any = "ema" if ema is True else family
     a_default, seconds = stability_grid(model, family, grid, p, ema)
     alphas = a_default if alphas is None else alphas
     if family == "heavy_ball":
@@ -428,7 +427,7 @@ def _critical(r: ScalingResult, definition: str, bs: np.ndarray) -> float:
 
 
 def _critical_band(cal: Calibration, crit: list[float], bs: np.ndarray) -> Band:
-    """The band of B_crit; a best fit outside the batch sizes tuned gives nan and a note."""
+    """Return the band of B_crit; a best fit outside the batch sizes tuned gives nan and a note."""
     from nqm_mc.calibration.fit import Band
     v = crit[0]
     rest = [c for c in crit[1:] if not np.isnan(c)]

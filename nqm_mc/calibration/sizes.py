@@ -154,9 +154,12 @@ def _data(table: LossTable, n_fill: float, lr_ref: float) -> _Data:
                  np.log(table.loss))
 
 
-class TablePrediction(dict):  # type: ignore[type-arg]
-    """Predicted final losses with bands: keys ``value``, ``lo``, ``hi`` (arrays), ``level``
-    and ``flags`` (one list of reasons per row: extrapolation beyond the fitted data)."""
+class TablePrediction(dict):  # type: ignore[type-arg, unused-ignore]
+    """Predicted final losses with bands.
+
+    Keys ``value``, ``lo``, ``hi`` (arrays), ``level``, ``flags`` (one list of reasons per
+    row: extrapolation beyond the fitted data) and ``extrapolated``.
+    """
 
     @property
     def value(self) -> np.ndarray:
@@ -489,8 +492,10 @@ def cross_validate(table: LossTable, predictor: Callable[[LossTable, LossTable],
 
 
 def conformal_width(residuals: np.ndarray, level: float) -> float:
-    """Split-conformal half-width: the ceil((n + 1) level)-th smallest |residual| (inf if n is
-    too small)."""
+    """Return the split-conformal half-width: the ceil((n + 1) level)-th smallest |residual|.
+
+    Infinite when there are too few residuals for the level.
+    """
     r = np.abs(np.asarray(residuals, float))
     r = np.sort(r[np.isfinite(r)])
     k = math.ceil((r.size + 1) * level)
@@ -674,7 +679,7 @@ def _compute_unit(fit: TableFit) -> float:
 def plan(fit: TableFit, compute: float, *, max_steps: float | None = None,
          max_batch: float | None = None, sizes: Any = None,
          batch_sizes: Any = None) -> dict[str, Any]:
-    """The compute-optimal (N, B, K) under a compute budget, with bands.
+    """Return the compute-optimal (N, B, K) under a compute budget, with bands.
 
     Compute is in the unit of the table's ``C`` column (fitted as a constant times N B K) or,
     without one, in N B K. Every (N, B) of the grids with K = compute / (unit N B) >= 1 (and
@@ -805,14 +810,14 @@ def _fit_critical(bs: np.ndarray, steps: np.ndarray) -> tuple[float, float]:
 
 def critical_batch_sizes(fit: TableFit, sizes: Any = None, *, target: Any = None,
                          excess: float = 0.1, batch_sizes: Any = None) -> list[dict[str, Any]]:
-    """The critical batch size per model size, with bands over the fold fits.
+    """Return the critical batch size per model size, with bands over the fold fits.
 
     For each size N, the steps S(B) to reach the target are found at each batch size (closed
     form, bisection in K) and B* of S(B) = S_min (1 + B* / B) is fitted. The default target of
-    a size is its asymptote (floor plus approximation error) plus ``excess`` times the gap
-    between the lowest measured loss and that asymptote... measured on the fit: asymptote x
-    (1 + excess). A B* outside the batch sizes tuned is not resolved by them: it is reported
-    as nan with the reason.
+    a size is its asymptote (floor plus approximation error) times (1 + ``excess``); batch
+    sizes whose noise floor lies above the target do not reach it and are left out of the
+    fit. A B* outside the batch sizes tuned is not resolved by them: it is reported as nan
+    with the reason; one outside the batch sizes of the data is flagged.
 
     Parameters
     ----------
@@ -890,6 +895,6 @@ def critical_batch_sizes(fit: TableFit, sizes: Any = None, *, target: Any = None
 
 
 def table_from_rows(rows: Any) -> LossTable:
-    """A LossTable from rows (N, B, K, loss) (for tests and examples)."""
+    """Return a LossTable from rows (N, B, K, loss) (for tests and examples)."""
     r = np.asarray(rows, float)
     return make_table(r[:, 1], r[:, 2], r[:, 3], N=r[:, 0])

@@ -74,8 +74,9 @@ def table_truth_coords(truth: dict[str, float] | None = None) -> np.ndarray:
                      t["b"], np.log(t["d_ref"]), t["rho"], t["floor"]])
 
 
-def table_true_loss(N: Any, B: Any, K: Any, truth: dict[str, float] | None = None) -> np.ndarray:
-    """Expected final loss of the size-aware family at (N, B, K), shared learning rate."""
+def table_true_loss(N: Any, B: Any, K: Any,
+                    truth: dict[str, float] | None = None) -> np.ndarray:
+    """Return the expected final loss of the size-aware family at (N, B, K) (shared rate)."""
     from nqm_mc.calibration.sizes import _Model
     t = TABLE_TRUTH if truth is None else truth
     N, B, K = (np.atleast_1d(np.asarray(v, float)) for v in (N, B, K))
@@ -84,7 +85,7 @@ def table_true_loss(N: Any, B: Any, K: Any, truth: dict[str, float] | None = Non
 
 def make_table_runs(seed: int = 0, sigma: float = 0.01,
                     truth: dict[str, float] | None = None) -> Any:
-    """A synthetic final-loss table: 8 sizes x 3 batch sizes x 3 step counts (72 runs).
+    """Return a synthetic final-loss table: 8 sizes x 3 batch sizes x 3 step counts (72 runs).
 
     Losses are the truth times exp(sigma z), z standard normal (seeded); ``C`` = N B K.
     """

@@ -142,7 +142,7 @@ def make_table(B: Any, K: Any, loss: Any, N: Any = None, learning_rate: Any = No
         If an entry is invalid; the message names the parameter, the row and the value.
     """
     owner = "make_table"
-    arrays = {}
+    arrays: dict[str, np.ndarray | None] = {}
     n = None
     for name, value, integer, optional in (("B", B, True, False), ("K", K, True, False),
                                            ("loss", loss, False, False), ("N", N, False, True),
@@ -181,7 +181,7 @@ def make_table(B: Any, K: Any, loss: Any, N: Any = None, learning_rate: Any = No
 
     def get(k: str) -> np.ndarray:
         v = arrays[k]
-        return nan.copy() if v is None else v
+        return nan.copy() if v is None else np.asarray(v)
 
     return LossTable(get("N"), get("B"), get("K"), get("loss"), get("learning_rate"),
                      get("C"), np.arange(n) + 1)

@@ -242,3 +242,21 @@ def test_calibrate_command_names_the_bad_line(tmp_path):
     r = _cli(bad, "--out", str(tmp_path / "o"))
     assert r.returncode == 2 and "line 3: K must be a number" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_tables_without_sizes_and_with_learning_rates():
+    t = make_table_runs(sigma=0.0)
+    one = t.subset((t.N == 4e6) | (t.N == 8e6))
+    single = make_table(one.B, one.K, one.loss)
+    fit = S.fit_table(single, uncertainty="none", n_starts=1)
+    p = fit.predict([1e9], [256], [1000])
+    assert "N is ignored" in p["flags"][0][-1]
+    assert p.value[0] == pytest.approx(fit.predict([1.0], [256], [1000]).value[0])
+    lr = np.where(t.B > 100, 0.2, 0.1)
+    with_lr = make_table(t.B, t.K, t.loss, N=t.N, learning_rate=lr)
+    fit = S.fit_table(with_lr, uncertainty="none", n_starts=1)
+    assert fit.params["tau1"] * 0.2 / fit.lr_ref < 2
+    limit = 2 * fit.lr_ref / fit.params["tau1"]
+    with pytest.raises(ParameterError, match="stability limit"):
+        fit.predict([1e7], [64], [100], learning_rate=1.01 * limit)
+    assert np.isfinite(fit.predict([1e7], [64], [100], learning_rate=0.15).value[0])

@@ -559,8 +559,7 @@ def fit_table(table: LossTable, *, family: str = "nqm", uncertainty: str = "cv",
             warnings.append(f"{name} sits at a bound of its range ([{lo[j]:.3g}, "
                             f"{hi[j]:.3g}]).")
     if not table.has_sizes:
-        warnings.append("the table has no N column: one model size; predictions at other "
-                        "sizes are refused.")
+        warnings.append("the table has no N column: one model size; predictions ignore N.")
     fit = TableFit(table, family, x, n_ref, lr_ref, scale,
                    {"cost": float(best.cost), "rms": float(np.sqrt(np.mean(res ** 2))),
                     "nfev": int(best.nfev)}, warnings, level)
@@ -643,7 +642,8 @@ def predict_final_loss(fit: TableFit, rows: Any, *, learning_rate: Any = None) -
         raise ParameterError(f"The 'fit' parameter of {owner} must be a TableFit. Got "
                              f"{type(fit).__name__} instead.")
     r = _rows(rows, owner)
-    if not fit.table.has_sizes:
+    no_size = not fit.table.has_sizes
+    if no_size:
         r = r.copy()
         r[:, 0] = fit.n_ref
     lr = None
@@ -665,6 +665,8 @@ def predict_final_loss(fit: TableFit, rows: Any, *, learning_rate: Any = None) -
     v = fit._eval(fit.coords, r[:, 0], r[:, 1], r[:, 2], lr)
     w = fit.width
     flags = fit.flags(r[:, 0], r[:, 1], r[:, 2])
+    if no_size:
+        flags = [f + ["the fit has one model size (no N column): N is ignored"] for f in flags]
     return TablePrediction(value=v, lo=v * math.exp(-w), hi=v * math.exp(w), level=fit.level,
                            flags=flags, extrapolated=np.array([bool(f) for f in flags]))
 

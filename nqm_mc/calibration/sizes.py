@@ -838,7 +838,7 @@ def critical_batch_sizes(fit: TableFit, sizes: Any = None, *, target: Any = None
     -------
     list of dict
         Per size: ``N``, ``target``, ``B_crit`` (nan if not resolved), ``band`` (lo, hi over
-        the fold fits), ``S_min``, ``reason`` ('' or why B_crit is nan), ``flags``.
+        the best fit and the fold fits), ``S_min``, ``reason`` ('' or why B_crit is nan), ``flags``.
     """
     owner = "critical_batch_sizes"
     excess = check_real("excess", excess, owner, low=0.0)
@@ -882,7 +882,7 @@ def critical_batch_sizes(fit: TableFit, sizes: Any = None, *, target: Any = None
                 bc = math.nan
             vals.append(bc)
         v = np.array(vals)
-        fin = v[1:][np.isfinite(v[1:])]
+        fin = v[np.isfinite(v)]  # the best fit and the fold fits
         band = (float(fin.min()), float(fin.max())) if fin.size else (math.nan, math.nan)
         flags = []
         b_lo, b_hi = fit.ranges()["B"]

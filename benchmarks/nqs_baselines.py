@@ -25,7 +25,9 @@ Models:
   and K only through B K.
 
 Also printed: the fit time of the default fit (``fit_table``, cross-validated bands) of the
-whole table.
+whole table, and the runs marked ``filtered`` (left out of the source's own fit) predicted from
+the others: long runs at small batch sizes, an extrapolation in steps
+(``--filtered-only`` for this check alone).
 """
 
 from __future__ import annotations
@@ -143,18 +145,46 @@ def nested(table: LossTable, fold: Fold, kinds: tuple[str, ...]) -> dict[str, di
     return out
 
 
+def filtered_check(path: str, models: list[str], level: float) -> None:
+    """Fit on the unfiltered runs, predict the runs the source left out of its fit."""
+    table = read_table(path)
+    every = read_table(path, drop_filtered=False)
+    held = every.subset(~np.isin(every.lines, table.lines))
+    if len(held) == 0:
+        return
+    print(f"\n## The {len(held)} runs marked filtered, predicted from the {len(table)} others "
+          f"(band: the model's own cross-validation on the others)\n")
+    print(f"| model | MSE of log loss | {level:.0%} coverage | largest log error |")
+    print("|---|---|---|---|")
+    for name in models:
+        if name == "chinchilla":
+            fold = plain_fold(chinchilla, level)
+        else:
+            fold = nqm_fold(name, level)
+        pred, w = fold(table, held)
+        r = np.log(held.loss) - np.log(pred)
+        print(f"| {name} | {np.mean(r ** 2):.5f} | {np.mean(np.abs(r) <= w):.2f} | "
+              f"{np.max(np.abs(r)):.3f} |", flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("table", nargs="?", default=DEFAULT)
     ap.add_argument("--quick", action="store_true",
                     help="held-out MSE only (no nested coverage)")
     ap.add_argument("--level", type=float, default=0.95)
+    ap.add_argument("--filtered-only", action="store_true",
+                    help="only the check on the runs marked filtered")
     ap.add_argument("--coverage", default="nqm,nqs,chinchilla,perfect",
                     help="models whose band coverage is measured (nested cross-validation)")
     ap.add_argument("--models", default="nqm,nqs,chinchilla,perfect,nqm-aligned,nqm-linear,"
                     "nqm-nofloor")
     args = ap.parse_args(argv)
     table = read_table(args.table)
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    if args.filtered_only:
+        filtered_check(args.table, models, args.level)
+        return
     print(f"{os.path.basename(args.table)}: {len(table)} runs, "
           f"{len(np.unique(table.N))} model sizes, {len(np.unique(table.budgets))} budgets\n")
     t0, c0 = time.perf_counter(), time.process_time()
@@ -163,7 +193,6 @@ def main(argv: list[str] | None = None) -> None:
     print(f"default fit (fit_table, family nqm, cross-validated bands): {t_fit:.1f} s wall, "
           f"{c_fit:.1f} s CPU of this process; "
           f"band half-width {fit.width:.3f} in log loss; in-sample rms {fit.info['rms']:.4f}\n")
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
     full = [m.strip() for m in args.coverage.split(",") if m.strip()]
     print(f"| model | LOBO MSE | LOBO {args.level:.0%} coverage | LOSO MSE | "
           f"LOSO {args.level:.0%} coverage | time (s) |")
@@ -186,6 +215,7 @@ def main(argv: list[str] | None = None) -> None:
 
         print(f"| {name} | {res['budget']['mse']:.5f} | {cov('budget')} | "
               f"{res['size']['mse']:.5f} | {cov('size')} | {dt:.0f} |", flush=True)
+    filtered_check(args.table, models, args.level)
 
 
 if __name__ == "__main__":

@@ -541,7 +541,7 @@ def fit_table(table: LossTable, *, family: str = "nqm", uncertainty: str = "cv",
     family = check_choice("family", family, owner, tuple(FAMILIES))
     uncertainty = check_choice("uncertainty", uncertainty, owner, ("cv", "none"))
     n_starts = check_int("n_starts", n_starts, owner, low=1, high=1000)
-    seed = check_int("seed", seed, owner, low=0, high=2 ** 63 - 1)
+    seed = check_int("seed", seed, owner, low=0, high=2 ** 64 - 1)
     level = check_real("level", level, owner, low=0.0, high=1.0)
     if len(table) < 10:
         raise ParameterError(f"The 'table' parameter of {owner} needs at least 10 runs. Got "

@@ -53,7 +53,7 @@ Predictor = Callable[[LossTable, LossTable], np.ndarray]
 
 
 def chinchilla_fit(train: LossTable) -> Callable[[LossTable], np.ndarray]:
-    """Fit L = E + A N^-alpha + B' D^-beta (D = B K) by least squares on log L."""
+    """Fit L = E + A N^-alpha + B' D^-beta (D = B K) by least squares on log L (8 starts)."""
     N = train.N if train.has_sizes else np.ones(len(train))
     D = train.tokens
     y = np.log(train.loss)
@@ -71,9 +71,9 @@ def chinchilla_fit(train: LossTable) -> Callable[[LossTable], np.ndarray]:
     lo = [0.0, -20.0, 0.0, -20.0, 0.0]
     hi = [e_hi, 5.0, 2.5, 5.0, 2.5]
     best = None
-    for e in (0.0, 0.5 * e_hi, 0.9 * e_hi):
-        for al in (0.1, 0.4, 1.0):
-            for be in (0.1, 0.4, 1.0):
+    for e in (0.0, 0.8 * e_hi):
+        for al in (0.2, 0.6):
+            for be in (0.2, 0.6):
                 z0 = np.array([e, math.log(max(float(np.mean(train.loss)) - e, 1e-3) / 2),
                                al, math.log(max(float(np.mean(train.loss)) - e, 1e-3) / 2), be])
                 f = optimize.least_squares(resid, np.clip(z0, lo, hi), bounds=(lo, hi))

@@ -45,13 +45,15 @@ class Band(NamedTuple):
 
     ``value`` is the prediction of the best fit; ``lo`` and ``hi`` the quantiles
     ``(1 - level) / 2`` and ``(1 + level) / 2`` over the parameter samples (equal to ``value``
-    without uncertainty). Arrays or floats; ``inf`` marks an unreachable target.
+    without uncertainty). Arrays or floats; ``inf`` marks an unreachable target. ``note``
+    says why a value is missing or to be read with care ('' otherwise).
     """
 
     value: Any
     lo: Any
     hi: Any
     level: float
+    note: str = ""
 
 
 @contextlib.contextmanager

@@ -20,7 +20,7 @@ from nqm_mc.exact.engine import steps_to_target_batch
 from nqm_mc.spec._checks import ParameterError, check_choice, check_int, check_real
 from nqm_mc.spec.model import NQM
 from nqm_mc.spec.optimizers import SGD, HeavyBall, Optimizer
-from nqm_mc.studies.scaling import ScalingResult, reference_grid, tune
+from nqm_mc.studies.scaling import ScalingResult, reference_grid
 
 if TYPE_CHECKING:
     from nqm_mc.calibration.fit import Band, Calibration
@@ -218,15 +218,44 @@ def steps_to_target(cal: Calibration, target: float, optimizer: Optimizer,
     return cal._band(out[0], out[1:])
 
 
-def _tune_grid(model: NQM, family: str, bs: np.ndarray, goal: float, p: float,
-               ema: float | bool | None, grid: tuple[int, int]) -> ScalingResult:
-    """Tune on the reference grid configuration by configuration (see :func:`_grid_steps`).
+#: decades of learning rate below the stability limit searched by the tuning (SGD, and heavy
+#: ball or a tuned EMA decay), as in the reference grids
+GRID_DECADES = {"sgd": 5.5, "heavy_ball": 9.0, "ema": 9.0}
+#: times the tuning grid is extended downwards when the tuned rate sits at its lowest point
+MAX_EXTENSIONS = 4
 
-    Used at a fixed EMA decay, and where groups are frozen at the grid's smallest rate.
+
+def stability_grid(model: NQM, family: str, grid: tuple[int, int], p: float,
+                   ema: float | bool | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Return the tuning grid whose largest learning rate is the model's stability limit.
+
+    The limit is 2 / h_max^(1-p) for SGD (with or without EMA) and 4 / h_max^(1-p) for heavy
+    ball (the limit 2 (1 + beta) / h of momentum beta -> 1); the grid spans
+    :data:`GRID_DECADES` below it, log-spaced with ``grid[0]`` points. Momenta or EMA decays
+    are those of the reference grid.
+    """
+    grid_family: Any = "ema" if ema is True else family
+    _, seconds = reference_grid(grid_family, grid)
+    h = float(np.max(model.curvatures)) if model is not None else 1.0
+    limit = 4.0 if family == "heavy_ball" else 2.0
+    with np.errstate(over="ignore", divide="ignore"):
+        top = limit / h ** (1.0 - p) * (1.0 - 1e-6)
+    if not np.isfinite(top) or top <= 0:
+        top = limit
+    alphas = top * np.logspace(-GRID_DECADES[grid_family], 0.0, grid[0])
+    return alphas, seconds
+
+
+def _tune_grid(model: NQM, family: str, bs: np.ndarray, goal: float, p: float,
+               ema: float | bool | None, grid: tuple[int, int],
+               alphas: np.ndarray | None = None) -> ScalingResult:
+    """Tune configuration by configuration over ``alphas`` (default: :func:`stability_grid`).
+
+    Groups frozen at a learning rate are split off (see :func:`_grid_steps`).
     """
     fixed = None if ema is None or isinstance(ema, bool) else float(ema)
-    grid_family: Any = "ema" if ema is True else family
-    alphas, seconds = reference_grid(grid_family, grid)
+    a_default, seconds = stability_grid(model, family, grid, p, ema)
+    alphas = a_default if alphas is None else alphas
     if family == "heavy_ball":
         opt: Optimizer = HeavyBall(0.1, 0.5, preconditioning=p, ema=fixed)
     else:
@@ -257,12 +286,38 @@ def _tune_member(model: NQM, floor: float, target: float, family: str, bs: np.nd
     if ema is True and family != "sgd":
         raise ParameterError("ema=True (a tuned EMA decay) is available with family='sgd'; "
                              "give a fixed decay for heavy_ball.")
-    grid_family: Any = "ema" if ema is True else family
-    alphas, _ = reference_grid(grid_family, grid)
-    if (ema is None or isinstance(ema, bool)) and not np.any(
-            alphas.min() * model.curvatures ** (1.0 - p) < FROZEN_X):
-        return tune(model, grid_family, bs, goal, preconditioning=p, grid_size=grid)
-    return _tune_grid(model, family, bs, goal, p, ema, grid)
+    alphas, _ = stability_grid(model, family, grid, p, ema)
+    res = _tune_grid(model, family, bs, goal, p, ema, grid, alphas)
+    grid_family = "ema" if ema is True else family
+    step = np.logspace(-GRID_DECADES[grid_family], 0.0, grid[0])[:-1]
+    for _ in range(MAX_EXTENSIONS):
+        # extend where the optimum is the lowest rate, or no rate reaches the target (a lower
+        # rate has a lower noise floor)
+        low = (np.isfinite(res.steps) & (res.learning_rate <= alphas[0])) | ~np.isfinite(
+            res.steps)
+        if not low.any():
+            break
+        alphas = np.concatenate([alphas[0] * step, alphas])
+        res = _tune_grid(model, family, bs, goal, p, ema, grid, alphas)
+    notes = []
+    fin = np.isfinite(res.steps)
+    low = fin & (res.learning_rate <= alphas[0])
+    if low.any():
+        notes.append(f"the tuned learning rate is the smallest tried ({alphas[0]:.3g}, after "
+                     f"{MAX_EXTENSIONS} extensions of the grid) at B = "
+                     f"{', '.join(str(int(b)) for b in bs[low])}: the optimum may lie lower")
+    if not fin.all():
+        notes.append(f"the target is not reached at any learning rate tried (down to "
+                     f"{alphas[0]:.3g}) at B = "
+                     f"{', '.join(str(int(b)) for b in bs[~fin])}")
+    high = fin & (res.learning_rate >= alphas[-1])
+    if high.any():
+        notes.append(f"the tuned learning rate sits at the fitted stability limit "
+                     f"({alphas[-1]:.4g}) at B = {', '.join(str(int(b)) for b in bs[high])}: "
+                     "faster would diverge on the fitted model")
+    res.meta["notes"] = notes
+    res.meta["alpha_range"] = [float(alphas[0]), float(alphas[-1])]
+    return res
 
 
 def _grid(grid_size: Any, owner: str) -> tuple[int, int]:
@@ -302,7 +357,8 @@ def tuned(cal: Calibration, target: float, batch_sizes: Any, family: str = "sgd"
     """Tuned steps to ``target`` and tuned learning rate per batch size, with bands.
 
     Each member (best fit and up to ``max_samples`` samples) is tuned with
-    :func:`nqm_mc.studies.scaling.tune` on the reference grid (``grid_size`` points) for the
+    the grid of :func:`stability_grid` (``grid_size`` points, its top at the member's stability
+    limit, extended downwards while the optimum sits at its lowest rate) for the
     target ``target - floor`` of that member.
 
     Parameters
@@ -348,16 +404,44 @@ def tuned(cal: Calibration, target: float, batch_sizes: Any, family: str = "sgd"
                 or ema is True else cal._band(vals[0], [])
         else:
             out[key] = cal._band(vals[0], vals[1:])
-    crit = [_critical(r, "fit") for r in res]
-    out["critical_batch_size"] = cal._band(crit[0], crit[1:])
+    bs_f = bs.astype(float)
+    crit = [_critical(r, "fit", bs_f) for r in res]
+    notes = list(res[0].meta.get("notes", []))
+    out["critical_batch_size"] = _critical_band(cal, crit, bs_f)
+    if out["critical_batch_size"].note:
+        notes.append(out["critical_batch_size"].note)
+    out["notes"] = notes
     ok, why = cal.reachable(target)
     out["reachable"], out["reason"] = ok, why
     return out
 
 
-def _critical(r: ScalingResult, definition: str) -> float:
+def _critical(r: ScalingResult, definition: str, bs: np.ndarray) -> float:
+    """B_crit of one member; nan when it lies outside the batch sizes tuned."""
     c = r.critical_batch_size()[definition] if np.all(np.isfinite(r.steps)) else None
-    return np.inf if c is None else float(c)
+    if c is None:
+        return np.inf
+    if not bs.min() <= c <= bs.max():
+        return np.nan
+    return float(c)
+
+
+def _critical_band(cal: Calibration, crit: list[float], bs: np.ndarray) -> Band:
+    """Return the band of B_crit; a best fit outside the batch sizes tuned gives nan and a note."""
+    from nqm_mc.calibration.fit import Band
+    v = crit[0]
+    rest = [c for c in crit[1:] if not np.isnan(c)]
+    band = cal._band(v, rest)
+    if np.isnan(v):
+        return Band(np.nan, np.nan, np.nan, band.level,
+                    f"the fitted critical batch size lies outside the batch sizes tuned "
+                    f"[{bs.min():.4g}, {bs.max():.4g}]: not resolved (tune over a wider "
+                    "range, or the fit does not constrain it)")
+    if np.isinf(v):
+        return Band(np.inf, band.lo, band.hi, band.level,
+                    "the target is not reached at every batch size tuned: no critical batch "
+                    "size")
+    return band
 
 
 def critical_batch_size(cal: Calibration, target: float, family: str = "sgd", p: float = 0.0,
@@ -388,7 +472,9 @@ def critical_batch_size(cal: Calibration, target: float, family: str = "sgd", p:
     Returns
     -------
     Band
-        Floats; ``inf`` when the target is unreachable or no batch size qualifies.
+        Floats; ``inf`` when the target is unreachable or no batch size qualifies; ``nan``
+        with a ``note`` when the fitted value lies outside ``batch_sizes`` (not resolved by
+        them).
     """
     owner = "Calibration.critical_batch_size"
     target, family, p, ema = _check_family(cal, target, family, p, ema, owner)
@@ -396,5 +482,5 @@ def critical_batch_size(cal: Calibration, target: float, family: str = "sgd", p:
     bs = _check_batches(batch_sizes, owner)
     max_samples = check_int("max_samples", max_samples, owner, low=0, high=100_000)
     res = _tuned_results(cal, target, bs, family, p, ema, max_samples, _grid(grid_size, owner))
-    vals = [_critical(r, definition) for r in res]
-    return cal._band(vals[0], vals[1:])
+    vals = [_critical(r, definition, bs.astype(float)) for r in res]
+    return _critical_band(cal, vals, bs.astype(float))

@@ -94,8 +94,13 @@ def format_report(cal: Calibration, pred: dict[str, Any]) -> str:
                      f"{r['steps_hi']:>9.4g}]  {r['learning_rate']:>10.3g}  "
                      f"[{r['learning_rate_lo']:>8.3g}, {r['learning_rate_hi']:>8.3g}]")
     c = pred["critical_batch_size"]
-    lines.append(f"critical batch size: {c.value:.4g} ({int(c.level * 100)}% band "
-                 f"[{c.lo:.4g}, {c.hi:.4g}])")
+    if np.isfinite(c.value):
+        lines.append(f"critical batch size: {c.value:.4g} ({int(c.level * 100)}% band "
+                     f"[{c.lo:.4g}, {c.hi:.4g}])")
+    else:
+        lines.append("critical batch size: none")
+    for note in pred["tuned"].get("notes", []):
+        lines.append(f"  note: {note}")
     return "\n".join(lines)
 
 

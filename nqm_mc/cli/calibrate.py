@@ -33,6 +33,9 @@ def cmd_calibrate(args):
     if args.target is not None and not (np.isfinite(args.target) and args.target > 0):
         raise ParameterError(f"The '--target' option must be a loss > 0. Got {args.target!r} "
                              "instead.")
+    from nqm_mc.calibration.table import is_table
+    if is_table(args.runs):
+        return _calibrate_table(args)
     runs = read_runs(args.runs)
     names = ["calibration.json", "calibration.png", "predictions.csv"]
     out = _files.prepare_output(args.out, names, "calibrate", args.force)
@@ -64,6 +67,28 @@ def cmd_calibrate(args):
     return 0
 
 
+def _calibrate_table(args):
+    """``calibrate`` on a final-loss table (nqm_mc.calibration.command)."""
+    from nqm_mc import _files
+    from nqm_mc.calibration import command
+    out = _files.prepare_output(args.out, command.OUTPUTS, "calibrate", args.force)
+    res = command.run_table(args.runs, out, family=args.model_family,
+                            uncertainty=args.uncertainty, seed=args.seed or 0,
+                            keep_filtered=args.keep_filtered, compute=args.compute,
+                            max_steps=args.max_steps, max_batch=args.max_batch,
+                            predict=args.predict, argv=sys.argv[1:])
+    out.finish()
+    if args.json:
+        print(_json({"out": out.dir, "params": res["fit"].params, "cv": res["record"]["cv"],
+                     "plans": res["plans"], "critical_batch_sizes": res["critical"],
+                     "warnings": res["fit"].warnings}))
+    else:
+        print(res["report"])
+        if not args.quiet:
+            print(f"wrote {out.path('calibration.json')}, predictions.csv")
+    return 0
+
+
 def add_parser(sub):
     """Declare ``nqm-mc calibrate`` and its options on the subparsers ``sub``."""
     p = sub.add_parser("calibrate", formatter_class=_Formatter,
@@ -74,8 +99,13 @@ def add_parser(sub):
                                    "tuned steps to target, learning rate and critical batch "
                                    "size with bands; write calibration.json (the fit with "
                                    "provenance), calibration.png and predictions.csv.\n\n"
-                                   "example:\n  nqm-mc calibrate examples/calibration_runs.csv "
-                                   "--target 0.08")
+                                   "A final-loss table (one row per run: N, B, K, loss) is "
+                                   "fitted with the size-aware NQM instead: cross-validated "
+                                   "bands, critical batch size per model size and "
+                                   "compute-optimal plans.\n\n"
+                                   "examples:\n  nqm-mc calibrate examples/calibration_runs.csv "
+                                   "--target 0.08\n  nqm-mc calibrate runs_table.csv "
+                                   "--compute 1e9 --max-batch 1024")
     p.add_argument("runs", metavar="RUNS.csv", help="measured runs (.csv or .toml)")
     _add_target(p, None, "1.2 x the smallest measured loss",
                 "loss target on the measured scale (floor included)")
@@ -97,6 +127,20 @@ def add_parser(sub):
                    help="bootstrap replicates (50)")
     p.add_argument("--n-starts", type=_int_in(1, 1000), default=8,
                    help="starts of the fit (8)")
+    g = p.add_argument_group("final-loss tables (columns N, B, K, loss; see "
+                             "nqm_mc.calibration.table)")
+    g.add_argument("--model-family", default="nqm",
+                   choices=["nqm", "nqm-aligned", "nqm-linear", "nqm-nofloor", "nqs", "perfect"],
+                   help="size-aware family fitted to a table (nqm)")
+    g.add_argument("--compute", default=None,
+                   help="comma-separated compute budgets to plan for, in the unit of the "
+                   "table's C column (default 4x and 64x its largest budget)")
+    g.add_argument("--max-steps", type=float, default=None, help="step budget of the plans")
+    g.add_argument("--max-batch", type=float, default=None, help="cap on B of the plans")
+    g.add_argument("--predict", metavar="ROWS.csv", default=None,
+                   help="rows (N, B, K) to predict with bands (default: the table's rows)")
+    g.add_argument("--keep-filtered", action="store_true",
+                   help="keep rows whose 'filtered' column is true")
     _add_seed(p, 0, "seed of the starts and the bootstrap")
     _add_quiet(p)
     _add_output_args(p)

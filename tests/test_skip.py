@@ -107,7 +107,8 @@ def _per_group_compositions(model, opt, batch, steps):
 
 @pytest.mark.parametrize("opt", [SGD(S.CosineDecay(0.5, 40, 0.01)),
                                  HeavyBall(S.Warmup(S.CosineDecay(0.05, 40), 9), 0.9, ema=0.9),
-                                 Nesterov(S.LinearDecay(0.04, 0.004, 40), 0.8, preconditioning=0.5)],
+                                 Nesterov(S.LinearDecay(0.04, 0.004, 40), 0.8,
+                                          preconditioning=0.5)],
                          ids=["sgd_cosine", "hb_ema_warmup", "nesterov_linear"])
 def test_schedules_changing_every_step_chunked_build(opt):
     """Schedules that change every step are built as vectors over chunks of groups: the same

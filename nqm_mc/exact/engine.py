@@ -321,8 +321,11 @@ def expected_loss(model: NQM, optimizer: Optimizer, batch_size: int | BatchSched
 
 
 def _run_end(lr: np.ndarray, batch: np.ndarray, T: int) -> np.ndarray:
-    """run_end[t]: the first step after t whose learning rate or batch size differs from step
-    t's (T when none does before T), for t < T."""
+    """Return, for every step t < T, the first later step whose hyperparameters differ.
+
+    That is the first step after t whose learning rate or batch size differs from step t's (T
+    when none does before T).
+    """
     n = max(T, 1)
     change = np.flatnonzero((np.diff(lr[:n]) != 0) | (np.diff(batch[:n]) != 0)) + 1
     nxt = np.append(change, T).astype(np.int64)

@@ -9,7 +9,8 @@ alone (the normals Gaussian SGD draws, nothing else); a path's rate is its best 
 dimension-steps per second (d x N x T / s). Round-robin timing spreads the machine's load over
 all paths alike, so the ratios are meaningful on a shared machine even when the rates drift.
 The table gives each path's rate, how much slower than Gaussian SGD it runs (its time over
-SGD's) and its rate as a fraction of the generator alone.
+SGD's) and its rate as a fraction of the generator alone, each from wall time and from the
+process's CPU time (all threads; less sensitive to other processes on a loaded machine).
 """
 
 import argparse  # noqa: I001 (nqm_mc before numba: it sets the vector width)
@@ -70,10 +71,10 @@ def main() -> None:
              if a.only is None or k == "SGD, Gaussian" or any(s in k for s in a.only)}
 
     def run(opt, noise):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         simulate(model, opt, a.batch, a.steps, a.runs, record="log", noise=noise,
                  progress=False, method="step")
-        return time.perf_counter() - t0
+        return np.array([time.perf_counter() - t0, time.process_time() - c0])
 
     t0 = time.perf_counter()
     for opt, noise in paths.values():  # compile (or load the cache) outside the timings
@@ -81,23 +82,26 @@ def main() -> None:
                  method="step")
     generator_only(8, 2, 2)
     warm = time.perf_counter() - t0
-    best = {k: np.inf for k in paths}
-    gen = np.inf
+    best = {k: np.full(2, np.inf) for k in paths}
+    gen = np.full(2, np.inf)
     for _ in range(a.rounds):
         for k, (opt, noise) in paths.items():
-            best[k] = min(best[k], run(opt, noise))
-        t0 = time.perf_counter()
+            best[k] = np.minimum(best[k], run(opt, noise))
+        t0, c0 = time.perf_counter(), time.process_time()
         generator_only(a.dim, a.runs, a.steps)
-        gen = min(gen, time.perf_counter() - t0)
+        gen = np.minimum(gen, [time.perf_counter() - t0, time.process_time() - c0])
     print(f"d = {a.dim}, N = {a.runs}, T = {a.steps}, B = {a.batch}, method='step', float64, "
           f"{numba.get_num_threads()} threads, best of {a.rounds} round-robin rounds "
           f"(compile / cache load {warm:.1f} s)")
+    print(f"{'':30s} {'--------------- wall time ---------------':>44s} "
+          f"{'-------- CPU time --------':>28s}")
     print(f"{'path':30s} {'G dim-steps/s':>13s} {'slower than SGD':>16s} "
-          f"{'of generator':>13s}")
+          f"{'of generator':>13s} {'slower than SGD':>16s} {'of generator':>13s}")
     sgd = best["SGD, Gaussian"]
     for k, t in best.items():
-        print(f"{k:30s} {work / t / 1e9:13.3f} {t / sgd:15.2f}x {100 * gen / t:12.0f} %")
-    print(f"{'generator alone':30s} {work / gen / 1e9:13.3f}")
+        print(f"{k:30s} {work / t[0] / 1e9:13.3f} {t[0] / sgd[0]:15.2f}x "
+              f"{100 * gen[0] / t[0]:12.0f} % {t[1] / sgd[1]:15.2f}x {100 * gen[1] / t[1]:12.0f} %")
+    print(f"{'generator alone':30s} {work / gen[0] / 1e9:13.3f}")
 
 
 if __name__ == "__main__":

@@ -356,8 +356,9 @@ def test_small_eigendecomposition_matches_lapack(A):
 def test_reference_method_on_the_heavy_ball_grid_matches_notebook_math(B):
     """The grid-wide bisection (state kept at lo, powers per depth) gives the notebook's counts
     on random cells of its heavy-ball grid, including heavily under-damped ones. B = 4 (the
-    notebook's step-by-step reference walks about 10^5 steps per cell: 30-100 s) runs with the
-    slow tests; B = 2^16, the same code on the same cells, in the default run."""
+    notebook's step-by-step reference is long at a small batch: about 100 s measured on a
+    loaded 2-core machine) runs with the slow tests; B = 2^16, the same code on the same
+    cells, in the default run."""
     from nqm_mc.studies.scaling import reference_grid
     m = NQM.binned()
     alphas, betas = reference_grid("heavy_ball")

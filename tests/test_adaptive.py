@@ -147,6 +147,57 @@ def test_student_t_law():
     assert abs(z.var() - 1.0) < 5 * np.sqrt(8 / z.size)
 
 
+def test_student_t_elements_replay_alone_and_later_rounds_are_used():
+    """Element i of a step depends on (seed, trajectory, step, i) only: a longer or shorter
+    fill gives it the same bits, float32 is the rounded float64; the elements whose first
+    Philox call failed twice (about 4.6 %) take later rounds, whose variates have the same law
+    as the others (KS against t_nu, with a power check on a wrong nu)."""
+    nu = 4.0
+    n = 100_000
+    z = np.empty(n)
+    key = (np.uint32(7), np.uint32(0), np.uint32(1), np.uint32(2))
+    _rng.fill_student_t(z, n, *key, nu)
+    short = np.empty(301)
+    _rng.fill_student_t(short, 301, *key, nu)
+    assert np.array_equal(short, z[:301])
+    z32 = np.empty(1001, np.float32)
+    _rng.fill_student_t(z32, 1001, *key, nu)
+    assert np.array_equal(z32, z[:1001].astype(np.float32))
+    # which elements needed a second round: both attempts of their first call outside the disc
+    words = np.empty((n, 4), np.uint32)
+    _rng.philox_block(0, key[0], np.uint32(_rng.PURPOSE_STUDENT), key[1], key[2], key[3], n,
+                      words)
+    uv = (words.astype(np.float64) + 0.5) / 2 ** 31 - 1.0
+    late = ((uv[:, 0] ** 2 + uv[:, 1] ** 2) >= 1) & ((uv[:, 2] ** 2 + uv[:, 3] ** 2) >= 1)
+    p = (1 - np.pi / 4) ** 2
+    assert abs(late.mean() - p) < 5 * np.sqrt(p * (1 - p) / n)
+    scale = np.sqrt((nu - 2) / nu)
+    assert np.all(np.isfinite(z))
+    assert stats.kstest(z[late] / scale, "t", args=(nu,)).pvalue > 1e-4
+    assert stats.kstest(z[late] / scale, "t", args=(1.5,)).pvalue < 1e-6  # power
+
+
+def test_libm_free_expm1_and_log():
+    """The vectorisable expm1 and -2 ln used by the Student-t sampler, against numpy, over
+    their whole ranges: within 4 ulp."""
+    from numba import njit
+
+    @njit
+    def both(y, w, e, lg):
+        for i in range(y.shape[0]):
+            e[i] = _rng.expm1_pos(y[i])
+            lg[i] = _rng.neg2log(w[i])
+
+    y = np.r_[0.0, np.geomspace(1e-300, 44.0, 20_000), np.linspace(0, 44, 20_001)]
+    w = np.r_[2.0 ** -63, np.geomspace(2.0 ** -63, 1 - 2 ** -53, 40_001)]
+    e, lg = np.empty_like(y), np.empty_like(w)
+    both(y, w, e, lg)
+    eps = np.finfo(float).eps
+    assert np.all(np.abs(e - np.expm1(y)) <= 4 * eps * np.abs(np.expm1(y)))
+    ref = -2 * np.log(w)
+    assert np.all(np.abs(lg - ref) <= 4 * eps * np.maximum(np.abs(ref), 1e-300))
+
+
 def test_finite_data_batches_are_without_replacement_and_unit_variance():
     n, B = 50, 20
     perm = np.arange(n)

@@ -73,6 +73,70 @@ def test_transitions_equal_the_product_of_update_rules(opt):
             np.testing.assert_allclose(F @ F.T, Sig, rtol=1e-10, atol=1e-14 * np.abs(Sig).max())
 
 
+def _per_group_compositions(model, opt, batch, steps):
+    """(Phi, F) by one composition per group and step (the kernels' one-step map, power and
+    composition, applied group by group): the bits the chunked build must reproduce."""
+    from nqm_mc.montecarlo import _skip_kernels as SK
+    from nqm_mc.montecarlo.skip import state_size
+    T = int(steps[-1])
+    lr_t = opt.learning_rate.values(T)
+    isb_t = 1.0 / np.sqrt(batch.values(T) if hasattr(batch, "values") else np.full(T, batch))
+    p = opt.preconditioning
+    a_g = model.curvatures ** (-p) * model.curvatures
+    b_g = model.curvatures ** (-p) * np.sqrt(model.noise_variances)
+    s = state_size(opt)
+    beta = float(getattr(opt, "momentum", 0.0))
+    gamma = float(opt.ema or 0.0)
+    w = [np.empty((s, s)) for _ in range(10)]
+    bv, done = np.empty(s), np.empty(s, np.bool_)
+    phi = np.empty((steps.size - 1, s, s, model.n_groups))
+    fac = np.empty_like(phi)
+    for g in range(model.n_groups):
+        for k in range(steps.size - 1):
+            P, S_ = np.eye(s), np.zeros((s, s))
+            for t in range(steps[k], steps[k + 1]):
+                A = w[0]
+                SK._one_step(opt.kind_code, opt.ema is not None, a_g[g], b_g[g], lr_t[t],
+                             isb_t[t], beta, gamma, A, bv)
+                SK._run_power(A, bv, 1, *w[1:9])
+                SK._compose(w[1], w[2], P, S_, w[7], w[8])
+            phi[k, :, :, g] = P
+            SK.factor_psd(S_, fac[k, :, :, g], w[9], done)
+    return phi, fac
+
+
+@pytest.mark.parametrize("opt", [SGD(S.CosineDecay(0.5, 40, 0.01)),
+                                 HeavyBall(S.Warmup(S.CosineDecay(0.05, 40), 9), 0.9, ema=0.9),
+                                 Nesterov(S.LinearDecay(0.04, 0.004, 40), 0.8,
+                                          preconditioning=0.5)],
+                         ids=["sgd_cosine", "hb_ema_warmup", "nesterov_linear"])
+def test_schedules_changing_every_step_chunked_build(opt):
+    """Schedules that change every step are built as vectors over chunks of groups: the same
+    bits as one composition per group and step, and the brute-force product of the update
+    rule, over more groups than one chunk (70: a full chunk and a partial one)."""
+    from nqm_mc.montecarlo._skip_kernels import GROUP_CHUNK
+    G = GROUP_CHUNK + 6
+    model = NQM(np.geomspace(1.0, 1e-3, G), np.geomspace(0.5, 2.0, G))
+    steps = np.array([1, 2, 5, 17, 40])
+    phi, fac = transitions(model, opt, 8, steps)
+    ref_phi, ref_fac = _per_group_compositions(model, opt, 8, np.r_[0, steps])
+    assert np.array_equal(phi, ref_phi) and np.array_equal(fac, ref_fac)
+    lr_t = opt.learning_rate.values(40)
+    B_t = np.full(40, 8)
+    grid = np.r_[0, steps]
+    for g in (0, GROUP_CHUNK - 1, GROUP_CHUNK, G - 1):
+        for k in range(grid.size - 1):
+            P, Sig = _brute(model.curvatures[g], model.noise_variances[g], opt, lr_t, B_t,
+                            grid[k], grid[k + 1])
+            F = fac[k, :, :, g]
+            np.testing.assert_allclose(phi[k, :, :, g], P, rtol=1e-12, atol=1e-14)
+            np.testing.assert_allclose(F @ F.T, Sig, rtol=1e-10, atol=1e-14 * np.abs(Sig).max())
+    # power: a rate off by 1 % at one step is seen
+    wrong = opt.with_(learning_rate=S.PiecewiseConstant(
+        list(range(1, 40)), list(lr_t * np.where(np.arange(40) == 20, 1.01, 1.0))))
+    assert not np.allclose(transitions(model, wrong, 8, steps)[0], phi, rtol=1e-9, atol=0)
+
+
 def test_factor_of_singular_and_nearly_singular_covariances():
     rs = np.random.default_rng(0)
     W, done = np.empty((3, 3)), np.empty(3, np.bool_)

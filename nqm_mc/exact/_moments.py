@@ -38,10 +38,61 @@ def is_stable(k, table):
 
 
 # --------------------------------------------------------------------------- per-step curves
+JUMP_MIN = 64  # gaps this long or longer between records (in one run) are jumped, not stepped
+
+
+@njit(**_OPTS)
+def _jump(k, A, b, q, gap, built, table, N, mu, S, nm, tmp, T):
+    """(mu, S) <- their values ``gap`` steps of the constant map (A, q b b^T) later, by the
+    binary digits of gap: with P_j = A^(2^j) and N_j = sum_{i < 2^j} A^i (q b b^T) A^iT,
+    mu <- P_j mu and S <- P_j S P_j^T + N_j for every set bit j (all powers of A commute).
+    table[j] = P_j and N[j] = N_j for j < built on entry (built = 0: none yet); the levels
+    the gap needs are added. Returns the number of levels built."""
+    need = 1
+    while (1 << need) <= gap:
+        need += 1
+    if built == 0:
+        for i in range(3):
+            for j in range(3):
+                table[0, i, j] = A[i, j]
+                N[0, i, j] = q * b[i] * b[j]
+        built = 1
+    while built < need:
+        p = built
+        _matmul(k, table[p - 1], table[p - 1], table[p])
+        _sandwich(k, table[p - 1], N[p - 1], tmp, T)
+        for i in range(k):
+            for j in range(k):
+                N[p, i, j] = N[p - 1, i, j] + T[i, j]
+        built += 1
+    p = 0
+    while gap > 0:
+        if gap & 1:
+            _sandwich(k, table[p], S, tmp, T)
+            for i in range(k):
+                acc = 0.0
+                for j in range(k):
+                    acc += table[p, i, j] * mu[j]
+                nm[i] = acc
+            for i in range(k):
+                mu[i] = nm[i]
+                for j in range(k):
+                    S[i, j] = T[i, j] + N[p, i, j]
+        gap >>= 1
+        p += 1
+    return built
+
+
 @njit(cache=True, error_model="numpy", parallel=True)
 def curve_kernel(form, record, n_chunks, out_mean, out_var, out_theta_mean, out_group_m1,
-                 out_group_m2):
+                 out_group_m2, run_end):
     """Per-step recurrences for t = 0..record[-1]; statistics at the steps listed in ``record``.
+
+    Where the next record lies JUMP_MIN steps or more ahead inside a run of constant
+    hyperparameters, the moments jump there in O(log gap) (_jump: the doubling of
+    loss_at_kernel, with the run's power table built once and extended as needed), so sparse
+    records on piecewise-constant hyperparameters cost O(records log t) per group instead of
+    O(t); shorter gaps are stepped as written.
 
     form : LinearForm (:mod:`nqm_mc.exact.lowering`) with lr, batch of length >= record[-1]
         (G groups).
@@ -52,6 +103,8 @@ def curve_kernel(form, record, n_chunks, out_mean, out_var, out_theta_mean, out_
         order, so totals do not depend on the thread count).
     out_group_m1, out_group_m2 : (R, G) or (0, 0) float64; receive the readout's per-group mean
         and uncentred second moment (skipped when empty).
+    run_end : (T,) int64; run_end[t] is the first step after t whose learning rate or batch
+        size differs from step t's (record[-1] when none does).
     """
     kind, has_ema, beta, gamma = form.kind, form.has_ema, form.beta, form.gamma
     h, hp, c, n, mu0, v0 = form.h, form.hp, form.c, form.n, form.mu0, form.v0
@@ -67,7 +120,11 @@ def curve_kernel(form, record, n_chunks, out_mean, out_var, out_theta_mean, out_
         tmp = np.zeros((3, 3))
         mu = np.zeros(3)
         nm = np.zeros(3)
+        table = np.zeros((MAX_LOG2 + 1, 3, 3))
+        N = np.zeros((MAX_LOG2 + 1, 3, 3))
         for g in range(ch * G // n_chunks, (ch + 1) * G // n_chunks):
+            built = 0  # levels of the power table of the current run
+            built_at = -1  # the step whose run the table belongs to
             k = fill_linear_form(kind, has_ema, h[g], hp[g], lr_t[0], beta, gamma, A, b)
             ro = k - 1 if has_ema else 0
             for i in range(3):
@@ -102,6 +159,14 @@ def curve_kernel(form, record, n_chunks, out_mean, out_var, out_theta_mean, out_
                 if t > 0 and lr_t[t] != lr_t[t - 1]:  # A and b depend on the step only here
                     k = fill_linear_form(kind, has_ema, h[g], hp[g], lr_t[t], beta, gamma, A, b)
                 q = c[g] / batch_t[t]
+                gap = min(record[r], run_end[t]) - t
+                if gap >= JUMP_MIN:
+                    if built_at < 0 or run_end[built_at] != run_end[t]:  # a new run
+                        built = 0
+                        built_at = t
+                    built = _jump(k, A, b, q, gap, built, table, N, mu, S, nm, tmp, T)
+                    t += gap
+                    continue
                 if k == 2:  # the same operations as below, in scalars
                     _sandwich2_inplace(A, S)
                     m0 = A[0, 0] * mu[0] + A[0, 1] * mu[1]

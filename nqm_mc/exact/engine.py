@@ -230,10 +230,10 @@ _SPARSE_HINT = ("Record a sparse set of steps (record=, e.g. log-spaced) or fewe
 def _curve_bytes(T: int, R: int, nc: int, G: int, group_moments: bool) -> float:
     """Return the bytes expected_loss allocates.
 
-    Per-step learning rates and batch sizes (with the temporaries a schedule's ``values``
-    makes) and per-record statistics.
+    Per-step learning rates, batch sizes and ends of runs of constant hyperparameters (with
+    the temporaries a schedule's ``values`` makes) and per-record statistics.
     """
-    return 8.0 * (4 * max(T, 1) + R * (3 * nc + 2) + (2 * R * G if group_moments else 0))
+    return 8.0 * (6 * max(T, 1) + R * (3 * nc + 2) + (2 * R * G if group_moments else 0))
 
 
 def expected_loss(model: NQM, optimizer: Optimizer, batch_size: int | BatchSchedule,
@@ -298,7 +298,7 @@ def expected_loss(model: NQM, optimizer: Optimizer, batch_size: int | BatchSched
     gm1 = np.zeros((R, G)) if group_moments else np.zeros((0, 0))
     gm2 = np.zeros((R, G)) if group_moments else np.zeros((0, 0))
     with np.errstate(over="ignore", invalid="ignore"):
-        curve_kernel(form, steps, nc, om, ov, ot, gm1, gm2)
+        curve_kernel(form, steps, nc, om, ov, ot, gm1, gm2, _run_end(form.lr, form.batch, T))
     mean, var, mth = om.sum(0), ov.sum(0), ot.sum(0)
     diverged, reason = False, ""
     bad = ~(mean < DIVERGED)  # overflowed, or not finite
@@ -318,6 +318,18 @@ def expected_loss(model: NQM, optimizer: Optimizer, batch_size: int | BatchSched
             diverged, reason = True, st.reason
     return ExactCurve(steps, mean, var, mth, gm1 if group_moments else None,
                       gm2 if group_moments else None, diverged, reason)
+
+
+def _run_end(lr: np.ndarray, batch: np.ndarray, T: int) -> np.ndarray:
+    """Return, for every step t < T, the first later step whose hyperparameters differ.
+
+    That is the first step after t whose learning rate or batch size differs from step t's (T
+    when none does before T).
+    """
+    n = max(T, 1)
+    change = np.flatnonzero((np.diff(lr[:n]) != 0) | (np.diff(batch[:n]) != 0)) + 1
+    nxt = np.append(change, T).astype(np.int64)
+    return np.ascontiguousarray(nxt[np.searchsorted(change, np.arange(n), side="right")])
 
 
 def _constant_hparams(optimizer: Optimizer, batch_size: int | BatchSchedule,

@@ -21,7 +21,7 @@ from nqm_mc.montecarlo._rng import (
     PURPOSE_INITIAL,
     fill_normals_f32,
     fill_normals_f64,
-    fill_student_t,
+    fill_student_t_ws,
     normals_chunk_f32,
     normals_chunk_f64,
     sample_without_replacement,
@@ -438,7 +438,7 @@ def _trajectory(rule, dirs, sched, rec, work, run_start, run_band, key, stop):
 @njit(cache=True, error_model="numpy")
 def _noise(law, batch, work, d, step, key, single):
     """work.z[0:d] <- the step's unit-variance gradient noise (of z / sqrt(B) per direction).
-    Gaussian: the fast path's normals, bit for bit. Student-t: see _rng.fill_student_t.
+    Gaussian: the fast path's normals, bit for bit. Student-t: see _rng.fill_student_t_ws.
     Finite data: a batch of B of the n standardised per-example rows, drawn without
     replacement; z = sqrt(B) f mean_batch(row), f = sqrt((n - 1) / (n - B)) the inverse finite
     population correction, so that z has unit variance like the Gaussian case."""
@@ -450,7 +450,7 @@ def _noise(law, batch, work, d, step, key, single):
         else:
             fill_normals_f64(z, d, step, np.uint32(PURPOSE_GRADIENT), shi, k0, k1, work.ws)
     elif law.code == NOISE_STUDENT_T:
-        fill_student_t(z, d, step, shi, k0, k1, law.nu)
+        fill_student_t_ws(z, d, step, shi, k0, k1, law.nu, work.ws)
     else:
         perm = work.perm
         n = perm.shape[0]

@@ -272,36 +272,107 @@ def fill_normals_f32(out, n, step, purpose, seed_hi, k0, k1, ws):
                           out[4 * start:])
 
 
+_INV_LN2 = 1.44269504088896340736
+
+
+@njit(**_OPTS)
+def expm1_pos(y):
+    """exp(y) - 1 for float64 y in [0, 44], within a few ulp, vectorisable (no libm call):
+    y = k ln 2 + r with |r| <= ln(2) / 2, expm1(r) by its Taylor series to r^15 (error below
+    1e-19 relative), then 2^k expm1(r) + (2^k - 1), 2^k built from the bits of k."""
+    k = np.int32(y * _INV_LN2 + 0.5)
+    kf = np.float64(k)
+    r = (y - kf * _LN2_HI) - kf * _LN2_LO
+    p = 1.0 / 1307674368000.0
+    p = p * r + 1.0 / 87178291200.0
+    p = p * r + 1.0 / 6227020800.0
+    p = p * r + 1.0 / 479001600.0
+    p = p * r + 1.0 / 39916800.0
+    p = p * r + 1.0 / 3628800.0
+    p = p * r + 1.0 / 362880.0
+    p = p * r + 1.0 / 40320.0
+    p = p * r + 1.0 / 5040.0
+    p = p * r + 1.0 / 720.0
+    p = p * r + 1.0 / 120.0
+    p = p * r + 1.0 / 24.0
+    p = p * r + 1.0 / 6.0
+    p = p * r + 0.5
+    em = r + r * r * p
+    two_k = 1.0
+    for bit in (32, 16, 8, 4, 2, 1):
+        two_k = two_k * 2.0 ** bit if (k & bit) != 0 else two_k
+    return two_k * em + (two_k - 1.0)
+
+
+@njit(**_OPTS)
+def _f64_of_u32(a):
+    # the uint32 a as float64, exactly, through a signed conversion (AVX2 has no unsigned one)
+    return np.float64(np.int32(a ^ np.uint32(0x80000000))) + 2147483648.0
+
+
+@njit(**_OPTS)
+def _student_pair(a0, b0, a1, b1, nu):
+    """Bailey's polar method on two attempts (u, v) from 32-bit words (u = (a + 1/2) 2^-31 - 1,
+    likewise v from b): the first attempt with w = u^2 + v^2 < 1 gives
+    t = u sqrt(nu (w^(-2/nu) - 1) / w), w^(-2/nu) - 1 = expm1(-2 ln(w) / nu); NaN when both
+    attempts fail. Branch-free, so that a loop over it vectorises."""
+    u0 = (_f64_of_u32(a0) + 0.5) * (1.0 / 2147483648.0) - 1.0
+    v0 = (_f64_of_u32(b0) + 0.5) * (1.0 / 2147483648.0) - 1.0
+    u1 = (_f64_of_u32(a1) + 0.5) * (1.0 / 2147483648.0) - 1.0
+    v1 = (_f64_of_u32(b1) + 0.5) * (1.0 / 2147483648.0) - 1.0
+    w0 = u0 * u0 + v0 * v0
+    w1 = u1 * u1 + v1 * v1
+    first = w0 < 1.0
+    u = u0 if first else u1
+    w = w0 if first else w1
+    ok = first | (w1 < 1.0)
+    w = w if ok else 0.5  # a harmless argument; the result is replaced by NaN
+    x = u * math.sqrt(nu * expm1_pos(neg2log(w) / nu) / w)
+    return x if ok else np.nan
+
+
 @njit(cache=True, error_model="numpy")
-def fill_student_t(out, n, step, seed_hi, k0, k1, nu):
+def _student_chunk(start, m, step, seed_hi, k0, k1, nu, scale, ws, dst):
+    """dst[0:m] <- Student-t variates start .. start + m - 1 (see fill_student_t_ws)."""
+    _philox_chunk(start, step, np.uint32(PURPOSE_STUDENT), seed_hi, k0, k1, m, ws)
+    w0, w1, w2, w3 = ws[0], ws[1], ws[2], ws[3]
+    for i in range(m):  # the first Philox call of every element (SIMD)
+        dst[i] = _student_pair(w0[i], w1[i], w2[i], w3[i], nu) * scale
+    for i in range(m):  # the few (1 - pi/4)^2 = 4.6 %) whose first two attempts failed
+        if dst[i] != dst[i]:
+            rnd = 1
+            while True:
+                r0, r1, r2, r3 = philox4x32(np.uint32(start + i), step,
+                                            np.uint32(PURPOSE_STUDENT | (rnd << 8)), seed_hi,
+                                            k0, k1)
+                x = _student_pair(r0, r1, r2, r3, nu)
+                if x == x:
+                    dst[i] = x * scale
+                    break
+                rnd += 1
+
+
+@njit(cache=True, error_model="numpy")
+def fill_student_t_ws(out, n, step, seed_hi, k0, k1, nu, ws):
     """out[0:n] <- Student-t variates with nu > 2 degrees of freedom, scaled to unit variance,
     by Bailey's polar method: (u, v) uniform on (-1, 1)^2 until w = u^2 + v^2 < 1, then
     t = u sqrt(nu (w^(-2/nu) - 1) / w). Element i draws from counters (i, step,
     PURPOSE_STUDENT | round << 8, seed_hi), two attempts per call (32-bit uniforms), so any
-    element is replayable alone. w^(-2/nu) uses libm's exp: bits may differ across libm
-    versions (never across threads or executors)."""
+    element is replayable alone. Every element's first call is made for a chunk of elements at
+    once and the variates computed in one branch-free SIMD loop (ln and expm1 by the
+    vectorisable, libm-free functions of this module: the same bits on every machine); the
+    elements whose two first attempts failed (4.6 %) then draw their next rounds one by one.
+    ws is the (4, CHUNK) uint32 workspace."""
     scale = math.sqrt((nu - 2.0) / nu)
-    for i in range(n):
-        rnd = 0
-        while True:
-            r0, r1, r2, r3 = philox4x32(np.uint32(i), step,
-                                        np.uint32(PURPOSE_STUDENT | (rnd << 8)), seed_hi, k0, k1)
-            x = 0.0
-            found = False
-            for attempt in range(2):
-                a = r0 if attempt == 0 else r2
-                b = r1 if attempt == 0 else r3
-                u = (np.float64(a) + 0.5) * (1.0 / 2147483648.0) - 1.0
-                v = (np.float64(b) + 0.5) * (1.0 / 2147483648.0) - 1.0
-                w = u * u + v * v
-                if w < 1.0:
-                    x = u * math.sqrt(nu * (math.exp(-2.0 / nu * math.log(w)) - 1.0) / w)
-                    found = True
-                    break
-            if found:
-                break
-            rnd += 1
-        out[i] = x * scale
+    for start in range(0, n, CHUNK):
+        _student_chunk(start, min(CHUNK, n - start), step, seed_hi, k0, k1, nu, scale, ws,
+                       out[start:])
+
+
+@njit(cache=True, error_model="numpy")
+def fill_student_t(out, n, step, seed_hi, k0, k1, nu):
+    """fill_student_t_ws with its own workspace."""
+    fill_student_t_ws(out, n, step, seed_hi, k0, k1, nu, np.empty((4, CHUNK), np.uint32))
 
 
 @njit(cache=True, error_model="numpy")

@@ -175,6 +175,97 @@ def factor_psd(S, F, W, done):
     return rank
 
 
+GROUP_CHUNK = 256  # groups built together: their (s, s) matrices as vectors over the chunk
+
+
+@njit(cache=True, error_model="numpy")
+def _step_chunk(kind, has_ema, a, b, lr, q, beta, gamma, P, S, A, bv, T1, T2, n):
+    """(P, S) <- one step of every group g < n of a chunk after (P, S), with its (a[g], b[g]):
+    P = A P, S = A S A^T + bv bv^T, symmetrised. Arrays (s, s, chunk) and (s, chunk), the
+    group last so that every loop runs over contiguous groups (SIMD). The arithmetic is
+    _one_step's, then _run_power's of one step (A, bv bv^T), then _compose's, operation for
+    operation in the same order, so the result has the same bits as that per-group path."""
+    s = P.shape[0]
+    for g in range(n):  # _one_step
+        ag = a[g]
+        bg = b[g]
+        if kind == KIND_SGD:
+            tt, tm, tb = 1.0 - lr * ag, 0.0, -lr * bg * q
+        elif kind == KIND_HEAVY_BALL:
+            tt, tm, tb = 1.0 - lr * ag, -lr * beta, -lr * bg * q
+        else:
+            tt, tm, tb = (1.0 - lr * (1.0 + beta) * ag, -lr * beta * beta,
+                          -lr * (1.0 + beta) * bg * q)
+        A[0, 0, g] = tt
+        bv[0, g] = tb
+        if kind != KIND_SGD:
+            A[0, 1, g] = tm
+            A[1, 0, g] = ag
+            A[1, 1, g] = beta
+            bv[1, g] = bg * q
+        if has_ema:
+            e = s - 1
+            for j in range(s):
+                A[e, j, g] = (1.0 - gamma) * A[0, j, g]
+            A[e, e, g] = gamma
+            bv[e, g] = (1.0 - gamma) * tb
+    for i in range(s):  # T1 = A P, T2 = A S (sums from 0.0 in k order, as _compose)
+        for j in range(s):
+            t1 = T1[i, j]
+            t2 = T2[i, j]
+            for g in range(n):
+                t1[g] = 0.0
+                t2[g] = 0.0
+            for k in range(s):
+                aik = A[i, k]
+                pkj = P[k, j]
+                skj = S[k, j]
+                for g in range(n):
+                    t1[g] += aik[g] * pkj[g]
+                    t2[g] += aik[g] * skj[g]
+    for i in range(s):
+        for j in range(s):
+            pij = P[i, j]
+            t1 = T1[i, j]
+            for g in range(n):
+                pij[g] = t1[g]
+    for i in range(s):  # T1 = T2 A^T + bv bv^T (the one-step S of _run_power: symmetrised
+        for j in range(s):  # bv_i bv_j, which is exact)
+            t1 = T1[i, j]
+            for g in range(n):
+                t1[g] = 0.0
+            for k in range(s):
+                t2 = T2[i, k]
+                ajk = A[j, k]
+                for g in range(n):
+                    t1[g] += t2[g] * ajk[g]
+            bi = bv[i]
+            bj = bv[j]
+            for g in range(n):
+                x = bi[g] * bj[g]
+                t1[g] = t1[g] + 0.5 * (x + x)
+    for i in range(s):
+        for j in range(s):
+            sij = S[i, j]
+            t1 = T1[i, j]
+            t1t = T1[j, i]
+            for g in range(n):
+                sij[g] = 0.5 * (t1[g] + t1t[g])
+
+
+@njit(cache=True, error_model="numpy")
+def _step_chunk_sgd(a, b, lr, q, p, sv, n):
+    """_step_chunk for plain SGD (s = 1) in one fused SIMD loop, operation for operation the
+    same arithmetic: P = 0 + A P, S = ((0 + A S) A + sym(bv^2)) symmetrised."""
+    for g in range(n):
+        tt = 1.0 - lr * a[g]
+        tb = -lr * b[g] * q
+        p[g] = 0.0 + tt * p[g]
+        x = tb * tb
+        t1 = (0.0 + (0.0 + tt * sv[g]) * tt) + 0.5 * (x + x)
+        sv[g] = 0.5 * (t1 + t1)
+
+
 @njit(cache=True, error_model="numpy", parallel=True)
 def build_transitions(kind, has_ema, a_g, b_g, beta, gamma, lr_t, isb_t, seg_start, grid,
                       phi_out, fac_out):
@@ -185,12 +276,29 @@ def build_transitions(kind, has_ema, a_g, b_g, beta, gamma, lr_t, isb_t, seg_sta
     a_g, b_g: (G,) gradient coefficients h^(1-p) and h^-p sqrt(c) of each group; lr_t, isb_t:
     (T,) per-step learning rate and 1/sqrt(B); seg_start: increasing steps at which (lr, isb)
     change, starting with 0 and ending with T (runs of constant hyperparameters); grid:
-    increasing steps starting at 0. Each run inside an interval costs O(log length).
+    increasing steps starting at 0. Each run of two steps or more inside an interval costs
+    O(log length) compositions per group; a run of one step (a schedule that changes every
+    step, such as a cosine decay or a warmup) is applied to a chunk of GROUP_CHUNK groups at
+    once, as vectors over the groups (_step_chunk: the same operations, so the same bits as
+    one composition per group and step, several times faster). Chunks of groups run in
+    parallel.
     """
     G = a_g.shape[0]
     s = phi_out.shape[1]
     n_int = grid.shape[0] - 1
-    for g in prange(G):
+    CH = GROUP_CHUNK
+    n_chunks = (G + CH - 1) // CH
+    for c in prange(n_chunks):
+        g0 = c * CH
+        n = min(CH, G - g0)
+        ac = a_g[g0:g0 + n]
+        bc = b_g[g0:g0 + n]
+        Pc = np.empty((s, s, CH))
+        Sc = np.empty((s, s, CH))
+        Ac = np.zeros((s, s, CH))
+        bvc = np.zeros((s, CH))
+        T1c = np.empty((s, s, CH))
+        T2c = np.empty((s, s, CH))
         A = np.empty((s, s))
         bv = np.empty(s)
         P = np.empty((s, s))
@@ -212,21 +320,42 @@ def build_transitions(kind, has_ema, a_g, b_g, beta, gamma, lr_t, isb_t, seg_sta
             t1 = grid[k + 1]
             for i in range(s):
                 for j in range(s):
-                    P[i, j] = 1.0 if i == j else 0.0
-                    S[i, j] = 0.0
+                    for g in range(n):
+                        Pc[i, j, g] = 1.0 if i == j else 0.0
+                        Sc[i, j, g] = 0.0
             while t < t1:
                 while seg_start[seg + 1] <= t:
                     seg += 1
                 end = min(t1, seg_start[seg + 1])
-                _one_step(kind, has_ema, a_g[g], b_g[g], lr_t[t], isb_t[t], beta, gamma, A, bv)
-                _run_power(A, bv, end - t, Pn, Sn, Pw, Sw, C1, C2, T1, T2)
-                _compose(Pn, Sn, P, S, T1, T2)
+                if end - t == 1 and s == 1 and kind == KIND_SGD:
+                    _step_chunk_sgd(ac, bc, lr_t[t], isb_t[t], Pc[0, 0], Sc[0, 0], n)
+                elif end - t == 1:
+                    _step_chunk(kind, has_ema, ac, bc, lr_t[t], isb_t[t], beta, gamma, Pc, Sc,
+                                Ac, bvc, T1c, T2c, n)
+                else:
+                    for g in range(n):
+                        _one_step(kind, has_ema, ac[g], bc[g], lr_t[t], isb_t[t], beta, gamma,
+                                  A, bv)
+                        _run_power(A, bv, end - t, Pn, Sn, Pw, Sw, C1, C2, T1, T2)
+                        for i in range(s):
+                            for j in range(s):
+                                P[i, j] = Pc[i, j, g]
+                                S[i, j] = Sc[i, j, g]
+                        _compose(Pn, Sn, P, S, T1, T2)
+                        for i in range(s):
+                            for j in range(s):
+                                Pc[i, j, g] = P[i, j]
+                                Sc[i, j, g] = S[i, j]
                 t = end
-            factor_psd(S, F, W, done)
-            for i in range(s):
-                for j in range(s):
-                    phi_out[k, i, j, g] = P[i, j]
-                    fac_out[k, i, j, g] = F[i, j]
+            for g in range(n):
+                for i in range(s):
+                    for j in range(s):
+                        S[i, j] = Sc[i, j, g]
+                factor_psd(S, F, W, done)
+                for i in range(s):
+                    for j in range(s):
+                        phi_out[k, i, j, g0 + g] = Pc[i, j, g]
+                        fac_out[k, i, j, g0 + g] = F[i, j]
 
 
 @njit(cache=True, error_model="numpy")

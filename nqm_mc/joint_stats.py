@@ -50,7 +50,8 @@ class LagStatistic(NamedTuple):
     standard_error : ndarray, shape (P,)
         Its standard error (influence function, from the runs).
     z : ndarray, shape (P,)
-        ``(estimate - predicted) / standard_error``; nan without a prediction.
+        ``(estimate - predicted) / standard_error``; nan without a prediction, and where the
+        standard error is zero or undefined (a constant record, too few finite runs).
     predicted : ndarray, shape (P,), or None
         The prediction tested (0 for a two-sample comparison).
     n_runs : ndarray of int, shape (P,)
@@ -99,12 +100,13 @@ def _check_predicted(predicted: ArrayLike | None, n_pairs: int,
         return None
     try:
         arr = np.asarray(predicted, dtype=np.float64)
-        ok = arr.shape in ((), (n_pairs,)) and bool(np.all(np.isfinite(arr)))
+        ok = arr.shape in ((), (n_pairs,)) and not bool(np.any(np.isinf(arr)))
     except (TypeError, ValueError):
         ok = False
     if not ok:
         raise ParameterError(f"The 'predicted' parameter of {owner} must be {n_pairs} finite "
-                             f"numbers (one per pair). Got {_short(predicted)} instead.")
+                             f"numbers or nan (one per pair). Got {_short(predicted)} "
+                             "instead.")
     return np.broadcast_to(arr, (n_pairs,)).copy()
 
 
@@ -168,7 +170,8 @@ def lag_covariance(paths: ArrayLike, pairs: ArrayLike,
         Pairs of record indices (columns of ``paths``; :func:`pair_columns` maps steps to
         columns).
     predicted : array_like, shape (P,) or scalar, optional
-        Predicted covariances (e.g. ``loss_covariance(...).covariance``).
+        Predicted covariances (e.g. ``loss_covariance(...).covariance``); nan marks a pair
+        without a prediction (its z is nan).
 
     Returns
     -------
@@ -212,7 +215,8 @@ def lag_correlation(paths: ArrayLike, pairs: ArrayLike,
     pairs : array_like of int, shape (P, 2) or (2,)
         Pairs of record indices (columns of ``paths``).
     predicted : array_like, shape (P,) or scalar, optional
-        Predicted correlations (e.g. ``loss_covariance(...).correlation``).
+        Predicted correlations (e.g. ``loss_covariance(...).correlation``, which is nan
+        where a variance is zero); nan marks a pair without a prediction (its z is nan).
 
     Returns
     -------
@@ -300,10 +304,11 @@ def pair_columns(steps: ArrayLike, pairs: ArrayLike) -> np.ndarray:
     if pr.ndim != 2 or pr.shape[1] != 2 or pr.dtype.kind not in "iu":
         raise ParameterError("The 'pairs' parameter of pair_columns must be pairs of int "
                              f"steps, shape (P, 2). Got {_short(pairs)} instead.")
-    idx = np.searchsorted(st, pr)
-    found = (idx < st.size) & (st[np.minimum(idx, st.size - 1)] == pr)
+    order = np.argsort(st, kind="stable")
+    pos = np.searchsorted(st[order], pr)
+    found = (pos < st.size) & (st[order][np.minimum(pos, st.size - 1)] == pr)
     if not found.all():
         bad = pr[~found][0]
         raise ParameterError(f"The 'pairs' parameter of pair_columns names step {int(bad)}, "
                              "which is not among the recorded steps.")
-    return idx.astype(np.int64)
+    return order[pos].astype(np.int64)

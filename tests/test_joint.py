@@ -120,11 +120,16 @@ def test_deterministic_start_gives_zero_covariance_and_undefined_correlation_at_
     assert got.covariance[1] > 0 and 0 < got.correlation[1] < 1
 
 
-def test_divergence_is_reported_not_nan():
-    got = loss_covariance(MODEL, SGD(3.0), 4, [(0, 5), (100, 4000)])
-    assert got.diverged and "spectral radius" in got.reason
+@pytest.mark.parametrize("opt", [SGD(3.0), SGD(S.PiecewiseConstant([10], [0.5, 3.0]))])
+def test_divergence_is_reported_not_nan(opt):
+    got = loss_covariance(MODEL, opt, 4, [(0, 5), (100, 4000)])
+    assert got.diverged and "overflow" in got.reason
     assert np.isfinite(got.covariance[0]) and got.covariance[1] == np.inf
     assert not np.isnan(got.covariance).any()
+    # an unstable constant configuration is called divergent before it overflows
+    early = loss_covariance(MODEL, SGD(3.0), 4, [(0, 5)])
+    assert early.diverged and "spectral radius" in early.reason
+    assert np.isfinite(early.covariance).all()
 
 
 @pytest.mark.parametrize("bad, match", [
@@ -249,9 +254,109 @@ def test_two_sample_difference_and_bad_input():
         lag_covariance_difference(a, b[:, :2], (0, 1))
     with pytest.raises(ParameterError, match="step 5"):
         pair_columns([0, 1, 2], [(0, 5)])
+    assert pair_columns([0, 10, 20], [(10, 20), (0, 0)]).tolist() == [[1, 2], [0, 0]]
+    assert pair_columns([20, 0, 10], [(10, 20)]).tolist() == [[2, 0]]
     # diverged runs (inf) are left out of the pair; too few finite runs give nan, not an error
     a2 = a.copy()
     a2[:10, 2] = np.inf
     st = lag_covariance(a2, [(0, 1), (0, 2)])
     assert st.n_runs.tolist() == [3000, 2990] and np.isfinite(st.estimate).all()
     assert np.isnan(lag_covariance(a[:2], (0, 1)).estimate[0])
+    # nan = no prediction for that pair; inf is refused
+    st = lag_correlation(a, [(0, 1), (1, 2)], [np.nan, 0.8])
+    assert np.isnan(st.z[0]) and np.isfinite(st.z[1])
+    with pytest.raises(ParameterError, match="'predicted' parameter of lag_covariance"):
+        lag_covariance(a, [(0, 1)], [np.inf])
+
+
+# ------------------------------------------------------------------ any input
+def _small_or_invalid():
+    import math
+
+    from hypothesis import strategies as st
+    return st.one_of(st.integers(0, 30), st.integers(-2 ** 70, -1),
+                     st.integers(2 ** 62 + 1, 2 ** 70),
+                     st.floats(allow_nan=True).filter(
+                         lambda x: not (math.isfinite(x) and x.is_integer())),
+                     st.text(max_size=2), st.none(), st.booleans())
+
+
+def test_any_pairs_and_paths_give_a_result_or_a_parameter_error():
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    item = _small_or_invalid()
+    pairs = st.one_of(item, st.lists(item, max_size=3),
+                      st.lists(st.lists(item, min_size=0, max_size=3), max_size=3))
+
+    @settings(max_examples=60, derandomize=True, deadline=None, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(pairs, st.one_of(st.integers(1, 8), item))
+    def exact(p, b):
+        try:
+            r = loss_covariance(MODEL, SGD(0.3), b, p)
+        except ParameterError:
+            return
+        assert r.covariance.shape == (r.pairs.shape[0],) and not np.isnan(r.covariance).any()
+
+    @settings(max_examples=100, derandomize=True, deadline=None, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(st.one_of(item, st.lists(st.lists(st.floats(), min_size=2, max_size=2),
+                                    max_size=6)),
+           pairs, st.one_of(st.none(), item, st.lists(st.floats(), max_size=2)))
+    def sampled(paths, p, pred):
+        for fn in (lag_covariance, lag_correlation):
+            try:
+                fn(paths, p, pred)
+            except ParameterError:
+                pass
+
+    exact()
+    sampled()
+
+
+@pytest.mark.parametrize("opt, batch", [
+    (HeavyBall(0.1, 0.9, ema=0.9), 4), (Nesterov(0.05, 0.9, preconditioning=0.5), 2),
+    (HeavyBall(0.0101, 0.81), 4),  # near-critical damping
+    (SGD(0.8, ema=0.95), S.ConstantBatch(8)),
+])
+def test_repeated_squaring_matches_the_per_step_recurrence(opt, batch):
+    """Constant hyperparameters jump by squaring; a schedule equal to the constant (one
+    piece) takes the per-step path: the two agree."""
+    from nqm_mc.exact import joint
+    pairs = np.array([(0, 0), (3, 200), (150, 151), (400, 1000), (999, 1000)])
+    fast = loss_covariance(MODEL, opt, batch, pairs)
+    b = S.as_batch_schedule(batch)
+    slow_cov, slow_mean, slow_var = joint._per_step(MODEL, opt, b, pairs, "test")
+    np.testing.assert_allclose(fast.covariance, slow_cov, rtol=1e-9, atol=1e-300)
+    np.testing.assert_allclose(fast.mean, slow_mean, rtol=1e-10)
+    np.testing.assert_allclose(fast.variance, slow_var, rtol=1e-9)
+
+
+def test_far_steps_reach_the_stationary_covariance():
+    """At any horizon up to 2^62: far into the steady state the covariance depends on the lag
+    only, and the correlation at lag 0 is 1."""
+    opt = HeavyBall(0.1, 0.9, ema=0.9)
+    lags = [0, 1, 5, 50]
+    near = loss_covariance(MODEL, opt, 4, [(10 ** 4, 10 ** 4 + k) for k in lags])
+    far = loss_covariance(MODEL, opt, 4, [(2 ** 61, 2 ** 61 + k) for k in lags])
+    np.testing.assert_allclose(far.covariance, near.covariance, rtol=1e-8)
+    assert far.correlation[0] == pytest.approx(1.0) and not far.diverged
+    assert np.all(np.diff(far.correlation) < 0)
+
+
+def test_bits_do_not_depend_on_the_thread_count():
+    import numba
+    model = NQM.binned(dim=500, n_bins=70)
+    calls = [(SGD(0.5, ema=0.9), 4), (HeavyBall(S.CosineDecay(0.2, 300), 0.9), 8)]
+    pairs = [(5, 10), (100, 300), (299, 300)]
+    before = numba.get_num_threads()
+    try:
+        out = []
+        for k in (1, before):
+            numba.set_num_threads(k)
+            out.append([loss_covariance(model, o, b, pairs).covariance for o, b in calls])
+    finally:
+        numba.set_num_threads(before)
+    for a, b in zip(out[0], out[1], strict=True):
+        assert a.tobytes() == b.tobytes()

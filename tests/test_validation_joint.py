@@ -90,3 +90,19 @@ def test_joint_case_z_scores_are_calibrated_over_seeds():
         assert abs(z[:, j].mean()) < 4.5 / np.sqrt(k)
         assert lo < z[:, j].var(ddof=1) < hi
     assert fails <= 1
+
+
+def test_a_deterministic_record_has_no_correlation_test():
+    """At step 0 of a deterministic start the loss is a constant: its covariance with any
+    record is 0 to rounding (checked, not z-tested: the sample covariance is rounding noise),
+    its correlation undefined; both are left out of the z family."""
+    import dataclasses
+
+    from validation.cases import DETERMINISTIC
+    case = dataclasses.replace(_case("joint_step"), model=DETERMINISTIC,
+                               lag_pairs=((0, 5), (5, 10), (10, 11)))
+    r = run_joint_case(case, 2000, seed=3, threads=None, t0=0.0)
+    assert r["verdict"] == "pass" and r["n_tests"] == 4 and r["deterministic_steps_ok"], r
+    row = r["lag_table"][0]
+    assert row["exact_cov"] == 0.0 and abs(row["mc_cov"]) < 1e-20
+    assert np.isnan(row["z_cov"]) and np.isnan(row["z_corr"])

@@ -90,7 +90,10 @@ def write_report(results: list[dict[str, Any]], outdir: str, settings: dict[str,
                   "of the same run (kept paths), against the exact engine's loss_covariance; "
                   "standard errors from the influence function over runs. The planted "
                   "sampler draws each record afresh from the start (every marginal exact) "
-                  "and must be rejected.", ""]
+                  "and must be rejected. For these cases, sensitivity is the smallest "
+                  "relative error of a lag covariance detected (threshold * min s.e. / "
+                  "|covariance|) and max_abs_z is over the z of the covariances and "
+                  "correlations.", ""]
         for r in joint:
             lines += table_lines(r) + [""]
     lines += ["", "Plots: plots/CASE.png (Monte Carlo mean with 1.96 standard errors over the "

@@ -15,12 +15,17 @@ Gaussian, so Isserlis' theorem gives, per direction,
 
 and Cov(L_s, L_t) = sum_g n_g (h_g / 2)^2 (2 c_g^2 + 4 m_s m_t c_g), directions being
 independent.
+
+Two kernels: ``loss_covariance_kernel`` runs every step (any schedule);
+``loss_covariance_const_kernel`` jumps by repeated squaring when the learning rate and batch
+size are constant (A^(2^j) and N_j = sum_{i < 2^j} A^i Q A^iT; any step up to 2^62).
 """
 
 import numpy as np
 from numba import njit, prange
 
-from nqm_mc.exact._linalg import fill_linear_form
+from nqm_mc.exact._linalg import _matmul, _sandwich, fill_linear_form
+from nqm_mc.exact._powers import MAX_LOG2
 
 
 @njit(cache=True, error_model="numpy", parallel=True)
@@ -137,3 +142,113 @@ def loss_covariance_kernel(form, steps, src, src_last, pair_src, pair_t, n_chunk
                 cst = cross[j, pair_t[p]]
                 out_cov[ch, p] += w * (2.0 * cst * cst
                                        + 4.0 * mean_r[src[j]] * mean_r[pair_t[p]] * cst)
+
+
+@njit(cache=True, error_model="numpy")
+def _jump(k, t, table, N, mu, P, tmp, T, nm, with_cov):
+    """(mu, P) <- t steps of the constant map: mu <- A^t mu, P <- A^t P A^tT + N(t).
+
+    The binary digits of t are applied lowest first; powers of one map commute, so any order
+    gives the same moments. P is left alone when ``with_cov`` is False.
+    """
+    p = 0
+    while t > 0:
+        if t & 1:
+            for i in range(k):
+                s = 0.0
+                for j in range(k):
+                    s += table[p, i, j] * mu[j]
+                nm[i] = s
+            for i in range(k):
+                mu[i] = nm[i]
+            if with_cov:
+                _sandwich(k, table[p], P, tmp, T)
+                for i in range(k):
+                    for j in range(k):
+                        P[i, j] = T[i, j] + N[p, i, j]
+        t >>= 1
+        p += 1
+
+
+@njit(cache=True, error_model="numpy", parallel=True)
+def loss_covariance_const_kernel(form, s_arr, t_arr, out_cov, out_mean, out_var):
+    """Cov(L_s, L_t) at pairs for constant hyperparameters, in O(k^3 log t) per group and pair.
+
+    form : LinearForm (G groups); the learning rate and batch size are those of step 0.
+    s_arr, t_arr : (P,) int64 with s_arr <= t_arr (up to 2^62).
+    out_cov : (G, P) float64, receives each group's share of Cov(L_s, L_t) (summed by the
+        caller in group order).
+    out_mean, out_var : (G, P, 2) float64, each group's share of E[L] and Var[L] at s and t.
+    """
+    kind, has_ema, beta, gamma = form.kind, form.has_ema, form.beta, form.gamma
+    h, hp, c, n, mu0, v0 = form.h, form.hp, form.c, form.n, form.mu0, form.v0
+    G = h.shape[0]
+    n_pairs = s_arr.shape[0]
+    for g in prange(G):
+        A = np.zeros((3, 3))
+        b = np.zeros(3)
+        table = np.zeros((MAX_LOG2 + 1, 3, 3))
+        N = np.zeros((MAX_LOG2 + 1, 3, 3))
+        tmp = np.zeros((3, 3))
+        T = np.zeros((3, 3))
+        P = np.zeros((3, 3))
+        U = np.zeros((3, 3))  # column ro: Cov(x(t), x_r(s)); other columns unused
+        mu = np.zeros(3)
+        nm = np.zeros(3)
+        k = fill_linear_form(kind, has_ema, h[g], hp[g], form.lr[0], beta, gamma, A, b)
+        ro = k - 1 if has_ema else 0
+        q = c[g] / form.batch[0]
+        for i in range(3):
+            for j in range(3):
+                table[0, i, j] = A[i, j]
+                N[0, i, j] = q * b[i] * b[j]
+        for p in range(1, MAX_LOG2 + 1):
+            _matmul(k, table[p - 1], table[p - 1], table[p])
+            _sandwich(k, table[p - 1], N[p - 1], tmp, T)
+            for i in range(k):
+                for j in range(k):
+                    N[p, i, j] = N[p - 1, i, j] + T[i, j]
+        w = 0.25 * n[g] * h[g] * h[g]
+        for it in range(n_pairs):
+            for i in range(3):
+                mu[i] = 0.0
+                for j in range(3):
+                    P[i, j] = 0.0
+            mu[0] = mu0[g]
+            P[0, 0] = v0[g]
+            if has_ema:
+                mu[ro] = mu0[g]
+                P[0, ro] = v0[g]
+                P[ro, 0] = v0[g]
+                P[ro, ro] = v0[g]
+            _jump(k, s_arr[it], table, N, mu, P, tmp, T, nm, True)
+            ms = mu[ro]
+            vs = P[ro, ro]
+            # u = P(s) e_r moves with the mean's map: u(t) = A^(t - s) u(s)
+            for i in range(3):
+                for j in range(3):
+                    U[i, j] = 0.0
+            for i in range(k):
+                U[i, 0] = P[i, ro]
+            d = t_arr[it] - s_arr[it]
+            p = 0
+            while d > 0:
+                if d & 1:
+                    for i in range(k):
+                        acc = 0.0
+                        for j in range(k):
+                            acc += table[p, i, j] * U[j, 0]
+                        nm[i] = acc
+                    for i in range(k):
+                        U[i, 0] = nm[i]
+                d >>= 1
+                p += 1
+            _jump(k, t_arr[it] - s_arr[it], table, N, mu, P, tmp, T, nm, True)
+            mt = mu[ro]
+            vt = P[ro, ro]
+            cst = U[ro, 0]
+            out_cov[g, it] = w * (2.0 * cst * cst + 4.0 * ms * mt * cst)
+            out_mean[g, it, 0] = 0.5 * n[g] * h[g] * (vs + ms * ms)
+            out_mean[g, it, 1] = 0.5 * n[g] * h[g] * (vt + mt * mt)
+            out_var[g, it, 0] = n[g] * h[g] * h[g] * (0.5 * vs * vs + ms * ms * vs)
+            out_var[g, it, 1] = n[g] * h[g] * h[g] * (0.5 * vt * vt + mt * mt * vt)

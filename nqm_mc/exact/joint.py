@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike
 
-from nqm_mc.exact._joint import loss_covariance_kernel
+from nqm_mc.exact._joint import loss_covariance_const_kernel, loss_covariance_kernel
 from nqm_mc.exact.engine import _check_model, _check_optimizer, _n_chunks, stability
 from nqm_mc.exact.lowering import lower
 from nqm_mc.spec._checks import MAX_STEP, ParameterError, _short, check_memory
@@ -116,6 +116,48 @@ def _plan(pairs: np.ndarray) -> tuple[np.ndarray, ...]:
             pair_src.astype(np.int64), i_hi.astype(np.int64))
 
 
+def _constant(model: NQM, optimizer: Optimizer, batch: BatchSchedule, pairs: np.ndarray,
+              owner: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return (cov, mean, var) of the pairs by repeated squaring (constant hyperparameters)."""
+    lo = np.ascontiguousarray(pairs.min(axis=1))
+    hi = np.ascontiguousarray(pairs.max(axis=1))
+    G, n_pairs = model.n_groups, pairs.shape[0]
+    check_memory(8.0 * 5 * G * n_pairs, owner, f"{n_pairs} pairs x {G} groups",
+                 "Ask for fewer pairs per call.")
+    form = lower(model, optimizer, batch, 1, owner)
+    ocov = np.zeros((G, n_pairs))
+    omean = np.zeros((G, n_pairs, 2))
+    ovar = np.zeros((G, n_pairs, 2))
+    with np.errstate(over="ignore", invalid="ignore"):
+        loss_covariance_const_kernel(form, lo, hi, ocov, omean, ovar)
+    return ocov.sum(0), omean.sum(0), ovar.sum(0)
+
+
+def _per_step(model: NQM, optimizer: Optimizer, batch: BatchSchedule, pairs: np.ndarray,
+              owner: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return (cov, mean, var) of the pairs by the per-step recurrence (any schedule)."""
+    steps, src, src_last, pair_src, pair_t = _plan(pairs)
+    T = int(steps[-1])
+    nc = _n_chunks(model.n_groups)
+    check_memory(8.0 * (4 * max(T, 1) + 2 * nc * (steps.size + pairs.shape[0])
+                        + nc * src.size * (steps.size + 3)), owner,
+                 f"{T} steps of schedules and {pairs.shape[0]} pairs",
+                 "Ask for pairs at earlier steps, or fewer distinct earlier steps per call; "
+                 "with a constant learning rate and batch size any step up to 2^62 costs "
+                 "O(log t).")
+    form = lower(model, optimizer, batch, T, owner)
+    ocov = np.zeros((nc, pairs.shape[0]))
+    omean = np.zeros((nc, steps.size))
+    ovar = np.zeros((nc, steps.size))
+    with np.errstate(over="ignore", invalid="ignore"):
+        loss_covariance_kernel(form, steps, src, src_last, pair_src, pair_t, nc, ocov, omean,
+                               ovar)
+    cov, mean_u, var_u = ocov.sum(0), omean.sum(0), ovar.sum(0)
+    i_lo = src[pair_src]
+    return (cov, np.stack([mean_u[i_lo], mean_u[pair_t]], axis=1),
+            np.stack([var_u[i_lo], var_u[pair_t]], axis=1))
+
+
 def loss_covariance(model: NQM, optimizer: Optimizer, batch_size: int | BatchSchedule,
                     pairs: ArrayLike) -> LossCovariance:
     r"""Compute the exact covariance of one run's loss between two steps, Cov(L_s, L_t).
@@ -124,8 +166,9 @@ def loss_covariance(model: NQM, optimizer: Optimizer, batch_size: int | BatchSch
     with or without EMA), learning-rate schedule and batch-size schedule, with Gaussian noise
     and a Gaussian start. The loss is the reported one (at the EMA when the optimizer has
     one), as in :func:`~nqm_mc.expected_loss` and the kept paths of :func:`~nqm_mc.simulate`.
-    Cost O(G T (1 + J)) for G groups, T the latest step and J the distinct earlier steps of
-    the pairs, parallel over groups.
+    With a constant learning rate and batch size, any step up to 2^62 is reached by repeated
+    squaring in O(G P log t) for P pairs; otherwise every step is run, in O(G T (1 + J)) for
+    T the latest step and J the distinct earlier steps of the pairs. Parallel over groups.
 
     Parameters
     ----------
@@ -148,7 +191,7 @@ def loss_covariance(model: NQM, optimizer: Optimizer, batch_size: int | BatchSch
     ------
     ParameterError
         If an argument is invalid, the optimizer is nonlinear, or the per-step schedules up
-        to the latest step would need too much memory.
+        to the latest step (with a schedule) would need too much memory.
 
     Notes
     -----
@@ -180,26 +223,12 @@ def loss_covariance(model: NQM, optimizer: Optimizer, batch_size: int | BatchSch
     _check_optimizer(optimizer, owner)
     pairs = _check_pairs(pairs, owner)
     batch = as_batch_schedule(batch_size, "batch_size", owner)
-    steps, src, src_last, pair_src, pair_t = _plan(pairs)
-    T = int(steps[-1])
-    G = model.n_groups
-    nc = _n_chunks(G)
-    check_memory(8.0 * (4 * max(T, 1) + 2 * nc * (steps.size + pairs.shape[0])
-                        + nc * src.size * (steps.size + 3)), owner,
-                 f"{T} steps of schedules and {pairs.shape[0]} pairs",
-                 "Ask for pairs at earlier steps, or fewer distinct earlier steps per call.")
-    form = lower(model, optimizer, batch, T, owner)
-    ocov = np.zeros((nc, pairs.shape[0]))
-    omean = np.zeros((nc, steps.size))
-    ovar = np.zeros((nc, steps.size))
-    with np.errstate(over="ignore", invalid="ignore"):
-        loss_covariance_kernel(form, steps, src, src_last, pair_src, pair_t, nc, ocov, omean,
-                               ovar)
-    cov, mean_u, var_u = ocov.sum(0), omean.sum(0), ovar.sum(0)
-    i_lo = src[pair_src]
-    mean = np.stack([mean_u[i_lo], mean_u[pair_t]], axis=1)
-    var = np.stack([var_u[i_lo], var_u[pair_t]], axis=1)
-    # the pair's own order: (s, t) as given
+    constant = optimizer.is_constant and batch.is_constant
+    if constant:
+        cov, mean, var = _constant(model, optimizer, batch, pairs, owner)
+    else:
+        cov, mean, var = _per_step(model, optimizer, batch, pairs, owner)
+    # each pair's own order: (s, t) as given
     swap = pairs[:, 0] > pairs[:, 1]
     mean[swap] = mean[swap][:, ::-1]
     var[swap] = var[swap][:, ::-1]
@@ -215,6 +244,10 @@ def loss_covariance(model: NQM, optimizer: Optimizer, batch_size: int | BatchSch
         cov = np.where(bad, np.inf, cov)
         mean = np.where(np.isfinite(mean) & (mean < DIVERGED), mean, np.inf)
         var = np.where(np.isfinite(var) & (var < DIVERGED), var, np.inf)
+    elif constant:
+        st = stability(model, optimizer)
+        if not st.stable:
+            diverged, reason = True, st.reason
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         denom = np.sqrt(var[:, 0] * var[:, 1])
         ok = (denom > 0) & np.isfinite(denom) & ~bad

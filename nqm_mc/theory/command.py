@@ -148,6 +148,8 @@ def run(args: argparse.Namespace) -> int:
     )
     if not getattr(args, "config", None):
         raise ParameterError("--theory needs the experiment: -c EXPERIMENT.toml")
+    if getattr(args, "case", None):
+        raise ParameterError("--case selects validation cases; it does not apply with --theory")
     fn = load_theory(args.theory)
     formats = getattr(args, "format", None)
     out = _files.prepare_output(args.out, list(OUTPUTS)

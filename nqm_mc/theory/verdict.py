@@ -663,7 +663,8 @@ def check(result: SimulationResult | ConfigLike, mean: Prediction | None = None,
     --------
     >>> import nqm_mc
     >>> model = nqm_mc.NQM.paper(100)
-    >>> res = nqm_mc.simulate(model, nqm_mc.SGD(0.5), 8, 200, 2000, progress=False)
+    >>> res = nqm_mc.simulate(model, nqm_mc.SGD(0.5), 8, 200, 2000, keep_paths=2000,
+    ...                       progress=False)
     >>> ex = nqm_mc.expected_loss(model, nqm_mc.SGD(0.5), 8, record=res.steps)
     >>> v = nqm_mc.check(res, mean=ex.mean, variance=ex.variance)
     >>> v.passed, v.power_caught

@@ -390,3 +390,13 @@ def test_user_noise_with_a_user_rule_and_the_noise_arguments():
     b = simulate(MODEL, HeavyBall(0.1, 0.8), 8, 60, 32, **KW)
     # the same normals (the first d of the step), the same gradient up to rounding
     np.testing.assert_allclose(a.mean, b.mean, rtol=1e-10)
+
+
+def test_least_squares_noise_in_float32_follows_the_recurrence():
+    """The user noise compiled for a float32 state (normals and gradient in float32)."""
+    res = simulate(LS, SGD(LS_LR), LS_B, 200, 2000, seed=8, record="log", n_records=12,
+                   noise=LeastSquaresNoise(LS_S2), dtype="float32", progress=False)
+    z = (res.mean - ls_risk(res.steps)) / res.sem
+    assert np.abs(z[1:]).max() < threshold(res.steps.size - 1), z
+    wrong = (res.mean - ls_risk(res.steps, missing_factor=True)) / res.sem
+    assert np.abs(wrong[1:]).max() > threshold(res.steps.size - 1)

@@ -16,8 +16,10 @@
 The method is described in ``docs/theory.md`` (section "Calibration").
 """
 
+from nqm_mc.calibration.evaluate import Band, CalibrationError
 from nqm_mc.calibration.family import COORDS, PARAMS, Family, power_law_model
-from nqm_mc.calibration.fit import Band, Calibration, CalibrationError, calibrate
+from nqm_mc.calibration.fit import calibrate
+from nqm_mc.calibration.result import Calibration
 from nqm_mc.calibration.runs import Run, read_runs, write_runs
 from nqm_mc.calibration.sizes import (
     TableFit,

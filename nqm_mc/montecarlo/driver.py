@@ -27,7 +27,7 @@ import numba
 import numpy as np
 from numpy.typing import ArrayLike
 
-from nqm_mc.exact.engine import _check_model
+from nqm_mc.exact._args import _check_model
 from nqm_mc.montecarlo import _interrupt
 from nqm_mc.montecarlo.blocks import (
     QUANTILE_LEVELS as QUANTILE_LEVELS,  # re-exported: importable from here as before

@@ -23,6 +23,7 @@ import numpy as np
 from nqm_mc.montecarlo import _interrupt
 from nqm_mc.montecarlo import _kernels as K
 from nqm_mc.montecarlo import _skip_kernels as SK
+from nqm_mc.montecarlo._statistics import band_runs
 from nqm_mc.montecarlo.lowering import (
     HIST_BINS_PER_DECADE,
     KernelInput,
@@ -173,7 +174,7 @@ def run_range(plan: Plan, first: int, nb: int, stop: np.ndarray | None = None,
     out = new_statistics(nb, plan.n_records, plan.n_bands, hi - lo, plan.keep_paths)
     inp = plan.inputs
     stop = _interrupt.new_flag() if stop is None else stop
-    run_start, run_band = K.band_runs(inp.directions.band)
+    run_start, run_band = band_runs(inp.directions.band)
 
     sk = plan.skip
     us = plan.user

@@ -11,7 +11,7 @@ without source (typed at an interactive prompt) is compiled in memory only.
 The generated module fetches the user's functions from :data:`_REGISTRY` (filled before it is
 imported) and calls them inside kernels shaped like the built-in ones, with the built-in
 helpers: initial state, noise, loss and band sums, statistics (:mod:`._kernels`,
-:mod:`._user_support`). Two shapes:
+:mod:`._statistics`, :mod:`._user_support`). Two shapes:
 
 * windowed: rules that use no reduction over directions, under the built-in Gaussian noise:
   chunks of directions advanced a window of steps at a time, like the built-in linear
@@ -147,8 +147,8 @@ def _support_hash() -> str:
     if not _SUPPORT_HASH:
         here = Path(__file__).parent
         h = hashlib.sha256()
-        for name in ("_kernels.py", "_rng.py", "_user_support.py", "_interrupt.py",
-                     "user_kernels.py"):
+        for name in ("_kernels.py", "_statistics.py", "_rng.py", "_user_support.py",
+                     "_interrupt.py", "user_kernels.py"):
             h.update((here / name).read_bytes())
         h.update(numba.__version__.encode())
         _SUPPORT_HASH.append(h.hexdigest())
@@ -189,11 +189,10 @@ from numba import njit
 
 from nqm_mc.montecarlo import _user_support as U
 from nqm_mc.montecarlo._interrupt import stop_requested
-from nqm_mc.montecarlo._kernels import (
+from nqm_mc.montecarlo._kernels import _new_work, _start
+from nqm_mc.montecarlo._statistics import (
     _add_hsq16,
     _band_sums,
-    _new_work,
-    _start,
     _sumsq16,
     begin_trajectory,
     end_trajectory,

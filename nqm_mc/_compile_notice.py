@@ -33,7 +33,7 @@ COMPILE_SECONDS = {
     "nqm_mc.exact._moments.steady_state_kernel": 3.5,
     "nqm_mc.exact._crossing.first_crossing_one": 12.0,
     "nqm_mc.exact._crossing.first_crossing_batch": 33.0,
-    "nqm_mc.montecarlo._kernels.band_runs": 0.2,
+    "nqm_mc.montecarlo._statistics.band_runs": 0.2,
     "nqm_mc.montecarlo._kernels.run_block": 13.0,
     "nqm_mc.montecarlo._skip_kernels.build_transitions": 4.0,
     "nqm_mc.montecarlo._skip_kernels.run_block_skip": 8.0,
@@ -41,7 +41,7 @@ COMPILE_SECONDS = {
 _EXACT = ["nqm_mc.exact._moments.curve_kernel", "nqm_mc.exact._moments.loss_at_kernel",
           "nqm_mc.exact._moments.steady_state_kernel",
           "nqm_mc.exact._crossing.first_crossing_one"]
-_STEP = ["nqm_mc.montecarlo._kernels.band_runs", "nqm_mc.montecarlo._kernels.run_block"]
+_STEP = ["nqm_mc.montecarlo._statistics.band_runs", "nqm_mc.montecarlo._kernels.run_block"]
 _SKIP = ["nqm_mc.montecarlo._skip_kernels.build_transitions",
          "nqm_mc.montecarlo._skip_kernels.run_block_skip"]
 _BATCH = ["nqm_mc.exact._crossing.first_crossing_batch"]

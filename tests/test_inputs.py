@@ -143,7 +143,7 @@ def test_schedules_may_reach_zero_learning_rate():
 
 
 def test_every_values_call_goes_through_checked_values():
-    """Grep guard: the engines call ``values(`` only inside schedules.checked_values."""
+    """Grep guard: the engines call ``values(`` only inside checked_values (schedule_base)."""
     root = pathlib.Path(__file__).parents[1] / "nqm_mc"
     calls = []
     for path in root.rglob("*.py"):
@@ -152,8 +152,8 @@ def test_every_values_call_goes_through_checked_values():
             if re.search(r"\.values\([^)]", code) and "def values" not in code and \
                     "checked_values" not in code and "``" not in code:
                 calls.append(f"{path.name}:{i}: {line.strip()}")
-    assert calls == ["schedules.py:{}: raw = schedule.values(n_steps)".format(
-        next(i for i, ln in enumerate((root / "spec" / "schedules.py").read_text()
+    assert calls == ["schedule_base.py:{}: raw = schedule.values(n_steps)".format(
+        next(i for i, ln in enumerate((root / "spec" / "schedule_base.py").read_text()
                                       .splitlines(), 1)
              if "raw = schedule.values(n_steps)" in ln))]
 

@@ -11,13 +11,16 @@
 - :mod:`~nqm_mc.calibration.report` -- the table, figure and provenance of ``nqm-mc calibrate``;
 - :mod:`~nqm_mc.calibration.table` -- final-loss tables (one row per run: N, B, K, loss);
 - :mod:`~nqm_mc.calibration.sizes` -- the size-aware NQM fitted to them: cross-validated bands,
-  predictions at new (N, B, K), compute-optimal plans, critical batch size per model size.
+  predictions at new (N, B, K) (:mod:`~nqm_mc.calibration.size_model`), compute-optimal plans
+  and critical batch size per model size (:mod:`~nqm_mc.calibration.size_plans`).
 
 The method is described in ``docs/theory.md`` (section "Calibration").
 """
 
+from nqm_mc.calibration.evaluate import Band, CalibrationError
 from nqm_mc.calibration.family import COORDS, PARAMS, Family, power_law_model
-from nqm_mc.calibration.fit import Band, Calibration, CalibrationError, calibrate
+from nqm_mc.calibration.fit import calibrate
+from nqm_mc.calibration.result import Calibration
 from nqm_mc.calibration.runs import Run, read_runs, write_runs
 from nqm_mc.calibration.sizes import (
     TableFit,

@@ -11,19 +11,17 @@ loss to the floor; see :func:`split_frozen`.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
+from nqm_mc.calibration.evaluate import Band, Fitted, model_loss, one_thread
 from nqm_mc.exact.engine import steps_to_target as _steps_one
 from nqm_mc.exact.engine import steps_to_target_batch
 from nqm_mc.spec._checks import ParameterError, check_choice, check_int, check_real
 from nqm_mc.spec.model import NQM
 from nqm_mc.spec.optimizers import SGD, HeavyBall, Optimizer
 from nqm_mc.studies.scaling import ScalingResult, reference_grid
-
-if TYPE_CHECKING:
-    from nqm_mc.calibration.fit import Band, Calibration
 
 __all__ = ["predict_loss", "steps_to_target", "tuned", "critical_batch_size"]
 
@@ -127,11 +125,11 @@ def _grid_steps(model: NQM, goal: float, optimizer: Optimizer, batch: Any, lrs: 
     return out
 
 
-def _members(cal: Calibration, max_samples: int | None = None) -> list[tuple[NQM, float]]:
+def _members(cal: Fitted, max_samples: int | None = None) -> list[tuple[NQM, float]]:
     return [(cal.model, cal.floor)] + cal._members(max_samples)
 
 
-def predict_loss(cal: Calibration, optimizer: Optimizer, batch_size: int, steps: Any) -> Band:
+def predict_loss(cal: Fitted, optimizer: Optimizer, batch_size: int, steps: Any) -> Band:
     """Measured-scale loss E[L(t)] + floor of a configuration at ``steps``, with its band.
 
     Parameters
@@ -150,7 +148,6 @@ def predict_loss(cal: Calibration, optimizer: Optimizer, batch_size: int, steps:
     Band
         Arrays of the length of ``steps``.
     """
-    from nqm_mc.calibration.fit import _one_thread, model_loss
     owner = "Calibration.predict_loss"
     _check_optimizer(optimizer, owner)
     b = int(_check_batches([batch_size], owner)[0])
@@ -163,7 +160,7 @@ def predict_loss(cal: Calibration, optimizer: Optimizer, batch_size: int, steps:
         raise ParameterError(f"The 'steps' parameter of {owner} must be a non-empty 1-d array "
                              f"of integer steps >= 0. Got {steps!r} instead.")
     out = []
-    with _one_thread(), np.errstate(all="ignore"):
+    with one_thread(), np.errstate(all="ignore"):
         for model, floor in _members(cal):
             v = model_loss(model, optimizer, b, t.astype(np.int64)) + floor
             out.append(np.where(np.isfinite(v), v, np.inf))
@@ -187,7 +184,7 @@ def _steps_member(model: NQM, floor: float, target: float, optimizer: Optimizer,
     return out
 
 
-def steps_to_target(cal: Calibration, target: float, optimizer: Optimizer,
+def steps_to_target(cal: Fitted, target: float, optimizer: Optimizer,
                     batch_sizes: Any) -> Band:
     """Return the steps to bring the measured-scale loss below ``target``, per batch size.
 
@@ -208,12 +205,11 @@ def steps_to_target(cal: Calibration, target: float, optimizer: Optimizer,
         Arrays over the batch sizes; ``inf`` where unreachable or divergent (or, with frozen
         groups, later than the frozen loss is known to hold: :data:`FROZEN_TOL`).
     """
-    from nqm_mc.calibration.fit import _one_thread
     owner = "Calibration.steps_to_target"
     target = check_real("target", target, owner, low=0.0)
     _check_optimizer(optimizer, owner)
     bs = _check_batches(batch_sizes, owner)
-    with _one_thread():
+    with one_thread():
         out = [_steps_member(m, f, target, optimizer, bs) for m, f in _members(cal)]
     return cal._band(out[0], out[1:])
 
@@ -332,7 +328,7 @@ def _grid(grid_size: Any, owner: str) -> tuple[int, int]:
             check_int("grid_size[1]", g[1], owner, low=1, high=10_000))
 
 
-def _check_family(cal: Calibration, target: Any, family: Any, p: Any, ema: Any,
+def _check_family(cal: Fitted, target: Any, family: Any, p: Any, ema: Any,
                   owner: str) -> tuple[float, str, float, float | bool | None]:
     target = check_real("target", target, owner, low=0.0)
     family = check_choice("family", family, owner, ("sgd", "heavy_ball"))
@@ -342,16 +338,15 @@ def _check_family(cal: Calibration, target: Any, family: Any, p: Any, ema: Any,
     return target, family, p, ema
 
 
-def _tuned_results(cal: Calibration, target: float, bs: np.ndarray, family: str, p: float,
+def _tuned_results(cal: Fitted, target: float, bs: np.ndarray, family: str, p: float,
                    ema: float | bool | None, max_samples: int,
                    grid: tuple[int, int]) -> list[ScalingResult]:
-    from nqm_mc.calibration.fit import _one_thread
-    with _one_thread():
+    with one_thread():
         return [_tune_member(m, f, target, family, bs, p, ema, grid)
                 for m, f in _members(cal, max_samples)]
 
 
-def tuned(cal: Calibration, target: float, batch_sizes: Any, family: str = "sgd",
+def tuned(cal: Fitted, target: float, batch_sizes: Any, family: str = "sgd",
           p: float = 0.0, ema: float | bool | None = None, *, max_samples: int = 24,
           grid_size: tuple[int, int] = DEFAULT_GRID) -> dict[str, Any]:
     """Tuned steps to ``target`` and tuned learning rate per batch size, with bands.
@@ -426,9 +421,8 @@ def _critical(r: ScalingResult, definition: str, bs: np.ndarray) -> float:
     return float(c)
 
 
-def _critical_band(cal: Calibration, crit: list[float], bs: np.ndarray) -> Band:
+def _critical_band(cal: Fitted, crit: list[float], bs: np.ndarray) -> Band:
     """Return the band of B_crit; a best fit outside the batch sizes tuned gives nan and a note."""
-    from nqm_mc.calibration.fit import Band
     v = crit[0]
     rest = [c for c in crit[1:] if not np.isnan(c)]
     band = cal._band(v, rest)
@@ -444,7 +438,7 @@ def _critical_band(cal: Calibration, crit: list[float], bs: np.ndarray) -> Band:
     return band
 
 
-def critical_batch_size(cal: Calibration, target: float, family: str = "sgd", p: float = 0.0,
+def critical_batch_size(cal: Fitted, target: float, family: str = "sgd", p: float = 0.0,
                         ema: float | bool | None = None, *, batch_sizes: Any = DEFAULT_BATCHES,
                         definition: str = "fit", max_samples: int = 24,
                         grid_size: tuple[int, int] = DEFAULT_GRID) -> Band:

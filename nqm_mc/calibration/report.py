@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from nqm_mc.calibration.fit import Calibration
+from nqm_mc.calibration.result import Calibration
 
 __all__ = ["OKABE_ITO", "predictions", "format_report", "figure", "provenance_record",
            "sha256"]

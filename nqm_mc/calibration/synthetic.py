@@ -68,7 +68,7 @@ TABLE_TRUTH: dict[str, float] = {"tau1": 0.5, "a": 1.0, "A": 2.0, "g": 1.2, "S":
 
 
 def table_truth_coords(truth: dict[str, float] | None = None) -> np.ndarray:
-    """Coordinates (nqm_mc.calibration.sizes.COORDS, floor absolute) of a table truth."""
+    """Coordinates (nqm_mc.calibration.size_model.COORDS, floor absolute) of a table truth."""
     t = TABLE_TRUTH if truth is None else truth
     return np.array([np.log(t["tau1"]), t["a"], np.log(t["A"]), t["g"], np.log(t["S"]),
                      t["b"], np.log(t["d_ref"]), t["rho"], t["floor"]])
@@ -77,7 +77,7 @@ def table_truth_coords(truth: dict[str, float] | None = None) -> np.ndarray:
 def table_true_loss(N: Any, B: Any, K: Any,
                     truth: dict[str, float] | None = None) -> np.ndarray:
     """Return the expected final loss of the size-aware family at (N, B, K) (shared rate)."""
-    from nqm_mc.calibration.sizes import _Model
+    from nqm_mc.calibration.size_model import _Model
     t = TABLE_TRUTH if truth is None else truth
     N, B, K = (np.atleast_1d(np.asarray(v, float)) for v in (N, B, K))
     return _Model("nqm", t["N_ref"]).loss(table_truth_coords(t), N, B, K, np.ones_like(N), 1.0)

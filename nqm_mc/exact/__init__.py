@@ -5,7 +5,9 @@ O(log t) (:func:`loss_at`), the steady state, stability, and the exact first cro
 target (:func:`steps_to_target`), and the covariance of the loss between two steps
 (:func:`loss_covariance`). The theory is in ``docs/theory.md``.
 
-- :mod:`~nqm_mc.exact.engine` -- the public functions (checks, results);
+- :mod:`~nqm_mc.exact.engine` -- the public functions (checks, results): the curves here,
+  re-exporting :mod:`~nqm_mc.exact.stability` (stability, steady state) and
+  :mod:`~nqm_mc.exact.targets` (steps to target);
 - :mod:`~nqm_mc.exact.joint` -- two-time covariances of the loss (:func:`loss_covariance`);
 - :mod:`~nqm_mc.exact.lowering` -- specifications to kernel inputs (:class:`LinearForm`);
 - :mod:`~nqm_mc.exact._linalg`, :mod:`~nqm_mc.exact._powers`, :mod:`~nqm_mc.exact._moments`,

@@ -30,9 +30,10 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike
 
+from nqm_mc.exact._args import _check_model, _check_optimizer, _n_chunks
 from nqm_mc.exact._joint import loss_covariance_const_kernel, loss_covariance_kernel
-from nqm_mc.exact.engine import _check_model, _check_optimizer, _n_chunks, stability
 from nqm_mc.exact.lowering import lower
+from nqm_mc.exact.stability import stability
 from nqm_mc.spec._checks import MAX_STEP, ParameterError, _short, check_memory
 from nqm_mc.spec.codes import DIVERGED
 from nqm_mc.spec.model import NQM

@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 
 class Executor(Protocol):
-    """Runs the blocks of a plan (``nqm_mc.montecarlo.driver.Plan``) and yields their parts in
+    """Runs the blocks of a plan (``nqm_mc.montecarlo.blocks.Plan``) and yields their parts in
     block order."""
 
     def submit_ranges(self, plan: Any, n_blocks: int) -> list[Any]:

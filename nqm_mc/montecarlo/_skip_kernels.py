@@ -28,16 +28,15 @@ import numpy as np
 from numba import njit, prange
 
 from nqm_mc.montecarlo._interrupt import stop_requested
-from nqm_mc.montecarlo._kernels import (
-    Work,
+from nqm_mc.montecarlo._kernels import Work, _start
+from nqm_mc.montecarlo._rng import CHUNK, PURPOSE_SKIP, fill_normals_f32, fill_normals_f64
+from nqm_mc.montecarlo._statistics import (
     _band_sums,
-    _start,
     begin_trajectory,
     end_trajectory,
     half_quadratic,
     loss_chunk,
 )
-from nqm_mc.montecarlo._rng import CHUNK, PURPOSE_SKIP, fill_normals_f32, fill_normals_f64
 from nqm_mc.spec.codes import (
     DIVERGED,
     KIND_HEAVY_BALL,

@@ -1,16 +1,16 @@
 """Compiled helpers of the kernels generated for user rules and noises (private).
 
 The generated kernels (:mod:`nqm_mc.montecarlo.user_kernels`) hold only what depends on the
-rule: the calls to its functions. Everything else is here or in
-:mod:`nqm_mc.montecarlo._kernels`, whose initial state, loss sums, band sums and statistics
-they call, so that a rule written as the built-in optimizers are gives their bits.
+rule: the calls to its functions. Everything else is here, in
+:mod:`nqm_mc.montecarlo._kernels` (the initial state) or in
+:mod:`nqm_mc.montecarlo._statistics` (loss sums, band sums and statistics), which they call,
+so that a rule written as the built-in optimizers are gives their bits.
 """
 
 import numpy as np
 from numba import njit, types
 from numba.extending import overload
 
-from nqm_mc.montecarlo._kernels import _band_sums, _total16
 from nqm_mc.montecarlo._rng import (
     CHUNK,
     PURPOSE_GRADIENT,
@@ -19,6 +19,7 @@ from nqm_mc.montecarlo._rng import (
     normals_chunk_f32,
     normals_chunk_f64,
 )
+from nqm_mc.montecarlo._statistics import _band_sums, _total16
 from nqm_mc.spec.codes import DIVERGED
 
 

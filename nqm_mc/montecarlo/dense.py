@@ -156,7 +156,8 @@ def simulate_dense(model, optimizer, batch_size, n_steps, n_runs, *, seed=0, rec
     times. O(d^2) per step: meant for moderate d. Ctrl-C and ``on_interrupt`` work as in
     :func:`nqm_mc.simulate` (each record's statistics then cover the runs that reached it).
     """
-    from nqm_mc.montecarlo.driver import QUANTILE_LEVELS, record_steps
+    from nqm_mc.montecarlo.blocks import QUANTILE_LEVELS
+    from nqm_mc.montecarlo.driver import record_steps
     owner = "simulate_dense"
     on_interrupt = check_choice("on_interrupt", on_interrupt, owner, ("raise", "return"))
     minv = _check(model, optimizer, preconditioner, owner, linear=False)

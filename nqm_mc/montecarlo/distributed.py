@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from nqm_mc.spec._checks import ParameterError, check_int, check_real
 
 if TYPE_CHECKING:
-    from nqm_mc.montecarlo.driver import Plan
+    from nqm_mc.montecarlo.blocks import Plan
 
 _LOCK = threading.Lock()
 
@@ -40,7 +40,7 @@ def _run_task(plan: Plan, first: int, nb: int, threads: int | None) -> dict[str,
     """Worker side: one range of statistic groups, numba threads set explicitly."""
     import numba
 
-    from nqm_mc.montecarlo.driver import run_range
+    from nqm_mc.montecarlo.blocks import run_range
 
     with _LOCK:
         n = threads or numba.config.NUMBA_NUM_THREADS

@@ -58,8 +58,9 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import ArrayLike
 
+from nqm_mc.exact._args import _check_model, _check_optimizer
 from nqm_mc.exact._moments import loss_at_kernel
-from nqm_mc.exact.engine import _check_model, _check_optimizer, expected_loss
+from nqm_mc.exact.engine import expected_loss
 from nqm_mc.exact.lowering import lower
 from nqm_mc.spec._checks import ParameterError, check_choice, check_real, check_steps
 from nqm_mc.spec.model import NQM

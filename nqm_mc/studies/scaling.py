@@ -20,7 +20,8 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy import optimize
 
-from nqm_mc.exact.engine import _check_model, steps_to_target_batch
+from nqm_mc.exact._args import _check_model
+from nqm_mc.exact.targets import steps_to_target_batch
 from nqm_mc.spec._checks import MAX_BATCH, ParameterError, check_choice, check_int, check_real
 from nqm_mc.spec.model import NQM
 from nqm_mc.spec.optimizers import SGD, HeavyBall

@@ -24,7 +24,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy import optimize
 
-from nqm_mc.exact.engine import _check_model
+from nqm_mc.exact._args import _check_model
 from nqm_mc.spec._checks import (
     MAX_BATCH,
     MAX_STEP,

@@ -167,3 +167,15 @@ def test_dense_engine_stops_within_seconds():
     assert r["n_finite"][0] == r["runs_started"] and r["n_finite"][-1] == 0
     assert sum(r["n_diverged"]) == 0  # records not reached are not divergences
     assert set(r["hits"]) <= {-3} | {h for h in r["hits"] if h >= 0}
+
+
+def test_cli_interrupted_summary_says_why_the_exact_curve_is_missing(tmp_path):
+    """An interrupted linear run has no exact column because it stopped, not because of SGD."""
+    out_dir = tmp_path / "run"
+    p = _start([sys.executable, "-m", "nqm_mc", "simulate", "--dim", "1000", "--runs", "16",
+                "--steps", "2000000", "--method", "step", "--out", str(out_dir)],
+               "simulating", stream="stderr")
+    _, out, err = _stop(p, signal.SIGINT)
+    assert p.returncode == 130, err
+    assert "no exact curve: the run was interrupted" in out
+    assert "not linear in the gradient" not in out

@@ -128,7 +128,9 @@ def cmd_simulate(args):
                 [[int(res.steps[i]), res.mean[i], res.sem[i],
                   None if ex is None else ex_mean[i], z_all[i]] for i in shown],
                 [None, ".6g", ".3g", ".6g", ".2f"], indent="  "))
-    if ex is None:
+    if ex is None and res.meta["interrupted"]:
+        print("  (no exact curve: the run was interrupted)")
+    elif ex is None:
         print(f"  (no exact curve: {opt.name}"
               + (" with clipping" if opt.clip_norm is not None else "")
               + " is not linear in the gradient)")

@@ -104,9 +104,10 @@ def _fix_viewcode_backlinks(app, pagename, templatename, context, doctree):
             parts = anchor.split(".")
             for k in range(len(parts)):  # the longest tail of the anchor naming one object
                 tail = "." + ".".join(parts[k:])
-                hits = [node_id for name, node_id in ids.items() if name.endswith(tail)]
+                # an object can be registered under several names (aliases) with one id
+                hits = {node_id for name, node_id in ids.items() if name.endswith(tail)}
                 if len(hits) == 1:
-                    anchor = hits[0]
+                    anchor = hits.pop()
                     break
         return f'{m.group(1)}{href}#{anchor}"'
 

@@ -3,13 +3,22 @@ r"""What every schedule is: the two base classes and the one check of their valu
 A learning-rate schedule subclasses :class:`Schedule`, a batch-size schedule
 :class:`BatchSchedule`; each implements ``values(n)``. :func:`checked_values` is the one place
 the engines call it (shape ``(n,)``, finite values, learning rates ``>= 0``, batch sizes
-integers in ``[1, 2^53]``). The schedules themselves, and the coercions from numbers and dicts,
+integers in ``[1, 2^53]``).
+
+A schedule is also a sequence of runs of constant values, :class:`Pieces`: ``pieces(n)`` gives
+the first update of each run and its value. The default run-length encodes ``values(n)``; the
+built-in schedules override it so that a constant or piecewise-constant schedule costs memory
+per piece, not per update, and a decay held after its end is one piece there.
+:func:`checked_pieces` is the pieces' counterpart of :func:`checked_values`, with the same
+checks, and ``checked_pieces(s, n).expand()`` equals ``checked_values(s, n)`` bit for bit.
+The schedules themselves, and the coercions from numbers and dicts,
 are in :mod:`nqm_mc.spec.schedules`, which re-exports everything here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -23,7 +32,104 @@ from nqm_mc.spec._checks import (
     check_memory,
 )
 
-__all__ = ["Schedule", "BatchSchedule", "checked_values"]
+__all__ = ["Schedule", "BatchSchedule", "Pieces", "checked_values", "checked_pieces"]
+
+
+@dataclass(frozen=True, eq=False)
+class Pieces:
+    """A schedule over updates ``0 .. n_steps - 1`` as runs of constant values.
+
+    Run ``k`` covers updates ``starts[k] <= t < ends[k]`` (``ends[k] = starts[k + 1]``, the
+    last one ``n_steps``) and has the value ``values[k]``. Neighbouring runs may share a value
+    (a schedule is not obliged to merge them); a schedule that changes every update has one run
+    per update.
+
+    Attributes
+    ----------
+    starts : ndarray of int64, shape (K,)
+        First update of each run: ``starts[0] == 0``, strictly increasing, ``< n_steps``
+        (``K == 0`` exactly when ``n_steps == 0``).
+    values : ndarray of float64, shape (K,)
+        The value of each run.
+    n_steps : int
+        Number of updates covered.
+    """
+
+    starts: np.ndarray
+    values: np.ndarray
+    n_steps: int
+
+    @classmethod
+    def from_values(cls, values: Any, n_steps: int | None = None) -> Pieces:
+        """Run-length encode per-update values.
+
+        Parameters
+        ----------
+        values : array_like, shape (m,)
+            Values of updates ``0 .. m - 1``.
+        n_steps : int, optional
+            Number of updates covered, ``>= m`` (default ``m``): the last value is held over
+            updates ``m .. n_steps - 1``.
+
+        Returns
+        -------
+        Pieces
+        """
+        v = np.asarray(values, dtype=np.float64).reshape(-1)
+        n = v.size if n_steps is None else int(n_steps)
+        if n < v.size or (v.size == 0 and n > 0):
+            raise ValueError(f"Pieces.from_values: {v.size} values cannot cover {n} updates.")
+        if v.size == 0:
+            return cls(np.zeros(0, np.int64), np.zeros(0), 0)
+        # a new run where the value changes (NaN compares unequal, so each NaN is its own run)
+        change = np.flatnonzero(v[1:] != v[:-1]) + 1
+        starts = np.concatenate(([0], change)).astype(np.int64)
+        return cls(starts, np.ascontiguousarray(v[starts]), n)
+
+    @property
+    def ends(self) -> np.ndarray:
+        """One past the last update of each run (int64, shape (K,))."""
+        return np.append(self.starts[1:], np.int64(self.n_steps)).astype(np.int64)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """Number of updates of each run (int64, shape (K,))."""
+        return self.ends - self.starts
+
+    def __len__(self) -> int:
+        return int(self.starts.size)
+
+    def expand(self) -> np.ndarray:
+        """Return the per-update values (float64, shape (n_steps,)): what ``values(n)`` gives."""
+        return np.repeat(self.values, self.lengths)
+
+    def at(self, t: Any) -> Any:
+        """Return the value of update(s) ``t`` (ints in ``[0, n_steps)``), by binary search."""
+        idx = np.searchsorted(self.starts, t, side="right") - 1
+        return self.values[idx]
+
+    def shifted(self, offset: int, n_steps: int) -> Pieces:
+        """Return these runs moved ``offset`` updates later, out of ``n_steps`` in all.
+
+        The first ``offset`` updates are not covered: for :meth:`concatenate` only.
+        """
+        return Pieces(self.starts + np.int64(offset), self.values, n_steps)
+
+    @staticmethod
+    def concatenate(parts: Iterable[Pieces], n_steps: int) -> Pieces:
+        """Join runs given in order of their starts; equal neighbouring values are merged."""
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            return Pieces(np.zeros(0, np.int64), np.zeros(0), n_steps)
+        starts = np.concatenate([p.starts for p in parts])
+        values = np.concatenate([p.values for p in parts])
+        keep = np.ones(starts.size, dtype=bool)
+        keep[1:] = values[1:] != values[:-1]
+        return Pieces(np.ascontiguousarray(starts[keep]), np.ascontiguousarray(values[keep]),
+                      n_steps)
+
+    def __repr__(self) -> str:
+        return f"Pieces({len(self)} runs over {self.n_steps} updates)"
 
 
 class Schedule:
@@ -51,6 +157,23 @@ class Schedule:
         """
         raise NotImplementedError
 
+    def pieces(self, n_steps: int) -> Pieces:
+        """Return updates ``0 .. n_steps - 1`` as runs of constant values.
+
+        The default run-length encodes :meth:`values`; a subclass may override it to avoid the
+        per-update array. ``pieces(n).expand()`` must equal ``values(n)``.
+
+        Parameters
+        ----------
+        n_steps : int
+            Number of updates.
+
+        Returns
+        -------
+        Pieces
+        """
+        return _default_pieces(self, n_steps)
+
     def __call__(self, t: int) -> float:
         """Return the learning rate of update ``t`` (checked like :meth:`values`).
 
@@ -61,9 +184,7 @@ class Schedule:
         """
         owner = type(self).__name__
         t = check_int("t", t, owner, low=0, high=MAX_STEP)
-        check_memory(8.0 * (t + 1), owner, f"the first {t + 1} values",
-                     "Evaluate the schedule at smaller steps.")
-        return float(checked_values(self, t + 1, "schedule", owner)[t])
+        return float(checked_pieces(self, t + 1, "schedule", owner).values[-1])
 
     def to_dict(self) -> dict[str, Any]:
         """Return ``{"kind": ..., **parameters}``.
@@ -75,6 +196,15 @@ class Schedule:
             d[k] = v.to_dict() if isinstance(v, Schedule) else (list(v) if isinstance(v, tuple)
                                                                    else v)
         return d
+
+
+def _default_pieces(schedule: Schedule | BatchSchedule, n_steps: int) -> Pieces:
+    """Run-length encode ``values(n_steps)``, refusing first what would not fit in memory."""
+    owner = type(schedule).__name__
+    check_memory(8.0 * n_steps, owner, f"the values of {n_steps} updates",
+                 "Ask for fewer updates (a schedule of your own can implement "
+                 "pieces() to avoid the per-update array).")
+    return Pieces.from_values(schedule.values(n_steps), n_steps)
 
 
 def _pieces(owner: str, boundaries: Any, name: str, values: Any,
@@ -103,6 +233,16 @@ def _piecewise(boundaries: tuple, values: tuple, n_steps: int) -> np.ndarray:
     idx = np.searchsorted(np.asarray(boundaries, dtype=np.int64), np.arange(n_steps),
                           side="right")
     return np.asarray(values, dtype=np.float64)[idx]
+
+
+def _piecewise_pieces(boundaries: tuple, values: tuple, n_steps: int) -> Pieces:
+    """Return the runs of a piecewise-constant schedule over updates 0 .. n_steps - 1."""
+    if n_steps == 0:
+        return Pieces(np.zeros(0, np.int64), np.zeros(0), 0)
+    b = [x for x in boundaries if x < n_steps]
+    return Pieces.concatenate([Pieces(np.asarray([0, *b], dtype=np.int64),
+                                      np.asarray(values[:len(b) + 1], dtype=np.float64),
+                                      n_steps)], n_steps)
 
 
 def _tuple(name: str, values: Iterable[Any], owner: str,
@@ -136,6 +276,23 @@ class BatchSchedule:
             Integers in [1, 2^53], as floats (checked by :func:`checked_values`).
         """
         raise NotImplementedError
+
+    def pieces(self, n_steps: int) -> Pieces:
+        """Return updates ``0 .. n_steps - 1`` as runs of constant batch sizes.
+
+        The default run-length encodes :meth:`values`; ``pieces(n).expand()`` must equal
+        ``values(n)``.
+
+        Parameters
+        ----------
+        n_steps : int
+            Number of updates.
+
+        Returns
+        -------
+        Pieces
+        """
+        return _default_pieces(self, n_steps)
 
     def to_dict(self) -> dict[str, Any]:
         """Return ``{"kind": ..., **parameters}``.
@@ -202,3 +359,61 @@ def checked_values(schedule: Schedule | BatchSchedule, n_steps: int,
         raise ParameterError(f"{head} Got {what[:-1]} {float(arr[i])!r} at index {i} "
                              "instead.")
     return np.ascontiguousarray(arr)
+
+
+def checked_pieces(schedule: Schedule | BatchSchedule, n_steps: int,
+                   name: str = "learning_rate", owner: str = "optimizer") -> Pieces:
+    """``schedule.pieces(n_steps)``, checked: the runs' counterpart of :func:`checked_values`.
+
+    The runs must start at 0, be strictly increasing and lie below ``n_steps``; their values
+    must be finite, learning rates ``>= 0``, batch sizes integers in ``[1, 2^53]``. The memory
+    used is per run, so a constant schedule over ``2^62`` updates costs nothing.
+
+    Parameters
+    ----------
+    schedule : Schedule or BatchSchedule
+        The schedule to evaluate.
+    n_steps : int
+        Number of updates.
+    name, owner : str
+        Where the schedule came from, named in error messages.
+
+    Returns
+    -------
+    Pieces
+        Contiguous int64 starts and float64 values.
+
+    Raises
+    ------
+    ParameterError
+        Naming the schedule and the first bad update and value.
+    """
+    batch = isinstance(schedule, BatchSchedule)
+    if not batch and not isinstance(schedule, Schedule):
+        raise ParameterError(f"The {name!r} parameter of {owner} must be a schedule. "
+                             f"Got {_short(schedule)} instead.")
+    what = "batch size" if batch else "learning rate"
+    req = ("integer batch sizes in [1, 2^53]" if batch else "finite learning rates >= 0")
+    head = (f"The {name!r} parameter of {owner} is the schedule {_short(schedule)}, whose "
+            f"pieces({n_steps}) must cover {n_steps} updates with {req}.")
+    p = schedule.pieces(n_steps)
+    if not isinstance(p, Pieces):
+        raise ParameterError(f"{head} Got {_short(p)} instead of Pieces.")
+    try:
+        starts = np.ascontiguousarray(np.asarray(p.starts, dtype=np.int64).reshape(-1))
+        vals = np.ascontiguousarray(np.asarray(p.values, dtype=np.float64).reshape(-1))
+    except (TypeError, ValueError, OverflowError):
+        raise ParameterError(f"{head} Got runs that are not numbers.") from None
+    if (p.n_steps != n_steps or starts.size != vals.size or (n_steps > 0) != (starts.size > 0)
+            or (starts.size and (starts[0] != 0 or starts[-1] >= n_steps
+                                 or np.any(np.diff(starts) <= 0)))):
+        raise ParameterError(f"{head} Got {p!r} with starts that do not tile the updates.")
+    bad = ~np.isfinite(vals)
+    if not bad.any():
+        bad = ((vals < 1) | (vals > MAX_BATCH) | (vals != np.round(vals))) if batch \
+            else vals < 0
+    if bad.any():
+        k = int(np.flatnonzero(bad)[0])
+        raise ParameterError(f"{head} Got {what} {float(vals[k])!r} at index {int(starts[k])} "
+                             "instead.")
+    return Pieces(starts, vals, n_steps)

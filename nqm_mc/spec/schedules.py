@@ -29,13 +29,17 @@ from nqm_mc.spec._checks import (
     ParameterError,
     check_batch_size,
     check_int,
+    check_memory,
     check_real,
 )
 from nqm_mc.spec.schedule_base import (
     BatchSchedule,
+    Pieces,
     Schedule,
     _pieces,
     _piecewise,
+    _piecewise_pieces,
+    checked_pieces,
     checked_values,
 )
 
@@ -43,7 +47,7 @@ __all__ = [
     "Schedule", "Constant", "PiecewiseConstant", "StepDecay", "ExponentialDecay",
     "LinearDecay", "CosineDecay", "Warmup", "BatchSchedule", "ConstantBatch",
     "PiecewiseConstantBatch", "as_schedule", "as_batch_schedule", "schedule_from_dict",
-    "checked_values",
+    "checked_values", "Pieces", "checked_pieces",
 ]
 
 
@@ -67,6 +71,10 @@ class Constant(Schedule):
     def values(self, n_steps: int) -> np.ndarray:
         """Return ``value`` repeated ``n_steps`` times."""
         return np.full(n_steps, self.value)
+
+    def pieces(self, n_steps: int) -> Pieces:
+        """Return updates ``0 .. n_steps - 1`` as runs of constant values (see :class:`Pieces`)."""
+        return Pieces.from_values(np.full(min(n_steps, 1), self.value), n_steps)
 
 
 @dataclass(frozen=True)
@@ -98,6 +106,10 @@ class PiecewiseConstant(Schedule):
     def values(self, n_steps: int) -> np.ndarray:
         """Return the rates of updates ``0 .. n_steps - 1``."""
         return _piecewise(self.boundaries, self.values_, n_steps)
+
+    def pieces(self, n_steps: int) -> Pieces:
+        """Return updates ``0 .. n_steps - 1`` as runs of constant values (see :class:`Pieces`)."""
+        return _piecewise_pieces(self.boundaries, self.values_, n_steps)
 
     def to_dict(self) -> dict[str, Any]:
         """Return ``{"kind", "boundaries", "values"}``."""
@@ -135,6 +147,22 @@ class StepDecay(Schedule):
     def values(self, n_steps: int) -> np.ndarray:
         """Return the rates of updates ``0 .. n_steps - 1``."""
         return self.initial * self.factor ** (np.arange(n_steps) // self.step_size)
+
+    def pieces(self, n_steps: int) -> Pieces:
+        """Return updates ``0 .. n_steps - 1`` as runs of constant values (see :class:`Pieces`)."""
+        # the same arithmetic as values(), once per step of the decay, up to where the rate
+        # stops changing (a factor of 1, or underflow to 0 after about 1075 halvings)
+        n_runs = -(-n_steps // self.step_size)
+        if self.factor == 1.0:
+            n_runs = min(n_runs, 1)
+        else:
+            zero = (math.log(5e-324) - math.log(self.initial)) / math.log(self.factor) + 4
+            n_runs = min(n_runs, max(int(zero), 1))
+        check_memory(16.0 * n_runs, "StepDecay", f"{n_runs} runs of its values",
+                     "Ask for fewer updates, or a larger step_size.")
+        k = np.arange(n_runs)
+        return Pieces.concatenate([Pieces(k * self.step_size, self.initial * self.factor ** k,
+                                          n_steps)], n_steps)
 
 
 @dataclass(frozen=True)
@@ -203,6 +231,11 @@ class LinearDecay(Schedule):
         frac = np.minimum(np.arange(n_steps) / self.decay_steps, 1.0)
         return self.initial + (self.final - self.initial) * frac
 
+    def pieces(self, n_steps: int) -> Pieces:
+        """Return updates ``0 .. n_steps - 1`` as runs of constant values (see :class:`Pieces`)."""
+        # constant from decay_steps on: per update up to there, then one run
+        return Pieces.from_values(self.values(min(n_steps, self.decay_steps + 1)), n_steps)
+
 
 @dataclass(frozen=True)
 class CosineDecay(Schedule):
@@ -238,6 +271,11 @@ class CosineDecay(Schedule):
         """Return the rates of updates ``0 .. n_steps - 1``."""
         frac = np.minimum(np.arange(n_steps) / self.decay_steps, 1.0)
         return self.final + (self.initial - self.final) * 0.5 * (1.0 + np.cos(math.pi * frac))
+
+    def pieces(self, n_steps: int) -> Pieces:
+        """Return updates ``0 .. n_steps - 1`` as runs of constant values (see :class:`Pieces`)."""
+        # constant from decay_steps on: per update up to there, then one run
+        return Pieces.from_values(self.values(min(n_steps, self.decay_steps + 1)), n_steps)
 
 
 @dataclass(frozen=True)
@@ -282,6 +320,16 @@ class Warmup(Schedule):
             out[w:] = checked_values(self.schedule, n_steps - w, "schedule", "Warmup")
         return out
 
+    def pieces(self, n_steps: int) -> Pieces:
+        """Return updates ``0 .. n_steps - 1`` as runs of constant values (see :class:`Pieces`)."""
+        w = self.warmup_steps
+        k = min(w, n_steps)
+        ramp = Pieces.from_values(self.values(k), k)
+        if n_steps <= w:
+            return Pieces(ramp.starts, ramp.values, n_steps)
+        after = checked_pieces(self.schedule, n_steps - w, "schedule", "Warmup")
+        return Pieces.concatenate([ramp, after.shifted(w, n_steps)], n_steps)
+
 
 # ---------------------------------------------------------------------- batch sizes
 @dataclass(frozen=True)
@@ -305,6 +353,10 @@ class ConstantBatch(BatchSchedule):
     def values(self, n_steps: int) -> np.ndarray:
         """Return ``value`` repeated ``n_steps`` times (as float64)."""
         return np.full(n_steps, float(self.value))
+
+    def pieces(self, n_steps: int) -> Pieces:
+        """Return updates ``0 .. n_steps - 1`` as runs of constant values (see :class:`Pieces`)."""
+        return Pieces.from_values(np.full(min(n_steps, 1), float(self.value)), n_steps)
 
 
 @dataclass(frozen=True)
@@ -333,6 +385,10 @@ class PiecewiseConstantBatch(BatchSchedule):
     def values(self, n_steps: int) -> np.ndarray:
         """Return the batch sizes of updates ``0 .. n_steps - 1`` (as float64)."""
         return _piecewise(self.boundaries, self.sizes, n_steps)
+
+    def pieces(self, n_steps: int) -> Pieces:
+        """Return updates ``0 .. n_steps - 1`` as runs of constant values (see :class:`Pieces`)."""
+        return _piecewise_pieces(self.boundaries, self.sizes, n_steps)
 
 
 # ---------------------------------------------------------------------- coercion

@@ -30,8 +30,8 @@ from typing import NamedTuple
 import numpy as np
 
 from nqm_mc.montecarlo import _skip_kernels as SK
+from nqm_mc.montecarlo.lowering import hyper_runs
 from nqm_mc.spec.codes import KIND_SGD, NOISE_GAUSSIAN
-from nqm_mc.spec.schedules import as_batch_schedule, checked_values
 
 __all__ = ["SkipInput", "skip_reason", "state_size", "transitions", "transition_bytes",
            "lower_skip", "crossing_grid"]
@@ -83,13 +83,8 @@ def transitions(model, optimizer, batch_size, steps, owner="simulate"):
     grid = _grid(steps)
     T = int(grid[-1])
     n = max(T, 1)
-    lr_t = np.ascontiguousarray(checked_values(optimizer.learning_rate, n, "learning_rate",
-                                               owner), np.float64)
-    B_t = checked_values(as_batch_schedule(batch_size, "batch_size", owner), n, "batch_size",
-                         owner)
-    isb_t = np.ascontiguousarray(1.0 / np.sqrt(B_t), np.float64)
-    change = np.flatnonzero((np.diff(lr_t) != 0) | (np.diff(isb_t) != 0)) + 1
-    seg_start = np.concatenate([[0], change, [n]]).astype(np.int64)
+    seg_start, (lr_r, isb_r) = hyper_runs(optimizer, batch_size, n, owner)
+    seg_start = np.append(seg_start, np.int64(n))
     h, c = model.curvatures, model.noise_variances
     p = optimizer.preconditioning
     hp = h ** (-p)
@@ -102,8 +97,11 @@ def transitions(model, optimizer, batch_size, steps, owner="simulate"):
     beta = float(getattr(optimizer, "momentum", 0.0))
     gamma = float(optimizer.ema) if optimizer.ema is not None else 0.0
     with np.errstate(over="ignore", invalid="ignore"):
-        SK.build_transitions(int(optimizer.kind_code), optimizer.ema is not None, a_g, b_g, beta,
-                             gamma, lr_t, isb_t, seg_start, grid, phi, fac)
+        if s == 1:  # plain SGD: its own scalar kernel (compiles in a fraction of the time)
+            SK.build_transitions_sgd(a_g, b_g, lr_r, isb_r, seg_start, grid, phi, fac)
+        else:
+            SK.build_transitions(int(optimizer.kind_code), optimizer.ema is not None, a_g, b_g,
+                                 beta, gamma, lr_r, isb_r, seg_start, grid, phi, fac)
     return phi, fac
 
 

@@ -26,6 +26,7 @@ which are the step kernels' update rules (``_kernels._update``) written as matri
 
 import numpy as np
 from numba import njit, prange
+from numba.extending import overload
 
 from nqm_mc.montecarlo._interrupt import stop_requested
 from nqm_mc.montecarlo._kernels import Work, _start, fill_normals
@@ -449,46 +450,85 @@ def build_transitions(kind, has_ema, a_g, b_g, beta, gamma, lr_r, isb_r, seg_sta
                        phi_out, fac_out, g0, min(GROUP_CHUNK, G - g0))
 
 
-@njit(cache=True, error_model="numpy")
-def _move(P, L, group, identity, has_m, theta, m, ema, z, d):
+def move_state(tag, P, L, group, identity, has_m, theta, m, ema, z, d):  # pragma: no cover
     """One recorded interval for every direction: x <- P x + L w, w = the normals z[j d + i]
-    (component j of direction i). P, L: (s, s, G). The state is (theta), (theta, m),
-    (theta, e) or (theta, m, e)."""
-    s = P.shape[0]
-    second = m if has_m else ema
+    (component j of direction i). P, L: (s, s, G); the state is (theta), (theta, m),
+    (theta, e) or (theta, m, e). ``tag`` is a tuple of s zeros: its type carries the state
+    size, so that a kernel compiles the move of its own state size only (_move_1, _2, _3)."""
+    s = len(tag)
+    if s == 1:
+        _move_1(P, L, group, identity, theta, z, d)
+    elif s == 2:
+        _move_2(P, L, group, identity, m if has_m else ema, theta, z, d)
+    else:
+        _move_3(P, L, group, identity, theta, m, ema, z, d)
+
+
+@overload(move_state)
+def _move_state(tag, P, L, group, identity, has_m, theta, m, ema, z, d):
+    s = tag.count
+    if s == 1:
+        def move1(tag, P, L, group, identity, has_m, theta, m, ema, z, d):
+            _move_1(P, L, group, identity, theta, z, d)
+        return move1
+    if s == 2:
+        def move2(tag, P, L, group, identity, has_m, theta, m, ema, z, d):
+            _move_2(P, L, group, identity, m if has_m else ema, theta, z, d)
+        return move2
+
+    def move3(tag, P, L, group, identity, has_m, theta, m, ema, z, d):
+        _move_3(P, L, group, identity, theta, m, ema, z, d)
+    return move3
+
+
+@njit(cache=True, error_model="numpy")
+def _move_1(P, L, group, identity, theta, z, d):
+    """move_state for the state (theta)."""
     if identity:
-        if s == 1:
-            _move1(P[0, 0], L[0, 0], theta, z[:d])
-        elif s == 2:
-            _move2(P[0, 0], P[0, 1], P[1, 0], P[1, 1], L[0, 0], L[0, 1], L[1, 0], L[1, 1],
-                   theta, second, z[:d], z[d:2 * d])
-        else:
-            _move3(P, L, theta, m, ema, z[:d], z[d:2 * d], z[2 * d:3 * d])
+        _move1(P[0, 0], L[0, 0], theta, z[:d])
         return
     for i in range(d):  # groups with multiplicities: gather each direction's group
         g = group[i]
-        if s == 1:
-            theta[i] = P[0, 0, g] * theta[i] + L[0, 0, g] * z[i]
-        elif s == 2:
-            x0 = theta[i]
-            x1 = second[i]
-            n0 = z[i]
-            n1 = z[d + i]
-            theta[i] = P[0, 0, g] * x0 + P[0, 1, g] * x1 + L[0, 0, g] * n0 + L[0, 1, g] * n1
-            second[i] = P[1, 0, g] * x0 + P[1, 1, g] * x1 + L[1, 0, g] * n0 + L[1, 1, g] * n1
-        else:
-            x0 = theta[i]
-            x1 = m[i]
-            x2 = ema[i]
-            n0 = z[i]
-            n1 = z[d + i]
-            n2 = z[2 * d + i]
-            theta[i] = (P[0, 0, g] * x0 + P[0, 1, g] * x1 + P[0, 2, g] * x2
-                        + L[0, 0, g] * n0 + L[0, 1, g] * n1 + L[0, 2, g] * n2)
-            m[i] = (P[1, 0, g] * x0 + P[1, 1, g] * x1 + P[1, 2, g] * x2
-                    + L[1, 0, g] * n0 + L[1, 1, g] * n1 + L[1, 2, g] * n2)
-            ema[i] = (P[2, 0, g] * x0 + P[2, 1, g] * x1 + P[2, 2, g] * x2
-                      + L[2, 0, g] * n0 + L[2, 1, g] * n1 + L[2, 2, g] * n2)
+        theta[i] = P[0, 0, g] * theta[i] + L[0, 0, g] * z[i]
+
+
+@njit(cache=True, error_model="numpy")
+def _move_2(P, L, group, identity, second, theta, z, d):
+    """move_state for the states (theta, m) and (theta, e): ``second`` is m or e."""
+    if identity:
+        _move2(P[0, 0], P[0, 1], P[1, 0], P[1, 1], L[0, 0], L[0, 1], L[1, 0], L[1, 1],
+               theta, second, z[:d], z[d:2 * d])
+        return
+    for i in range(d):
+        g = group[i]
+        x0 = theta[i]
+        x1 = second[i]
+        n0 = z[i]
+        n1 = z[d + i]
+        theta[i] = P[0, 0, g] * x0 + P[0, 1, g] * x1 + L[0, 0, g] * n0 + L[0, 1, g] * n1
+        second[i] = P[1, 0, g] * x0 + P[1, 1, g] * x1 + L[1, 0, g] * n0 + L[1, 1, g] * n1
+
+
+@njit(cache=True, error_model="numpy")
+def _move_3(P, L, group, identity, theta, m, ema, z, d):
+    """move_state for the state (theta, m, e)."""
+    if identity:
+        _move3(P, L, theta, m, ema, z[:d], z[d:2 * d], z[2 * d:3 * d])
+        return
+    for i in range(d):
+        g = group[i]
+        x0 = theta[i]
+        x1 = m[i]
+        x2 = ema[i]
+        n0 = z[i]
+        n1 = z[d + i]
+        n2 = z[2 * d + i]
+        theta[i] = (P[0, 0, g] * x0 + P[0, 1, g] * x1 + P[0, 2, g] * x2
+                    + L[0, 0, g] * n0 + L[0, 1, g] * n1 + L[0, 2, g] * n2)
+        m[i] = (P[1, 0, g] * x0 + P[1, 1, g] * x1 + P[1, 2, g] * x2
+                + L[1, 0, g] * n0 + L[1, 1, g] * n1 + L[1, 2, g] * n2)
+        ema[i] = (P[2, 0, g] * x0 + P[2, 1, g] * x1 + P[2, 2, g] * x2
+                  + L[2, 0, g] * n0 + L[2, 1, g] * n1 + L[2, 2, g] * n2)
 
 
 @njit(cache=True, error_model="numpy")
@@ -521,13 +561,14 @@ def _move3(P, L, x, y, w, n0, n1, n2):
 
 
 @njit(cache=True, error_model="numpy", nogil=True)
-def run_block_skip(rule, dirs, rec, stream, group, grid, phi, fac, b, bb, block_size, n_runs,
-                   keep_paths, run_start, run_band, out, stop):
+def run_block_skip(rule, dirs, rec, stream, group, grid, phi, fac, state, b, bb, block_size,
+                   n_runs, keep_paths, run_start, run_band, out, stop):
     """Simulate block b of trajectories at the grid's steps only (see the module docstring).
 
     rule, dirs, rec, stream: fields of a lowering.KernelInput; group: (d,) group of each
     direction; grid: steps 0 = grid[0] < ... (the recorded steps, with 0 prepended when it
-    is not recorded); phi, fac: (len(grid) - 1, s, s, G) transitions in the state's dtype.
+    is not recorded); phi, fac: (len(grid) - 1, s, s, G) transitions in the state's dtype;
+    state: a tuple of s zeros (the state size as a type: see move_state).
     Outputs as in _kernels.run_block; hitting times are the first recorded step below the
     target. The initial state is the step kernel's (same normals); the moves between records
     use their own normals (purpose PURPOSE_SKIP, counter step = interval index).
@@ -562,7 +603,8 @@ def run_block_skip(rule, dirs, rec, stream, group, grid, phi, fac, b, bb, block_
                 break
             fill_normals(z, s * d, np.uint32(k - 1), np.uint32(PURPOSE_SKIP), key[0], key[1],
                          key[2], work.ws)
-            _move(phi[k - 1], fac[k - 1], group, identity, has_m, theta, m, ema, z, d)
+            move_state(state, phi[k - 1], fac[k - 1], group, identity, has_m, theta, m, ema,
+                       z, d)
             loss_th = half_quadratic(dirs.h, theta, work.q)
             loss = half_quadratic(dirs.h, ema, work.q) if rule.has_ema else loss_th
             ri = k - offset

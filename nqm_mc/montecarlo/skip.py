@@ -44,6 +44,7 @@ class SkipInput(NamedTuple):
     grid: np.ndarray  #: (K,) steps 0 = grid[0] < ... : the recorded steps (0 prepended)
     phi: np.ndarray  #: (K - 1, s, s, G) state transitions, state dtype
     fac: np.ndarray  #: (K - 1, s, s, G) factors F with F F^T = Sigma, state dtype
+    state: tuple[int, ...]  #: s zeros: the state size, as a type for the kernel
 
 
 def skip_reason(optimizer, noise):
@@ -112,7 +113,7 @@ def lower_skip(model, optimizer, batch_size, steps, dtype, owner="simulate"):
     group = np.repeat(np.arange(model.n_groups, dtype=np.int64), model.multiplicities)
     with np.errstate(over="ignore"):  # an overflowing transition stays inf in float32 too
         return SkipInput(group=group, grid=_grid(steps), phi=np.ascontiguousarray(phi, ft),
-                         fac=np.ascontiguousarray(fac, ft))
+                         fac=np.ascontiguousarray(fac, ft), state=(0,) * phi.shape[1])
 
 
 def crossing_grid(model, optimizer, batch_size, target, n_steps, n_records=100, n_dense=60,

@@ -74,12 +74,12 @@ COSINE = """
 import sys, time
 t0 = time.perf_counter()
 from numba.core import event
-compiles, stack = {}, []
+compiles, stack = {{}}, []
 class Listen(event.Listener):
     def on_start(self, ev):
-        stack.append(time.perf_counter())
+        stack.append(time.process_time())
     def on_end(self, ev):
-        dt = time.perf_counter() - stack.pop()
+        dt = time.process_time() - stack.pop()
         if not stack:  # the kernels called from Python (their callees included)
             f = ev.data["dispatcher"].py_func
             name = f.__module__.rsplit(".", 1)[-1] + "." + f.__name__
@@ -93,6 +93,7 @@ r = simulate(NQM.paper(10_000), SGD(CosineDecay(0.5, T, 0.005)), 16, T, {runs}, 
              progress=False)
 t2 = time.perf_counter()
 print(repr(dict(imp=t1 - t0, sim=t2 - t1, total=t2 - t0, compiles=compiles,
+                cpu=time.process_time(),
                 records=int(r.steps.size), last=float(r.mean[-1]))))
 """
 
@@ -117,22 +118,24 @@ def cosine(steps, n_runs):
         got = ast.literal_eval(out.stdout.strip().splitlines()[-1])
         comp = sum(got["compiles"].values())
         print(f"  {label}: {wall:5.1f} s wall (import {got['imp']:.1f} s, simulate "
-              f"{got['sim']:.1f} s, of which compiling {comp:.1f} s); {got['records']} records")
+              f"{got['sim']:.1f} s); CPU {got['cpu']:.1f} s, of which compiling {comp:.1f} s; "
+              f"{got['records']} records")
         for name, dt in sorted(got["compiles"].items(), key=lambda kv: -kv[1]):
-            print(f"      compiled {name}: {dt:.1f} s")
+            print(f"      compiled {name}: {dt:.1f} CPU s")
     model = NQM.paper(10_000)
     opt = SGD(CosineDecay(0.5, steps, 0.005))
     simulate(model, opt, 16, 1_000, 16, method="skip", progress=False)  # compile here
     grid = record_steps(steps, "log", 100)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     transitions(model, opt, 16, grid)
-    t_trans = time.perf_counter() - t0
-    t0 = time.perf_counter()
+    t_trans, c_trans = time.perf_counter() - t0, time.process_time() - c0
+    t0, c0 = time.perf_counter(), time.process_time()
     simulate(model, opt, 16, steps, n_runs, method="skip", progress=False)
-    t_all = time.perf_counter() - t0
-    print(f"  this process, compiled: simulate {t_all:.1f} s = transitions {t_trans:.1f} s "
-          f"({steps * model.n_groups / t_trans / 1e9:.2f} G group-steps/s) + sampling and "
-          f"statistics {t_all - t_trans:.1f} s")
+    t_all, c_all = time.perf_counter() - t0, time.process_time() - c0
+    print(f"  this process, compiled: simulate {t_all:.1f} s wall, {c_all:.1f} s CPU = "
+          f"transitions {t_trans:.1f} s wall, {c_trans:.1f} s CPU "
+          f"({steps * model.n_groups / c_trans / 1e9:.2f} G group-steps per CPU second) + "
+          f"sampling and statistics {t_all - t_trans:.1f} s wall, {c_all - c_trans:.1f} s CPU")
 
 
 def main():

@@ -8,9 +8,10 @@ kernel (never a test; ratios are measured in one process).
 ``--cosine`` times ``simulate(NQM.paper(10_000), SGD(CosineDecay(0.5, T, 0.005)), 16, T, 1000,
 method="skip")`` at T = 2e6 (``--steps``), with the default record grid (``record="log"``,
 ``n_records=100``: 94 distinct steps from 0 to T, log-spaced): a fresh process with empty numba
-and kernel caches (NUMBA_CACHE_DIR, NQM_MC_KERNEL_DIR), split into import, compilation (numba's
-compile events, per kernel) and the rest; a second fresh process on the caches the first one
-filled; and, in this process once compiled, the transitions and the sampling apart.
+and kernel caches (NUMBA_CACHE_DIR, NQM_MC_KERNEL_DIR), with its import, its compilations
+(numba's compile events, per kernel, wall time) and its CPU time; a second fresh process on
+the caches the first one filled; and, in this process once compiled, the transitions and the
+sampling apart.
 
 For each configuration (the paper's model, d = 10^4, 100 log-spaced records):
 - the wall time of a fresh process running it from a cold numba cache (compilation
@@ -77,9 +78,9 @@ from numba.core import event
 compiles, stack = {{}}, []
 class Listen(event.Listener):
     def on_start(self, ev):
-        stack.append(time.process_time())
+        stack.append(time.perf_counter())
     def on_end(self, ev):
-        dt = time.process_time() - stack.pop()
+        dt = time.perf_counter() - stack.pop()
         if not stack:  # the kernels called from Python (their callees included)
             f = ev.data["dispatcher"].py_func
             name = f.__module__.rsplit(".", 1)[-1] + "." + f.__name__
@@ -118,10 +119,10 @@ def cosine(steps, n_runs):
         got = ast.literal_eval(out.stdout.strip().splitlines()[-1])
         comp = sum(got["compiles"].values())
         print(f"  {label}: {wall:5.1f} s wall (import {got['imp']:.1f} s, simulate "
-              f"{got['sim']:.1f} s); CPU {got['cpu']:.1f} s, of which compiling {comp:.1f} s; "
-              f"{got['records']} records")
+              f"{got['sim']:.1f} s), {got['cpu']:.1f} s CPU; compiling {comp:.1f} s wall "
+              f"(the sampler's compilation overlaps the transitions); {got['records']} records")
         for name, dt in sorted(got["compiles"].items(), key=lambda kv: -kv[1]):
-            print(f"      compiled {name}: {dt:.1f} CPU s")
+            print(f"      compiled {name}: {dt:.1f} s")
     model = NQM.paper(10_000)
     opt = SGD(CosineDecay(0.5, steps, 0.005))
     simulate(model, opt, 16, 1_000, 16, method="skip", progress=False)  # compile here

@@ -167,3 +167,28 @@ def test_scalar_sgd_transitions_give_the_general_kernels_bits(growth):
     lr_w[lengths.size // 2] *= 1 + 1e-12
     assert not np.array_equal(_sgd_general(a_g, b_g, lr_w, isb_r, seg, grid)[1], ref_fac,
                               equal_nan=True)
+
+
+@pytest.mark.parametrize("opt,dtype", [(SGD(S.CosineDecay(0.5, 60)), "float64"),
+                                       (HeavyBall(0.05, 0.9, ema=0.9), "float32")],
+                         ids=["sgd_64", "hb_ema_32"])
+def test_background_compile_has_the_signature_the_blocks_call(opt, dtype):
+    """The skip-ahead sampler is compiled in the background, while the transitions are built,
+    for the argument types the blocks pass (else it would compile twice)."""
+    import numba
+
+    from nqm_mc.montecarlo import _interrupt
+    from nqm_mc.montecarlo._statistics import band_runs
+    from nqm_mc.montecarlo.driver import _job
+    from nqm_mc.montecarlo.lowering import new_statistics
+    from nqm_mc.montecarlo.skip import sampler_signature
+    job = _job(MODEL, opt, 8, 60, 40, 0, "log", 10, None, 2, dtype, None, 16, 4, None, "skip")
+    inp, sk = job.plan.inputs, job.plan.skip
+    run_start, run_band = band_runs(inp.directions.band)
+    out = new_statistics(2, job.steps.size, 4, 32, 2)
+    real = (inp.rule, inp.directions, inp.recording, inp.stream, sk.group, sk.grid, sk.phi,
+            sk.fac, sk.state, 1, 1, 16, 40, 2, run_start, run_band, out, _interrupt.new_flag())
+    assert tuple(numba.typeof(x) for x in real) == sampler_signature(inp, sk.state)
+    assert len(sk.state) == sk.phi.shape[1]
+    # the planted mismatch is seen: another state size is another signature
+    assert sampler_signature(inp, sk.state + (0,)) != sampler_signature(inp, sk.state)

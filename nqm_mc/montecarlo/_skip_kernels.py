@@ -340,7 +340,7 @@ def _sgd_chunk(a, b, lr_r, isb_r, seg_start, grid, phi_out, fac_out, g0, n):
             fac_out[k, 0, 0, g0 + g] = _factor1(sv[g])
 
 
-@njit(cache=True, error_model="numpy", parallel=True)
+@njit(cache=True, error_model="numpy", parallel=True, nogil=True)
 def build_transitions_sgd(a_g, b_g, lr_r, isb_r, seg_start, grid, phi_out, fac_out):
     """build_transitions for plain SGD (state size 1, no EMA): scalar arithmetic, the same
     bits as the general kernel. Chunks of GROUP_CHUNK groups run in parallel (_sgd_chunk)."""
@@ -424,7 +424,7 @@ def _general_chunk(kind, has_ema, a_g, b_g, beta, gamma, lr_r, isb_r, seg_start,
                     fac_out[k, i, j, g0 + g] = F[i, j]
 
 
-@njit(cache=True, error_model="numpy", parallel=True)
+@njit(cache=True, error_model="numpy", parallel=True, nogil=True)
 def build_transitions(kind, has_ema, a_g, b_g, beta, gamma, lr_r, isb_r, seg_start, grid,
                       phi_out, fac_out):
     """Per group g and interval k (grid[k] .. grid[k + 1]): phi_out[k, :, :, g] = Phi_k and

@@ -382,7 +382,7 @@ def _job(model: Any, optimizer: Any, batch_size: Any, n_steps: Any, n_runs: Any,
         check_memory(transition_bytes(model, optimizer, steps.size, dtype), owner,
                      f"the skip-ahead transitions of {model.n_groups} groups x {steps.size} "
                      "records", "Record fewer steps, or use method='step'.")
-        skip = lower_skip(model, optimizer, batch_size, steps, dtype, owner)
+        skip = lower_skip(model, optimizer, batch_size, steps, dtype, owner, inputs)
         if requested == "auto" and not (np.isfinite(skip.phi).all()
                                         and np.isfinite(skip.fac).all()):
             # the transitions overflow (a diverging configuration): the step kernel shows

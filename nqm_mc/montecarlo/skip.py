@@ -7,10 +7,11 @@ recorded steps it therefore moves as one Gaussian step,
 :math:`x(t_{k+1}) = \Phi_k x(t_k) + \eta_k`, :math:`\eta_k \sim N(0, \Sigma_k)`, with
 :math:`\Phi_k` the product of the :math:`A_t` and :math:`\Sigma_k` the accumulated noise
 covariance. Both depend on the direction's group and the interval, not on the trajectory:
-they are built once per simulation (:func:`transitions`), in float64, by doubling over every
-run of constant hyperparameters; steps whose hyperparameters change every step (a cosine
+they are built once per simulation (:func:`transitions`), in float64, from the runs of
+constant hyperparameters (:func:`~nqm_mc.montecarlo.lowering.hyper_runs`: never a per-step
+array), by doubling over every run; steps whose hyperparameters change every step (a cosine
 decay, a warmup) are applied to chunks of groups at once, as vectors over the groups, in
-parallel over the chunks. A trajectory then costs O(d) per recorded step instead of
+parallel over the chunks (plain SGD has its own scalar kernel). A trajectory then costs O(d) per recorded step instead of
 per step, and the joint law of its recorded states is exactly that of the step-by-step
 process: means, variances, quantiles, band statistics and kept paths are exact in
 distribution. Hitting times are the first *recorded* step below the target (their

@@ -11,8 +11,8 @@ they are built once per simulation (:func:`transitions`), in float64, from the r
 constant hyperparameters (:func:`~nqm_mc.montecarlo.lowering.hyper_runs`: never a per-step
 array), by doubling over every run; steps whose hyperparameters change every step (a cosine
 decay, a warmup) are applied to chunks of groups at once, as vectors over the groups, in
-parallel over the chunks (plain SGD has its own scalar kernel). A trajectory then costs O(d) per recorded step instead of
-per step, and the joint law of its recorded states is exactly that of the step-by-step
+parallel over the chunks (plain SGD has its own scalar kernel). A trajectory then costs
+O(d) per recorded step instead of per step, and the joint law of its recorded states is exactly that of the step-by-step
 process: means, variances, quantiles, band statistics and kept paths are exact in
 distribution. Hitting times are the first *recorded* step below the target (their
 resolution is the record grid; :func:`crossing_grid` places a dense grid around the exact

@@ -12,8 +12,8 @@ constant hyperparameters (:func:`~nqm_mc.montecarlo.lowering.hyper_runs`: never 
 array), by doubling over every run; steps whose hyperparameters change every step (a cosine
 decay, a warmup) are applied to chunks of groups at once, as vectors over the groups, in
 parallel over the chunks (plain SGD has its own scalar kernel). A trajectory then costs
-O(d) per recorded step instead of per step, and the joint law of its recorded states is exactly that of the step-by-step
-process: means, variances, quantiles, band statistics and kept paths are exact in
+O(d) per recorded step instead of per step, and the joint law of its recorded states is
+exactly that of the step-by-step process: means, variances, quantiles, band statistics and kept paths are exact in
 distribution. Hitting times are the first *recorded* step below the target (their
 resolution is the record grid; :func:`crossing_grid` places a dense grid around the exact
 engine's expected crossing).

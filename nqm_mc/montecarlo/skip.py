@@ -13,10 +13,10 @@ array), by doubling over every run; steps whose hyperparameters change every ste
 decay, a warmup) are applied to chunks of groups at once, as vectors over the groups, in
 parallel over the chunks (plain SGD has its own scalar kernel). A trajectory then costs
 O(d) per recorded step instead of per step, and the joint law of its recorded states is
-exactly that of the step-by-step process: means, variances, quantiles, band statistics and kept paths are exact in
-distribution. Hitting times are the first *recorded* step below the target (their
-resolution is the record grid; :func:`crossing_grid` places a dense grid around the exact
-engine's expected crossing).
+exactly that of the step-by-step process: means, variances, quantiles, band statistics and
+kept paths are exact in distribution. Hitting times are the first *recorded* step below the
+target (their resolution is the record grid; :func:`crossing_grid` places a dense grid
+around the exact engine's expected crossing).
 
 Memory: the transitions take ``2 s^2 (R - 1) G`` floats for G groups, R recorded steps and a
 state of size s (1 for SGD, 2 with momentum or EMA, 3 with both): the paper's model

@@ -3,6 +3,15 @@ kernel (never a test; ratios are measured in one process).
 
     python benchmarks/bench_skip.py            # both configurations, N = 1000
     python benchmarks/bench_skip.py --quick    # N = 200
+    python benchmarks/bench_skip.py --cosine   # the cosine example, from a fresh process
+
+``--cosine`` times ``simulate(NQM.paper(10_000), SGD(CosineDecay(0.5, T, 0.005)), 16, T, 1000,
+method="skip")`` at T = 2e6 (``--steps``), with the default record grid (``record="log"``,
+``n_records=100``: 94 distinct steps from 0 to T, log-spaced): a fresh process with empty numba
+and kernel caches (NUMBA_CACHE_DIR, NQM_MC_KERNEL_DIR), with its import, its compilations
+(numba's compile events, per kernel, wall time) and its CPU time; a second fresh process on
+the caches the first one filled; and, in this process once compiled, the transitions and the
+sampling apart.
 
 For each configuration (the paper's model, d = 10^4, 100 log-spaced records):
 - the wall time of a fresh process running it from a cold numba cache (compilation
@@ -62,11 +71,84 @@ def generator_only(n, n_runs, n_records):
     return acc
 
 
+COSINE = """
+import sys, time
+t0 = time.perf_counter()
+from numba.core import event
+compiles, stack = {{}}, []
+class Listen(event.Listener):
+    def on_start(self, ev):
+        stack.append(time.perf_counter())
+    def on_end(self, ev):
+        dt = time.perf_counter() - stack.pop()
+        if not stack:  # the kernels called from Python (their callees included)
+            f = ev.data["dispatcher"].py_func
+            name = f.__module__.rsplit(".", 1)[-1] + "." + f.__name__
+            compiles[name] = compiles.get(name, 0.0) + dt
+event.register("numba:compile", Listen())
+from nqm_mc import NQM, SGD, simulate
+from nqm_mc.spec.schedules import CosineDecay
+t1 = time.perf_counter()
+T = {steps}
+r = simulate(NQM.paper(10_000), SGD(CosineDecay(0.5, T, 0.005)), 16, T, {runs}, method="skip",
+             progress=False)
+t2 = time.perf_counter()
+print(repr(dict(imp=t1 - t0, sim=t2 - t1, total=t2 - t0, compiles=compiles,
+                cpu=time.process_time(),
+                records=int(r.steps.size), last=float(r.mean[-1]))))
+"""
+
+
+def cosine(steps, n_runs):
+    """The cosine example from a fresh process (cold, then warm cache) and in this one."""
+    import ast
+
+    from nqm_mc.montecarlo.lowering import record_steps
+    from nqm_mc.spec.schedules import CosineDecay
+    env = dict(os.environ, NUMBA_CACHE_DIR=tempfile.mkdtemp(prefix="nqm-bench-cache-"),
+               NQM_MC_KERNEL_DIR=tempfile.mkdtemp(prefix="nqm-bench-kernels-"))
+    code = COSINE.format(steps=steps, runs=n_runs)
+    print(f"cosine example: paper's model d = 10^4, SGD(CosineDecay(0.5, T, 0.005)), B = 16, "
+          f"T = {steps:.3g}, N = {n_runs}, method='skip', record='log' (n_records=100), "
+          f"{numba.get_num_threads()} threads; load average before: {os.getloadavg()[0]:.1f}")
+    for label in ("fresh process, cold cache", "fresh process, warm cache"):
+        t0 = time.perf_counter()
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                             text=True, check=True)
+        wall = time.perf_counter() - t0
+        got = ast.literal_eval(out.stdout.strip().splitlines()[-1])
+        comp = sum(got["compiles"].values())
+        print(f"  {label}: {wall:5.1f} s wall (import {got['imp']:.1f} s, simulate "
+              f"{got['sim']:.1f} s), {got['cpu']:.1f} s CPU; compiling {comp:.1f} s wall "
+              f"(the sampler's compilation overlaps the transitions); {got['records']} records")
+        for name, dt in sorted(got["compiles"].items(), key=lambda kv: -kv[1]):
+            print(f"      compiled {name}: {dt:.1f} s")
+    model = NQM.paper(10_000)
+    opt = SGD(CosineDecay(0.5, steps, 0.005))
+    simulate(model, opt, 16, 1_000, 16, method="skip", progress=False)  # compile here
+    grid = record_steps(steps, "log", 100)
+    t0, c0 = time.perf_counter(), time.process_time()
+    transitions(model, opt, 16, grid)
+    t_trans, c_trans = time.perf_counter() - t0, time.process_time() - c0
+    t0, c0 = time.perf_counter(), time.process_time()
+    simulate(model, opt, 16, steps, n_runs, method="skip", progress=False)
+    t_all, c_all = time.perf_counter() - t0, time.process_time() - c0
+    print(f"  this process, compiled: simulate {t_all:.1f} s wall, {c_all:.1f} s CPU = "
+          f"transitions {t_trans:.1f} s wall, {c_trans:.1f} s CPU "
+          f"({steps * model.n_groups / c_trans / 1e9:.2f} G group-steps per CPU second) + "
+          f"sampling and statistics {t_all - t_trans:.1f} s wall, {c_all - c_trans:.1f} s CPU")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--runs", type=int, default=None)
+    ap.add_argument("--cosine", action="store_true", help="only the cosine example")
+    ap.add_argument("--steps", type=int, default=2_000_000, help="T of the cosine example")
     a = ap.parse_args()
+    if a.cosine:
+        cosine(a.steps, a.runs or 1000)
+        return
     n_runs = a.runs or (200 if a.quick else 1000)
     model = NQM.paper()
     d = model.dim

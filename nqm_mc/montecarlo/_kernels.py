@@ -13,7 +13,8 @@ import math
 from typing import NamedTuple
 
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.extending import overload
 
 from nqm_mc.montecarlo._interrupt import stop_requested
 from nqm_mc.montecarlo._rng import (
@@ -106,7 +107,18 @@ WINDOW = 64  # steps advanced per pass over a chunk of directions (see _window)
 
 
 @njit(cache=True, error_model="numpy")
-def _window(rule, dirs, sched, rec, work, run_start, run_band, key, t0, w, r0):
+def piece_at(start, t, k):
+    """The run of constant hyperparameters of update t (lowering.StepSchedule: run k covers
+    start[k] <= t < start[k + 1]), searched forward from run k (<= the answer): the kernels
+    step through time, so the walk over all runs costs O(1) per update."""
+    K = start.shape[0]
+    while k + 1 < K and start[k + 1] <= t:
+        k += 1
+    return k
+
+
+@njit(cache=True, error_model="numpy")
+def _window(rule, dirs, sched, rec, work, run_start, run_band, key, t0, w, r0, piece0):
     """Advance one trajectory by steps t0 .. t0 + w - 1, one chunk of directions at a time.
 
     The directions of the NQM evolve independently, so each chunk (its state, coefficients
@@ -116,12 +128,14 @@ def _window(rule, dirs, sched, rec, work, run_start, run_band, key, t0, w, r0):
     after step t0 + s, chunk after chunk (_add_hsq16): the same operations in the same order
     as half_quadratic over all directions. Recorded steps in the window (rec.steps[r0:]) get
     their per-band sums of the readout's square, again in index order. ``key`` is the
-    trajectory's generator key (seed_hi, seed_lo, trajectory id) as uint32."""
+    trajectory's generator key (seed_hi, seed_lo, trajectory id) as uint32. ``piece0`` is the
+    run of constant hyperparameters of step t0 (sched: lowering.StepSchedule), walked forward
+    with the steps."""
     shi, k0, k1 = key
     use_f32 = dirs.single
     kind, has_ema, beta, gamma = rule.kind, rule.has_ema, rule.beta, rule.gamma
     a, b, h = dirs.coef_a, dirs.coef_b, dirs.h
-    lr_t, isb_t = sched.learning_rate, sched.inv_sqrt_batch
+    lr_r, isb_r, first = sched.learning_rate, sched.inv_sqrt_batch, sched.start
     theta, m, ema, q = work.theta, work.m, work.ema, work.q
     readout = ema if has_ema else theta
     lw = work.lw
@@ -138,6 +152,7 @@ def _window(rule, dirs, sched, rec, work, run_start, run_band, key, t0, w, r0):
     for lo in range(0, d, per):
         n = min(per, d - lo)
         r = r0
+        piece = piece0
         for s in range(w):
             t = t0 + s
             for sub in range(0, n, gen):
@@ -148,14 +163,37 @@ def _window(rule, dirs, sched, rec, work, run_start, run_band, key, t0, w, r0):
                 else:
                     normals_chunk_f64((lo + sub) // 2, (nn + 1) // 2, np.uint32(t),
                                       np.uint32(PURPOSE_GRADIENT), shi, k0, k1, ws, z[sub:])
-            _update(kind, has_ema, a, b, lr_t[t], isb_t[t], beta, gamma, theta, m, ema, z, lo,
-                    n)
+            piece = piece_at(first, t, piece)
+            _update(kind, has_ema, a, b, lr_r[piece], isb_r[piece], beta, gamma, theta, m, ema,
+                    z, lo, n)
             _add_hsq16(h, theta, lo, n, lw[s, 0:16], q)
             if has_ema:
                 _add_hsq16(h, ema, lo, n, lw[s, 16:32], q)
             if r < R and record[r] == t + 1:
                 _band_sums(readout, lo, lo + n, run_start, run_band, work.rec_band[r])
                 r += 1
+
+
+def fill_normals(z, n, step, purpose, shi, k0, k1, ws):  # pragma: no cover - compiled only
+    """z[0:n] <- the normals of (step, purpose) in z's dtype: fill_normals_f32 for float32,
+    fill_normals_f64 for float64. The choice is made when the caller is compiled (from the
+    type of z), so a kernel compiles only the generator of its own dtype."""
+    if z.dtype == np.float32:
+        fill_normals_f32(z, n, step, purpose, shi, k0, k1, ws)
+    else:
+        fill_normals_f64(z, n, step, purpose, shi, k0, k1, ws)
+
+
+@overload(fill_normals)
+def _fill_normals(z, n, step, purpose, shi, k0, k1, ws):
+    if isinstance(z, types.Array) and z.dtype == types.float32:
+        def impl32(z, n, step, purpose, shi, k0, k1, ws):
+            fill_normals_f32(z, n, step, purpose, shi, k0, k1, ws)
+        return impl32
+
+    def impl64(z, n, step, purpose, shi, k0, k1, ws):
+        fill_normals_f64(z, n, step, purpose, shi, k0, k1, ws)
+    return impl64
 
 
 @njit(cache=True, error_model="numpy")
@@ -166,12 +204,7 @@ def _start(dirs, rec, work, run_start, run_band, key):
     h = dirs.h
     theta = work.theta
     d = h.shape[0]
-    if dirs.single:
-        fill_normals_f32(work.z, d, np.uint32(0), np.uint32(PURPOSE_INITIAL), shi, k0, k1,
-                         work.ws)
-    else:
-        fill_normals_f64(work.z, d, np.uint32(0), np.uint32(PURPOSE_INITIAL), shi, k0, k1,
-                         work.ws)
+    fill_normals(work.z, d, np.uint32(0), np.uint32(PURPOSE_INITIAL), shi, k0, k1, work.ws)
     for i in range(d):
         theta[i] = dirs.mu0[i] + dirs.sd0[i] * work.z[i]
         work.m[i] = 0.0
@@ -214,11 +247,13 @@ def _trajectory(rule, dirs, sched, rec, work, run_start, run_band, key, stop):
     loss, hit, r = _start(dirs, rec, work, run_start, run_band, key)
     div = -1
     t0 = 0
+    piece = 0  # the run of constant hyperparameters of step t0
     while t0 < T:
         if stop_requested(stop) != 0:
             break
         w = min(WINDOW, T - t0)
-        _window(rule, dirs, sched, rec, work, run_start, run_band, key, t0, w, r)
+        piece = piece_at(sched.start, t0, piece)
+        _window(rule, dirs, sched, rec, work, run_start, run_band, key, t0, w, r, piece)
         for s in range(w):
             t = t0 + s + 1
             loss_th = _total16(lw[s, 0:16])
@@ -347,16 +382,18 @@ def _trajectory_general(rule, dirs, sched, law, rec, work, run_start, run_band, 
     for j in range(work.perm.shape[0]):
         work.perm[j] = j
     per = loss_chunk(dirs.single)
+    piece = 0  # the run of constant hyperparameters of step t
     for t in range(T):
         if stop_requested(stop) != 0:
             break
-        _noise(law, sched.batch[t], work, d, np.uint32(t), key, dirs.single)
-        isb = sched.inv_sqrt_batch[t]
+        piece = piece_at(sched.start, t, piece)
+        _noise(law, sched.batch[piece], work, d, np.uint32(t), key, dirs.single)
+        isb = sched.inv_sqrt_batch[piece]
         for i in range(d):  # the (fixed-preconditioned) stochastic gradient a theta + b z / sqrt(B)
             g[i] = a[i] * theta[i] + b[i] * isb * z[i]
         clip_to_norm(g, rule.clip)
-        apply_rule(rule.kind, sched.learning_rate[t], rule.beta, rule.beta2, rule.eps, t, theta,
-                   work.m, work.v, g)
+        apply_rule(rule.kind, sched.learning_rate[piece], rule.beta, rule.beta2, rule.eps, t,
+                   theta, work.m, work.v, g)
         if has_ema:
             for i in range(d):
                 ema[i] = gamma * ema[i] + (1.0 - gamma) * theta[i]

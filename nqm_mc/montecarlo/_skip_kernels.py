@@ -26,10 +26,11 @@ which are the step kernels' update rules (``_kernels._update``) written as matri
 
 import numpy as np
 from numba import njit, prange
+from numba.extending import overload
 
 from nqm_mc.montecarlo._interrupt import stop_requested
-from nqm_mc.montecarlo._kernels import Work, _start
-from nqm_mc.montecarlo._rng import CHUNK, PURPOSE_SKIP, fill_normals_f32, fill_normals_f64
+from nqm_mc.montecarlo._kernels import Work, _start, fill_normals
+from nqm_mc.montecarlo._rng import CHUNK, PURPOSE_SKIP
 from nqm_mc.montecarlo._statistics import (
     _band_sums,
     begin_trajectory,
@@ -252,151 +253,282 @@ def _step_chunk(kind, has_ema, a, b, lr, q, beta, gamma, P, S, A, bv, T1, T2, n)
                 sij[g] = 0.5 * (t1[g] + t1t[g])
 
 
+# a covariance entry at or above 2^1023 overflows when the general composition symmetrises it
+# (0.5 (x + x)): the SGD kernel below makes it inf at the same point, so that both agree
+_HALF_OVERFLOW = 2.0 ** 1023
+
+
 @njit(cache=True, error_model="numpy")
-def _step_chunk_sgd(a, b, lr, q, p, sv, n):
-    """_step_chunk for plain SGD (s = 1) in one fused SIMD loop, operation for operation the
-    same arithmetic: P = 0 + A P, S = ((0 + A S) A + sym(bv^2)) symmetrised."""
-    for g in range(n):
-        tt = 1.0 - lr * a[g]
-        tb = -lr * b[g] * q
-        p[g] = 0.0 + tt * p[g]
-        x = tb * tb
-        t1 = (0.0 + (0.0 + tt * sv[g]) * tt) + 0.5 * (x + x)
-        sv[g] = 0.5 * (t1 + t1)
+def _compose1(p2, s2, p, s):
+    """_compose for s = 1, operation for operation: (p2, s2) after (p, s)."""
+    t2 = 0.0 + p2 * s
+    t1 = (0.0 + t2 * p2) + s2
+    return 0.0 + p2 * p, 0.5 * (t1 + t1)
 
 
-@njit(cache=True, error_model="numpy", parallel=True)
-def build_transitions(kind, has_ema, a_g, b_g, beta, gamma, lr_t, isb_t, seg_start, grid,
+@njit(cache=True, error_model="numpy")
+def _power1(tt, tb, n):
+    """_run_power for s = 1: (Phi, Sigma) of n steps of theta' = tt theta + tb z, by doubling."""
+    p = 1.0
+    s = 0.0
+    pw = tt
+    sw = tb * tb
+    while n > 0:
+        if n & 1:
+            p, s = _compose1(pw, sw, p, s)
+        n >>= 1
+        if n > 0:
+            pw, sw = _compose1(pw, sw, pw, sw)
+    return p, s
+
+
+@njit(cache=True, error_model="numpy")
+def _factor1(s):
+    """factor_psd for s = 1: sqrt(s) above its tolerance, 0 below, inf when not finite."""
+    scale = abs(s)
+    if not np.isfinite(scale):
+        return np.inf
+    return np.sqrt(s) if s > scale * 1e-15 else 0.0
+
+
+@njit(cache=True, error_model="numpy", nogil=True)
+def _sgd_chunk(a, b, lr_r, isb_r, seg_start, grid, phi_out, fac_out, g0, n):
+    """build_transitions_sgd for groups g0 .. g0 + n - 1 (one chunk).
+
+    A run of two updates or more inside an interval: O(log length) compositions per group
+    (_power1, _compose1: _run_power's and _compose's arithmetic). A run of one update (a
+    schedule that changes every update) is one fused SIMD loop over the chunk's groups:
+    theta' = tt theta + tb z gives P <- tt P and S <- (tt S) tt + tb^2, the values the
+    composition gives (its additions of 0.0 and its symmetrising 0.5 (x + x) change no
+    finite value below 2^1023; at or above it S becomes inf, as there; a Phi of exactly 0 may
+    differ in the sign of its zero, which no sampled loss sees).
+    """
+    p = np.empty(n)
+    sv = np.empty(n)
+    ac = a[g0:g0 + n]
+    bc = b[g0:g0 + n]
+    seg = 0
+    for k in range(grid.shape[0] - 1):
+        t = grid[k]
+        t1 = grid[k + 1]
+        for g in range(n):
+            p[g] = 1.0
+            sv[g] = 0.0
+        while t < t1:
+            while seg_start[seg + 1] <= t:
+                seg += 1
+            end = min(t1, seg_start[seg + 1])
+            lr = lr_r[seg]
+            q = isb_r[seg]
+            nl = -lr
+            if end - t == 1:
+                for g in range(n):
+                    tt = 1.0 - lr * ac[g]
+                    tb = nl * bc[g] * q
+                    p[g] = tt * p[g]
+                    x = tb * tb
+                    x = np.inf if x >= _HALF_OVERFLOW else x
+                    s1 = (tt * sv[g]) * tt + x
+                    sv[g] = np.inf if s1 >= _HALF_OVERFLOW else s1
+            else:
+                for g in range(n):
+                    pn, sn = _power1(1.0 - lr * ac[g], nl * bc[g] * q, end - t)
+                    p[g], sv[g] = _compose1(pn, sn, p[g], sv[g])
+            t = end
+        for g in range(n):
+            phi_out[k, 0, 0, g0 + g] = p[g]
+            fac_out[k, 0, 0, g0 + g] = _factor1(sv[g])
+
+
+@njit(cache=True, error_model="numpy", parallel=True, nogil=True)
+def build_transitions_sgd(a_g, b_g, lr_r, isb_r, seg_start, grid, phi_out, fac_out):
+    """build_transitions for plain SGD (state size 1, no EMA): scalar arithmetic, the same
+    bits as the general kernel. Chunks of GROUP_CHUNK groups run in parallel (_sgd_chunk)."""
+    G = a_g.shape[0]
+    n_chunks = (G + GROUP_CHUNK - 1) // GROUP_CHUNK
+    for c in prange(n_chunks):
+        g0 = c * GROUP_CHUNK
+        _sgd_chunk(a_g, b_g, lr_r, isb_r, seg_start, grid, phi_out, fac_out, g0,
+                   min(GROUP_CHUNK, G - g0))
+
+
+@njit(cache=True, error_model="numpy", nogil=True)
+def _general_chunk(kind, has_ema, a_g, b_g, beta, gamma, lr_r, isb_r, seg_start, grid,
+                   phi_out, fac_out, g0, n):
+    """build_transitions for groups g0 .. g0 + n - 1 (one chunk)."""
+    s = phi_out.shape[1]
+    n_int = grid.shape[0] - 1
+    CH = GROUP_CHUNK
+    ac = a_g[g0:g0 + n]
+    bc = b_g[g0:g0 + n]
+    Pc = np.empty((s, s, CH))
+    Sc = np.empty((s, s, CH))
+    Ac = np.zeros((s, s, CH))
+    bvc = np.zeros((s, CH))
+    T1c = np.empty((s, s, CH))
+    T2c = np.empty((s, s, CH))
+    A = np.empty((s, s))
+    bv = np.empty(s)
+    P = np.empty((s, s))
+    S = np.empty((s, s))
+    Pn = np.empty((s, s))
+    Sn = np.empty((s, s))
+    Pw = np.empty((s, s))
+    Sw = np.empty((s, s))
+    C1 = np.empty((s, s))
+    C2 = np.empty((s, s))
+    T1 = np.empty((s, s))
+    T2 = np.empty((s, s))
+    F = np.empty((s, s))
+    W = np.empty((s, s))
+    done = np.empty(s, np.bool_)
+    seg = 0
+    for k in range(n_int):
+        t = grid[k]
+        t1 = grid[k + 1]
+        for i in range(s):
+            for j in range(s):
+                for g in range(n):
+                    Pc[i, j, g] = 1.0 if i == j else 0.0
+                    Sc[i, j, g] = 0.0
+        while t < t1:
+            while seg_start[seg + 1] <= t:
+                seg += 1
+            end = min(t1, seg_start[seg + 1])
+            if end - t == 1:
+                _step_chunk(kind, has_ema, ac, bc, lr_r[seg], isb_r[seg], beta, gamma, Pc, Sc,
+                            Ac, bvc, T1c, T2c, n)
+            else:
+                for g in range(n):
+                    _one_step(kind, has_ema, ac[g], bc[g], lr_r[seg], isb_r[seg], beta, gamma,
+                              A, bv)
+                    _run_power(A, bv, end - t, Pn, Sn, Pw, Sw, C1, C2, T1, T2)
+                    for i in range(s):
+                        for j in range(s):
+                            P[i, j] = Pc[i, j, g]
+                            S[i, j] = Sc[i, j, g]
+                    _compose(Pn, Sn, P, S, T1, T2)
+                    for i in range(s):
+                        for j in range(s):
+                            Pc[i, j, g] = P[i, j]
+                            Sc[i, j, g] = S[i, j]
+            t = end
+        for g in range(n):
+            for i in range(s):
+                for j in range(s):
+                    S[i, j] = Sc[i, j, g]
+            factor_psd(S, F, W, done)
+            for i in range(s):
+                for j in range(s):
+                    phi_out[k, i, j, g0 + g] = Pc[i, j, g]
+                    fac_out[k, i, j, g0 + g] = F[i, j]
+
+
+@njit(cache=True, error_model="numpy", parallel=True, nogil=True)
+def build_transitions(kind, has_ema, a_g, b_g, beta, gamma, lr_r, isb_r, seg_start, grid,
                       phi_out, fac_out):
     """Per group g and interval k (grid[k] .. grid[k + 1]): phi_out[k, :, :, g] = Phi_k and
     fac_out[k, :, :, g] = F_k with F_k F_k^T = Sigma_k, all in float64 (groups last, so that
     the sampler reads each matrix entry as a contiguous vector over directions).
 
-    a_g, b_g: (G,) gradient coefficients h^(1-p) and h^-p sqrt(c) of each group; lr_t, isb_t:
-    (T,) per-step learning rate and 1/sqrt(B); seg_start: increasing steps at which (lr, isb)
-    change, starting with 0 and ending with T (runs of constant hyperparameters); grid:
-    increasing steps starting at 0. Each run of two steps or more inside an interval costs
-    O(log length) compositions per group; a run of one step (a schedule that changes every
-    step, such as a cosine decay or a warmup) is applied to a chunk of GROUP_CHUNK groups at
-    once, as vectors over the groups (_step_chunk: the same operations, so the same bits as
-    one composition per group and step, several times faster). Chunks of groups run in
-    parallel.
+    a_g, b_g: (G,) gradient coefficients h^(1-p) and h^-p sqrt(c) of each group. The
+    hyperparameters come as runs of constant values: run r covers updates seg_start[r] ..
+    seg_start[r + 1] - 1 with learning rate lr_r[r] and 1/sqrt(B) isb_r[r] (seg_start starts
+    with 0 and ends with T; neighbouring runs differ). grid: increasing steps starting at 0.
+    Each run of two steps or more inside an interval costs O(log length) compositions per
+    group; a run of one step (a schedule that changes every step, such as a cosine decay or a
+    warmup) is applied to a chunk of GROUP_CHUNK groups at once, as vectors over the groups
+    (_step_chunk: the same operations, so the same bits as one composition per group and
+    step, several times faster). Chunks of groups run in parallel. Plain SGD has its own
+    scalar kernel, build_transitions_sgd (the same bits, a fraction of the compile time).
     """
     G = a_g.shape[0]
-    s = phi_out.shape[1]
-    n_int = grid.shape[0] - 1
-    CH = GROUP_CHUNK
-    n_chunks = (G + CH - 1) // CH
+    n_chunks = (G + GROUP_CHUNK - 1) // GROUP_CHUNK
     for c in prange(n_chunks):
-        g0 = c * CH
-        n = min(CH, G - g0)
-        ac = a_g[g0:g0 + n]
-        bc = b_g[g0:g0 + n]
-        Pc = np.empty((s, s, CH))
-        Sc = np.empty((s, s, CH))
-        Ac = np.zeros((s, s, CH))
-        bvc = np.zeros((s, CH))
-        T1c = np.empty((s, s, CH))
-        T2c = np.empty((s, s, CH))
-        A = np.empty((s, s))
-        bv = np.empty(s)
-        P = np.empty((s, s))
-        S = np.empty((s, s))
-        Pn = np.empty((s, s))
-        Sn = np.empty((s, s))
-        Pw = np.empty((s, s))
-        Sw = np.empty((s, s))
-        C1 = np.empty((s, s))
-        C2 = np.empty((s, s))
-        T1 = np.empty((s, s))
-        T2 = np.empty((s, s))
-        F = np.empty((s, s))
-        W = np.empty((s, s))
-        done = np.empty(s, np.bool_)
-        seg = 0
-        for k in range(n_int):
-            t = grid[k]
-            t1 = grid[k + 1]
-            for i in range(s):
-                for j in range(s):
-                    for g in range(n):
-                        Pc[i, j, g] = 1.0 if i == j else 0.0
-                        Sc[i, j, g] = 0.0
-            while t < t1:
-                while seg_start[seg + 1] <= t:
-                    seg += 1
-                end = min(t1, seg_start[seg + 1])
-                if end - t == 1 and s == 1 and kind == KIND_SGD:
-                    _step_chunk_sgd(ac, bc, lr_t[t], isb_t[t], Pc[0, 0], Sc[0, 0], n)
-                elif end - t == 1:
-                    _step_chunk(kind, has_ema, ac, bc, lr_t[t], isb_t[t], beta, gamma, Pc, Sc,
-                                Ac, bvc, T1c, T2c, n)
-                else:
-                    for g in range(n):
-                        _one_step(kind, has_ema, ac[g], bc[g], lr_t[t], isb_t[t], beta, gamma,
-                                  A, bv)
-                        _run_power(A, bv, end - t, Pn, Sn, Pw, Sw, C1, C2, T1, T2)
-                        for i in range(s):
-                            for j in range(s):
-                                P[i, j] = Pc[i, j, g]
-                                S[i, j] = Sc[i, j, g]
-                        _compose(Pn, Sn, P, S, T1, T2)
-                        for i in range(s):
-                            for j in range(s):
-                                Pc[i, j, g] = P[i, j]
-                                Sc[i, j, g] = S[i, j]
-                t = end
-            for g in range(n):
-                for i in range(s):
-                    for j in range(s):
-                        S[i, j] = Sc[i, j, g]
-                factor_psd(S, F, W, done)
-                for i in range(s):
-                    for j in range(s):
-                        phi_out[k, i, j, g0 + g] = Pc[i, j, g]
-                        fac_out[k, i, j, g0 + g] = F[i, j]
+        g0 = c * GROUP_CHUNK
+        _general_chunk(kind, has_ema, a_g, b_g, beta, gamma, lr_r, isb_r, seg_start, grid,
+                       phi_out, fac_out, g0, min(GROUP_CHUNK, G - g0))
+
+
+def move_state(tag, P, L, group, identity, has_m, theta, m, ema, z, d):  # pragma: no cover
+    """One recorded interval for every direction: x <- P x + L w, w = the normals z[j d + i]
+    (component j of direction i). P, L: (s, s, G); the state is (theta), (theta, m),
+    (theta, e) or (theta, m, e). ``tag`` is a tuple of s zeros: its type carries the state
+    size, so that a kernel compiles the move of its own state size only (_move_1, _2, _3)."""
+    s = len(tag)
+    if s == 1:
+        _move_1(P, L, group, identity, theta, z, d)
+    elif s == 2:
+        _move_2(P, L, group, identity, m if has_m else ema, theta, z, d)
+    else:
+        _move_3(P, L, group, identity, theta, m, ema, z, d)
+
+
+@overload(move_state)
+def _move_state(tag, P, L, group, identity, has_m, theta, m, ema, z, d):
+    s = tag.count
+    if s == 1:
+        def move1(tag, P, L, group, identity, has_m, theta, m, ema, z, d):
+            _move_1(P, L, group, identity, theta, z, d)
+        return move1
+    if s == 2:
+        def move2(tag, P, L, group, identity, has_m, theta, m, ema, z, d):
+            _move_2(P, L, group, identity, m if has_m else ema, theta, z, d)
+        return move2
+
+    def move3(tag, P, L, group, identity, has_m, theta, m, ema, z, d):
+        _move_3(P, L, group, identity, theta, m, ema, z, d)
+    return move3
 
 
 @njit(cache=True, error_model="numpy")
-def _move(P, L, group, identity, has_m, theta, m, ema, z, d):
-    """One recorded interval for every direction: x <- P x + L w, w = the normals z[j d + i]
-    (component j of direction i). P, L: (s, s, G). The state is (theta), (theta, m),
-    (theta, e) or (theta, m, e)."""
-    s = P.shape[0]
-    second = m if has_m else ema
+def _move_1(P, L, group, identity, theta, z, d):
+    """move_state for the state (theta)."""
     if identity:
-        if s == 1:
-            _move1(P[0, 0], L[0, 0], theta, z[:d])
-        elif s == 2:
-            _move2(P[0, 0], P[0, 1], P[1, 0], P[1, 1], L[0, 0], L[0, 1], L[1, 0], L[1, 1],
-                   theta, second, z[:d], z[d:2 * d])
-        else:
-            _move3(P, L, theta, m, ema, z[:d], z[d:2 * d], z[2 * d:3 * d])
+        _move1(P[0, 0], L[0, 0], theta, z[:d])
         return
     for i in range(d):  # groups with multiplicities: gather each direction's group
         g = group[i]
-        if s == 1:
-            theta[i] = P[0, 0, g] * theta[i] + L[0, 0, g] * z[i]
-        elif s == 2:
-            x0 = theta[i]
-            x1 = second[i]
-            n0 = z[i]
-            n1 = z[d + i]
-            theta[i] = P[0, 0, g] * x0 + P[0, 1, g] * x1 + L[0, 0, g] * n0 + L[0, 1, g] * n1
-            second[i] = P[1, 0, g] * x0 + P[1, 1, g] * x1 + L[1, 0, g] * n0 + L[1, 1, g] * n1
-        else:
-            x0 = theta[i]
-            x1 = m[i]
-            x2 = ema[i]
-            n0 = z[i]
-            n1 = z[d + i]
-            n2 = z[2 * d + i]
-            theta[i] = (P[0, 0, g] * x0 + P[0, 1, g] * x1 + P[0, 2, g] * x2
-                        + L[0, 0, g] * n0 + L[0, 1, g] * n1 + L[0, 2, g] * n2)
-            m[i] = (P[1, 0, g] * x0 + P[1, 1, g] * x1 + P[1, 2, g] * x2
-                    + L[1, 0, g] * n0 + L[1, 1, g] * n1 + L[1, 2, g] * n2)
-            ema[i] = (P[2, 0, g] * x0 + P[2, 1, g] * x1 + P[2, 2, g] * x2
-                      + L[2, 0, g] * n0 + L[2, 1, g] * n1 + L[2, 2, g] * n2)
+        theta[i] = P[0, 0, g] * theta[i] + L[0, 0, g] * z[i]
+
+
+@njit(cache=True, error_model="numpy")
+def _move_2(P, L, group, identity, second, theta, z, d):
+    """move_state for the states (theta, m) and (theta, e): ``second`` is m or e."""
+    if identity:
+        _move2(P[0, 0], P[0, 1], P[1, 0], P[1, 1], L[0, 0], L[0, 1], L[1, 0], L[1, 1],
+               theta, second, z[:d], z[d:2 * d])
+        return
+    for i in range(d):
+        g = group[i]
+        x0 = theta[i]
+        x1 = second[i]
+        n0 = z[i]
+        n1 = z[d + i]
+        theta[i] = P[0, 0, g] * x0 + P[0, 1, g] * x1 + L[0, 0, g] * n0 + L[0, 1, g] * n1
+        second[i] = P[1, 0, g] * x0 + P[1, 1, g] * x1 + L[1, 0, g] * n0 + L[1, 1, g] * n1
+
+
+@njit(cache=True, error_model="numpy")
+def _move_3(P, L, group, identity, theta, m, ema, z, d):
+    """move_state for the state (theta, m, e)."""
+    if identity:
+        _move3(P, L, theta, m, ema, z[:d], z[d:2 * d], z[2 * d:3 * d])
+        return
+    for i in range(d):
+        g = group[i]
+        x0 = theta[i]
+        x1 = m[i]
+        x2 = ema[i]
+        n0 = z[i]
+        n1 = z[d + i]
+        n2 = z[2 * d + i]
+        theta[i] = (P[0, 0, g] * x0 + P[0, 1, g] * x1 + P[0, 2, g] * x2
+                    + L[0, 0, g] * n0 + L[0, 1, g] * n1 + L[0, 2, g] * n2)
+        m[i] = (P[1, 0, g] * x0 + P[1, 1, g] * x1 + P[1, 2, g] * x2
+                + L[1, 0, g] * n0 + L[1, 1, g] * n1 + L[1, 2, g] * n2)
+        ema[i] = (P[2, 0, g] * x0 + P[2, 1, g] * x1 + P[2, 2, g] * x2
+                  + L[2, 0, g] * n0 + L[2, 1, g] * n1 + L[2, 2, g] * n2)
 
 
 @njit(cache=True, error_model="numpy")
@@ -429,13 +561,14 @@ def _move3(P, L, x, y, w, n0, n1, n2):
 
 
 @njit(cache=True, error_model="numpy", nogil=True)
-def run_block_skip(rule, dirs, rec, stream, group, grid, phi, fac, b, bb, block_size, n_runs,
-                   keep_paths, run_start, run_band, out, stop):
+def run_block_skip(rule, dirs, rec, stream, group, grid, phi, fac, state, b, bb, block_size,
+                   n_runs, keep_paths, run_start, run_band, out, stop):
     """Simulate block b of trajectories at the grid's steps only (see the module docstring).
 
     rule, dirs, rec, stream: fields of a lowering.KernelInput; group: (d,) group of each
     direction; grid: steps 0 = grid[0] < ... (the recorded steps, with 0 prepended when it
-    is not recorded); phi, fac: (len(grid) - 1, s, s, G) transitions in the state's dtype.
+    is not recorded); phi, fac: (len(grid) - 1, s, s, G) transitions in the state's dtype;
+    state: a tuple of s zeros (the state size as a type: see move_state).
     Outputs as in _kernels.run_block; hitting times are the first recorded step below the
     target. The initial state is the step kernel's (same normals); the moves between records
     use their own normals (purpose PURPOSE_SKIP, counter step = interval index).
@@ -468,13 +601,10 @@ def run_block_skip(rule, dirs, rec, stream, group, grid, phi, fac, b, bb, block_
         for k in range(1, grid.shape[0]):
             if stop_requested(stop) != 0:
                 break
-            if dirs.single:
-                fill_normals_f32(z, s * d, np.uint32(k - 1), np.uint32(PURPOSE_SKIP), key[0],
-                                 key[1], key[2], work.ws)
-            else:
-                fill_normals_f64(z, s * d, np.uint32(k - 1), np.uint32(PURPOSE_SKIP), key[0],
-                                 key[1], key[2], work.ws)
-            _move(phi[k - 1], fac[k - 1], group, identity, has_m, theta, m, ema, z, d)
+            fill_normals(z, s * d, np.uint32(k - 1), np.uint32(PURPOSE_SKIP), key[0], key[1],
+                         key[2], work.ws)
+            move_state(state, phi[k - 1], fac[k - 1], group, identity, has_m, theta, m, ema,
+                       z, d)
             loss_th = half_quadratic(dirs.h, theta, work.q)
             loss = half_quadratic(dirs.h, ema, work.q) if rule.has_ema else loss_th
             ri = k - offset

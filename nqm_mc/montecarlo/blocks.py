@@ -190,8 +190,8 @@ def run_range(plan: Plan, first: int, nb: int, stop: np.ndarray | None = None,
                         run_start, run_band, out, stop)
         else:
             SK.run_block_skip(inp.rule, inp.directions, inp.recording, inp.stream, sk.group,
-                              sk.grid, sk.phi, sk.fac, first + bb, bb, STAT_GROUP, plan.n_runs,
-                              plan.keep_paths, run_start, run_band, out, stop)
+                              sk.grid, sk.phi, sk.fac, sk.state, first + bb, bb, STAT_GROUP,
+                              plan.n_runs, plan.keep_paths, run_start, run_band, out, stop)
 
     n = min(threads or numba.get_num_threads(), nb)
     if n <= 1:

@@ -14,7 +14,7 @@ from numba import njit, prange
 
 from nqm_mc.montecarlo import _interrupt
 from nqm_mc.montecarlo._interrupt import stop_requested
-from nqm_mc.montecarlo._kernels import apply_rule, clip_to_norm
+from nqm_mc.montecarlo._kernels import apply_rule, clip_to_norm, piece_at
 from nqm_mc.montecarlo._rng import PURPOSE_GRADIENT, PURPOSE_INITIAL, fill_normals_f64, split_seed
 from nqm_mc.results import SimulationResult, provenance
 from nqm_mc.spec._checks import (
@@ -25,7 +25,7 @@ from nqm_mc.spec._checks import (
 )
 from nqm_mc.spec.codes import DIVERGED
 from nqm_mc.spec.rotated import _check
-from nqm_mc.spec.schedules import as_batch_schedule, checked_values
+from nqm_mc.spec.schedules import as_batch_schedule
 
 __all__ = ["simulate_dense"]
 
@@ -43,7 +43,7 @@ def _matvec(M, x, out):
 
 
 @njit(cache=True, error_model="numpy", parallel=True, nogil=True)
-def _dense_runs(kind, has_ema, H, Lc, Minv, mu0, sd0, lr_t, isb_t, beta, gamma, extra,
+def _dense_runs(kind, has_ema, H, Lc, Minv, mu0, sd0, first, lr_r, isb_r, beta, gamma, extra,
                 seed_lo, seed_hi, n_runs, record, target, keep, out_loss, out_hit, out_records,
                 stop):
     """Run one trajectory per run id, each step dense.
@@ -57,11 +57,13 @@ def _dense_runs(kind, has_ema, H, Lc, Minv, mu0, sd0, lr_t, isb_t, beta, gamma, 
     finished) and its hitting time is -3 if it stopped before hitting.
 
     kind int (KIND_*), has_ema bool; H, Lc, Minv (d, d) float64: the Hessian, the noise factor
-    (Lc Lc^T = C) and P^-1; mu0, sd0 (d,) the initial mean and standard deviation; lr_t, isb_t
-    (T,) the learning rate and 1/sqrt(B) per step; beta, gamma floats; extra (3,); seed_lo,
-    seed_hi uint32 halves of the seed; n_runs int; record (R,) int64 increasing steps; target
-    float; keep int (unused here: every run's records are written); out_loss (n_runs, R)
-    float64; out_hit, out_records (n_runs,) int64; stop the interrupt flag.
+    (Lc Lc^T = C) and P^-1; mu0, sd0 (d,) the initial mean and standard deviation; first,
+    lr_r, isb_r (K,) the hyperparameters as runs of constant values (run k: updates first[k]
+    .. first[k + 1] - 1, learning rate lr_r[k], 1/sqrt(B) isb_r[k]); beta, gamma floats;
+    extra (3,); seed_lo, seed_hi uint32 halves of the seed; n_runs int; record (R,) int64
+    increasing steps; target float; keep int (unused here: every run's records are written);
+    out_loss (n_runs, R) float64; out_hit, out_records (n_runs,) int64; stop the interrupt
+    flag.
     """
     d = H.shape[0]
     beta2 = extra[0]
@@ -101,16 +103,18 @@ def _dense_runs(kind, has_ema, H, Lc, Minv, mu0, sd0, lr_t, isb_t, beta, gamma, 
         if record[0] == 0:
             out_loss[j, 0] = loss
             r = 1
+        piece = 0
         for t in range(T):
             if stop_requested(stop) != 0:
                 break
+            piece = piece_at(first, t, piece)
             fill_normals_f64(z, d, np.uint32(t), np.uint32(PURPOSE_GRADIENT), shi, k0, k1, ws)
             _matvec(Lc, z, xi)
             for i in range(d):
-                g[i] = hx[i] + isb_t[t] * xi[i]
+                g[i] = hx[i] + isb_r[piece] * xi[i]
             _matvec(Minv, g, gt)
             clip_to_norm(gt, clip)
-            apply_rule(kind, lr_t[t], beta, beta2, eps, t, th, m, v, gt)
+            apply_rule(kind, lr_r[piece], beta, beta2, eps, t, th, m, v, gt)
             _matvec(H, th, hx)
             loss = 0.0
             if has_ema:
@@ -158,6 +162,7 @@ def simulate_dense(model, optimizer, batch_size, n_steps, n_runs, *, seed=0, rec
     """
     from nqm_mc.montecarlo.blocks import QUANTILE_LEVELS
     from nqm_mc.montecarlo.driver import record_steps
+    from nqm_mc.montecarlo.lowering import hyper_runs
     owner = "simulate_dense"
     on_interrupt = check_choice("on_interrupt", on_interrupt, owner, ("raise", "return"))
     minv = _check(model, optimizer, preconditioner, owner, linear=False)
@@ -169,12 +174,10 @@ def simulate_dense(model, optimizer, batch_size, n_steps, n_runs, *, seed=0, rec
         target = check_real("target", target, owner, low=0.0)
     n_records = check_int("n_records", n_records, owner, low=2, high=2 ** 20)
     steps = record_steps(n_steps, record, n_records)
-    check_memory(8.0 * (3 * n_runs * steps.size + 6 * n_steps + 2 * n_runs), owner,
+    check_memory(8.0 * (3 * n_runs * steps.size + 2 * n_runs), owner,
                  f"{n_runs} runs x {steps.size} recorded steps",
                  "Record fewer steps (record='log' or an array of steps) or use fewer runs.")
-    lr_t = checked_values(optimizer.learning_rate, n_steps, "learning_rate", owner)
-    isb_t = 1.0 / np.sqrt(checked_values(as_batch_schedule(batch_size, "batch_size", owner),
-                                         n_steps, "batch_size", owner))
+    first, (lr_r, isb_r) = hyper_runs(optimizer, batch_size, n_steps, owner)
     lo, hi = split_seed(seed)
     out = np.zeros((n_runs, steps.size))
     hit = np.full(n_runs, -1, np.int64)
@@ -189,7 +192,7 @@ def simulate_dense(model, optimizer, batch_size, n_steps, n_runs, *, seed=0, rec
         _interrupt.run_stoppable(lambda: _dense_runs(optimizer.kind_code, optimizer.ema is not None,
                     np.ascontiguousarray(model.hessian()),
                     np.ascontiguousarray(model.noise_factor()), np.ascontiguousarray(minv),
-                    model.initial_mean, np.sqrt(model.initial_variance), lr_t, isb_t,
+                    model.initial_mean, np.sqrt(model.initial_variance), first, lr_r, isb_r,
                     float(optimizer.kernel_params[0]),
                     float(optimizer.ema if optimizer.ema is not None else 0.0),
                     np.array([optimizer.kernel_params[1], optimizer.kernel_params[2],

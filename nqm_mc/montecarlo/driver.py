@@ -74,17 +74,17 @@ def _job_bytes(model: NQM, n_steps: int, n_runs: int, R: int, keep_paths: int,
                block_size: int, n_bands: int, threads: int | None, noise: Any) -> float:
     """Estimate, from above, what a simulation allocates.
 
-    Per-step schedules, per-record statistics (the accumulator and the parts of one wave of
-    blocks, histograms included), kept paths, hitting times, per-direction arrays and a
-    FiniteData training set.
+    Per-record statistics (the accumulator and the parts of one wave of blocks, histograms
+    included), kept paths, hitting times, per-direction arrays and a FiniteData training set.
+    The schedules are lowered as runs of constant values, whose memory each schedule's
+    ``pieces()`` checks (per run, or per update of a decay), not per step here.
     """
     nh = n_hist_bins()
     nt = threads or numba.get_num_threads()
     n_blocks = -(-n_runs // STAT_GROUP)
     nb = min(n_blocks, max(-(-block_size // STAT_GROUP), 8 * nt))
     per_record = 8.0 * (6 + n_bands + nh)
-    total = 8.0 * 6 * max(n_steps, 1)  # lr_t, isb_t, bsz_t and temporaries
-    total += R * per_record * (nb + 1) + 8.0 * R * n_bands * nt
+    total = R * per_record * (nb + 1) + 8.0 * R * n_bands * nt
     total += 8.0 * 3 * keep_paths * R + 8.0 * 2 * n_runs
     total += 8.0 * 10 * model.dim
     if noise.code == NOISE_FINITE:
@@ -382,7 +382,7 @@ def _job(model: Any, optimizer: Any, batch_size: Any, n_steps: Any, n_runs: Any,
         check_memory(transition_bytes(model, optimizer, steps.size, dtype), owner,
                      f"the skip-ahead transitions of {model.n_groups} groups x {steps.size} "
                      "records", "Record fewer steps, or use method='step'.")
-        skip = lower_skip(model, optimizer, batch_size, steps, dtype, owner)
+        skip = lower_skip(model, optimizer, batch_size, steps, dtype, owner, inputs)
         if requested == "auto" and not (np.isfinite(skip.phi).all()
                                         and np.isfinite(skip.fac).all()):
             # the transitions overflow (a diverging configuration): the step kernel shows

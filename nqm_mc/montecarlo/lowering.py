@@ -8,7 +8,11 @@ The structures are built in one place.
 ``typing.NamedTuple`` classes, which numba compiles as tuples with named fields, so passing
 them costs nothing.
 
-Dtypes: the state, the per-direction gradient coefficients and the per-step learning rates
+Schedules are lowered as runs of constant hyperparameters (:class:`StepSchedule`: the first
+update of each run and its learning rate and batch size), never as per-update arrays, so that
+a constant schedule over 10^9 updates costs nothing; the kernels walk the runs as they step.
+
+Dtypes: the state, the per-direction gradient coefficients and the runs' learning rates
 and inverse square-root batch sizes are in the state's dtype (float32 or float64); the
 curvatures used for the losses, the adaptive rules' beta2 and eps, the clipping norm and
 the Student-t degrees of freedom stay float64.
@@ -16,7 +20,8 @@ the Student-t degrees of freedom stay float64.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal, NamedTuple, cast
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, cast
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -24,7 +29,7 @@ from numpy.typing import ArrayLike
 from nqm_mc.montecarlo._rng import split_seed
 from nqm_mc.spec._checks import MAX_STEP, check_choice, check_int, check_memory, check_steps
 from nqm_mc.spec.codes import NOISE_FINITE
-from nqm_mc.spec.schedules import BatchSchedule, as_batch_schedule, checked_values
+from nqm_mc.spec.schedules import BatchSchedule, as_batch_schedule, checked_pieces
 
 if TYPE_CHECKING:
     from nqm_mc._typing import Dtype, NoiseSpec
@@ -33,7 +38,8 @@ if TYPE_CHECKING:
     from nqm_mc.spec.optimizers import Optimizer
 
 __all__ = ["record_steps", "Rule", "Directions", "StepSchedule", "NoiseLaw", "Recording", "Stream",
-           "KernelInput", "Statistics", "lower", "new_statistics", "HIST_BINS_PER_DECADE"]
+           "KernelInput", "Statistics", "lower", "new_statistics", "HIST_BINS_PER_DECADE",
+           "merged_runs", "hyper_runs"]
 
 HIST_DECADES_BELOW, HIST_DECADES_ABOVE, HIST_BINS_PER_DECADE = 10, 4, 100
 
@@ -64,11 +70,17 @@ class Directions(NamedTuple):
 
 
 class StepSchedule(NamedTuple):
-    """Per step t = 0 .. T - 1."""
+    """The hyperparameters of updates t = 0 .. T - 1 as K runs of constant values.
 
-    learning_rate: np.ndarray  #: state dtype
-    inv_sqrt_batch: np.ndarray  #: 1 / sqrt(B_t), state dtype
-    batch: np.ndarray  #: B_t, int64 (minibatch draws of the finite-data law)
+    Run k covers updates ``start[k] <= t < start[k + 1]`` (the last run up to T); neighbouring
+    runs differ in the learning rate or the batch size. A constant schedule is one run, a
+    cosine decay one run per update of its decay.
+    """
+
+    start: np.ndarray  #: (K,) first update of each run, int64: start[0] = 0, increasing
+    learning_rate: np.ndarray  #: (K,) state dtype
+    inv_sqrt_batch: np.ndarray  #: (K,) 1 / sqrt(B), state dtype
+    batch: np.ndarray  #: (K,) B, int64 (minibatch draws of the finite-data law)
 
 
 class NoiseLaw(NamedTuple):
@@ -178,6 +190,71 @@ _RECORD_HINT = ("Record a sparse set of steps (record='log', an int k for every 
                 "array of steps).")
 
 
+def merged_runs(columns: Sequence[tuple[np.ndarray, np.ndarray]]
+                ) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Merge the runs of constant values of several schedules over the same updates.
+
+    Parameters
+    ----------
+    columns : sequence of (starts, values)
+        Each schedule's runs: increasing int64 first updates (the first 0) and one value each
+        (a :class:`~nqm_mc.spec.schedules.Pieces`' ``starts`` and ``values``, or values
+        derived from them, such as ``1 / sqrt(B)``).
+
+    Returns
+    -------
+    starts : ndarray of int64
+        The first update of each merged run: where any column's value changes.
+    values : list of ndarray
+        Each column's value on each merged run.
+    """
+    starts = columns[0][0]
+    for st, _ in columns[1:]:
+        starts = np.union1d(starts, st)
+    starts = np.asarray(starts, np.int64)
+    vals = [np.asarray(v)[np.searchsorted(st, starts, side="right") - 1] for st, v in columns]
+    keep = np.ones(starts.size, dtype=bool)
+    if starts.size > 1:
+        keep[1:] = np.any([v[1:] != v[:-1] for v in vals], axis=0)
+    return (np.ascontiguousarray(starts[keep]),
+            [np.ascontiguousarray(v[keep]) for v in vals])
+
+
+def hyper_runs(optimizer: Optimizer, batch_size: Any, n_steps: int,
+               owner: str = "simulate") -> tuple[np.ndarray, list[np.ndarray]]:
+    """Return the learning rate and ``1 / sqrt(B)`` of updates ``0 .. n_steps - 1`` as runs.
+
+    Parameters
+    ----------
+    optimizer : Optimizer
+        Its ``learning_rate`` schedule (checked by
+        :func:`~nqm_mc.spec.schedules.checked_pieces`).
+    batch_size : int or BatchSchedule
+        The batch size or its schedule (checked likewise).
+    n_steps : int
+        Number of updates, ``>= 1``.
+    owner : str
+        Named in error messages.
+
+    Returns
+    -------
+    starts : ndarray of int64
+        The first update of each run (0 first).
+    values : [learning_rate, inv_sqrt_batch]
+        float64 per run; neighbouring runs differ in one of them.
+
+    Raises
+    ------
+    ParameterError
+        If a schedule returns invalid runs or values.
+    """
+    rates = checked_pieces(optimizer.learning_rate, n_steps, "learning_rate", owner)
+    sizes = checked_pieces(as_batch_schedule(batch_size, "batch_size", owner), n_steps,
+                           "batch_size", owner)
+    return merged_runs([(rates.starts, rates.values),
+                        (sizes.starts, 1.0 / np.sqrt(sizes.values))])
+
+
 def new_statistics(n_blocks: int, n_records: int, n_bands: int, n_trajectories: int,
                    keep_paths: int) -> Statistics:
     """Allocate zeroed outputs for a kernel call over ``n_blocks`` groups.
@@ -218,8 +295,8 @@ def lower(model: NQM, optimizer: Optimizer, batch_size: int | BatchSchedule, n_s
     Parameters
     ----------
     model, optimizer, batch_size, n_steps, dtype, noise, seed, target, n_bands
-        As in :func:`nqm_mc.simulate`, already validated (the schedules' values are checked
-        here, by :func:`~nqm_mc.spec.schedules.checked_values`).
+        As in :func:`nqm_mc.simulate`, already validated (the schedules' runs are checked
+        here, by :func:`~nqm_mc.spec.schedules.checked_pieces`).
     steps : array_like of int
         The recorded steps, increasing; the last is ``n_steps``.
 
@@ -256,12 +333,14 @@ def lower(model: NQM, optimizer: Optimizer, batch_size: int | BatchSchedule, n_s
         band=np.repeat(labels, model.multiplicities).astype(np.int64),
         single=dtype == "float32")
     batch = as_batch_schedule(batch_size, "batch_size", "simulate")
-    sizes = checked_values(batch, T, "batch_size", "simulate")  # whole numbers in [1, 2^53]
-    rates = checked_values(optimizer.learning_rate, T, "learning_rate", "simulate")
+    sizes = checked_pieces(batch, T, "batch_size", "simulate")  # whole numbers in [1, 2^53]
+    rates = checked_pieces(optimizer.learning_rate, T, "learning_rate", "simulate")
+    start, (lr_r, b_r) = merged_runs([(rates.starts, rates.values),
+                                      (sizes.starts, sizes.values)])
     schedule = StepSchedule(
-        learning_rate=np.ascontiguousarray(rates, ft),
-        inv_sqrt_batch=np.ascontiguousarray(1.0 / np.sqrt(sizes), ft),
-        batch=sizes.astype(np.int64))
+        start=start, learning_rate=np.ascontiguousarray(lr_r, ft),
+        inv_sqrt_batch=np.ascontiguousarray(1.0 / np.sqrt(b_r), ft),
+        batch=b_r.astype(np.int64))
     beta, beta2, eps = optimizer.kernel_params
     rule = Rule(kind=int(optimizer.kind_code), has_ema=optimizer.ema is not None,
                 general=not optimizer.is_linear or noise.code != 0, beta=ft(beta),

@@ -43,7 +43,7 @@ import numba
 import numpy as np
 
 from nqm_mc.montecarlo._rule_checks import RuleError, _explain, _validate
-from nqm_mc.spec.schedules import Schedule, checked_values
+from nqm_mc.spec.schedules import Schedule, checked_pieces
 from nqm_mc.spec.user import GradientNoise, UpdateRule
 
 if TYPE_CHECKING:
@@ -51,7 +51,7 @@ if TYPE_CHECKING:
 
 __all__ = ["UserInput", "UserPlan", "kernel_for", "plan_user", "kernel_dir", "RuleError"]
 
-TEMPLATE_VERSION = "1"
+TEMPLATE_VERSION = "2"
 _REGISTRY: dict[str, dict[str, Any]] = {}
 _MODULES: dict[str, ModuleType] = {}
 _LOCK = threading.RLock()
@@ -63,7 +63,8 @@ _BY_OBJECT: dict[tuple[int, int], tuple[Any, Any, ModuleType]] = {}
 class UserInput(NamedTuple):
     """What the generated kernels take besides the built-in kernels' input."""
 
-    hyper: np.ndarray  #: (n_hyper, T) hyperparameters per step, state dtype
+    hyper: np.ndarray  #: (n_hyper, K) hyperparameters per run of constant values, state dtype
+    hyper_start: np.ndarray  #: (K,) first step of each run (int64; 0 first, increasing)
     init: np.ndarray  #: (n_state,) initial values of the state variables (float64)
     c: np.ndarray  #: (d,) the model's noise variances per direction (float64)
     noise_params: np.ndarray  #: (n_params,) the noise's parameters (float64)
@@ -183,7 +184,7 @@ from numba import njit
 
 from nqm_mc.montecarlo import _user_support as U
 from nqm_mc.montecarlo._interrupt import stop_requested
-from nqm_mc.montecarlo._kernels import _new_work, _start
+from nqm_mc.montecarlo._kernels import _new_work, _start, piece_at
 from nqm_mc.montecarlo._statistics import (
     _add_hsq16,
     _band_sums,
@@ -205,7 +206,8 @@ _first = U.first
 _WINDOW = '''
 
 @njit(cache=@CACHE@, error_model="numpy")
-def _window(dirs, sched, rec, work, S, hyper, run_start, run_band, key, t0, w, r0):
+def _window(dirs, sched, rec, work, S, hyper, hyper_start, run_start, run_band, key, t0, w, r0,
+            piece0, hpiece0):
     single = dirs.single
     a = dirs.coef_a
     b = dirs.coef_b
@@ -231,11 +233,15 @@ def _window(dirs, sched, rec, work, S, hyper, run_start, run_band, key, t0, w, r
         hh = h[lo:]
 @VIEWS@
         r = r0
+        piece = piece0
+        hpiece = hpiece0
         for s in range(w):
             t = t0 + s
             U.chunk_noise(lo, n, t, key, ws, z, single)
-            lr = sched.learning_rate[t]
-            isb = sched.inv_sqrt_batch[t]
+            piece = piece_at(sched.start, t, piece)
+            hpiece = piece_at(hyper_start, t, hpiece)
+            lr = sched.learning_rate[piece]
+            isb = sched.inv_sqrt_batch[piece]
 @HYPER@
             for i in range(n):
                 gi = aa[i] * th[i] + bb[i] * isb * z[i]
@@ -258,11 +264,16 @@ def _trajectory(dirs, sched, rec, work, S, zn, user, run_start, run_band, key, s
 @INIT@
     div = -1
     t0 = 0
+    piece = 0
+    hpiece = 0
     while t0 < T:
         if stop_requested(stop) != 0:
             break
         w = min(64, T - t0)
-        _window(dirs, sched, rec, work, S, user.hyper, run_start, run_band, key, t0, w, r)
+        piece = piece_at(sched.start, t0, piece)
+        hpiece = piece_at(user.hyper_start, t0, hpiece)
+        _window(dirs, sched, rec, work, S, user.hyper, user.hyper_start, run_start, run_band,
+                key, t0, w, r, piece, hpiece)
         hit, div, r = U.after_window(work, rec, t0, w, hit, r, @HASREADOUT@)
         if div >= 0:
             break
@@ -293,12 +304,16 @@ def _trajectory(dirs, sched, rec, work, S, zn, user, run_start, run_band, key, s
     readout = @READOUT@
     per = loss_chunk(dirs.single)
     div = -1
+    piece = 0
+    hpiece = 0
     for t in range(T):
         if stop_requested(stop) != 0:
             break
+        piece = piece_at(sched.start, t, piece)
+        hpiece = piece_at(user.hyper_start, t, hpiece)
 @NOISE@
 @REDUCE@
-        lr = sched.learning_rate[t]
+        lr = sched.learning_rate[piece]
 @HYPER@
         for i in range(d):
             @CALL@
@@ -353,8 +368,7 @@ def _generate(key: str, rule: UpdateRule, noise: GradientNoise | None, cache: bo
             src = "theta[i]" if cast(Mapping[str, Any], rule.state)[name] == "theta" \
                 else f"user.init[{k}]"
             init.append(f"        S[{k}, i] = {src}")
-    hyp = "\n".join(f"{ind}    hp{j} = {'hyper' if windowed else 'hyper'}[{j}, t]"
-                    for j in range(len(hyper)))
+    hyp = "\n".join(f"{ind}    hp{j} = hyper[{j}, hpiece]" for j in range(len(hyper)))
     theta_e, g_e, h_e = ("th[i]", "gi", "hh[i]") if windowed else ("theta[i]", "g[i]", "h[i]")
     bind = {"theta": theta_e, "g": g_e, "lr": "lr", "t": "t", "h": h_e, "dim": "d",
             "loss": "loss_th", "grad_sq": "grad_sq"}
@@ -389,13 +403,14 @@ def _generate(key: str, rule: UpdateRule, noise: GradientNoise | None, cache: bo
         body = _PASS
         if noise is None:
             noise_src = ("        U.fill_noise(z, d, t, key, work.ws, dirs.single)\n"
-                         "        U.gaussian_gradient(g, theta, a, b, sched.inv_sqrt_batch[t], z)")
+                         "        U.gaussian_gradient(g, theta, a, b, sched.inv_sqrt_batch[piece], "
+                         "z)")
         else:
             nb = {"g": "g", "theta": "theta", "h": "h", "c": "c", "z": "zn",
-                  "batch": "sched.batch[t]", "loss": "loss_th", "dim": "d"}
+                  "batch": "sched.batch[piece]", "loss": "loss_th", "dim": "d"}
             nb.update({p: f"user.noise_params[{j}]" for j, p in enumerate(noise.params)})
             nargs = ", ".join(nb[a] for a in noise.arguments)
-            noise_src = ("        nz = min(_normals(d, sched.batch[t]), zn.shape[0] - 4)\n"
+            noise_src = ("        nz = min(_normals(d, sched.batch[piece]), zn.shape[0] - 4)\n"
                          "        U.fill_noise(zn, nz, t, key, work.ws, dirs.single)\n"
                          f"        _noise({nargs})")
         subs["@NOISE@"] = noise_src
@@ -519,15 +534,18 @@ def plan_user(rule: UpdateRule, noise: GradientNoise | None, inputs: KernelInput
     -------
     UserPlan
     """
+    from nqm_mc.montecarlo.lowering import merged_runs
     ft = inputs.directions.coef_a.dtype
     T = max(n_steps, 1)
-    rows = []
+    columns = []
     for name, v in rule.hyper.items():
         if isinstance(v, Schedule):
-            rows.append(checked_values(v, T, f"hyper[{name!r}]", f"rule {rule.name!r}"))
+            pc = checked_pieces(v, T, f"hyper[{name!r}]", f"rule {rule.name!r}")
+            columns.append((pc.starts, pc.values))
         else:
-            rows.append(np.full(T, v))
-    hyper = np.ascontiguousarray(np.array(rows, dtype=ft).reshape(len(rows), T))
+            columns.append((np.zeros(1, np.int64), np.full(1, v, dtype=np.float64)))
+    start, rows = merged_runs(columns) if columns else (np.zeros(1, np.int64), [])
+    hyper = np.ascontiguousarray(np.array(rows, dtype=ft).reshape(len(rows), start.size))
     init = np.array([0.0 if v == "theta" else float(v)
                      for v in cast(Mapping[str, float], rule.state).values()], dtype=np.float64)
     d = inputs.directions.h.size
@@ -536,6 +554,7 @@ def plan_user(rule: UpdateRule, noise: GradientNoise | None, inputs: KernelInput
     if noise is not None:
         n_normals = max(noise.n_normals(d, int(bs)) for bs in np.unique(inputs.schedule.batch))
         params = np.array(list(noise.params.values()), dtype=np.float64)
-    user = UserInput(hyper=hyper, init=init, c=np.ascontiguousarray(model_c, np.float64),
+    user = UserInput(hyper=hyper, hyper_start=start, init=init,
+                     c=np.ascontiguousarray(model_c, np.float64),
                      noise_params=params, n_normals=int(n_normals))
     return UserPlan(rule=rule, noise=noise, inputs=user)

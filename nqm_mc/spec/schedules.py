@@ -234,7 +234,10 @@ class LinearDecay(Schedule):
     def pieces(self, n_steps: int) -> Pieces:
         """Return updates ``0 .. n_steps - 1`` as runs of constant values (see :class:`Pieces`)."""
         # constant from decay_steps on: per update up to there, then one run
-        return Pieces.from_values(self.values(min(n_steps, self.decay_steps + 1)), n_steps)
+        m = min(n_steps, self.decay_steps + 1)
+        check_memory(40.0 * m, type(self).__name__, f"the values of {m} updates of its decay",
+                     "Ask for fewer updates, or a shorter decay_steps.")
+        return Pieces.from_values(self.values(m), n_steps)
 
 
 @dataclass(frozen=True)
@@ -275,7 +278,10 @@ class CosineDecay(Schedule):
     def pieces(self, n_steps: int) -> Pieces:
         """Return updates ``0 .. n_steps - 1`` as runs of constant values (see :class:`Pieces`)."""
         # constant from decay_steps on: per update up to there, then one run
-        return Pieces.from_values(self.values(min(n_steps, self.decay_steps + 1)), n_steps)
+        m = min(n_steps, self.decay_steps + 1)
+        check_memory(40.0 * m, type(self).__name__, f"the values of {m} updates of its decay",
+                     "Ask for fewer updates, or a shorter decay_steps.")
+        return Pieces.from_values(self.values(m), n_steps)
 
 
 @dataclass(frozen=True)

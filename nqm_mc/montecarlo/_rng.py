@@ -417,25 +417,28 @@ def _philox_gather(idx, m, c1, c2, c3, k0, k1, ws):
 @njit(cache=True, error_model="numpy")
 def student_t_range(dst, first, n, step, seed_hi, k0, k1, nu, ws, sc, idx):
     """dst[0:n] <- Student-t variates first .. first + n - 1 of ``step`` (see
-    fill_student_t_ws), with the (4, CHUNK) uint32 workspace ws, float64 scratch sc
-    (4, CHUNK) and int64 scratch idx (>= n)."""
+    fill_student_t_ws), with the uint32 workspace ws (4, W), float64 scratch sc (4, W) and
+    int64 scratch idx (>= n): W elements at a time."""
     scale = math.sqrt((nu - 2.0) / nu)
     purpose = np.uint32(PURPOSE_STUDENT)
+    width = ws.shape[1]
     nfail = 0
-    for lo in range(0, n, CHUNK):  # every element's first Philox call, chunk by chunk
-        m = min(CHUNK, n - lo)
+    for lo in range(0, n, width):  # every element's first Philox call, chunk by chunk
+        m = min(width, n - lo)
         _philox_chunk(first + lo, step, purpose, seed_hi, k0, k1, m, ws)
         out = dst[lo:]
         _student_stages(m, nu, scale, ws[0], ws[1], ws[2], ws[3], sc, out)
+        su = sc[0]
         for i in range(m):  # the elements whose two attempts failed, (1 - pi/4)^2 = 4.6 %
-            idx[nfail] = first + lo + i
-            nfail += out[i] != out[i]
+            if su[i] != su[i]:
+                idx[nfail] = first + lo + i
+                nfail += 1
     rnd = 1
     while nfail > 0:  # their next rounds, again a chunk of them at a time
         purpose = np.uint32(PURPOSE_STUDENT | (rnd << 8))
         left = 0
-        for lo in range(0, nfail, CHUNK):
-            m = min(CHUNK, nfail - lo)
+        for lo in range(0, nfail, width):
+            m = min(width, nfail - lo)
             at = idx[lo:]
             _philox_gather(at, m, step, purpose, seed_hi, k0, k1, ws)
             x = sc[3]
@@ -450,9 +453,13 @@ def student_t_range(dst, first, n, step, seed_hi, k0, k1, nu, ws, sc, idx):
         rnd += 1
 
 
+STUDENT_WIDTH = 4 * CHUNK  # elements per chunk of the Student-t sampler's SIMD loops
+
+
 def student_scratch(n):
-    """The scratch arrays (sc, idx) of student_t_range for up to n elements."""
-    return np.empty((4, CHUNK)), np.empty(max(n, 1), np.int64)
+    """The scratch arrays (ws, sc, idx) of student_t_range for up to n elements."""
+    return (np.empty((4, STUDENT_WIDTH), np.uint32), np.empty((4, STUDENT_WIDTH)),
+            np.empty(max(n, 1), np.int64))
 
 
 @njit(cache=True, error_model="numpy")
@@ -465,9 +472,11 @@ def fill_student_t_ws(out, n, step, seed_hi, k0, k1, nu, ws):
     once and the variates computed in short branch-free SIMD loops (ln and expm1 by the
     vectorisable, libm-free functions of this module: the same bits on every machine); the
     elements whose two first attempts failed (4.6 %) are listed and draw their next rounds
-    together, in the same SIMD loops. ws is the (4, CHUNK) uint32 workspace."""
-    student_t_range(out, 0, n, step, seed_hi, k0, k1, nu, ws, np.empty((4, CHUNK)),
-                    np.empty(max(n, 1), np.int64))
+    together, in the same SIMD loops. ws, the (4, CHUNK) uint32 workspace, is not used (the
+    sampler allocates its own, wider)."""
+    w = min(STUDENT_WIDTH, max(n, 1))
+    student_t_range(out, 0, n, step, seed_hi, k0, k1, nu, np.empty((4, w), np.uint32),
+                    np.empty((4, w)), np.empty(max(n, 1), np.int64))
 
 
 @njit(cache=True, error_model="numpy")

@@ -11,6 +11,8 @@ all paths alike, so the ratios are meaningful on a shared machine even when the 
 The table gives each path's rate, how much slower than Gaussian SGD it runs (its time over
 SGD's) and its rate as a fraction of the generator alone, each from wall time and from the
 process's CPU time (all threads; less sensitive to other processes on a loaded machine).
+The finite-data path reads B rows of float64 data per step; its line below the table gives the
+bytes read per dimension-step and the bandwidth that rate implies (``--batch`` changes B).
 """
 
 import argparse  # noqa: I001 (nqm_mc before numba: it sets the vector width)
@@ -102,6 +104,12 @@ def main() -> None:
         print(f"{k:30s} {work / t[0] / 1e9:13.3f} {t[0] / sgd[0]:15.2f}x "
               f"{100 * gen[0] / t[0]:12.0f} % {t[1] / sgd[1]:15.2f}x {100 * gen[1] / t[1]:12.0f} %")
     print(f"{'generator alone':30s} {work / gen[0] / 1e9:13.3f}")
+    for k, (_, noise) in paths.items():  # finite data is bound by reading the data's rows
+        if isinstance(noise, FiniteData):
+            per = 8 * a.batch  # float64 bytes of data read per dimension-step
+            print(f"{k}: reads B x 8 = {per} bytes of data per dimension-step, "
+                  f"{work * per / best[k][0] / 1e9:.1f} GB/s at its wall-time rate "
+                  f"({work * per / best[k][1] / 1e9:.1f} GB/s per CPU-second)")
 
 
 if __name__ == "__main__":

@@ -49,7 +49,7 @@ class Rule(NamedTuple):
 
     kind: int  #: optimizer code (:mod:`nqm_mc.spec.codes`)
     has_ema: bool  #: iterate averaging on
-    general: bool  #: one full pass per step (adaptive rules, clipping, non-Gaussian noise)
+    general: bool  #: one full pass per step (adaptive rules, clipping)
     beta: np.floating  #: momentum, Adam's beta1 or RMSProp's decay (state dtype)
     gamma: np.floating  #: EMA decay (state dtype; 0 without EMA)
     beta2: float  #: Adam's beta2
@@ -343,7 +343,7 @@ def lower(model: NQM, optimizer: Optimizer, batch_size: int | BatchSchedule, n_s
         batch=b_r.astype(np.int64))
     beta, beta2, eps = optimizer.kernel_params
     rule = Rule(kind=int(optimizer.kind_code), has_ema=optimizer.ema is not None,
-                general=not optimizer.is_linear or noise.code != 0, beta=ft(beta),
+                general=not optimizer.is_linear, beta=ft(beta),
                 gamma=ft(optimizer.ema if optimizer.ema is not None else 0.0),
                 beta2=float(beta2), eps=float(eps), clip=float(optimizer.clip_norm or 0.0))
     data = (cast("FiniteData", noise).examples(directions.h.size, ft) if noise.code == NOISE_FINITE

@@ -130,6 +130,7 @@ def piece_at(start, t, k):
     return k
 
 
+@njit(cache=True, error_model="numpy")
 def _new_noise_scratch(law, batch, single):
     """The NoiseScratch for ``law`` and the batch sizes ``batch`` (B_t)."""
     student = law.code == NOISE_STUDENT_T

@@ -1,0 +1,113 @@
+"""The exact engine on schedules: sparse records on piecewise-constant hyperparameters, and
+schedules that change every step (never a test; each figure is the wall time of one call).
+
+    python benchmarks/bench_exact_schedules.py                 # every case, warm cache
+    python benchmarks/bench_exact_schedules.py --cases cosine --cold
+    python benchmarks/bench_exact_schedules.py --cases sparse --steps 10000 2000000 1000000000
+
+Cases (the paper's model, d = 10^4, batch size 16, 100 log-spaced records up to T):
+
+- ``sgd``: SGD(0.5), constant;
+- ``hb``: HeavyBall(StepDecay(0.1, 0.5, T // 10), 0.9, ema=0.99): ten runs of constant rates;
+- ``cosine``: SGD(CosineDecay(0.5, T, 0.005)): a learning rate that changes every step.
+
+Each case runs in a fresh process. ``--cold`` points numba at an empty cache directory, so the
+time includes compiling the kernels; otherwise the kernels are loaded from the cache (run once
+before to fill it). A fresh process prints the first call's time (cache load or compilation
+included), then the best of ``--repeat`` further calls (kernels in memory), the peak resident
+memory, and the mean loss at the last record (so that versions can be compared).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+CASES = {
+    "sgd": "SGD(0.5)",
+    "hb": "HeavyBall(StepDecay(0.1, 0.5, max({T} // 10, 1)), 0.9, ema=0.99)",
+    "cosine": "SGD(CosineDecay(0.5, {T}, 0.005))",
+}
+GROUPS = {"sparse": ["sgd", "hb"], "cosine": ["cosine"]}
+
+ONE = """
+import json, resource, sys, time
+import numpy as np
+t0 = time.perf_counter()
+from nqm_mc import NQM, SGD, HeavyBall, expected_loss
+from nqm_mc.spec.schedules import CosineDecay, StepDecay
+model = NQM.paper({dim})
+T = {T}
+opt = {opt}
+record = np.unique(np.geomspace(1, T, 100).astype(np.int64))
+t_import = time.perf_counter() - t0
+t0 = time.perf_counter()
+try:
+    c = expected_loss(model, opt, 16, record=record)
+    first = time.perf_counter() - t0
+    best = float("inf")
+    for _ in range({repeat}):
+        t0 = time.perf_counter()
+        c = expected_loss(model, opt, 16, record=record)
+        best = min(best, time.perf_counter() - t0)
+    out = dict(first=first, best=best, last_mean=float(c.mean[-1]))
+except Exception as e:  # a refusal (memory) is a result too
+    out = dict(error=f"{{type(e).__name__}}: {{str(e)[:160]}}")
+out["import"] = t_import
+out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps(out))
+"""
+
+
+def run_one(case: str, T: int, dim: int, repeat: int, cold: bool, root: str) -> dict:
+    """Run one case in a fresh process; return its JSON line as a dict."""
+    src = ONE.format(dim=dim, T=T, opt=CASES[case].format(T=T), repeat=repeat)
+    env = dict(os.environ, PYTHONPATH=root)
+    with tempfile.TemporaryDirectory() as cache:
+        if cold:
+            env["NUMBA_CACHE_DIR"] = cache
+        proc = subprocess.run([sys.executable, "-c", src], env=env, capture_output=True,
+                              text=True)
+    if proc.returncode != 0:
+        return dict(error=proc.stderr.strip().splitlines()[-1] if proc.stderr else "failed")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    """Parse the options, run the cases, print one line per case and horizon."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--cases", nargs="+", default=["sparse", "cosine"],
+                    help="groups (sparse, cosine) or case names (sgd, hb, cosine)")
+    ap.add_argument("--steps", nargs="+", type=int, default=None,
+                    help="horizons T (default 10^4, 2*10^6, 10^9 for sparse; 10^4, 2*10^6 "
+                         "for cosine)")
+    ap.add_argument("--dim", type=int, default=10_000)
+    ap.add_argument("--repeat", type=int, default=2, help="further calls in the process")
+    ap.add_argument("--cold", action="store_true", help="an empty numba cache (compilation)")
+    ap.add_argument("--root", default=ROOT, help="the checkout to measure (PYTHONPATH)")
+    args = ap.parse_args()
+    names: list[str] = []
+    for c in args.cases:
+        names += GROUPS.get(c, [c])
+    print(f"{'case':8s} {'T':>12s} {'first call':>11s} {'best':>9s} {'peak MB':>8s}  mean at T")
+    for name in names:
+        steps = args.steps or ([10_000, 2_000_000] if name == "cosine"
+                               else [10_000, 2_000_000, 1_000_000_000])
+        for T in steps:
+            r = run_one(name, T, args.dim, args.repeat, args.cold, args.root)
+            if "error" in r:
+                print(f"{name:8s} {T:12d} {r['error']}")
+                continue
+            print(f"{name:8s} {T:12d} {r['first']:10.3f}s {r['best']:8.3f}s "
+                  f"{r['peak_rss_mb']:8.0f}  {r['last_mean']:.17g}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -90,7 +90,7 @@ def _jump(k, A, b, q, gap, built, table, N, mu, S, nm, tmp, T):
     return built
 
 
-SUB = 64  # groups advanced together, one loop over them per step (their state fits in L1)
+SUB = 160  # groups advanced together, one loop over them per step (a chunk of 10^4 groups)
 
 
 @njit(**_OPTS)

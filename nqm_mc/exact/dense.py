@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from nqm_mc.exact.lowering import joint_runs
 from nqm_mc.spec._checks import MAX_STEP, ParameterError, check_int, check_memory, check_steps
 from nqm_mc.spec.codes import KIND_HEAVY_BALL, KIND_SGD
 from nqm_mc.spec.rotated import _check
-from nqm_mc.exact.lowering import joint_runs
 from nqm_mc.spec.schedules import as_batch_schedule, checked_pieces
 
 __all__ = ["expected_loss_dense"]

@@ -205,6 +205,97 @@ def _step_block_sgd(heff, hp, lr, g0, q, S, mu, ns):
         mu[gi] = 0.0 + a * mu[gi]
 
 
+@njit(**_OPTS)
+def _jump_block(k, A, b, q, gap, built, table, N, mu, S, tmp, T, nm, ns):
+    """_jump for groups 0 .. ns - 1 of a block at once: the same operations in the same
+    order for each group (so the same bits), each one loop over the groups.
+
+    A, S, tmp, T (3, 3, SUB); b, mu, nm (3, SUB); q (SUB,); table, N (MAX_LOG2 + 1, 3, 3,
+    SUB): the blocks' P_j and N_j for j < built (built = 0: none yet). Returns the number of
+    levels built.
+    """
+    need = 1
+    while (1 << need) <= gap:
+        need += 1
+    if built == 0:
+        for i in range(3):
+            for j in range(3):
+                for gi in range(ns):
+                    table[0, i, j, gi] = A[i, j, gi]
+                    N[0, i, j, gi] = q[gi] * b[i, gi] * b[j, gi]
+        built = 1
+    while built < need:
+        p = built
+        for i in range(k):  # _matmul
+            for j in range(k):
+                for gi in range(ns):
+                    tmp[i, j, gi] = 0.0
+                for m in range(k):
+                    for gi in range(ns):
+                        tmp[i, j, gi] += table[p - 1, i, m, gi] * table[p - 1, m, j, gi]
+        _sandwich_block(k, table[p - 1], N[p - 1], T, nm, ns)
+        for i in range(k):
+            for j in range(k):
+                for gi in range(ns):
+                    table[p, i, j, gi] = tmp[i, j, gi]
+                    N[p, i, j, gi] = N[p - 1, i, j, gi] + T[i, j, gi]
+        built += 1
+    p = 0
+    while gap > 0:
+        if gap & 1:
+            _sandwich_block(k, table[p], S, T, nm, ns)
+            for i in range(k):
+                for gi in range(ns):
+                    nm[i, gi] = 0.0
+                for j in range(k):
+                    for gi in range(ns):
+                        nm[i, gi] += table[p, i, j, gi] * mu[j, gi]
+            for i in range(k):
+                for gi in range(ns):
+                    mu[i, gi] = nm[i, gi]
+                for j in range(k):
+                    for gi in range(ns):
+                        S[i, j, gi] = T[i, j, gi] + N[p, i, j, gi]
+        gap >>= 1
+        p += 1
+    return built
+
+
+@njit(**_OPTS)
+def _sandwich_block(k, M, X, out, scratch, ns):
+    """out = M X M^T for groups 0 .. ns - 1 (the operations of ``_sandwich``, so its bits).
+
+    M, X, out (3, 3, SUB), out not aliasing M or X; scratch (3, SUB) or larger, overwritten.
+    """
+    if k == 2:
+        for gi in range(ns):
+            m00, m01, m10, m11 = M[0, 0, gi], M[0, 1, gi], M[1, 0, gi], M[1, 1, gi]
+            x00, x01, x10, x11 = X[0, 0, gi], X[0, 1, gi], X[1, 0, gi], X[1, 1, gi]
+            t00 = m00 * x00 + m01 * x10
+            t01 = m00 * x01 + m01 * x11
+            t10 = m10 * x00 + m11 * x10
+            t11 = m10 * x01 + m11 * x11
+            out[0, 0, gi] = t00 * m00 + t01 * m01
+            out[0, 1, gi] = t00 * m10 + t01 * m11
+            out[1, 0, gi] = t10 * m00 + t11 * m01
+            out[1, 1, gi] = t10 * m10 + t11 * m11
+        return
+    for i in range(k):
+        # row i of M X into scratch, then row i of (M X) M^T into out
+        for j in range(k):
+            for gi in range(ns):
+                scratch[j, gi] = 0.0
+            for m in range(k):
+                for gi in range(ns):
+                    scratch[j, gi] += M[i, m, gi] * X[m, j, gi]
+        for j in range(k):
+            for gi in range(ns):
+                out[i, j, gi] = 0.0
+            for m in range(k):
+                for gi in range(ns):
+                    out[i, j, gi] += scratch[m, gi] * M[j, m, gi]
+
+
 @njit(cache=True, error_model="numpy", parallel=True)
 def curve_kernel(form, record, n_chunks, out_mean, out_var, out_theta_mean, out_group_m1,
                  out_group_m2):
@@ -252,16 +343,9 @@ def curve_kernel(form, record, n_chunks, out_mean, out_var, out_theta_mean, out_
         Tb = np.zeros((3, 3, SUB))
         nm = np.zeros((3, SUB))
         q = np.zeros(SUB)
-        # one group's scratch for the jumps, and each group's power table of the current run
-        Ag = np.zeros((3, 3))
-        bg = np.zeros(3)
-        Sg = np.zeros((3, 3))
-        mug = np.zeros(3)
-        nmg = np.zeros(3)
-        tmpg = np.zeros((3, 3))
-        Tg = np.zeros((3, 3))
-        table = np.empty((SUB, MAX_LOG2 + 1, 3, 3))
-        N = np.empty((SUB, MAX_LOG2 + 1, 3, 3))
+        # each group's power table of the current run
+        table = np.empty((MAX_LOG2 + 1, 3, 3, SUB))
+        N = np.empty((MAX_LOG2 + 1, 3, 3, SUB))
         c0 = ch * G // n_chunks
         c1 = (ch + 1) * G // n_chunks
         for g0 in range(c0, c1, SUB):
@@ -320,21 +404,8 @@ def curve_kernel(form, record, n_chunks, out_mean, out_var, out_theta_mean, out_
                     if built_run != j:
                         built = 0
                         built_run = j
-                    nb = built
-                    for gi in range(ns):
-                        for a in range(3):
-                            bg[a] = b[a, gi]
-                            mug[a] = mu[a, gi]
-                            for e in range(3):
-                                Ag[a, e] = A[a, e, gi]
-                                Sg[a, e] = S[a, e, gi]
-                        nb = _jump(k, Ag, bg, q[gi], gap, built, table[gi], N[gi], mug, Sg,
-                                   nmg, tmpg, Tg)
-                        for a in range(3):
-                            mu[a, gi] = mug[a]
-                            for e in range(3):
-                                S[a, e, gi] = Sg[a, e]
-                    built = nb
+                    built = _jump_block(k, A, b, q, gap, built, table, N, mu, S, tmp, Tb, nm,
+                                        ns)
                     t += gap
                     continue
                 # step up to the next record; a run that begins on the way is stepped too

@@ -192,17 +192,33 @@ def _step_block(k, A, b, q, S, mu, tmp, T, nm, ns):
 
 
 @njit(**_OPTS)
-def _step_block_sgd(heff, hp, lr, g0, q, S, mu, ns):
-    """One step of plain SGD (k = 1) for groups g0 .. g0 + ns - 1, with its (A, b) built in
-    the same loop: the operations of fill_linear_form and _sandwich, fused (the same bits).
+def _steps_sgd(heff, hp, c, lr_run, batch_run, starts, T_end, g0, ns, q, S0, mu0, t, stop, j):
+    """Step plain SGD (k = 1) for groups g0 .. g0 + ns - 1 from step t (in run j) up to
+    ``stop``, through every run met on the way unless a long one begins (JUMP_MIN steps or
+    more before ``stop`` or its end: the caller jumps it). (A, b) are built in the step's
+    loop: the operations of fill_linear_form and _sandwich, fused (the same bits).
 
-    S, mu: the [0, 0, :] and [0, :] rows, (SUB,) each; q (SUB,).
+    q (SUB,) the groups' c / B of run j (updated here); S0, mu0 (SUB,) the second moment and
+    mean. Returns the step and the run reached.
     """
-    for gi in range(ns):
-        a = 1.0 - lr * heff[g0 + gi]
-        bb = -lr * hp[g0 + gi]
-        S[gi] = (0.0 + (0.0 + a * S[gi]) * a) + q[gi] * bb * bb
-        mu[gi] = 0.0 + a * mu[gi]
+    K = starts.shape[0]
+    while t < stop:
+        if j + 1 < K and starts[j + 1] <= t:
+            nxt_end = starts[j + 2] if j + 2 < K else T_end
+            if min(stop, nxt_end) - t >= JUMP_MIN:
+                break
+            j += 1
+            if batch_run[j] != batch_run[j - 1]:
+                for gi in range(ns):
+                    q[gi] = c[g0 + gi] / batch_run[j]
+        lr = lr_run[j]
+        for gi in range(ns):
+            a = 1.0 - lr * heff[g0 + gi]
+            bb = -lr * hp[g0 + gi]
+            S0[gi] = (0.0 + (0.0 + a * S0[gi]) * a) + q[gi] * bb * bb
+            mu0[gi] = 0.0 + a * mu0[gi]
+        t += 1
+    return t, j
 
 
 @njit(**_OPTS)
@@ -346,6 +362,8 @@ def curve_kernel(form, record, n_chunks, out_mean, out_var, out_theta_mean, out_
         # each group's power table of the current run
         table = np.empty((MAX_LOG2 + 1, 3, 3, SUB))
         N = np.empty((MAX_LOG2 + 1, 3, 3, SUB))
+        S0 = S[0, 0]  # plain SGD's second moment and mean (views)
+        mu00 = mu[0]
         c0 = ch * G // n_chunks
         c1 = (ch + 1) * G // n_chunks
         for g0 in range(c0, c1, SUB):
@@ -411,26 +429,27 @@ def curve_kernel(form, record, n_chunks, out_mean, out_var, out_theta_mean, out_
                 # step up to the next record; a run that begins on the way is stepped too
                 # unless it is long (then back to the top, to jump it)
                 stop = record[r]
+                if plain_sgd:
+                    t, j = _steps_sgd(heff, hp, c, lr_run, batch_run, starts, T_end, g0, ns, q,
+                                      S0, mu00, t, stop, j)
+                    # A, b of the run reached, for the jumps
+                    k = _fill_block(kind, has_ema, heff, hp, lr_run[j], beta, gamma, A, b,
+                                    g0, ns)
+                    continue
                 while t < stop:
                     if j + 1 < K and starts[j + 1] <= t:
                         nxt_end = starts[j + 2] if j + 2 < K else T_end
                         if min(stop, nxt_end) - t >= JUMP_MIN:
                             break
                         j += 1
-                        if lr_run[j] != lr_run[j - 1] and not plain_sgd:
+                        if lr_run[j] != lr_run[j - 1]:
                             k = _fill_block(kind, has_ema, heff, hp, lr_run[j], beta, gamma,
                                             A, b, g0, ns)
                         if batch_run[j] != batch_run[j - 1]:
                             for gi in range(ns):
                                 q[gi] = c[g0 + gi] / batch_run[j]
-                    if plain_sgd:
-                        _step_block_sgd(heff, hp, lr_run[j], g0, q, S[0, 0], mu[0], ns)
-                    else:
-                        _step_block(k, A, b, q, S, mu, tmp, Tb, nm, ns)
+                    _step_block(k, A, b, q, S, mu, tmp, Tb, nm, ns)
                     t += 1
-                if plain_sgd:  # A, b of the current run for the jumps and the next steps
-                    k = _fill_block(kind, has_ema, heff, hp, lr_run[j], beta, gamma, A, b,
-                                    g0, ns)
 
 
 # --------------------------------------------------------------------------- O(log t) evaluation

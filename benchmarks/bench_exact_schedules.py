@@ -11,6 +11,10 @@ Cases (the paper's model, d = 10^4, batch size 16, 100 log-spaced records up to 
 - ``hb``: HeavyBall(StepDecay(0.1, 0.5, T // 10), 0.9, ema=0.99): ten runs of constant rates;
 - ``cosine``: SGD(CosineDecay(0.5, T, 0.005)): a learning rate that changes every step.
 
+``--bits OTHER_CHECKOUT`` compares instead the bits of sparse-record curves (every family,
+piecewise-constant and per-step schedules, a batch schedule: the jumps and the blocked steps)
+between this checkout and another one, e.g. the commit before a change of the kernels.
+
 Each case runs in a fresh process. ``--cold`` points numba at an empty cache directory, so the
 time includes compiling the kernels; otherwise the kernels are loaded from the cache (run once
 before to fill it). A fresh process prints the first call's time (cache load or compilation
@@ -70,6 +74,50 @@ print(json.dumps(out))
 """
 
 
+BITS = """
+import hashlib, json
+import numpy as np
+from nqm_mc import NQM, SGD, HeavyBall, Nesterov, expected_loss
+from nqm_mc.spec import schedules as S
+m = NQM.paper(500)
+rec = np.unique(np.r_[0, 3, 64, 65, 200, 999, 1000, 1001,
+                      np.geomspace(1, 30000, 40).astype(np.int64)])
+out = {}
+for name, opt in [
+        ("sgd", SGD(S.StepDecay(0.5, 0.5, 1000))),
+        ("sgd_ema_p", SGD(S.StepDecay(0.5, 0.5, 1000), ema=0.9, preconditioning=0.3)),
+        ("hb", HeavyBall(S.PiecewiseConstant([1000, 5000], [0.2, 0.1, 0.05]), 0.9)),
+        ("hb_ema", HeavyBall(S.StepDecay(0.2, 0.5, 3000), 0.9, ema=0.99)),
+        ("nag_ema_p", Nesterov(S.Warmup(S.StepDecay(0.2, 0.5, 3000), 50), 0.8, ema=0.95,
+                               preconditioning=0.5)),
+        ("hb_cos", HeavyBall(S.CosineDecay(0.2, 2000), 0.9, ema=0.9)),
+        ("sgd_cos", SGD(S.CosineDecay(0.5, 20000, 0.005)))]:
+    c = expected_loss(m, opt, S.PiecewiseConstantBatch([2000], [8, 64]), record=rec,
+                      group_moments=True)
+    h = hashlib.sha256()
+    for a in (c.mean, c.variance, c.mean_theta, c.group_mean, c.group_second_moment):
+        h.update(np.ascontiguousarray(a).tobytes())
+    out[name] = h.hexdigest()[:16]
+print(json.dumps(out))
+"""
+
+
+def compare_bits(other: str) -> int:
+    """Print the digests of the BITS curves in this checkout and ``other``; 0 when equal."""
+    got = []
+    for root in (ROOT, other):
+        proc = subprocess.run([sys.executable, "-c", BITS], env=dict(os.environ, PYTHONPATH=root),
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            print(proc.stderr[-2000:])
+            return 2
+        got.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    for name in got[0]:
+        same = "same" if got[0][name] == got[1][name] else "DIFFERENT"
+        print(f"{name:10s} {got[0][name]} {got[1][name]} {same}")
+    return 0 if got[0] == got[1] else 1
+
+
 def run_one(case: str, T: int, dim: int, repeat: int, cold: bool, root: str) -> dict:
     """Run one case in a fresh process; return its JSON line as a dict."""
     src = ONE.format(dim=dim, T=T, opt=CASES[case].format(T=T), repeat=repeat)
@@ -96,7 +144,11 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=2, help="further calls in the process")
     ap.add_argument("--cold", action="store_true", help="an empty numba cache (compilation)")
     ap.add_argument("--root", default=ROOT, help="the checkout to measure (PYTHONPATH)")
+    ap.add_argument("--bits", metavar="OTHER_CHECKOUT",
+                    help="compare the bits of sparse-record curves with another checkout")
     args = ap.parse_args()
+    if args.bits:
+        sys.exit(compare_bits(args.bits))
     names: list[str] = []
     for c in args.cases:
         names += GROUPS.get(c, [c])

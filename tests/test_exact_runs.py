@@ -377,3 +377,15 @@ def test_dense_engine_follows_the_runs():
     assert peak < 5e6
     ref = expected_loss_dense(rot, SGD(0.3), 8, record=[0, 5, 40])[1]
     assert _bits_equal(mean, ref)
+
+
+@pytest.mark.parametrize("opt", [SGD(S.CosineDecay(0.5, 10 ** 13)),
+                                 SGD(S.LinearDecay(0.5, 0.01, 10 ** 13)),
+                                 SGD(S.Warmup(0.5, 10 ** 13)),
+                                 SGD(ByValues(S.Constant(0.5)))])
+def test_a_schedule_changing_every_step_too_far_is_refused_by_name(opt):
+    """Runs of one update each cost memory per update: beyond physical memory the call is
+    refused with a ParameterError naming the schedule, before allocating."""
+    from nqm_mc import ParameterError
+    with pytest.raises(ParameterError, match="Decay|Warmup|ByValues|GB"):
+        expected_loss(NQM.paper(10), opt, 16, record=[10 ** 13])

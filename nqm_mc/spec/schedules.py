@@ -234,7 +234,9 @@ class LinearDecay(Schedule):
     def pieces(self, n_steps: int) -> Pieces:
         """Return updates ``0 .. n_steps - 1`` as runs of constant values (see :class:`Pieces`)."""
         # constant from decay_steps on: per update up to there, then one run
-        return Pieces.from_values(self.values(min(n_steps, self.decay_steps + 1)), n_steps)
+        m = min(n_steps, self.decay_steps + 1)
+        _check_per_update(m, type(self).__name__)
+        return Pieces.from_values(self.values(m), n_steps)
 
 
 @dataclass(frozen=True)
@@ -275,7 +277,9 @@ class CosineDecay(Schedule):
     def pieces(self, n_steps: int) -> Pieces:
         """Return updates ``0 .. n_steps - 1`` as runs of constant values (see :class:`Pieces`)."""
         # constant from decay_steps on: per update up to there, then one run
-        return Pieces.from_values(self.values(min(n_steps, self.decay_steps + 1)), n_steps)
+        m = min(n_steps, self.decay_steps + 1)
+        _check_per_update(m, type(self).__name__)
+        return Pieces.from_values(self.values(m), n_steps)
 
 
 @dataclass(frozen=True)
@@ -324,11 +328,19 @@ class Warmup(Schedule):
         """Return updates ``0 .. n_steps - 1`` as runs of constant values (see :class:`Pieces`)."""
         w = self.warmup_steps
         k = min(w, n_steps)
+        _check_per_update(k, "Warmup")
         ramp = Pieces.from_values(self.values(k), k)
         if n_steps <= w:
             return Pieces(ramp.starts, ramp.values, n_steps)
         after = checked_pieces(self.schedule, n_steps - w, "schedule", "Warmup")
         return Pieces.concatenate([ramp, after.shifted(w, n_steps)], n_steps)
+
+
+def _check_per_update(m: int, owner: str) -> None:
+    """Refuse, before allocating, ``m`` updates of a schedule that changes every update (the
+    values, their run starts and the run-length encoding's temporaries: about 40 bytes each)."""
+    check_memory(40.0 * m, owner, f"the runs of {m} updates that each change the value",
+                 "Ask for fewer updates, or use a schedule that changes less often.")
 
 
 # ---------------------------------------------------------------------- batch sizes

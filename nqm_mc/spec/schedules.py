@@ -337,8 +337,11 @@ class Warmup(Schedule):
 
 
 def _check_per_update(m: int, owner: str) -> None:
-    """Refuse, before allocating, ``m`` updates of a schedule that changes every update (the
-    values, their run starts and the run-length encoding's temporaries: about 40 bytes each)."""
+    """Refuse, before allocating, ``m`` updates of a schedule that changes every update.
+
+    Each costs about 40 bytes: the values, their run starts and the run-length encoding's
+    temporaries.
+    """
     check_memory(40.0 * m, owner, f"the runs of {m} updates that each change the value",
                  "Ask for fewer updates, or use a schedule that changes less often.")
 

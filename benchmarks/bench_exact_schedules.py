@@ -46,6 +46,8 @@ ONE = """
 import json, resource, sys, time
 import numpy as np
 t0 = time.perf_counter()
+import nqm_mc
+assert nqm_mc.__file__.startswith({root!r}), nqm_mc.__file__
 from nqm_mc import NQM, SGD, HeavyBall, expected_loss
 from nqm_mc.spec.schedules import CosineDecay, StepDecay
 model = NQM.paper({dim})
@@ -106,8 +108,9 @@ def compare_bits(other: str) -> int:
     """Print the digests of the BITS curves in this checkout and ``other``; 0 when equal."""
     got = []
     for root in (ROOT, other):
-        proc = subprocess.run([sys.executable, "-c", BITS], env=dict(os.environ, PYTHONPATH=root),
-                              capture_output=True, text=True)
+        with tempfile.TemporaryDirectory() as empty:  # not the working directory on sys.path
+            proc = subprocess.run([sys.executable, "-c", BITS], capture_output=True, text=True,
+                                  env=dict(os.environ, PYTHONPATH=root), cwd=empty)
         if proc.returncode != 0:
             print(proc.stderr[-2000:])
             return 2
@@ -120,13 +123,15 @@ def compare_bits(other: str) -> int:
 
 def run_one(case: str, T: int, dim: int, repeat: int, cold: bool, root: str) -> dict:
     """Run one case in a fresh process; return its JSON line as a dict."""
-    src = ONE.format(dim=dim, T=T, opt=CASES[case].format(T=T), repeat=repeat)
+    src = ONE.format(dim=dim, T=T, opt=CASES[case].format(T=T), repeat=repeat, root=root)
     env = dict(os.environ, PYTHONPATH=root)
     with tempfile.TemporaryDirectory() as cache:
         if cold:
             env["NUMBA_CACHE_DIR"] = cache
+        # run from an empty directory: with ``-c`` the working directory comes first on
+        # sys.path and would shadow ``root``
         proc = subprocess.run([sys.executable, "-c", src], env=env, capture_output=True,
-                              text=True)
+                              text=True, cwd=cache)
     if proc.returncode != 0:
         return dict(error=proc.stderr.strip().splitlines()[-1] if proc.stderr else "failed")
     return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -204,7 +204,7 @@ def _default_pieces(schedule: Schedule | BatchSchedule, n_steps: int) -> Pieces:
     check_memory(8.0 * n_steps, owner, f"the values of {n_steps} updates",
                  "Ask for fewer updates (a schedule of your own can implement "
                  "pieces() to avoid the per-update array).")
-    return Pieces.from_values(schedule.values(n_steps), n_steps)
+    return Pieces.from_values(checked_values(schedule, n_steps, "schedule", owner), n_steps)
 
 
 def _pieces(owner: str, boundaries: Any, name: str, values: Any,
@@ -396,6 +396,13 @@ def checked_pieces(schedule: Schedule | BatchSchedule, n_steps: int,
     req = ("integer batch sizes in [1, 2^53]" if batch else "finite learning rates >= 0")
     head = (f"The {name!r} parameter of {owner} is the schedule {_short(schedule)}, whose "
             f"pieces({n_steps}) must cover {n_steps} updates with {req}.")
+    if type(schedule).pieces in (Schedule.pieces, BatchSchedule.pieces):
+        # only values(): checked as the engines always checked it (shape (n,), values), then
+        # run-length encoded
+        check_memory(8.0 * n_steps, owner, f"the values of {n_steps} updates",
+                     "Ask for fewer updates (a schedule of your own can implement "
+                     "pieces() to avoid the per-update array).")
+        return Pieces.from_values(checked_values(schedule, n_steps, name, owner), n_steps)
     p = schedule.pieces(n_steps)
     if not isinstance(p, Pieces):
         raise ParameterError(f"{head} Got {_short(p)} instead of Pieces.")

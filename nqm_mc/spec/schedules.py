@@ -236,7 +236,8 @@ class LinearDecay(Schedule):
         # constant from decay_steps on: per update up to there, then one run
         m = min(n_steps, self.decay_steps + 1)
         _check_per_update(m, type(self).__name__)
-        return Pieces.from_values(self.values(m), n_steps)
+        return Pieces.from_values(checked_values(self, m, "schedule", type(self).__name__),
+                                  n_steps)
 
 
 @dataclass(frozen=True)
@@ -279,7 +280,8 @@ class CosineDecay(Schedule):
         # constant from decay_steps on: per update up to there, then one run
         m = min(n_steps, self.decay_steps + 1)
         _check_per_update(m, type(self).__name__)
-        return Pieces.from_values(self.values(m), n_steps)
+        return Pieces.from_values(checked_values(self, m, "schedule", type(self).__name__),
+                                  n_steps)
 
 
 @dataclass(frozen=True)
@@ -329,7 +331,7 @@ class Warmup(Schedule):
         w = self.warmup_steps
         k = min(w, n_steps)
         _check_per_update(k, "Warmup")
-        ramp = Pieces.from_values(self.values(k), k)
+        ramp = Pieces.from_values(checked_values(self, k, "schedule", "Warmup"), k)
         if n_steps <= w:
             return Pieces(ramp.starts, ramp.values, n_steps)
         after = checked_pieces(self.schedule, n_steps - w, "schedule", "Warmup")

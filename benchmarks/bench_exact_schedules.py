@@ -15,6 +15,12 @@ Cases (the paper's model, d = 10^4, batch size 16, 100 log-spaced records up to 
 piecewise-constant and per-step schedules, a batch schedule: the jumps and the blocked steps)
 between this checkout and another one, e.g. the commit before a change of the kernels.
 
+``--polynomial`` measures the alternative to one composition per step for SGD on a schedule
+that changes every step: the second moment after a stretch of L steps as a polynomial in the
+curvature (coefficients once for all directions, Horner per direction, scalar and vectorised
+over the directions), against plain vectorised steps: time per direction and step, and the
+largest relative error over the paper's 10^4 curvatures (T = 8192, cosine from 0.5 and 1.9).
+
 Each case runs in a fresh process. ``--cold`` points numba at an empty cache directory, so the
 time includes compiling the kernels; otherwise the kernels are loaded from the cache (run once
 before to fill it). A fresh process prints the first call's time (cache load or compilation
@@ -121,6 +127,107 @@ def compare_bits(other: str) -> int:
     return 0 if got[0] == got[1] else 1
 
 
+def polynomial_experiment() -> None:
+    """Print the time per direction-step and the error of the polynomial evaluation."""
+    import time
+
+    import numpy as np
+    from numba import njit
+
+    from nqm_mc import NQM
+    from nqm_mc.spec.schedules import CosineDecay
+
+    @njit(error_model="numpy")
+    def stepped(h, lr, q):  # the engine's operations for plain SGD, p = 0
+        S = np.ones(h.size)
+        for t in range(lr.size):
+            lt = lr[t]
+            for g in range(h.size):
+                a = 1.0 - lt * h[g]
+                bb = -lt
+                S[g] = (0.0 + (0.0 + a * S[g]) * a) + q * bb * bb
+        return S
+
+    @njit(error_model="numpy")
+    def coefficients(lr, q, L):  # per stretch of L steps: S' = alpha(x) S + beta(x)
+        nb = lr.size // L
+        al = np.zeros((nb, 2 * L + 1))
+        be = np.zeros((nb, 2 * L + 1))
+        for k in range(nb):
+            al[k, 0] = 1.0
+            for t in range(k * L, (k + 1) * L):
+                lt = lr[t]
+                for arr in (al, be):  # times (1 - l x)^2, lowest power first
+                    for d in range(2 * L, 1, -1):
+                        arr[k, d] = arr[k, d] - 2 * lt * arr[k, d - 1] + lt * lt * arr[k, d - 2]
+                    arr[k, 1] = arr[k, 1] - 2 * lt * arr[k, 0]
+                be[k, 0] += q * lt * lt
+        return al, be
+
+    @njit(error_model="numpy")
+    def horner_scalar(h, al, be):
+        S = np.ones(h.size)
+        nb, n2 = al.shape
+        for k in range(nb):
+            for g in range(h.size):
+                x = h[g]
+                a = al[k, n2 - 1]
+                b = be[k, n2 - 1]
+                for d in range(n2 - 2, -1, -1):
+                    a = a * x + al[k, d]
+                    b = b * x + be[k, d]
+                S[g] = a * S[g] + b
+        return S
+
+    @njit(error_model="numpy")
+    def horner_vector(h, al, be):
+        G = h.size
+        S = np.ones(G)
+        a = np.empty(G)
+        b = np.empty(G)
+        nb, n2 = al.shape
+        for k in range(nb):
+            for g in range(G):
+                a[g] = al[k, n2 - 1]
+                b[g] = be[k, n2 - 1]
+            for d in range(n2 - 2, -1, -1):
+                ca = al[k, d]
+                cb = be[k, d]
+                for g in range(G):
+                    a[g] = a[g] * h[g] + ca
+                    b[g] = b[g] * h[g] + cb
+            for g in range(G):
+                S[g] = a[g] * S[g] + b[g]
+        return S
+
+    h = NQM.paper(10_000).curvatures
+    G, T, q = h.size, 8192, 0.5 / 16
+    print(f"{'lr(0)':>6s} {'L':>4s} {'steps ns':>9s} {'Horner ns':>10s} {'vector ns':>10s} "
+          "max rel. error")
+    for top in (0.5, 1.9):
+        lr = np.asarray(CosineDecay(top, T, 0.005).values(T))
+        stepped(h, lr[:4], q)
+        c0 = time.process_time()
+        ref = stepped(h, lr, q)
+        ts = time.process_time() - c0
+        for L in (8, 16, 32, 64):
+            al, be = coefficients(lr, q, L)
+            horner_scalar(h, al[:1], be[:1])
+            horner_vector(h, al[:1], be[:1])
+            c0 = time.process_time()
+            al, be = coefficients(lr, q, L)
+            S = horner_scalar(h, al, be)
+            tp = time.process_time() - c0
+            c0 = time.process_time()
+            al, be = coefficients(lr, q, L)
+            horner_vector(h, al, be)
+            tv = time.process_time() - c0
+            with np.errstate(all="ignore"):
+                err = np.max(np.abs(S / ref - 1))
+            print(f"{top:6.1f} {L:4d} {ts / (T * G) * 1e9:9.2f} {tp / (T * G) * 1e9:10.2f} "
+                  f"{tv / (T * G) * 1e9:10.2f} {err:.1e}", flush=True)
+
+
 def run_one(case: str, T: int, dim: int, repeat: int, cold: bool, root: str) -> dict:
     """Run one case in a fresh process; return its JSON line as a dict."""
     src = ONE.format(dim=dim, T=T, opt=CASES[case].format(T=T), repeat=repeat, root=root)
@@ -151,7 +258,13 @@ def main() -> None:
     ap.add_argument("--root", default=ROOT, help="the checkout to measure (PYTHONPATH)")
     ap.add_argument("--bits", metavar="OTHER_CHECKOUT",
                     help="compare the bits of sparse-record curves with another checkout")
+    ap.add_argument("--polynomial", action="store_true",
+                    help="measure the polynomial-in-the-curvature alternative to stepping")
     args = ap.parse_args()
+    if args.polynomial:
+        sys.path.insert(0, args.root)
+        polynomial_experiment()
+        return
     if args.bits:
         sys.exit(compare_bits(args.bits))
     names: list[str] = []

@@ -312,6 +312,121 @@ def _sandwich_block(k, M, X, out, scratch, ns):
                     out[i, j, gi] += scratch[m, gi] * M[j, m, gi]
 
 
+@njit(**_OPTS)
+def _curve_chunk(form, record, n_chunks, ch, heff, out_mean, out_var, out_theta_mean,
+                 out_group_m1, out_group_m2):
+    """The work of curve_kernel for chunk ``ch`` of the groups (see there); a separate
+    function so that the parallel kernel's body stays small (it compiles faster)."""
+    kind, has_ema, beta, gamma = form.kind, form.has_ema, form.beta, form.gamma
+    h, hp, c, n, mu0, v0 = form.h, form.hp, form.c, form.n, form.mu0, form.v0
+    starts, lr_run, batch_run = form.starts, form.lr, form.batch
+    K = starts.shape[0]
+    T_end = record[-1]
+    G = h.shape[0]
+    R = record.shape[0]
+    keep_groups = out_group_m1.shape[0] > 0
+    plain_sgd = kind == KIND_SGD and not has_ema
+    A = np.zeros((3, 3, SUB))
+    b = np.zeros((3, SUB))
+    S = np.zeros((3, 3, SUB))
+    mu = np.zeros((3, SUB))
+    tmp = np.zeros((3, 3, SUB))
+    Tb = np.zeros((3, 3, SUB))
+    nm = np.zeros((3, SUB))
+    q = np.zeros(SUB)
+    # each group's power table of the current run
+    table = np.empty((MAX_LOG2 + 1, 3, 3, SUB))
+    N = np.empty((MAX_LOG2 + 1, 3, 3, SUB))
+    S0 = S[0, 0]  # plain SGD's second moment and mean (views)
+    mu00 = mu[0]
+    c0 = ch * G // n_chunks
+    c1 = (ch + 1) * G // n_chunks
+    for g0 in range(c0, c1, SUB):
+        ns = min(SUB, c1 - g0)
+        for i in range(3):
+            for gi in range(ns):
+                mu[i, gi] = 0.0
+                for j in range(3):
+                    S[i, j, gi] = 0.0
+        k = _fill_block(kind, has_ema, heff, hp, lr_run[0], beta, gamma, A, b, g0, ns)
+        ro = k - 1 if has_ema else 0
+        for gi in range(ns):
+            g = g0 + gi
+            q[gi] = c[g] / batch_run[0]
+            mu[0, gi] = mu0[g]
+            S[0, 0, gi] = mu0[g] * mu0[g] + v0[g]
+            if has_ema:
+                mu[ro, gi] = mu0[g]
+                S[0, ro, gi] = S[0, 0, gi]
+                S[ro, 0, gi] = S[0, 0, gi]
+                S[ro, ro, gi] = S[0, 0, gi]
+        built = 0  # levels of the power tables of run built_run
+        built_run = -1
+        j = 0  # the run of step t
+        r = 0
+        t = 0
+        while r < R:
+            if t == record[r]:
+                for gi in range(ns):
+                    g = g0 + gi
+                    m1 = mu[ro, gi]
+                    m2 = S[ro, ro, gi]
+                    var = m2 - m1 * m1
+                    if var < 0.0:
+                        var = 0.0
+                    out_mean[ch, r] += 0.5 * n[g] * h[g] * m2
+                    out_var[ch, r] += n[g] * h[g] * h[g] * (0.5 * var * var + m1 * m1 * var)
+                    out_theta_mean[ch, r] += 0.5 * n[g] * h[g] * S[0, 0, gi]
+                    if keep_groups:
+                        out_group_m1[r, g] = m1
+                        out_group_m2[r, g] = m2
+                r += 1
+                if r == R:
+                    break
+            if j + 1 < K and starts[j + 1] <= t:  # a new run starts at t
+                j += 1
+                if lr_run[j] != lr_run[j - 1]:  # A and b depend on the step only here
+                    k = _fill_block(kind, has_ema, heff, hp, lr_run[j], beta, gamma, A, b,
+                                    g0, ns)
+                if batch_run[j] != batch_run[j - 1]:
+                    for gi in range(ns):
+                        q[gi] = c[g0 + gi] / batch_run[j]
+            run_end = starts[j + 1] if j + 1 < K else T_end
+            gap = min(record[r], run_end) - t
+            if gap >= JUMP_MIN:
+                if built_run != j:
+                    built = 0
+                    built_run = j
+                built = _jump_block(k, A, b, q, gap, built, table, N, mu, S, tmp, Tb, nm,
+                                    ns)
+                t += gap
+                continue
+            # step up to the next record; a run that begins on the way is stepped too
+            # unless it is long (then back to the top, to jump it)
+            stop = record[r]
+            if plain_sgd:
+                t, j = _steps_sgd(heff, hp, c, lr_run, batch_run, starts, T_end, g0, ns, q,
+                                  S0, mu00, t, stop, j)
+                # A, b of the run reached, for the jumps
+                k = _fill_block(kind, has_ema, heff, hp, lr_run[j], beta, gamma, A, b,
+                                g0, ns)
+                continue
+            while t < stop:
+                if j + 1 < K and starts[j + 1] <= t:
+                    nxt_end = starts[j + 2] if j + 2 < K else T_end
+                    if min(stop, nxt_end) - t >= JUMP_MIN:
+                        break
+                    j += 1
+                    if lr_run[j] != lr_run[j - 1]:
+                        k = _fill_block(kind, has_ema, heff, hp, lr_run[j], beta, gamma,
+                                        A, b, g0, ns)
+                    if batch_run[j] != batch_run[j - 1]:
+                        for gi in range(ns):
+                            q[gi] = c[g0 + gi] / batch_run[j]
+                _step_block(k, A, b, q, S, mu, tmp, Tb, nm, ns)
+                t += 1
+
+
 @njit(cache=True, error_model="numpy", parallel=True)
 def curve_kernel(form, record, n_chunks, out_mean, out_var, out_theta_mean, out_group_m1,
                  out_group_m2):
@@ -340,116 +455,10 @@ def curve_kernel(form, record, n_chunks, out_mean, out_var, out_theta_mean, out_
     out_group_m1, out_group_m2 : (R, G) or (0, 0) float64; receive the readout's per-group mean
         and uncentred second moment (skipped when empty).
     """
-    kind, has_ema, beta, gamma = form.kind, form.has_ema, form.beta, form.gamma
-    h, hp, c, n, mu0, v0 = form.h, form.hp, form.c, form.n, form.mu0, form.v0
-    starts, lr_run, batch_run = form.starts, form.lr, form.batch
-    K = starts.shape[0]
-    T_end = record[-1]
-    G = h.shape[0]
-    R = record.shape[0]
-    keep_groups = out_group_m1.shape[0] > 0
-    heff = h * hp
-    plain_sgd = kind == KIND_SGD and not has_ema
+    heff = form.h * form.hp
     for ch in prange(n_chunks):
-        A = np.zeros((3, 3, SUB))
-        b = np.zeros((3, SUB))
-        S = np.zeros((3, 3, SUB))
-        mu = np.zeros((3, SUB))
-        tmp = np.zeros((3, 3, SUB))
-        Tb = np.zeros((3, 3, SUB))
-        nm = np.zeros((3, SUB))
-        q = np.zeros(SUB)
-        # each group's power table of the current run
-        table = np.empty((MAX_LOG2 + 1, 3, 3, SUB))
-        N = np.empty((MAX_LOG2 + 1, 3, 3, SUB))
-        S0 = S[0, 0]  # plain SGD's second moment and mean (views)
-        mu00 = mu[0]
-        c0 = ch * G // n_chunks
-        c1 = (ch + 1) * G // n_chunks
-        for g0 in range(c0, c1, SUB):
-            ns = min(SUB, c1 - g0)
-            for i in range(3):
-                for gi in range(ns):
-                    mu[i, gi] = 0.0
-                    for j in range(3):
-                        S[i, j, gi] = 0.0
-            k = _fill_block(kind, has_ema, heff, hp, lr_run[0], beta, gamma, A, b, g0, ns)
-            ro = k - 1 if has_ema else 0
-            for gi in range(ns):
-                g = g0 + gi
-                q[gi] = c[g] / batch_run[0]
-                mu[0, gi] = mu0[g]
-                S[0, 0, gi] = mu0[g] * mu0[g] + v0[g]
-                if has_ema:
-                    mu[ro, gi] = mu0[g]
-                    S[0, ro, gi] = S[0, 0, gi]
-                    S[ro, 0, gi] = S[0, 0, gi]
-                    S[ro, ro, gi] = S[0, 0, gi]
-            built = 0  # levels of the power tables of run built_run
-            built_run = -1
-            j = 0  # the run of step t
-            r = 0
-            t = 0
-            while r < R:
-                if t == record[r]:
-                    for gi in range(ns):
-                        g = g0 + gi
-                        m1 = mu[ro, gi]
-                        m2 = S[ro, ro, gi]
-                        var = m2 - m1 * m1
-                        if var < 0.0:
-                            var = 0.0
-                        out_mean[ch, r] += 0.5 * n[g] * h[g] * m2
-                        out_var[ch, r] += n[g] * h[g] * h[g] * (0.5 * var * var + m1 * m1 * var)
-                        out_theta_mean[ch, r] += 0.5 * n[g] * h[g] * S[0, 0, gi]
-                        if keep_groups:
-                            out_group_m1[r, g] = m1
-                            out_group_m2[r, g] = m2
-                    r += 1
-                    if r == R:
-                        break
-                if j + 1 < K and starts[j + 1] <= t:  # a new run starts at t
-                    j += 1
-                    if lr_run[j] != lr_run[j - 1]:  # A and b depend on the step only here
-                        k = _fill_block(kind, has_ema, heff, hp, lr_run[j], beta, gamma, A, b,
-                                        g0, ns)
-                    if batch_run[j] != batch_run[j - 1]:
-                        for gi in range(ns):
-                            q[gi] = c[g0 + gi] / batch_run[j]
-                run_end = starts[j + 1] if j + 1 < K else T_end
-                gap = min(record[r], run_end) - t
-                if gap >= JUMP_MIN:
-                    if built_run != j:
-                        built = 0
-                        built_run = j
-                    built = _jump_block(k, A, b, q, gap, built, table, N, mu, S, tmp, Tb, nm,
-                                        ns)
-                    t += gap
-                    continue
-                # step up to the next record; a run that begins on the way is stepped too
-                # unless it is long (then back to the top, to jump it)
-                stop = record[r]
-                if plain_sgd:
-                    t, j = _steps_sgd(heff, hp, c, lr_run, batch_run, starts, T_end, g0, ns, q,
-                                      S0, mu00, t, stop, j)
-                    # A, b of the run reached, for the jumps
-                    k = _fill_block(kind, has_ema, heff, hp, lr_run[j], beta, gamma, A, b,
-                                    g0, ns)
-                    continue
-                while t < stop:
-                    if j + 1 < K and starts[j + 1] <= t:
-                        nxt_end = starts[j + 2] if j + 2 < K else T_end
-                        if min(stop, nxt_end) - t >= JUMP_MIN:
-                            break
-                        j += 1
-                        if lr_run[j] != lr_run[j - 1]:
-                            k = _fill_block(kind, has_ema, heff, hp, lr_run[j], beta, gamma,
-                                            A, b, g0, ns)
-                        if batch_run[j] != batch_run[j - 1]:
-                            for gi in range(ns):
-                                q[gi] = c[g0 + gi] / batch_run[j]
-                    _step_block(k, A, b, q, S, mu, tmp, Tb, nm, ns)
-                    t += 1
+        _curve_chunk(form, record, n_chunks, ch, heff, out_mean, out_var, out_theta_mean,
+                     out_group_m1, out_group_m2)
 
 
 # --------------------------------------------------------------------------- O(log t) evaluation

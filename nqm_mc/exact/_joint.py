@@ -16,7 +16,8 @@ Gaussian, so Isserlis' theorem gives, per direction,
 and Cov(L_s, L_t) = sum_g n_g (h_g / 2)^2 (2 c_g^2 + 4 m_s m_t c_g), directions being
 independent.
 
-Two kernels: ``loss_covariance_kernel`` runs every step (any schedule);
+Two kernels: ``loss_covariance_kernel`` follows the runs of any schedule, stepping short gaps
+and jumping long ones inside runs;
 ``loss_covariance_const_kernel`` jumps by repeated squaring when the learning rate and batch
 size are constant (A^(2^j) and N_j = sum_{i < 2^j} A^i Q A^iT; any step up to 2^62).
 """
@@ -25,15 +26,24 @@ import numpy as np
 from numba import njit, prange
 
 from nqm_mc.exact._linalg import _matmul, _sandwich, fill_linear_form
+from nqm_mc.exact._moments import JUMP_MIN
+from nqm_mc.exact._moments import _jump as _jump_run
 from nqm_mc.exact._powers import MAX_LOG2
 
 
 @njit(cache=True, error_model="numpy", parallel=True)
 def loss_covariance_kernel(form, steps, src, src_last, pair_src, pair_t, n_chunks, out_cov,
                            out_mean, out_var):
-    """Per-step recurrences for t = 0..steps[-1]; two-time covariances of the loss at pairs.
+    """Recurrences for t = 0..steps[-1]; two-time covariances of the loss at pairs.
 
-    form : LinearForm (:mod:`nqm_mc.exact.lowering`) with lr, batch of length >= steps[-1]
+    The schedules come as runs of constant hyperparameters (``form.starts``). Where the next
+    named step lies JUMP_MIN steps or more ahead inside a run, the moments jump there by
+    repeated squaring (the curve kernel's jump, with the run's power table built once per
+    group and run), and the open sources' vectors u move by the same powers of A; shorter
+    gaps are stepped. Cost O(G (U + K) log t) for U named steps and K runs on
+    piecewise-constant hyperparameters, times the open sources.
+
+    form : LinearForm (:mod:`nqm_mc.exact.lowering`) covering at least steps[-1] steps
         (G groups).
     steps : (U,) int64, increasing: every step named by a pair.
     src : (J,) int64, increasing indices into ``steps``: the earlier steps s of the pairs.
@@ -46,9 +56,11 @@ def loss_covariance_kernel(form, steps, src, src_last, pair_src, pair_t, n_chunk
     """
     kind, has_ema, beta, gamma = form.kind, form.has_ema, form.beta, form.gamma
     h, hp, c, n, mu0, v0 = form.h, form.hp, form.c, form.n, form.mu0, form.v0
-    lr_t, batch_t = form.lr, form.batch
+    starts, lr_run, batch_run = form.starts, form.lr, form.batch
+    K = starts.shape[0]
     G = h.shape[0]
     U = steps.shape[0]
+    T_end = steps[U - 1]
     J = src.shape[0]
     n_pairs = pair_src.shape[0]
     for ch in prange(n_chunks):
@@ -62,9 +74,14 @@ def loss_covariance_kernel(form, steps, src, src_last, pair_src, pair_t, n_chunk
         nu = np.zeros(3)
         cross = np.zeros((J, U))  # c(s_j, steps[i]) of the group
         mean_r = np.zeros(U)  # the readout's mean at steps[i]
+        table = np.zeros((MAX_LOG2 + 1, 3, 3))
+        N = np.zeros((MAX_LOG2 + 1, 3, 3))
+        tmp = np.zeros((3, 3))
+        Tj = np.zeros((3, 3))
         for g in range(ch * G // n_chunks, (ch + 1) * G // n_chunks):
-            k = fill_linear_form(kind, has_ema, h[g], hp[g], lr_t[0], beta, gamma, A, b)
+            k = fill_linear_form(kind, has_ema, h[g], hp[g], lr_run[0], beta, gamma, A, b)
             ro = k - 1 if has_ema else 0
+            q = c[g] / batch_run[0]
             for i in range(3):
                 mu[i] = 0.0
                 for j in range(3):
@@ -81,6 +98,9 @@ def loss_covariance_kernel(form, steps, src, src_last, pair_src, pair_t, n_chunk
                 P[0, ro] = v0[g]
                 P[ro, 0] = v0[g]
                 P[ro, ro] = v0[g]
+            built = 0  # levels of the power table of run built_run
+            built_run = -1
+            run = 0  # the run of step t
             r = 0  # next index into steps
             js = 0  # next source to open
             t = 0
@@ -101,9 +121,38 @@ def loss_covariance_kernel(form, steps, src, src_last, pair_src, pair_t, n_chunk
                     r += 1
                     if r == U:
                         break
-                if t > 0 and lr_t[t] != lr_t[t - 1]:  # A and b depend on the step only here
-                    k = fill_linear_form(kind, has_ema, h[g], hp[g], lr_t[t], beta, gamma, A, b)
-                q = c[g] / batch_t[t]
+                if run + 1 < K and starts[run + 1] <= t:  # a new run starts at t
+                    run += 1
+                    if lr_run[run] != lr_run[run - 1]:  # A and b depend on the step only here
+                        k = fill_linear_form(kind, has_ema, h[g], hp[g], lr_run[run], beta,
+                                             gamma, A, b)
+                    q = c[g] / batch_run[run]
+                run_end = starts[run + 1] if run + 1 < K else T_end
+                gap = min(steps[r], run_end) - t
+                if gap >= JUMP_MIN:
+                    if built_run != run:
+                        built = 0
+                        built_run = run
+                    built = _jump_run(k, A, b, q, gap, built, table, N, mu, P, nm, tmp, Tj)
+                    # the open sources move with the mean's map: u <- A^gap u
+                    for j in range(js):
+                        if src_last[j] < r:
+                            continue
+                        d = gap
+                        p = 0
+                        while d > 0:
+                            if d & 1:
+                                for i in range(k):
+                                    acc = 0.0
+                                    for a in range(k):
+                                        acc += table[p, i, a] * u[j, a]
+                                    nu[i] = acc
+                                for i in range(k):
+                                    u[j, i] = nu[i]
+                            d >>= 1
+                            p += 1
+                    t += gap
+                    continue
                 # mean and centred covariance: mu <- A mu, P <- A P A^T + q b b^T
                 for i in range(k):
                     s = 0.0

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from nqm_mc.exact.lowering import joint_runs
 from nqm_mc.spec._checks import MAX_STEP, ParameterError, check_int, check_memory, check_steps
 from nqm_mc.spec.codes import KIND_HEAVY_BALL, KIND_SGD
 from nqm_mc.spec.rotated import _check
-from nqm_mc.spec.schedules import as_batch_schedule, checked_values
+from nqm_mc.spec.schedules import as_batch_schedule, checked_pieces
 
 __all__ = ["expected_loss_dense"]
 
@@ -74,14 +75,17 @@ def expected_loss_dense(model, optimizer, batch_size, n_steps=None, *, record=No
         record = np.arange(n_steps + 1)
     record = check_steps("record", record, owner)
     T = int(record[-1])
-    check_memory(8.0 * 4 * (T + 1) + 8.0 * 3 * record.size, owner,
-                 f"{T} steps of schedules", "Ask for fewer steps.")
+    check_memory(8.0 * 3 * record.size, owner, f"{record.size} recorded steps",
+                 "Record fewer steps.")
     hm = model.hessian()
     cm = model.noise_covariance()
     minv_h = minv @ hm
-    lr_t = checked_values(optimizer.learning_rate, max(T, 1), "learning_rate", owner)
-    b_t = checked_values(as_batch_schedule(batch_size, "batch_size", owner), max(T, 1),
-                         "batch_size", owner)
+    # the schedules as runs of constant (learning rate, batch size): memory per run
+    starts, lr_run, b_run = joint_runs(
+        checked_pieces(optimizer.learning_rate, max(T, 1), "learning_rate", owner),
+        checked_pieces(as_batch_schedule(batch_size, "batch_size", owner), max(T, 1),
+                       "batch_size", owner))
+    run = -1
     beta = getattr(optimizer, "momentum", 0.0)
     gamma = optimizer.ema
     has_ema = gamma is not None
@@ -114,11 +118,13 @@ def expected_loss_dense(model, optimizer, batch_size, n_steps=None, *, record=No
                 r += 1
                 if r == record.size:
                     break
-            if (lr_t[t], b_t[t]) != last:
-                A, Bn = _linear_map(optimizer.kind_code, has_ema, minv_h, minv, lr_t[t], beta,
-                                    gamma)
-                Q = Bn @ (cm / b_t[t]) @ Bn.T
-                last = (lr_t[t], b_t[t])
+            if run + 1 < starts.size and starts[run + 1] == t:  # a new run
+                run += 1
+                if (lr_run[run], b_run[run]) != last:
+                    A, Bn = _linear_map(optimizer.kind_code, has_ema, minv_h, minv,
+                                        lr_run[run], beta, gamma)
+                    Q = Bn @ (cm / b_run[run]) @ Bn.T
+                    last = (lr_run[run], b_run[run])
             mean = A @ mean
             S = A @ S @ A.T + Q
             if not np.all(np.isfinite(S)) or np.abs(S).max() > 1e250:

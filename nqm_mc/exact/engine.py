@@ -134,13 +134,14 @@ _SPARSE_HINT = ("Record a sparse set of steps (record=, e.g. log-spaced) or fewe
                 "2^62 in O(log t).")
 
 
-def _curve_bytes(T: int, R: int, nc: int, G: int, group_moments: bool) -> float:
-    """Return the bytes expected_loss allocates.
+def _curve_bytes(R: int, nc: int, G: int, group_moments: bool) -> float:
+    """Return the bytes expected_loss allocates besides the schedules' runs.
 
-    Per-step learning rates, batch sizes and ends of runs of constant hyperparameters (with
-    the temporaries a schedule's ``values`` makes) and per-record statistics.
+    Per-record statistics (per chunk of groups) and, when asked for, per-group moments. The
+    runs of the schedules cost memory per run (a constant schedule is one run whatever the
+    horizon); a schedule refuses, before allocating, runs that would not fit.
     """
-    return 8.0 * (6 * max(T, 1) + R * (3 * nc + 2) + (2 * R * G if group_moments else 0))
+    return 8.0 * (R * (3 * nc + 2) + (2 * R * G if group_moments else 0))
 
 
 def expected_loss(model: NQM, optimizer: Optimizer, batch_size: int | BatchSchedule,
@@ -148,13 +149,17 @@ def expected_loss(model: NQM, optimizer: Optimizer, batch_size: int | BatchSched
                   record: ArrayLike | None = None, group_moments: bool = False) -> ExactCurve:
     """Compute the exact E[L(t)] and Var[L(t)] for t = 0..n_steps by the per-step recurrences.
 
-    Works for every linear optimizer, learning-rate schedule and batch-size schedule. Cost
-    O(G n_steps) (G groups of directions), parallel over groups.
+    Works for every linear optimizer, learning-rate schedule and batch-size schedule, parallel
+    over groups of directions. The schedules are read as runs of constant hyperparameters
+    (:meth:`~nqm_mc.spec.schedules.Schedule.pieces`), never as per-step arrays: inside a run,
+    a gap of 64 steps or more to the next record is jumped by repeated squaring, so sparse
+    records on piecewise-constant hyperparameters cost O(G (R + K) log t) for R records and
+    K runs (a constant learning rate to step 10^12 takes milliseconds); steps of schedules
+    that change every step cost O(G) each, one vectorised loop over the groups per step.
 
     ``n_steps = 0`` returns the statistics at t = 0 alone. A call that would allocate more
-    than half of physical memory (per-step schedules of ``n_steps`` values, per-record
-    statistics) is refused with a ParameterError stating the size before anything is
-    allocated.
+    than half of physical memory (per-record statistics, or a schedule's runs) is refused
+    with a ParameterError stating the size before anything is allocated.
 
     Parameters
     ----------
@@ -194,18 +199,14 @@ def expected_loss(model: NQM, optimizer: Optimizer, batch_size: int | BatchSched
     G = model.n_groups
     nc = _n_chunks(G)
     R = steps.size
-    check_memory(_curve_bytes(T, R, nc, G, group_moments), owner,
-                 f"{T} steps of schedules and {R} recorded steps",
-                 _SPARSE_HINT if R > T // 4 else
-                 f"The learning rates and batch sizes of every step up to {T} take most of "
-                 "it: use a shorter horizon, or for constant hyperparameters loss_at, which "
-                 "evaluates any step up to 2^62 in O(log t).")
+    check_memory(_curve_bytes(R, nc, G, group_moments), owner, f"{R} recorded steps",
+                 _SPARSE_HINT)
     form = lower(model, optimizer, batch, T, owner)  # schedules checked there
     om, ov, ot = (np.zeros((nc, R)) for _ in range(3))
     gm1 = np.zeros((R, G)) if group_moments else np.zeros((0, 0))
     gm2 = np.zeros((R, G)) if group_moments else np.zeros((0, 0))
     with np.errstate(over="ignore", invalid="ignore"):
-        curve_kernel(form, steps, nc, om, ov, ot, gm1, gm2, _run_end(form.lr, form.batch, T))
+        curve_kernel(form, steps, nc, om, ov, ot, gm1, gm2)
     mean, var, mth = om.sum(0), ov.sum(0), ot.sum(0)
     diverged, reason = False, ""
     bad = ~(mean < DIVERGED)  # overflowed, or not finite
@@ -225,18 +226,6 @@ def expected_loss(model: NQM, optimizer: Optimizer, batch_size: int | BatchSched
             diverged, reason = True, st.reason
     return ExactCurve(steps, mean, var, mth, gm1 if group_moments else None,
                       gm2 if group_moments else None, diverged, reason)
-
-
-def _run_end(lr: np.ndarray, batch: np.ndarray, T: int) -> np.ndarray:
-    """Return, for every step t < T, the first later step whose hyperparameters differ.
-
-    That is the first step after t whose learning rate or batch size differs from step t's (T
-    when none does before T).
-    """
-    n = max(T, 1)
-    change = np.flatnonzero((np.diff(lr[:n]) != 0) | (np.diff(batch[:n]) != 0)) + 1
-    nxt = np.append(change, T).astype(np.int64)
-    return np.ascontiguousarray(nxt[np.searchsorted(change, np.arange(n), side="right")])
 
 
 def _check_times(t: ArrayLike, owner: str) -> np.ndarray:

@@ -136,16 +136,14 @@ def _constant(model: NQM, optimizer: Optimizer, batch: BatchSchedule, pairs: np.
 
 def _per_step(model: NQM, optimizer: Optimizer, batch: BatchSchedule, pairs: np.ndarray,
               owner: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Return (cov, mean, var) of the pairs by the per-step recurrence (any schedule)."""
+    """Return (cov, mean, var) of the pairs by the recurrence along the runs (any schedule)."""
     steps, src, src_last, pair_src, pair_t = _plan(pairs)
     T = int(steps[-1])
     nc = _n_chunks(model.n_groups)
-    check_memory(8.0 * (4 * max(T, 1) + 2 * nc * (steps.size + pairs.shape[0])
+    check_memory(8.0 * (2 * nc * (steps.size + pairs.shape[0])
                         + nc * src.size * (steps.size + 3)), owner,
-                 f"{T} steps of schedules and {pairs.shape[0]} pairs",
-                 "Ask for pairs at earlier steps, or fewer distinct earlier steps per call; "
-                 "with a constant learning rate and batch size any step up to 2^62 costs "
-                 "O(log t).")
+                 f"{pairs.shape[0]} pairs at {steps.size} distinct steps",
+                 "Ask for fewer distinct earlier steps per call.")
     form = lower(model, optimizer, batch, T, owner)
     ocov = np.zeros((nc, pairs.shape[0]))
     omean = np.zeros((nc, steps.size))
@@ -168,8 +166,12 @@ def loss_covariance(model: NQM, optimizer: Optimizer, batch_size: int | BatchSch
     and a Gaussian start. The loss is the reported one (at the EMA when the optimizer has
     one), as in :func:`~nqm_mc.expected_loss` and the kept paths of :func:`~nqm_mc.simulate`.
     With a constant learning rate and batch size, any step up to 2^62 is reached by repeated
-    squaring in O(G P log t) for P pairs; otherwise every step is run, in O(G T (1 + J)) for
-    T the latest step and J the distinct earlier steps of the pairs. Parallel over groups.
+    squaring in O(G P log t) for P pairs. Otherwise the schedules are followed run by run:
+    inside a run of constant hyperparameters, gaps of 64 steps or more between the steps
+    named by the pairs are jumped by repeated squaring, shorter ones stepped, so
+    piecewise-constant schedules cost O(G (U + K) (1 + J) log t) for U distinct steps, K runs
+    and J distinct earlier steps, and schedules that change every step O(G T (1 + J)) for T
+    the latest step. Parallel over groups.
 
     Parameters
     ----------
@@ -191,8 +193,8 @@ def loss_covariance(model: NQM, optimizer: Optimizer, batch_size: int | BatchSch
     Raises
     ------
     ParameterError
-        If an argument is invalid, the optimizer is nonlinear, or the per-step schedules up
-        to the latest step (with a schedule) would need too much memory.
+        If an argument is invalid, the optimizer is nonlinear, or the call would need too
+        much memory.
 
     Notes
     -----

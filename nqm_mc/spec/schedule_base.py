@@ -397,8 +397,9 @@ def checked_pieces(schedule: Schedule | BatchSchedule, n_steps: int,
     head = (f"The {name!r} parameter of {owner} is the schedule {_short(schedule)}, whose "
             f"pieces({n_steps}) must cover {n_steps} updates with {req}.")
     if type(schedule).pieces in (Schedule.pieces, BatchSchedule.pieces):
-        # the default encodes values(): checked (shape first) as checked_values checks it
-        check_memory(8.0 * n_steps, type(schedule).__name__, f"the values of {n_steps} updates",
+        # only values(): checked as the engines always checked it (shape (n,), values), then
+        # run-length encoded
+        check_memory(8.0 * n_steps, owner, f"the values of {n_steps} updates",
                      "Ask for fewer updates (a schedule of your own can implement "
                      "pieces() to avoid the per-update array).")
         return Pieces.from_values(checked_values(schedule, n_steps, name, owner), n_steps)

@@ -235,9 +235,9 @@ class LinearDecay(Schedule):
         """Return updates ``0 .. n_steps - 1`` as runs of constant values (see :class:`Pieces`)."""
         # constant from decay_steps on: per update up to there, then one run
         m = min(n_steps, self.decay_steps + 1)
-        check_memory(40.0 * m, type(self).__name__, f"the values of {m} updates of its decay",
-                     "Ask for fewer updates, or a shorter decay_steps.")
-        return Pieces.from_values(self.values(m), n_steps)
+        _check_per_update(m, type(self).__name__)
+        return Pieces.from_values(checked_values(self, m, "schedule", type(self).__name__),
+                                  n_steps)
 
 
 @dataclass(frozen=True)
@@ -279,9 +279,9 @@ class CosineDecay(Schedule):
         """Return updates ``0 .. n_steps - 1`` as runs of constant values (see :class:`Pieces`)."""
         # constant from decay_steps on: per update up to there, then one run
         m = min(n_steps, self.decay_steps + 1)
-        check_memory(40.0 * m, type(self).__name__, f"the values of {m} updates of its decay",
-                     "Ask for fewer updates, or a shorter decay_steps.")
-        return Pieces.from_values(self.values(m), n_steps)
+        _check_per_update(m, type(self).__name__)
+        return Pieces.from_values(checked_values(self, m, "schedule", type(self).__name__),
+                                  n_steps)
 
 
 @dataclass(frozen=True)
@@ -330,11 +330,22 @@ class Warmup(Schedule):
         """Return updates ``0 .. n_steps - 1`` as runs of constant values (see :class:`Pieces`)."""
         w = self.warmup_steps
         k = min(w, n_steps)
-        ramp = Pieces.from_values(self.values(k), k)
+        _check_per_update(k, "Warmup")
+        ramp = Pieces.from_values(checked_values(self, k, "schedule", "Warmup"), k)
         if n_steps <= w:
             return Pieces(ramp.starts, ramp.values, n_steps)
         after = checked_pieces(self.schedule, n_steps - w, "schedule", "Warmup")
         return Pieces.concatenate([ramp, after.shifted(w, n_steps)], n_steps)
+
+
+def _check_per_update(m: int, owner: str) -> None:
+    """Refuse, before allocating, ``m`` updates of a schedule that changes every update.
+
+    Each costs about 40 bytes: the values, their run starts and the run-length encoding's
+    temporaries.
+    """
+    check_memory(40.0 * m, owner, f"the runs of {m} updates that each change the value",
+                 "Ask for fewer updates, or use a schedule that changes less often.")
 
 
 # ---------------------------------------------------------------------- batch sizes

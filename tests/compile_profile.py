@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import time
 from collections import Counter, defaultdict
 from typing import Any
-
-import resource
 
 import pytest
 from numba.core import event

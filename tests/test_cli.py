@@ -1,4 +1,6 @@
-"""The command line, driven as a user would (subprocess)."""
+"""The command line, driven as a user would: ``main(argv)`` in this process (the code that
+``python -m nqm_mc`` runs) for most commands, a real process for the entry point, Ctrl-C and
+the README's script."""
 
 import json
 import subprocess
@@ -6,8 +8,10 @@ import sys
 
 import pytest
 
+from tests.cli_inprocess import run
 
-def run(*args):
+
+def run_process(*args):
     return subprocess.run([sys.executable, "-m", "nqm_mc", *args], capture_output=True,
                           text=True, timeout=600)
 
@@ -35,7 +39,7 @@ def test_bad_input_is_one_line_exit_2(tmp_path):
 
 
 def test_info():
-    r = run("info", "--json")
+    r = run_process("info", "--json")  # the entry point, in a process of its own
     assert r.returncode == 0 and "numba" in json.loads(r.stdout)
 
 
@@ -60,12 +64,11 @@ def _help_example(cmd):
 
 
 def _run_example(example, cwd):
-    """Run a help example verbatim (``a && b`` in order), nqm-mc as python -m nqm_mc."""
+    """Run a help example verbatim (``a && b`` in order), nqm-mc as ``main`` in-process."""
     for part in example.split("&&"):
         words = part.split()
         assert words[0] == "nqm-mc", example
-        r = subprocess.run([sys.executable, "-m", "nqm_mc", *words[1:]], capture_output=True,
-                           text=True, timeout=600, cwd=cwd)
+        r = run(*words[1:], cwd=cwd)
         assert r.returncode == 0, (example, r.stdout[-2000:], r.stderr[-2000:])
 
 

@@ -152,7 +152,12 @@ def test_ctrl_c_stops_cleanly_and_keeps_finished_runs(tmp_path):
     assert lines[-1], lines
     time.sleep(3.0)  # the kernel loaded from the cache and a few waves done
     p.send_signal(signal.SIGINT)
-    out, err = p.communicate(timeout=300)
+    try:
+        out, err = p.communicate(timeout=300)
+    except subprocess.TimeoutExpired:  # never leave a long run behind the test
+        p.kill()
+        p.communicate()
+        raise
     assert p.returncode == 130, err
     s = json.loads(out)
     assert s["interrupted"] and "Traceback" not in err

@@ -60,7 +60,12 @@ def _start(cmd, marker, stream="stdout"):
 def _stop(p, sig):
     t0 = time.perf_counter()
     p.send_signal(sig)
-    out, err = p.communicate(timeout=120)
+    try:
+        out, err = p.communicate(timeout=120)
+    except subprocess.TimeoutExpired:  # never leave a run of minutes behind the test
+        p.kill()
+        p.communicate()
+        raise
     return time.perf_counter() - t0, out, err
 
 

@@ -289,7 +289,12 @@ def test_sigint_stops_a_user_rule_within_seconds():
     time.sleep(1.0)
     t0 = time.perf_counter()
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
+    try:
+        out, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:  # never leave a run of minutes behind the test
+        proc.kill()
+        proc.communicate()
+        raise
     latency = time.perf_counter() - t0
     assert proc.returncode == 0, err[-2000:]
     info = json.loads(out.strip().splitlines()[-1])

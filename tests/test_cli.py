@@ -146,18 +146,18 @@ def test_ctrl_c_stops_cleanly_and_keeps_finished_runs(tmp_path):
                           "--steps", "200", "--runs", "40000", "--method", "step", "--json",
                           "--out", str(tmp_path)], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
-    lines = [p.stderr.readline()]  # a compile notice may come first (cold cache)
-    while lines[-1] and not lines[-1].startswith("simulating 40000 runs"):
-        lines.append(p.stderr.readline())
-    assert lines[-1], lines
-    time.sleep(3.0)  # the kernel loaded from the cache and a few waves done
-    p.send_signal(signal.SIGINT)
     try:
+        lines = [p.stderr.readline()]  # a compile notice may come first (cold cache)
+        while lines[-1] and not lines[-1].startswith("simulating 40000 runs"):
+            lines.append(p.stderr.readline())
+        assert lines[-1], lines
+        time.sleep(3.0)  # the kernel loaded from the cache and a few waves done
+        p.send_signal(signal.SIGINT)
         out, err = p.communicate(timeout=300)
-    except subprocess.TimeoutExpired:  # never leave a long run behind the test
-        p.kill()
-        p.communicate()
-        raise
+    finally:  # never leave a long run (or its pipes) behind the test
+        if p.poll() is None:
+            p.kill()
+            p.communicate()
     assert p.returncode == 130, err
     s = json.loads(out)
     assert s["interrupted"] and "Traceback" not in err

@@ -217,10 +217,8 @@ def test_truth_coords_round_trip():
 
 # ------------------------------------------------------------------ command line
 def _cli(*args, cwd=None):
-    import subprocess
-    import sys
-    return subprocess.run([sys.executable, "-m", "nqm_mc", "calibrate", *args],
-                          capture_output=True, text=True, timeout=600, cwd=cwd)
+    from tests.cli_inprocess import run
+    return run("calibrate", *args, cwd=cwd)
 
 
 def test_calibrate_command_fits_a_table(tmp_path):

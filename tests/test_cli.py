@@ -1,4 +1,6 @@
-"""The command line, driven as a user would (subprocess)."""
+"""The command line, driven as a user would: ``main(argv)`` in this process (the code that
+``python -m nqm_mc`` runs) for most commands, a real process for the entry point, Ctrl-C and
+the README's script."""
 
 import json
 import subprocess
@@ -6,8 +8,10 @@ import sys
 
 import pytest
 
+from tests.cli_inprocess import run
 
-def run(*args):
+
+def run_process(*args):
     return subprocess.run([sys.executable, "-m", "nqm_mc", *args], capture_output=True,
                           text=True, timeout=600)
 
@@ -35,7 +39,7 @@ def test_bad_input_is_one_line_exit_2(tmp_path):
 
 
 def test_info():
-    r = run("info", "--json")
+    r = run_process("info", "--json")  # the entry point, in a process of its own
     assert r.returncode == 0 and "numba" in json.loads(r.stdout)
 
 
@@ -60,12 +64,11 @@ def _help_example(cmd):
 
 
 def _run_example(example, cwd):
-    """Run a help example verbatim (``a && b`` in order), nqm-mc as python -m nqm_mc."""
+    """Run a help example verbatim (``a && b`` in order), nqm-mc as ``main`` in-process."""
     for part in example.split("&&"):
         words = part.split()
         assert words[0] == "nqm-mc", example
-        r = subprocess.run([sys.executable, "-m", "nqm_mc", *words[1:]], capture_output=True,
-                           text=True, timeout=600, cwd=cwd)
+        r = run(*words[1:], cwd=cwd)
         assert r.returncode == 0, (example, r.stdout[-2000:], r.stderr[-2000:])
 
 
@@ -131,22 +134,36 @@ def test_reproduce_quick_writes_every_figure(tmp_path):
 
 
 def test_ctrl_c_stops_cleanly_and_keeps_finished_runs(tmp_path):
+    """SIGINT a few seconds into the run, timed from the command's own line saying that it
+    starts (not from its launch: on a loaded machine the interpreter may still be importing)."""
     import signal
     import time
-    p = subprocess.Popen([sys.executable, "-m", "nqm_mc", "simulate", "--dim", "5000",
-                          "--steps", "1000", "--runs", "4000", "--method", "step", "--json",
-                          "--quiet", "--out",
-                          str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True)
-    time.sleep(6)
-    p.send_signal(signal.SIGINT)
-    out, err = p.communicate(timeout=300)
+
+    from nqm_mc import NQM, SGD, simulate
+    simulate(NQM.paper(10), SGD(0.1), 32, 5, 16, progress=False)  # this kernel in the cache
+    # 40000 runs x 200 steps at d = 1000: waves of 256 runs, 8e9 dimension-steps in all
+    p = subprocess.Popen([sys.executable, "-m", "nqm_mc", "simulate", "--dim", "1000",
+                          "--steps", "200", "--runs", "40000", "--method", "step", "--json",
+                          "--out", str(tmp_path)], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        lines = [p.stderr.readline()]  # a compile notice may come first (cold cache)
+        while lines[-1] and not lines[-1].startswith("simulating 40000 runs"):
+            lines.append(p.stderr.readline())
+        assert lines[-1], lines
+        time.sleep(3.0)  # the kernel loaded from the cache and a few waves done
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=300)
+    finally:  # never leave a long run (or its pipes) behind the test
+        if p.poll() is None:
+            p.kill()
+            p.communicate()
     assert p.returncode == 130, err
     s = json.loads(out)
     assert s["interrupted"] and "Traceback" not in err
     side = json.loads((tmp_path / "simulation.json").read_text())  # the readable copy
     done = side["meta"]["runs_completed"]
-    assert 0 < done < 4000
+    assert 0 < done < 40000
     from nqm_mc.results import load_result
     res = load_result(str(tmp_path / "simulation.npz"))
     assert res.n_finite[-1] == done

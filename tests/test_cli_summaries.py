@@ -7,18 +7,12 @@ import io
 import json
 import os
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from nqm_mc import _compile_notice, _table, cli
-
-
-def run(*args):
-    return subprocess.run([sys.executable, "-m", "nqm_mc", *args], capture_output=True,
-                          text=True, timeout=600)
+from tests.cli_inprocess import run
 
 
 def _csv(path):

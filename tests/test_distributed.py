@@ -19,11 +19,7 @@ MODEL = NQM.power_law(300, 1.0, 1.0)
 KW = dict(seed=17, record=9, target=0.3, keep_paths=5, progress=False)
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  host="127.0.0.1", dashboard_address=":0") as c:
-        yield c
+# ``cluster``: the run's local Dask cluster (tests/conftest.py)
 
 
 def test_identical_to_local_run_with_hitting_times(cluster):
@@ -122,16 +118,14 @@ def test_bad_executor_arguments():
 
 def test_cli_scheduler_option(cluster, tmp_path):
     import json
-    r = subprocess.run([sys.executable, "-m", "nqm_mc", "simulate", "--dim", "100", "--steps",
-                        "30", "--runs", "64", "--quiet", "--json", "--out", str(tmp_path),
-                        "--scheduler", cluster.scheduler_address], capture_output=True,
-                       text=True, timeout=300)
+
+    from tests.cli_inprocess import run
+    r = run("simulate", "--dim", "100", "--steps", "30", "--runs", "64", "--quiet", "--json",
+            "--out", str(tmp_path), "--scheduler", cluster.scheduler_address)
     assert r.returncode == 0, r.stderr
     remote = json.loads(r.stdout)
-    r = subprocess.run([sys.executable, "-m", "nqm_mc", "simulate", "--dim", "100", "--steps",
-                        "30", "--runs", "64", "--quiet", "--json", "--out",
-                        str(tmp_path / "local")],
-                       capture_output=True, text=True, timeout=300)
+    r = run("simulate", "--dim", "100", "--steps", "30", "--runs", "64", "--quiet", "--json",
+            "--out", str(tmp_path / "local"))
     assert json.loads(r.stdout)["final_mean"] == remote["final_mean"]
 
 

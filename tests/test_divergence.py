@@ -3,18 +3,12 @@ and why the run diverged, writes strict JSON and draws its figures (finite part,
 marked)."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from nqm_mc import NQM, SGD, expected_loss, plotting, simulate
-
-
-def run(*args):
-    return subprocess.run([sys.executable, "-m", "nqm_mc", *args], capture_output=True,
-                          text=True, timeout=600)
+from tests.cli_inprocess import run
 
 
 def strict(text):

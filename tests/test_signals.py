@@ -20,6 +20,7 @@ import pytest
 from nqm_mc import NQM, SGD, HeavyBall, simulate
 from nqm_mc.montecarlo._interrupt import new_flag
 from nqm_mc.montecarlo.driver import _job, run_range
+from tests.cli_inprocess import run as run_inprocess
 
 LATENCY_BOUND = 10.0  # seconds from the signal to the process's exit
 
@@ -60,7 +61,12 @@ def _start(cmd, marker, stream="stdout"):
 def _stop(p, sig):
     t0 = time.perf_counter()
     p.send_signal(sig)
-    out, err = p.communicate(timeout=120)
+    try:
+        out, err = p.communicate(timeout=120)
+    except subprocess.TimeoutExpired:  # never leave a run of minutes behind the test
+        p.kill()
+        p.communicate()
+        raise
     return time.perf_counter() - t0, out, err
 
 
@@ -90,9 +96,9 @@ def test_api_raises_interrupted_by_default():
 
 @pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_cli_stops_saves_and_reports_true_counts(tmp_path, sig, code):
-    warm = subprocess.run([sys.executable, "-m", "nqm_mc", "simulate", "--dim", "1000", "--runs",
-                           "16", "--steps", "10", "--quiet", "--out", str(tmp_path / "warm")],
-                          capture_output=True, text=True, timeout=600)
+    # the kernels in the disk cache (in this process: the child loads what it writes)
+    warm = run_inprocess("simulate", "--dim", "1000", "--runs", "16", "--steps", "10", "--quiet",
+                         "--out", str(tmp_path / "warm"))
     assert warm.returncode == 0, warm.stderr
     out_dir = tmp_path / "run"
     p = _start([sys.executable, "-m", "nqm_mc", "simulate", "--dim", "1000", "--runs", "16",

@@ -15,6 +15,7 @@ import pytest
 from nqm_mc import _files
 from nqm_mc.results import ResultFileError, SimulationResult, load_result, load_study, save_study
 from nqm_mc.spec._checks import ParameterError
+from tests.cli_inprocess import run as run_inprocess
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
@@ -50,8 +51,8 @@ def make_result(seed, R=40, n_runs=64, keep_paths=4, n_bands=3, finished=True):
 
 
 def run_cli(*args, cwd=None, timeout=600):
-    return subprocess.run([sys.executable, "-m", "nqm_mc", *args], capture_output=True,
-                          text=True, timeout=timeout, cwd=cwd, env=ENV)
+    """``nqm-mc ARGS`` (in this process: the command line's code without a new interpreter)."""
+    return run_inprocess(*args, cwd=cwd)
 
 
 def one_line_error(r):

@@ -251,12 +251,7 @@ def test_validation_plot_has_the_residual_panel(tmp_path, figures):
 
 
 def test_cli_format_option(tmp_path):
-    import subprocess
-    import sys
-
-    def run(*args):
-        return subprocess.run([sys.executable, "-m", "nqm_mc", *args], capture_output=True,
-                              text=True, timeout=600)
+    from tests.cli_inprocess import run
 
     r = run("exact", "--dim", "50", "--steps", "100", "--out", str(tmp_path), "--format",
             "pdf,svg")

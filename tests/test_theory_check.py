@@ -6,8 +6,6 @@ deliberately wrong prediction must be rejected.
 """
 
 import json
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
@@ -269,8 +267,8 @@ THEORY = textwrap.dedent('''
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "nqm_mc", "validate", *args],
-                          capture_output=True, text=True, timeout=600)
+    from tests.cli_inprocess import run
+    return run("validate", *args)
 
 
 def test_cli_theory_end_to_end(tmp_path, capsys):

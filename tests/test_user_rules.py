@@ -164,18 +164,15 @@ def test_bits_for_one_and_two_threads_in_fresh_processes():
         assert digests[0][f"{name}/builtin"] == digests[0][f"{name}/user"], name
 
 
-def test_identical_on_dask():
-    distributed = pytest.importorskip("dask.distributed")
+def test_identical_on_dask(cluster):  # the run's local cluster (tests/conftest.py)
     from nqm_mc.montecarlo.distributed import DaskExecutor
     rule = adam_rule(0.02)
     local = simulate(MODEL, rule, 8, 60, 300, **KW)
     builtin = simulate(MODEL, Adam(0.02), 8, 60, 300, **KW)
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  host="127.0.0.1", dashboard_address=":0") as cluster:
-        with DaskExecutor(cluster, groups_per_task=3) as ex:
-            res = simulate(MODEL, rule, 8, 60, 300, executor=ex, **KW)
-            noisy = simulate(MODEL, SGD(0.2), 4, 30, 64, executor=ex,
-                             noise=LeastSquaresNoise(0.5), **KW)
+    with DaskExecutor(cluster, groups_per_task=3) as ex:
+        res = simulate(MODEL, rule, 8, 60, 300, executor=ex, **KW)
+        noisy = simulate(MODEL, SGD(0.2), 4, 30, 64, executor=ex,
+                         noise=LeastSquaresNoise(0.5), **KW)
     assert res.equals(local)
     assert np.array_equal(res.mean, builtin.mean)
     assert noisy.equals(simulate(MODEL, SGD(0.2), 4, 30, 64, noise=LeastSquaresNoise(0.5),
@@ -289,7 +286,12 @@ def test_sigint_stops_a_user_rule_within_seconds():
     time.sleep(1.0)
     t0 = time.perf_counter()
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
+    try:
+        out, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:  # never leave a run of minutes behind the test
+        proc.kill()
+        proc.communicate()
+        raise
     latency = time.perf_counter() - t0
     assert proc.returncode == 0, err[-2000:]
     info = json.loads(out.strip().splitlines()[-1])

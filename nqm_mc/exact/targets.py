@@ -219,9 +219,11 @@ def steps_to_target_batch(model: NQM, optimizer: Optimizer, target: float,
     size = int(np.prod(shape, dtype=np.float64))
     check_memory(8.0 * 10 * size, owner, f"{size} configurations",
                  "Evaluate fewer configurations per call.")
-    flat = [np.ascontiguousarray(np.broadcast_to(a, shape).ravel())
+    # fresh writable copies: a read-only view (a broadcast that needed no copy) would be
+    # another numba type, hence another compilation of the kernel
+    flat = [np.array(np.broadcast_to(a, shape), order="C").ravel()
             for a in (lrs, bs, betas, gammas)]
-    cap_flat = np.ascontiguousarray(np.broadcast_to(cap_arr, shape).ravel())
+    cap_flat = np.array(np.broadcast_to(cap_arr, shape), order="C").ravel()
     out = np.zeros(flat[0].size, dtype=np.int64)
     stats = np.zeros((flat[0].size, 4))
     search = crossing_search(form, target, method)

@@ -1,6 +1,14 @@
 """Fixtures shared by several test files."""
 
+import signal
+
 import pytest
+
+# A test run started in the background by a shell without job control inherits SIGINT ignored,
+# and so would every command the tests start: the Ctrl-C tests would wait for a signal that
+# never arrives. A handler (unlike "ignore") is reset to the default when a child starts.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")

@@ -37,7 +37,7 @@ __all__ = ["Schedule", "BatchSchedule", "Pieces", "checked_values", "checked_pie
 
 @dataclass(frozen=True, eq=False)
 class Pieces:
-    """A schedule over updates ``0 .. n_steps - 1`` as runs of constant values.
+    """A schedule as runs of constant values over its first ``n_steps`` updates.
 
     Run ``k`` covers updates ``starts[k] <= t < ends[k]`` (``ends[k] = starts[k + 1]``, the
     last one ``n_steps``) and has the value ``values[k]``. Neighbouring runs may share a value

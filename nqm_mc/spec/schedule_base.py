@@ -198,13 +198,17 @@ class Schedule:
         return d
 
 
-def _default_pieces(schedule: Schedule | BatchSchedule, n_steps: int) -> Pieces:
-    """Run-length encode ``values(n_steps)``, refusing first what would not fit in memory."""
-    owner = type(schedule).__name__
+def _default_pieces(schedule: Schedule | BatchSchedule, n_steps: int, name: str = "schedule",
+                    owner: str | None = None) -> Pieces:
+    """Run-length encode ``values(n_steps)``, checked by :func:`checked_values`.
+
+    What would not fit in memory is refused first.
+    """
+    owner = type(schedule).__name__ if owner is None else owner
     check_memory(8.0 * n_steps, owner, f"the values of {n_steps} updates",
                  "Ask for fewer updates (a schedule of your own can implement "
                  "pieces() to avoid the per-update array).")
-    return Pieces.from_values(checked_values(schedule, n_steps, "schedule", owner), n_steps)
+    return Pieces.from_values(checked_values(schedule, n_steps, name, owner), n_steps)
 
 
 def _pieces(owner: str, boundaries: Any, name: str, values: Any,
@@ -397,12 +401,8 @@ def checked_pieces(schedule: Schedule | BatchSchedule, n_steps: int,
     head = (f"The {name!r} parameter of {owner} is the schedule {_short(schedule)}, whose "
             f"pieces({n_steps}) must cover {n_steps} updates with {req}.")
     if type(schedule).pieces in (Schedule.pieces, BatchSchedule.pieces):
-        # only values(): checked as the engines always checked it (shape (n,), values), then
-        # run-length encoded
-        check_memory(8.0 * n_steps, owner, f"the values of {n_steps} updates",
-                     "Ask for fewer updates (a schedule of your own can implement "
-                     "pieces() to avoid the per-update array).")
-        return Pieces.from_values(checked_values(schedule, n_steps, name, owner), n_steps)
+        # only values(): the default encoding, with the caller's name and owner in its errors
+        return _default_pieces(schedule, n_steps, name, owner)
     p = schedule.pieces(n_steps)
     if not isinstance(p, Pieces):
         raise ParameterError(f"{head} Got {_short(p)} instead of Pieces.")

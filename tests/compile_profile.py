@@ -1,6 +1,8 @@
 """Where the test run spends its numba compilation (an opt-in pytest plugin).
 
-Run ``python -m pytest -p tests.compile_profile`` (from a cold cache to see every compilation:
+Run ``python -m pytest -n 0 -p tests.compile_profile`` (in one process: under pytest-xdist the
+compilations happen in the workers, which this plugin does not see; from a cold cache to see
+every compilation:
 ``NUMBA_CACHE_DIR`` and ``NQM_MC_KERNEL_DIR`` pointing at empty directories). It listens to
 numba's ``numba:compile`` events, which fire for a real compilation only (a specialisation
 loaded from the on-disk cache fires none), and prints at the end of the run: the number of

@@ -1,8 +1,14 @@
 """Fixtures shared by several test files."""
 
+import os
 import signal
 
 import pytest
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # a worker of a parallel run (pytest-xdist)
+    from tests import compile_lock
+
+    compile_lock.install()
 
 # A test run started in the background by a shell without job control inherits SIGINT ignored,
 # and so would every command the tests start: the Ctrl-C tests would wait for a signal that

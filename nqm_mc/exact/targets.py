@@ -291,8 +291,9 @@ def steps_to_target(model: NQM, optimizer: Optimizer, batch_size: int | BatchSch
     search = crossing_search(form, target, method)
     stats = np.zeros(4)
     with np.errstate(over="ignore", invalid="ignore"):
+        # cap 0 (none) passed, not defaulted: the signature first_crossing_batch compiles
         t = int(first_crossing_one(form, form.lr[0], form.batch[0], form.beta, form.gamma,
-                                   search, stats))
+                                   search, stats, 0))
     if t >= 0:
         t = int(_bisect_convention(np.array([t]), method, search.ref_bias, stats[None, 1])[0])
         return StepsToTarget(t, "reached", float(stats[0]), target, method,

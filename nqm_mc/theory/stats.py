@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy import stats
 
 if TYPE_CHECKING:
     from nqm_mc.spec.model import NQM
@@ -42,6 +41,8 @@ def two_sided_p(z: ArrayLike) -> np.ndarray:
     ndarray
         p-values, elementwise.
     """
+    from scipy import stats  # scipy.stats takes half a second to import
+
     return 2.0 * stats.norm.sf(np.abs(np.asarray(z, dtype=float)))
 
 
@@ -96,6 +97,8 @@ def max_abs_z_threshold(n_comparisons: int, alpha: float) -> float:
     float
         :math:`z^\star` with :math:`P(|N(0,1)| > z^\star) = \alpha / n`.
     """
+    from scipy import stats
+
     return float(stats.norm.isf(alpha / (2 * max(n_comparisons, 1))))
 
 
@@ -115,6 +118,8 @@ def power_z(power: float) -> float:
     -------
     float
     """
+    from scipy import stats
+
     return float(stats.norm.ppf(power))
 
 
@@ -281,6 +286,8 @@ def ks_against_law(sample: ArrayLike, law: LossLaw, seed: int = 0,
     """
     sample = np.asarray(sample, float)
     ref = law.sample(ref_factor * sample.size, seed)
+    from scipy import stats
+
     res = stats.ks_2samp(sample, ref)
     return float(res.statistic), float(res.pvalue)
 

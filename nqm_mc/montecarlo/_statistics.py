@@ -286,3 +286,32 @@ def end_trajectory(out, bb, slot, traj, hit, div, done, keep_paths, work, rec):
         for r in range(R):
             out.paths[traj, r] = work.rec_loss[r] if r < done else np.nan
     _accumulate(out, bb, work, done, rec.hist_lo, rec.hist_inv_width)
+
+
+@njit(cache=True, error_model="numpy")
+def merge_groups(count, mean, m2, theta, band, g_count, g_mean, g_m2, g_theta, g_band):
+    """Merge the statistics of groups 0 .. nb - 1 (rows of the g_ arrays), in that order, into
+    the running (count, mean, m2, theta, band) per record, in place.
+
+    Chan et al.'s pairwise update, with the operations in the order of the NumPy expressions
+    it replaces (so the same bits): for a group of c > 0 finite losses,
+    mean += delta c / n and m2 = (m2 + s) + delta^2 n0 c / n, n = n0 + c; the mean theta loss
+    becomes (theta n0 + theta_g c) / n whenever n > 0; band sums add.
+    """
+    nb, R = g_count.shape
+    n_bands = band.shape[1]
+    for b in range(nb):
+        for r in range(R):
+            n0 = count[r]
+            c = g_count[b, r]
+            tot = n0 + c
+            if c > 0:
+                delta = g_mean[b, r] - mean[r]
+                frac = c / tot if tot > 0 else 0.0
+                mean[r] = mean[r] + delta * frac
+                m2[r] = m2[r] + g_m2[b, r] + delta * delta * n0 * frac
+            count[r] = tot
+            if tot > 0:
+                theta[r] = (theta[r] * n0 + g_theta[b, r] * c) / tot
+            for q in range(n_bands):
+                band[r, q] += g_band[b, r, q]

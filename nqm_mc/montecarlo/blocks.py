@@ -23,7 +23,7 @@ import numpy as np
 from nqm_mc.montecarlo import _interrupt
 from nqm_mc.montecarlo import _kernels as K
 from nqm_mc.montecarlo import _skip_kernels as SK
-from nqm_mc.montecarlo._statistics import band_runs
+from nqm_mc.montecarlo._statistics import band_runs, merge_groups
 from nqm_mc.montecarlo.lowering import (
     HIST_BINS_PER_DECADE,
     KernelInput,
@@ -43,17 +43,10 @@ QUANTILE_LEVELS = np.array([0.05, 0.25, 0.5, 0.75, 0.95])
 STAT_GROUP = 16  # statistics are accumulated over fixed groups of 16 trajectory ids
 
 
-def _merge(count: np.ndarray, mean: np.ndarray, m2: np.ndarray, c: np.ndarray, mu: np.ndarray,
-           s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Chan et al.: merge (c, mu, s) into the running (count, mean, m2); arrays per record."""
-    tot = count + c
-    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        delta = mu - mean
-        frac = np.where(tot > 0, c / np.where(tot > 0, tot, 1), 0.0)
-        new_mean = mean + delta * frac
-        new_m2 = m2 + s + delta * delta * count * frac
-    keep = c > 0
-    return tot, np.where(keep, new_mean, mean), np.where(keep, new_m2, m2)
+def _owned(a: np.ndarray) -> np.ndarray:
+    """Return ``a`` as a writeable C-contiguous float64 array (copied only when it is not)."""
+    a = np.ascontiguousarray(a, dtype=np.float64)
+    return a if a.flags.writeable else a.copy()
 
 
 def _finish(job: Job, acc: _Accumulator, interrupt: BaseException | None, start: float,
@@ -232,15 +225,11 @@ class _Accumulator:
         if part["first"] != self.done_blocks:
             raise RuntimeError(f"statistics merged out of order: got group {part['first']}, "
                                f"expected {self.done_blocks}")
-        for b in range(part["nb"]):
-            prev = self.count.copy()
-            c = part["count"][b]
-            self.count, self.mean, self.m2 = _merge(self.count, self.mean, self.m2, c,
-                                                    part["mean"][b], part["m2"][b])
-            with np.errstate(invalid="ignore", divide="ignore"):
-                self.theta = np.where(self.count > 0, (self.theta * prev + part["theta"][b] * c)
-                                      / np.where(self.count > 0, self.count, 1), self.theta)
-            self.band += part["band"][b]
+        nb = part["nb"]
+        # one compiled loop over the groups (a part from another process may be read-only:
+        # a writeable copy keeps numba at one specialisation)
+        g = [_owned(part[k][:nb]) for k in ("count", "mean", "m2", "theta", "band")]
+        merge_groups(self.count, self.mean, self.m2, self.theta, self.band, *g)
         self.hist += part["hist"]
         self.div += part["div"]
         lo = part["first"] * STAT_GROUP

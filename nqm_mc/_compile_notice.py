@@ -25,25 +25,26 @@ from typing import Any
 __all__ = ["watch", "estimate", "COMPILE_SECONDS", "COMMAND_KERNELS"]
 
 #: CPU seconds to compile each kernel called from Python, cold cache, measured with numba
-#: 0.68 on a 2-core x86-64 machine (a busy machine takes longer in wall-clock time); a kernel
-#: that another one already compiled (shared inner functions) compiles faster
+#: 0.68.1 on a 2-core x86-64 machine, idle (``python -m pytest -n 0 -p tests.compile_profile``;
+#: a busy machine takes longer in wall-clock time); a kernel that another one already compiled
+#: (shared inner functions) compiles faster
 COMPILE_SECONDS = {
-    "nqm_mc.exact._moments.curve_kernel": 3.0,
-    "nqm_mc.exact._moments.loss_at_kernel": 3.5,
-    "nqm_mc.exact._moments.steady_state_kernel": 3.5,
-    "nqm_mc.exact._crossing.first_crossing_one": 12.0,
+    "nqm_mc.exact._moments.curve_kernel": 21.0,
+    "nqm_mc.exact._moments.loss_at_kernel": 7.0,
+    "nqm_mc.exact._moments.steady_state_kernel": 4.0,
+    "nqm_mc.exact._crossing.first_crossing_one": 19.0,
     "nqm_mc.exact._crossing.first_crossing_batch": 33.0,
     "nqm_mc.montecarlo._statistics.band_runs": 0.2,
-    "nqm_mc.montecarlo._kernels.run_block": 13.0,
-    "nqm_mc.montecarlo._skip_kernels.build_transitions": 4.0,
-    "nqm_mc.montecarlo._skip_kernels.run_block_skip": 8.0,
+    "nqm_mc.montecarlo._kernels.run_blocks": 30.0,
+    "nqm_mc.montecarlo._skip_kernels.build_transitions": 13.5,
+    "nqm_mc.montecarlo._skip_kernels.run_blocks_skip": 9.0,
 }
 _EXACT = ["nqm_mc.exact._moments.curve_kernel", "nqm_mc.exact._moments.loss_at_kernel",
           "nqm_mc.exact._moments.steady_state_kernel",
           "nqm_mc.exact._crossing.first_crossing_one"]
-_STEP = ["nqm_mc.montecarlo._statistics.band_runs", "nqm_mc.montecarlo._kernels.run_block"]
+_STEP = ["nqm_mc.montecarlo._statistics.band_runs", "nqm_mc.montecarlo._kernels.run_blocks"]
 _SKIP = ["nqm_mc.montecarlo._skip_kernels.build_transitions",
-         "nqm_mc.montecarlo._skip_kernels.run_block_skip"]
+         "nqm_mc.montecarlo._skip_kernels.run_blocks_skip"]
 _BATCH = ["nqm_mc.exact._crossing.first_crossing_batch"]
 #: the kernels each command may compile besides the sampler that ``simulate`` picks (step or
 #: skip-ahead: the group of the kernel being compiled is added when the notice is printed)

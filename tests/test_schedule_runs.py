@@ -187,7 +187,8 @@ def test_background_compile_has_the_signature_the_blocks_call(opt, dtype):
     run_start, run_band = band_runs(inp.directions.band)
     out = new_statistics(2, job.steps.size, 4, 32, 2)
     real = (inp.rule, inp.directions, inp.recording, inp.stream, sk.group, sk.grid, sk.phi,
-            sk.fac, sk.state, 1, 1, 16, 40, 2, run_start, run_band, out, _interrupt.new_flag())
+            sk.fac, sk.state, 0, 0, 2, 1, 16, 40, 2, run_start, run_band, out,
+            _interrupt.new_flag())
     assert tuple(numba.typeof(x) for x in real) == sampler_signature(inp, sk.state)
     assert len(sk.state) == sk.phi.shape[1]
     # the planted mismatch is seen: another state size is another signature

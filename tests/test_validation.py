@@ -70,12 +70,12 @@ def test_loss_law_cumulants_and_ks_power():
 def momentum_applied_twice(monkeypatch):
     """A deliberately broken kernel: heavy-ball trajectories run the Nesterov rule, which adds
     the momentum term to the step a second time (theta -= lr (g + beta m))."""
-    real = _kernels.run_block
+    real = _kernels.run_blocks
 
     def broken(rule, *args):
         return real(rule._replace(kind=2 if rule.kind == 1 else rule.kind), *args)
 
-    monkeypatch.setattr(_kernels, "run_block", broken)
+    monkeypatch.setattr(_kernels, "run_blocks", broken)
 
 
 def test_suite_fails_with_a_broken_kernel(momentum_applied_twice):

@@ -565,3 +565,14 @@ def run_block(rule, dirs, sched, law, rec, stream, b, bb, block_size, n_runs, ke
             hit, div, done = _trajectory(rule, dirs, sched, law, rec, work, ns, run_start,
                                          run_band, key, stop)
         end_trajectory(out, bb, slot, traj, hit, div, done, keep_paths, work, rec)
+
+
+@njit(cache=True, error_model="numpy", nogil=True)
+def run_blocks(rule, dirs, sched, law, rec, stream, first, start, nb, step, block_size, n_runs,
+               keep_paths, run_start, run_band, out, stop):
+    """run_block for blocks first + bb, bb = start, start + step, ... < nb (row bb of ``out``
+    each): one call from Python for a thread's share of a range. Calling a kernel costs tens
+    of microseconds of argument unboxing, about as much as a block of small trajectories."""
+    for bb in range(start, nb, step):
+        run_block(rule, dirs, sched, law, rec, stream, first + bb, bb, block_size, n_runs,
+                  keep_paths, run_start, run_band, out, stop)

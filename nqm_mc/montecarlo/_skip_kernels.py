@@ -626,3 +626,13 @@ def run_block_skip(rule, dirs, rec, stream, group, grid, phi, fac, state, b, bb,
                                work.rec_band[ri])
                 r = ri + 1
         end_trajectory(out, bb, slot, traj, hit, div, r, keep_paths, work, rec)
+
+
+@njit(cache=True, error_model="numpy", nogil=True)
+def run_blocks_skip(rule, dirs, rec, stream, group, grid, phi, fac, state, first, start, nb,
+                    step, block_size, n_runs, keep_paths, run_start, run_band, out, stop):
+    """run_block_skip for blocks first + bb, bb = start, start + step, ... < nb: one call from
+    Python for a thread's share of a range (see _kernels.run_blocks)."""
+    for bb in range(start, nb, step):
+        run_block_skip(rule, dirs, rec, stream, group, grid, phi, fac, state, first + bb, bb,
+                       block_size, n_runs, keep_paths, run_start, run_band, out, stop)

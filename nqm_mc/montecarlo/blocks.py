@@ -173,26 +173,28 @@ def run_range(plan: Plan, first: int, nb: int, stop: np.ndarray | None = None,
     us = plan.user
     nan_at = np.full(hi - lo, -1, np.int64)  # NaN stops of user rules, by trajectory
 
-    def block(bb: int) -> None:
+    def share(start: int, step: int) -> None:
+        """Blocks start, start + step, ... of the range (one kernel call for the built-ins)."""
         if us is not None:
-            us.run_block(inp, first + bb, bb, STAT_GROUP, plan.n_runs, plan.keep_paths,
-                         run_start, run_band, out, stop, nan_at)
+            for bb in range(start, nb, step):
+                us.run_block(inp, first + bb, bb, STAT_GROUP, plan.n_runs, plan.keep_paths,
+                             run_start, run_band, out, stop, nan_at)
         elif sk is None:
-            K.run_block(inp.rule, inp.directions, inp.schedule, inp.noise, inp.recording,
-                        inp.stream, first + bb, bb, STAT_GROUP, plan.n_runs, plan.keep_paths,
-                        run_start, run_band, out, stop)
+            K.run_blocks(inp.rule, inp.directions, inp.schedule, inp.noise, inp.recording,
+                         inp.stream, first, start, nb, step, STAT_GROUP, plan.n_runs,
+                         plan.keep_paths, run_start, run_band, out, stop)
         else:
-            SK.run_block_skip(inp.rule, inp.directions, inp.recording, inp.stream, sk.group,
-                              sk.grid, sk.phi, sk.fac, sk.state, first + bb, bb, STAT_GROUP,
-                              plan.n_runs, plan.keep_paths, run_start, run_band, out, stop)
+            SK.run_blocks_skip(inp.rule, inp.directions, inp.recording, inp.stream, sk.group,
+                               sk.grid, sk.phi, sk.fac, sk.state, first, start, nb, step,
+                               STAT_GROUP, plan.n_runs, plan.keep_paths, run_start, run_band,
+                               out, stop)
 
     n = min(threads or numba.get_num_threads(), nb)
     if n <= 1:
-        for bb in range(nb):
-            block(bb)
-    else:  # the kernel releases the GIL; each block writes only its own rows
+        share(0, 1)
+    else:  # the kernels release the GIL; each block writes only its own rows
         with ThreadPoolExecutor(n, thread_name_prefix="nqm_mc-block") as pool:
-            for f in [pool.submit(block, bb) for bb in range(nb)]:
+            for f in [pool.submit(share, i, n) for i in range(n)]:
                 f.result()
     paths, orec = out.paths, out.records
     kp = paths[lo:min(hi, plan.keep_paths)]

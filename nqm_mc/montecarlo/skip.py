@@ -119,7 +119,7 @@ def transitions(model, optimizer, batch_size, steps, owner="simulate", on_compil
 
 
 def sampler_signature(inputs: Any, state: tuple[int, ...]) -> tuple[Any, ...]:
-    """Return the numba types of a ``run_block_skip`` call on ``inputs``.
+    """Return the numba types of a ``run_blocks_skip`` call on ``inputs``.
 
     ``inputs`` is the run's lowering.KernelInput and ``state`` a tuple of s zeros (s state
     variables): the types blocks.run_range passes.
@@ -131,12 +131,13 @@ def sampler_signature(inputs: Any, state: tuple[int, ...]) -> tuple[Any, ...]:
     idx = np.zeros(1, np.int64)
     mats = np.zeros((1, s, s, 1), ft)
     args = (inputs.rule, inputs.directions, inputs.recording, inputs.stream, idx, idx, mats,
-            mats, state, 0, 0, 0, 0, 0, idx, idx, new_statistics(1, 1, 1, 1, 0), new_flag())
+            mats, state, 0, 0, 0, 0, 0, 0, 0, idx, idx, new_statistics(1, 1, 1, 1, 0),
+            new_flag())
     return tuple(numba.typeof(x) for x in args)
 
 
 def _compile_sampler(inputs: Any, state: tuple[int, ...]) -> Callable[[], None]:
-    """Return a callback that compiles ``run_block_skip`` for ``inputs`` in the background.
+    """Return a callback that compiles ``run_blocks_skip`` for ``inputs`` in the background.
 
     The compilation (or the load from the cache) runs in a thread: it takes one core and
     overlaps the transitions (whose kernel releases the GIL); the blocks then find the sampler
@@ -147,7 +148,7 @@ def _compile_sampler(inputs: Any, state: tuple[int, ...]) -> Callable[[], None]:
 
         def work() -> None:
             try:
-                SK.run_block_skip.compile(sig)
+                SK.run_blocks_skip.compile(sig)
             except Exception:  # noqa: BLE001 - the blocks' own call compiles and reports
                 pass
         threading.Thread(target=work, name="nqm-mc-compile-skip", daemon=True).start()

@@ -221,7 +221,12 @@ def simulate(model: NQM, optimizer: Optimizer, batch_size: int | BatchSchedule,
         work = (int(job.steps[-1]) if plan.skip is None else
                 4 * plan.skip.phi.shape[1] * max(plan.skip.grid.size - 1, 1))
         per_group = STAT_GROUP * max(plan.inputs.directions.h.size, 1) * max(work, 1)
-        wave = int(min(8 * n_threads, max(1, 2e8 // per_group * n_threads)))
+        # at most the groups whose statistics (a histogram per record) fit in STATS_BYTES, and
+        # never fewer than 8 per thread: small models get long ranges, since starting one
+        # costs about a millisecond (threads, buffers)
+        group_bytes = 8 * job.steps.size * (6 + job.n_bands + n_hist_bins())
+        cap = max(8 * n_threads, STATS_BYTES // group_bytes)
+        wave = int(min(cap, max(1, 2e8 // per_group * n_threads)))
         wave = max(n_threads, wave - wave % n_threads)
     start = time.perf_counter()
     show = progress if progress is not None else sys.stderr.isatty()
@@ -401,6 +406,7 @@ def _job(model: Any, optimizer: Any, batch_size: Any, n_steps: Any, n_runs: Any,
 
 
 METHODS = ("auto", "step", "skip")
+STATS_BYTES = 16 * 2 ** 20  # a range's per-group statistics (see simulate's ranges)
 AUTO_SKIP_BYTES = 2e9  # "auto" takes the step kernel when the transitions would need more
 
 

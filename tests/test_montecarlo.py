@@ -196,7 +196,7 @@ def test_divergence_is_counted_not_nan():
 
 def test_million_trajectories_small_model():
     m = NQM([1.0, 0.1], [1.0, 0.1])
-    res = simulate(m, SGD(0.5), 16, 20, 1_000_000, seed=0, record=[0, 20], block_size=256)
+    res = simulate(m, SGD(0.5), 16, 20, 1_000_000, seed=0, record=[0, 20])
     ex = expected_loss(m, SGD(0.5), 16, record=res.steps)
     z = (res.mean - ex.mean) / np.sqrt(ex.variance / 1_000_000)
     assert np.all(np.abs(z) < 5) and res.n_finite[-1] == 1_000_000

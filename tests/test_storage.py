@@ -330,16 +330,37 @@ def test_fresh_run_directories_never_collide(tmp_path):
 
 
 @pytest.mark.parametrize("out", ["file", "file/sub", "/proc/nqm-mc-out", "/proc"])
-def test_bad_out_fails_before_any_work(tmp_path, out):
+def test_bad_out_fails_before_any_work(tmp_path, out, monkeypatch):
+    """An unusable --out is refused before any engine runs: the engines the two commands call
+    are replaced by ones that record the call (the command runs in this process)."""
+    import nqm_mc.exact
+    import nqm_mc.montecarlo
+    ran = []
+
+    def engine(name):
+        def run(*args, **kwargs):
+            ran.append(name)
+            raise RuntimeError(f"{name} ran before --out was checked")
+        return run
+
+    for module, names in ((nqm_mc.exact, ("expected_loss", "steps_to_target", "steady_state",
+                                          "stability")),
+                          (nqm_mc.montecarlo, ("simulate",))):
+        for name in names:
+            monkeypatch.setattr(module, name, engine(name))
     (tmp_path / "file").write_text("x")
     out = str(tmp_path / out) if not out.startswith("/") else out
     for cmd in (["simulate", "--dim", "10000", "--runs", "100000", "--steps", "100000"],
                 ["exact", "--dim", "10000", "--steps", "10000000"]):
-        t0 = time.perf_counter()
         r = run_cli(*cmd, "--out", out, cwd=tmp_path, timeout=60)
-        assert time.perf_counter() - t0 < 10  # no computation happened
+        assert ran == [], ran
         msg = one_line_error(r)
         assert out in msg
+    # the replacement is seen: with a usable --out the command reaches an engine
+    with pytest.raises(RuntimeError, match="ran before --out was checked"):
+        run_cli("exact", "--dim", "10", "--steps", "10", "--out", str(tmp_path / "ok"),
+                cwd=tmp_path)
+    assert ran
 
 
 def test_cli_refuses_to_overwrite_and_force_replaces(tmp_path):

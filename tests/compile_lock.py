@@ -8,10 +8,12 @@ named after the function and its signature. The second worker waits for the firs
 the specialisation in numba's disk cache and loads it; the lock changes which process
 compiles, never what is compiled. While it waits its core is free for the other worker.
 
-Only outermost compilations lock (the callees compiled inside one hold nothing else), so no
-process holds one lock while waiting for another, and functions without a disk cache (a
-test's own ``njit``) are left alone. The lock files (empty, one per kernel and signature) live
-in one directory per user under the temporary directory.
+Only outermost compilations lock, and only when this thread does not already hold numba's
+compiler lock (a ``cfunc`` or ``vectorize`` compiles its callees under it): a file lock is
+always taken before numba's lock, never after, so no thread holds one while waiting for the
+other. Functions without a disk cache (a test's own ``njit``) are left alone. The lock files
+(empty, one per kernel and signature) live in one directory per user under the temporary
+directory.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any
 
 from numba.core import dispatcher, sigutils
 from numba.core.caching import NullCache
+from numba.core.compiler_lock import global_compiler_lock
 
 _depth = threading.local()
 
@@ -45,7 +48,8 @@ def install() -> None:
         return
 
     def compile(self: Any, sig: Any) -> Any:
-        if getattr(_depth, "n", 0):  # a callee, inside an outermost compilation
+        # a callee, inside an outermost compilation; or numba's lock already held here
+        if getattr(_depth, "n", 0) or global_compiler_lock.is_locked():
             return original(self, sig)
         _depth.n = 1
         try:

@@ -222,10 +222,10 @@ def simulate(model: NQM, optimizer: Optimizer, batch_size: int | BatchSchedule,
                 4 * plan.skip.phi.shape[1] * max(plan.skip.grid.size - 1, 1))
         per_group = STAT_GROUP * max(plan.inputs.directions.h.size, 1) * max(work, 1)
         # at most the groups whose statistics (a histogram per record) fit in STATS_BYTES, and
-        # never fewer than 8 per thread: small models get long ranges, since starting one
-        # costs about a millisecond (threads, buffers)
+        # at least one per thread: small models get long ranges, since starting one costs
+        # about a millisecond (threads, buffers), and many records short ones
         group_bytes = 8 * job.steps.size * (6 + job.n_bands + n_hist_bins())
-        cap = max(8 * n_threads, STATS_BYTES // group_bytes)
+        cap = max(n_threads, STATS_BYTES // group_bytes)
         wave = int(min(cap, max(1, 2e8 // per_group * n_threads)))
         wave = max(n_threads, wave - wave % n_threads)
     start = time.perf_counter()

@@ -43,12 +43,6 @@ QUANTILE_LEVELS = np.array([0.05, 0.25, 0.5, 0.75, 0.95])
 STAT_GROUP = 16  # statistics are accumulated over fixed groups of 16 trajectory ids
 
 
-def _owned(a: np.ndarray) -> np.ndarray:
-    """Return ``a`` as a writeable C-contiguous float64 array (copied only when it is not)."""
-    a = np.ascontiguousarray(a, dtype=np.float64)
-    return a if a.flags.writeable else a.copy()
-
-
 def _finish(job: Job, acc: _Accumulator, interrupt: BaseException | None, start: float,
             executor: Executor | None = None,
             n_threads: int | None = None) -> SimulationResult:
@@ -230,7 +224,8 @@ class _Accumulator:
         nb = part["nb"]
         # one compiled loop over the groups (a part from another process may be read-only:
         # a writeable copy keeps numba at one specialisation)
-        g = [_owned(part[k][:nb]) for k in ("count", "mean", "m2", "theta", "band")]
+        g = [np.require(part[k][:nb], np.float64, ["C", "W"])
+             for k in ("count", "mean", "m2", "theta", "band")]
         merge_groups(self.count, self.mean, self.m2, self.theta, self.band, *g)
         self.hist += part["hist"]
         self.div += part["div"]

@@ -79,6 +79,9 @@ def _fsync_dir(directory: str) -> None:
         os.close(fd)
 
 
+WRITTEN: list[str] = []  # every file atomic_file completed in this process, in order
+
+
 @contextlib.contextmanager
 def atomic_file(path: str | os.PathLike[str], mode: str = "wb", *, overwrite: bool = True,
                 **open_kw: Any) -> Iterator[IO[Any]]:
@@ -114,6 +117,7 @@ def atomic_file(path: str | os.PathLike[str], mode: str = "wb", *, overwrite: bo
             else:
                 os.unlink(tmp)
         _fsync_dir(directory)
+        WRITTEN.append(path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)

@@ -185,3 +185,30 @@ def test_cli_interrupted_summary_says_why_the_exact_curve_is_missing(tmp_path):
     assert p.returncode == 130, err
     assert "no exact curve: the run was interrupted" in out
     assert "not linear in the gradient" not in out
+
+
+def test_an_interrupt_after_the_run_names_the_files_it_kept(tmp_path, monkeypatch):
+    """Ctrl-C while the figure is drawn (the simulation already saved): exit 130 and one line
+    naming the complete files kept, which load; before any file, it says none was written."""
+    import nqm_mc.montecarlo
+    from nqm_mc import plotting
+    from nqm_mc.results import load_result
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(plotting, "plot_mean", interrupted)
+    out = tmp_path / "o"
+    r = run_inprocess("simulate", "--dim", "20", "--steps", "30", "--runs", "16", "--out",
+                      str(out))
+    assert r.returncode == 130, r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("nqm-mc: interrupted by SIGINT; kept what it had written: "), last
+    assert str(out / "simulation.npz") in last and str(out / "simulation.csv") in last
+    assert load_result(out / "simulation").n_runs == 16
+    monkeypatch.setattr(nqm_mc.montecarlo, "simulate", interrupted)
+    r = run_inprocess("simulate", "--dim", "20", "--steps", "30", "--runs", "16", "--out",
+                      str(tmp_path / "p"))
+    assert r.returncode == 130
+    assert r.stderr.strip().splitlines()[-1] == ("nqm-mc: interrupted by SIGINT; no file was "
+                                                 "written")

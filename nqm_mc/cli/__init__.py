@@ -165,6 +165,7 @@ def main(argv=None):
         from nqm_mc import _compile_notice
         _compile_notice.watch(args.command)  # "compiling kernels (first run only, ~N s)"
     quiet = getattr(args, "quiet", False) or getattr(args, "json", False)
+    n_written = len(_files.WRITTEN)
     try:
         with sigterm_interrupts():  # SIGTERM stops a run like Ctrl-C and keeps its work
             n_links = len(_files.LATEST_LINKS)
@@ -182,7 +183,10 @@ def main(argv=None):
         return EXIT_BAD_INPUT
     except KeyboardInterrupt as err:
         name = signal_name(err)
-        print(f"nqm-mc: interrupted by {name}", file=sys.stderr)
+        kept = _files.WRITTEN[n_written:]  # complete files only: a file is written atomically
+        print(f"nqm-mc: interrupted by {name}; "
+              + (f"kept what it had written: {', '.join(kept)}" if kept
+                 else "no file was written"), file=sys.stderr)
         return EXIT_SIGTERM if name == "SIGTERM" else EXIT_SIGINT
     finally:
         _files.discard_empty_run_dirs()

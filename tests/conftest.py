@@ -1,9 +1,8 @@
-"""Fixtures shared by several test files."""
+"""Settings shared by the whole test run: the compile lock of parallel workers, SIGINT, and
+the number of workers."""
 
 import os
 import signal
-
-import pytest
 
 if os.environ.get("PYTEST_XDIST_WORKER"):  # a worker of a parallel run (pytest-xdist)
     from tests import compile_lock
@@ -27,13 +26,3 @@ def pytest_xdist_auto_num_workers(config):
     except AttributeError:  # not on Linux
         cores = os.cpu_count() or 1
     return min(cores + 1, 8)
-
-
-@pytest.fixture(scope="session")
-def cluster():
-    """A local Dask cluster of two single-threaded worker processes, started once for the run
-    (each start pays two interpreters importing the package and loading its kernels)."""
-    distributed = pytest.importorskip("dask.distributed")
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  host="127.0.0.1", dashboard_address=":0") as c:
-        yield c

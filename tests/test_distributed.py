@@ -19,7 +19,14 @@ MODEL = NQM.power_law(300, 1.0, 1.0)
 KW = dict(seed=17, record=9, target=0.3, keep_paths=5, progress=False)
 
 
-# ``cluster``: the run's local Dask cluster (tests/conftest.py)
+@pytest.fixture(scope="module")
+def cluster():
+    """A local Dask cluster of two single-threaded worker processes, shared by this file's
+    tests and closed after them: an idle cluster costs its scheduler, nannies and workers a
+    few per cent of a core (about 4 s of CPU a minute), which the rest of the run would pay."""
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  host="127.0.0.1", dashboard_address=":0") as c:
+        yield c
 
 
 def test_identical_to_local_run_with_hitting_times(cluster):
@@ -59,6 +66,25 @@ def test_adaptive_rules_and_noise_laws_are_identical_on_dask(cluster):
             local = simulate(MODEL, opt, 8, 40, 200, noise=noise, **KW)
             res = simulate(MODEL, opt, 8, 40, 200, noise=noise, executor=ex, **KW)
             assert res.equals(local), (opt, noise)
+
+
+def test_user_rule_and_noise_are_identical_on_dask(cluster):
+    """A rule and a noise written by the user run on the workers with the local bits."""
+    from nqm_mc.montecarlo.distributed import DaskExecutor
+    from nqm_mc.spec.optimizers import Adam
+    from nqm_mc.spec.rule_library import adam_rule
+    from nqm_mc.spec.user import LeastSquaresNoise
+    rule = adam_rule(0.02)
+    local = simulate(MODEL, rule, 8, 60, 300, **KW)
+    builtin = simulate(MODEL, Adam(0.02), 8, 60, 300, **KW)
+    with DaskExecutor(cluster, groups_per_task=3) as ex:
+        res = simulate(MODEL, rule, 8, 60, 300, executor=ex, **KW)
+        noisy = simulate(MODEL, SGD(0.2), 4, 30, 64, executor=ex,
+                         noise=LeastSquaresNoise(0.5), **KW)
+    assert res.equals(local)
+    assert np.array_equal(res.mean, builtin.mean)
+    assert noisy.equals(simulate(MODEL, SGD(0.2), 4, 30, 64, noise=LeastSquaresNoise(0.5),
+                                 **KW))
 
 
 def test_sweep_is_one_graph_and_matches_local(cluster, tmp_path):

@@ -165,21 +165,6 @@ def test_bits_for_one_and_two_threads_in_fresh_processes():
         assert digests[0][f"{name}/builtin"] == digests[0][f"{name}/user"], name
 
 
-def test_identical_on_dask(cluster):  # the run's local cluster (tests/conftest.py)
-    from nqm_mc.montecarlo.distributed import DaskExecutor
-    rule = adam_rule(0.02)
-    local = simulate(MODEL, rule, 8, 60, 300, **KW)
-    builtin = simulate(MODEL, Adam(0.02), 8, 60, 300, **KW)
-    with DaskExecutor(cluster, groups_per_task=3) as ex:
-        res = simulate(MODEL, rule, 8, 60, 300, executor=ex, **KW)
-        noisy = simulate(MODEL, SGD(0.2), 4, 30, 64, executor=ex,
-                         noise=LeastSquaresNoise(0.5), **KW)
-    assert res.equals(local)
-    assert np.array_equal(res.mean, builtin.mean)
-    assert noisy.equals(simulate(MODEL, SGD(0.2), 4, 30, 64, noise=LeastSquaresNoise(0.5),
-                                 **KW))
-
-
 # --- errors -----------------------------------------------------------------------------------
 
 def _bad_attribute(theta, g, lr):

@@ -113,7 +113,7 @@ def _envelope(G, kk, table, p, M, P, n, cc, n_modes, mc_abs, mc_mu, mc_gap, t, L
             for j in range(kk[g]):
                 e += P[g, i, j] * T[i, j]
         U += n[g] * min(cc[g] * e, modal_bound(n_modes[g], mc_abs[g], mc_mu[g], mc_gap[g], t,
-                                               False))
+                                               np.bool_(False)))
     return U
 
 
@@ -189,7 +189,7 @@ def _envelopes(kind, lr, h, kk, ro, table, Sst, D, M, P, cc, cp, n_modes, mc_abs
                 Id[i, j] = 1.0 if (i == j and i < k) else 0.0
         if kind != KIND_SGD:
             Id[1, 1] = lr * lr  # weigh the momentum buffer in theta units (lr m)
-        doubling_sum(k, table[g], Id, P[g], True)
+        doubling_sum(k, table[g], Id, P[g], np.bool_(True))
         nm = modal_coefficients(k, r, h[g], table[g, 0], D[g], mc_abs[g], mc_mu[g],
                                 mc_gap[g])
         n_modes[g] = nm

@@ -92,7 +92,7 @@ def _initial_moments(kind, has_ema, h, hp, c, n, mu0, v0, lr, batch, beta, gamma
         if ref_bias and k == 1:
             Sst[g, 0, 0] = Q[0, 0] / (1.0 - A[0, 0] * A[0, 0] + 1e-8)
         else:
-            doubling_sum(k, table[g], Q, Sst[g], False)
+            doubling_sum(k, table[g], Q, Sst[g], np.bool_(False))
         # initial second moment
         s0 = mu0[g] * mu0[g] + v0[g]
         for i in range(3):
@@ -166,7 +166,7 @@ def _lift(G, kk, table, M, P, n, cc, n_modes, mc_abs, mc_mu, mc_gap, Lstar, targ
                     e += P[g, i, j] * T[i, j]
                     Yc[g, i, j] = T[i, j]
             U += n[g] * min(cc[g] * e, modal_bound(n_modes[g], mc_abs[g], mc_mu[g],
-                                                   mc_gap[g], tp, False))
+                                                   mc_gap[g], tp, np.bool_(False)))
         stats[3] += 1
         if not (U < target):
             t += 1 << p
@@ -205,7 +205,7 @@ def _certified_scan(G, kk, ro, table, D, M, P, n, h, cp, n_modes, mc_abs, mc_mu,
                 for j in range(kk[g]):
                     e += P[g, i, j] * Y[g, i, j]
             slope += n[g] * min(cp[g] * e, modal_bound(n_modes[g], mc_abs[g], mc_mu[g],
-                                                       mc_gap[g], float(a), True))
+                                                       mc_gap[g], float(a), np.bool_(True)))
         stats[2] += 1
         if L < target:
             return a if (cap <= 0 or a < cap) else -4

@@ -98,7 +98,7 @@ def loss_covariance_kernel(form, steps, src, src_last, pair_src, pair_t, n_chunk
                 P[0, ro] = v0[g]
                 P[ro, 0] = v0[g]
                 P[ro, ro] = v0[g]
-            built = 0  # levels of the power table of run built_run
+            built = np.int64(0)  # levels of the power table of run built_run
             built_run = -1
             run = 0  # the run of step t
             r = 0  # next index into steps
@@ -131,7 +131,7 @@ def loss_covariance_kernel(form, steps, src, src_last, pair_src, pair_t, n_chunk
                 gap = min(steps[r], run_end) - t
                 if gap >= JUMP_MIN:
                     if built_run != run:
-                        built = 0
+                        built = np.int64(0)
                         built_run = run
                     built = _jump_run(k, A, b, q, gap, built, table, N, mu, P, nm, tmp, Tj)
                     # the open sources move with the mean's map: u <- A^gap u

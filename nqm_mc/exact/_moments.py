@@ -360,11 +360,12 @@ def _curve_chunk(form, record, n_chunks, ch, heff, out_mean, out_var, out_theta_
                 S[0, ro, gi] = S[0, 0, gi]
                 S[ro, 0, gi] = S[0, 0, gi]
                 S[ro, ro, gi] = S[0, 0, gi]
-        built = 0  # levels of the power tables of run built_run
+        # np.int64: a literal 0 passed to a callee would compile it once more for that value
+        built = np.int64(0)  # levels of the power tables of run built_run
         built_run = -1
-        j = 0  # the run of step t
+        j = np.int64(0)  # the run of step t
         r = 0
-        t = 0
+        t = np.int64(0)
         while r < R:
             if t == record[r]:
                 for gi in range(ns):
@@ -395,7 +396,7 @@ def _curve_chunk(form, record, n_chunks, ch, heff, out_mean, out_var, out_theta_
             gap = min(record[r], run_end) - t
             if gap >= JUMP_MIN:
                 if built_run != j:
-                    built = 0
+                    built = np.int64(0)
                     built_run = j
                 built = _jump_block(k, A, b, q, gap, built, table, N, mu, S, tmp, Tb, nm,
                                     ns)
@@ -574,5 +575,5 @@ def steady_state_kernel(form, out_m2, out_stable):
         for i in range(k):
             for j in range(k):
                 Q[i, j] = q * b[i] * b[j]
-        doubling_sum(k, table, Q, Ss, False)
+        doubling_sum(k, table, Q, Ss, np.bool_(False))
         out_m2[g] = Ss[ro, ro]

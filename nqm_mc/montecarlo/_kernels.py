@@ -347,8 +347,8 @@ def _trajectory(rule, dirs, sched, law, rec, work, ns, run_start, run_band, key,
     for j in range(work.perm.shape[0]):
         work.perm[j] = j
     div = -1
-    t0 = 0
-    piece = 0  # the run of constant hyperparameters of step t0
+    t0 = np.int64(0)  # np.int64: a literal 0 would compile the callees once more for it
+    piece = np.int64(0)  # the run of constant hyperparameters of step t0
     while t0 < T:
         if stop_requested(stop) != 0:
             break
@@ -394,7 +394,7 @@ def _noise(law, batch, work, d, step, key, single):
         fill_student_t_ws(z, d, step, shi, k0, k1, law.nu, work.ws)
     else:
         sample_without_replacement(work.perm, batch, step, shi, k0, k1)
-        _finite_chunk(law.data, work.perm, batch, 0, d, z)
+        _finite_chunk(law.data, work.perm, batch, np.int64(0), d, z)
 
 
 @njit(cache=True, error_model="numpy")
@@ -402,7 +402,7 @@ def clip_to_norm(g, clip):
     """g <- g min(1, clip / |g|) (the norm in float64, 16 fixed partial sums); clip <= 0: off."""
     if clip > 0.0:
         d = g.shape[0]
-        nrm = math.sqrt(_sumsq16(g, 0, d))
+        nrm = math.sqrt(_sumsq16(g, np.int64(0), d))
         if nrm > clip:
             s = clip / nrm
             for i in range(d):
@@ -474,7 +474,7 @@ def _trajectory_general(rule, dirs, sched, law, rec, work, run_start, run_band, 
     for j in range(work.perm.shape[0]):
         work.perm[j] = j
     per = loss_chunk(dirs.single)
-    piece = 0  # the run of constant hyperparameters of step t
+    piece = np.int64(0)  # the run of constant hyperparameters of step t
     for t in range(T):
         if stop_requested(stop) != 0:
             break

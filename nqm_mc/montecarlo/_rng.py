@@ -475,7 +475,7 @@ def fill_student_t_ws(out, n, step, seed_hi, k0, k1, nu, ws):
     together, in the same SIMD loops. ws, the (4, CHUNK) uint32 workspace, is not used (the
     sampler allocates its own, wider)."""
     w = min(STUDENT_WIDTH, max(n, 1))
-    student_t_range(out, 0, n, step, seed_hi, k0, k1, nu, np.empty((4, w), np.uint32),
+    student_t_range(out, np.int64(0), n, step, seed_hi, k0, k1, nu, np.empty((4, w), np.uint32),
                     np.empty((4, w)), np.empty(max(n, 1), np.int64))
 
 

@@ -51,7 +51,7 @@ if TYPE_CHECKING:
 
 __all__ = ["UserInput", "UserPlan", "kernel_for", "plan_user", "kernel_dir", "RuleError"]
 
-TEMPLATE_VERSION = "2"
+TEMPLATE_VERSION = "3"
 _REGISTRY: dict[str, dict[str, Any]] = {}
 _MODULES: dict[str, ModuleType] = {}
 _LOCK = threading.RLock()
@@ -263,9 +263,9 @@ def _trajectory(dirs, sched, rec, work, S, zn, user, run_start, run_band, key, s
     loss, hit, r = _start(dirs, rec, work, run_start, run_band, key)
 @INIT@
     div = -1
-    t0 = 0
-    piece = 0
-    hpiece = 0
+    t0 = np.int64(0)  # np.int64: a literal 0 would compile the callees once more for it
+    piece = np.int64(0)
+    hpiece = np.int64(0)
     while t0 < T:
         if stop_requested(stop) != 0:
             break
@@ -304,8 +304,8 @@ def _trajectory(dirs, sched, rec, work, S, zn, user, run_start, run_band, key, s
     readout = @READOUT@
     per = loss_chunk(dirs.single)
     div = -1
-    piece = 0
-    hpiece = 0
+    piece = np.int64(0)
+    hpiece = np.int64(0)
     for t in range(T):
         if stop_requested(stop) != 0:
             break
@@ -396,7 +396,7 @@ def _generate(key: str, rule: UpdateRule, noise: GradientNoise | None, cache: bo
             "@READOUT@": readout}
     if windowed:
         body = _WINDOW
-        subs["@HASREADOUT@"] = "False" if ro is None else "True"
+        subs["@HASREADOUT@"] = "np.bool_(False)" if ro is None else "np.bool_(True)"
         subs["@READOUTSUM@"] = ("" if ro is None else
                                 "            _add_hsq16(h, readout, lo, n, lw[s, 16:32], q)")
     else:
@@ -414,7 +414,7 @@ def _generate(key: str, rule: UpdateRule, noise: GradientNoise | None, cache: bo
                          "        U.fill_noise(zn, nz, t, key, work.ws, dirs.single)\n"
                          f"        _noise({nargs})")
         subs["@NOISE@"] = noise_src
-        subs["@REDUCE@"] = ("        grad_sq = _sumsq16(g, 0, d)" if "grad_sq" in rule.reductions
+        subs["@REDUCE@"] = ("        grad_sq = _sumsq16(g, np.int64(0), d)" if "grad_sq" in rule.reductions
                             else "")
         subs["@LOSS@"] = "loss_th" if ro is None else "half_quadratic(h, readout, q)"
     text = _HEADER + body + _BLOCK

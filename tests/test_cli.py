@@ -134,12 +134,13 @@ def test_reproduce_quick_writes_every_figure(tmp_path):
 
 
 def test_ctrl_c_stops_cleanly_and_keeps_finished_runs(tmp_path):
-    """SIGINT a few seconds into the run, timed from the command's own line saying that it
-    starts (not from its launch: on a loaded machine the interpreter may still be importing)."""
+    """SIGINT once the run has used 2 s of CPU time past the command's own line saying that
+    it starts (not timed from its launch: on a loaded machine the interpreter may still be
+    importing)."""
     import signal
-    import time
 
     from nqm_mc import NQM, SGD, simulate
+    from tests.test_signals import wait_until_busy
     simulate(NQM.paper(10), SGD(0.1), 32, 5, 16, progress=False)  # this kernel in the cache
     # 40000 runs x 200 steps at d = 1000: waves of 256 runs, 8e9 dimension-steps in all
     p = subprocess.Popen([sys.executable, "-m", "nqm_mc", "simulate", "--dim", "1000",
@@ -151,7 +152,7 @@ def test_ctrl_c_stops_cleanly_and_keeps_finished_runs(tmp_path):
         while lines[-1] and not lines[-1].startswith("simulating 40000 runs"):
             lines.append(p.stderr.readline())
         assert lines[-1], lines
-        time.sleep(3.0)  # the kernel loaded from the cache and a few waves done
+        wait_until_busy(p, 2.0)  # the kernel loaded from the cache and a few waves done
         p.send_signal(signal.SIGINT)
         out, err = p.communicate(timeout=300)
     finally:  # never leave a long run (or its pipes) behind the test

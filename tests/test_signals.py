@@ -8,6 +8,7 @@ measured are in the test's output.
 """
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -46,6 +47,33 @@ API_SCRIPT = textwrap.dedent("""
 """)
 
 
+def _cpu_seconds(pid):
+    """CPU time (user + system) a live process has used so far, from /proc; None elsewhere."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_until_busy(p, cpu_seconds, timeout=60.0):
+    """Return once process p has used ``cpu_seconds`` more CPU time than when called: past its
+    set-up and inside its run, however loaded the machine, without waiting a fixed time in
+    which an idle machine would burn several seconds of both cores. Without /proc: sleep
+    3 s."""
+    first = _cpu_seconds(p.pid)
+    if first is None:
+        time.sleep(3.0)
+        return
+    deadline = time.time() + timeout
+    while time.time() < deadline and p.poll() is None:
+        now = _cpu_seconds(p.pid)
+        if now is None or now - first >= cpu_seconds:
+            return
+        time.sleep(0.05)
+
+
 def _start(cmd, marker, stream="stdout"):
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     pipe = p.stdout if stream == "stdout" else p.stderr
@@ -54,7 +82,7 @@ def _start(cmd, marker, stream="stdout"):
         line = pipe.readline()
         if marker in line or not line:
             break
-    time.sleep(3.0)  # past the set-up, well inside the run (16 x 2e9 dimension-steps)
+    wait_until_busy(p, 1.0)  # past the set-up, well inside the run (16 x 2e9 dimension-steps)
     return p
 
 

@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import numba
 import numpy as np
@@ -35,7 +34,7 @@ from nqm_mc.spec.user import (
     MinibatchLeastSquares,
     UpdateRule,
 )
-from tests.test_signals import _stop
+from tests.test_signals import _stop, wait_until_busy
 
 FAMILY_ALPHA = 1e-5
 MODEL = NQM.power_law(300, 1.0, 1.0)
@@ -269,7 +268,7 @@ def test_sigint_stops_a_user_rule_within_seconds():
                             stderr=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "started"
-    time.sleep(1.0)
+    wait_until_busy(proc, 1.0)
     latency, out, err = _stop(proc, signal.SIGINT)
     assert proc.returncode == 0, err[-2000:]
     info = json.loads(out.strip().splitlines()[-1])

@@ -458,7 +458,9 @@ def curve_kernel(form, record, n_chunks, out_mean, out_var, out_theta_mean, out_
     """
     heff = form.h * form.hp
     for ch in prange(n_chunks):
-        _curve_chunk(form, record, n_chunks, ch, heff, out_mean, out_var, out_theta_mean,
+        # np.int64: numba types the prange index as int64, then as uint64 in the parallel
+        # loop; passed as it is, the chunk would be compiled for both
+        _curve_chunk(form, record, n_chunks, np.int64(ch), heff, out_mean, out_var, out_theta_mean,
                      out_group_m1, out_group_m2)
 
 

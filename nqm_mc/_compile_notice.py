@@ -29,33 +29,33 @@ __all__ = ["watch", "estimate", "COMPILE_SECONDS", "COMMAND_KERNELS"]
 #: a busy machine takes longer in wall-clock time); a kernel that another one already compiled
 #: (shared inner functions) compiles faster
 COMPILE_SECONDS = {
-    "nqm_mc.exact._moments.curve_kernel": 21.0,
+    "nqm_mc.exact._moments.curve_chunk": 8.0,
     "nqm_mc.exact._moments.loss_at_kernel": 7.0,
     "nqm_mc.exact._moments.steady_state_kernel": 4.0,
     "nqm_mc.exact._crossing.first_crossing_one": 19.0,
-    "nqm_mc.exact._crossing.first_crossing_batch": 33.0,
+    "nqm_mc.exact._crossing.first_crossing_range": 27.0,
     "nqm_mc.montecarlo._statistics.band_runs": 0.2,
     "nqm_mc.montecarlo._kernels.run_blocks": 30.0,
-    "nqm_mc.montecarlo._skip_kernels.build_transitions": 13.5,
+    "nqm_mc.montecarlo._skip_kernels._general_chunk": 6.0,
     "nqm_mc.montecarlo._skip_kernels.run_blocks_skip": 9.0,
 }
-_EXACT = ["nqm_mc.exact._moments.curve_kernel", "nqm_mc.exact._moments.loss_at_kernel",
+_EXACT = ["nqm_mc.exact._moments.curve_chunk", "nqm_mc.exact._moments.loss_at_kernel",
           "nqm_mc.exact._moments.steady_state_kernel",
           "nqm_mc.exact._crossing.first_crossing_one"]
 _STEP = ["nqm_mc.montecarlo._statistics.band_runs", "nqm_mc.montecarlo._kernels.run_blocks"]
-_SKIP = ["nqm_mc.montecarlo._skip_kernels.build_transitions",
+_SKIP = ["nqm_mc.montecarlo._skip_kernels._general_chunk",
          "nqm_mc.montecarlo._skip_kernels.run_blocks_skip"]
-_BATCH = ["nqm_mc.exact._crossing.first_crossing_batch"]
+_BATCH = ["nqm_mc.exact._crossing.first_crossing_range"]
 #: the kernels each command may compile besides the sampler that ``simulate`` picks (step or
 #: skip-ahead: the group of the kernel being compiled is added when the notice is printed)
 COMMAND_KERNELS = {
     "exact": _EXACT,
-    "simulate": ["nqm_mc.exact._moments.curve_kernel", "nqm_mc.exact._moments.loss_at_kernel"],
+    "simulate": ["nqm_mc.exact._moments.curve_chunk", "nqm_mc.exact._moments.loss_at_kernel"],
     "scaling": _BATCH,
     "reproduce": _EXACT + _BATCH + _SKIP,
     "validate": _EXACT + _STEP + _SKIP,
     "adam-proxy": _BATCH + _STEP,
-    "noise-study": ["nqm_mc.exact._moments.curve_kernel"] + _STEP,
+    "noise-study": ["nqm_mc.exact._moments.curve_chunk"] + _STEP,
 }
 _GROUPS = (_STEP, _SKIP)
 

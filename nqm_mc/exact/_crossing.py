@@ -4,7 +4,7 @@ envelopes) and the reference bisection of :mod:`~nqm_mc.exact._bisection`.
 """
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from nqm_mc.exact._bisection import _bisect, _bisect2
 from nqm_mc.exact._bounds import (  # noqa: F401 (exact._kernels re-exports them)
@@ -319,15 +319,17 @@ def first_crossing_one(form, lr, batch, beta, gamma, search, stats, cap=0):
                            Lstar, target, cap, t_hi, stats, tmp, T)
 
 
-@njit(cache=True, error_model="numpy", parallel=True)
-def first_crossing_batch(form, lrs, batches, betas, gammas, search, out, out_stats, caps):
-    """first_crossing_one over configurations, in parallel.
+@njit(cache=True, error_model="numpy", nogil=True)
+def first_crossing_range(form, lrs, batches, betas, gammas, search, out, out_stats, caps, lo,
+                         hi):
+    """first_crossing_one for configurations lo .. hi - 1 (one chunk of a batch; threads run
+    the chunks: :func:`nqm_mc._chunks.run_chunks`).
 
     form : LinearForm (G groups); search : CrossingSearch.
     lrs, batches, betas, gammas : (N,) float64, one configuration each.
     out : (N,) int64, receives the steps or status codes; out_stats : (N, 4) float64.
-    caps : (N,) int64 (0 = none).
+    caps : (N,) int64 (0 = none). lo, hi : int, 0 <= lo <= hi <= N.
     """
-    for i in prange(lrs.shape[0]):
+    for i in range(lo, hi):
         out[i] = first_crossing_one(form, lrs[i], batches[i], betas[i], gammas[i], search,
                                     out_stats[i], caps[i])

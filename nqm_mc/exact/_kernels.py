@@ -23,8 +23,8 @@ from nqm_mc.exact._crossing import (  # noqa: F401
     _initial_moments,
     _lift,
     _slope_constants,
-    first_crossing_batch,
     first_crossing_one,
+    first_crossing_range,
     modal_bound,
     modal_coefficients,
 )
@@ -43,7 +43,7 @@ from nqm_mc.exact._linalg import (  # noqa: F401
     fill_linear_form,
 )
 from nqm_mc.exact._moments import (  # noqa: F401
-    curve_kernel,
+    curve_chunk,
     is_stable,
     loss_at_kernel,
     steady_state_kernel,

@@ -312,11 +312,37 @@ def _sandwich_block(k, M, X, out, scratch, ns):
                     out[i, j, gi] += scratch[m, gi] * M[j, m, gi]
 
 
-@njit(**_OPTS)
-def _curve_chunk(form, record, n_chunks, ch, heff, out_mean, out_var, out_theta_mean,
-                 out_group_m1, out_group_m2):
-    """The work of curve_kernel for chunk ``ch`` of the groups (see there); a separate
-    function so that the parallel kernel's body stays small (it compiles faster)."""
+@njit(cache=True, error_model="numpy", nogil=True)
+def curve_chunk(form, record, n_chunks, ch, heff, out_mean, out_var, out_theta_mean,
+                out_group_m1, out_group_m2):
+    """Per-step recurrences for t = 0..record[-1] over chunk ``ch`` of the groups; statistics
+    at the steps listed in ``record``. The engine runs the chunks on threads
+    (:func:`nqm_mc._chunks.run_chunks`): the function releases the GIL.
+
+    The schedules come as runs of constant hyperparameters (``form.starts``). Where the next
+    record lies JUMP_MIN steps or more ahead inside a run, the moments jump there in
+    O(log gap) (_jump: the doubling of loss_at_kernel, with the run's power table built once
+    and extended as needed), so sparse records on piecewise-constant hyperparameters cost
+    O((records + runs) log t) per group instead of O(t); shorter gaps are stepped as
+    written. Schedules that change every step are stepped group-block by group-block: each
+    step is one loop over up to SUB groups (vectorised), with the operations of the one-group
+    step.
+
+    Whether a stretch is jumped or stepped depends on the steps only, never on the group, so
+    every group of a block takes the same path and the bits are those of the one-group
+    recurrence.
+
+    form : LinearForm (:mod:`nqm_mc.exact.lowering`) covering at least record[-1] steps
+        (G groups; K runs).
+    record : (R,) int64, increasing steps.
+    n_chunks : int, the groups are split into this many contiguous chunks; ch : int, the
+        chunk this call computes (0 <= ch < n_chunks). heff : (G,) h * hp.
+    out_mean, out_var, out_theta_mean : (n_chunks, R) float64, zero on entry; row ch receives
+        this chunk's partial sums of E[L], Var[L] and E[L_theta], each summed in group order
+        (summed by the caller in chunk order, so totals do not depend on the thread count).
+    out_group_m1, out_group_m2 : (R, G) or (0, 0) float64; receive the readout's per-group mean
+        and uncentred second moment (skipped when empty).
+    """
     kind, has_ema, beta, gamma = form.kind, form.has_ema, form.beta, form.gamma
     h, hp, c, n, mu0, v0 = form.h, form.hp, form.c, form.n, form.mu0, form.v0
     starts, lr_run, batch_run = form.starts, form.lr, form.batch
@@ -426,42 +452,6 @@ def _curve_chunk(form, record, n_chunks, ch, heff, out_mean, out_var, out_theta_
                             q[gi] = c[g0 + gi] / batch_run[j]
                 _step_block(k, A, b, q, S, mu, tmp, Tb, nm, ns)
                 t += 1
-
-
-@njit(cache=True, error_model="numpy", parallel=True)
-def curve_kernel(form, record, n_chunks, out_mean, out_var, out_theta_mean, out_group_m1,
-                 out_group_m2):
-    """Per-step recurrences for t = 0..record[-1]; statistics at the steps listed in ``record``.
-
-    The schedules come as runs of constant hyperparameters (``form.starts``). Where the next
-    record lies JUMP_MIN steps or more ahead inside a run, the moments jump there in
-    O(log gap) (_jump: the doubling of loss_at_kernel, with the run's power table built once
-    and extended as needed), so sparse records on piecewise-constant hyperparameters cost
-    O((records + runs) log t) per group instead of O(t); shorter gaps are stepped as
-    written. Schedules that change every step are stepped group-block by group-block: each
-    step is one loop over up to SUB groups (vectorised), with the operations of the one-group
-    step.
-
-    Whether a stretch is jumped or stepped depends on the steps only, never on the group, so
-    every group of a block takes the same path and the bits are those of the one-group
-    recurrence.
-
-    form : LinearForm (:mod:`nqm_mc.exact.lowering`) covering at least record[-1] steps
-        (G groups; K runs).
-    record : (R,) int64, increasing steps.
-    n_chunks : int, the groups are split into this many contiguous chunks (one per task).
-    out_mean, out_var, out_theta_mean : (n_chunks, R) float64, zero on entry; receive
-        per-chunk partial sums of E[L], Var[L] and E[L_theta], each summed in group order
-        (summed by the caller in chunk order, so totals do not depend on the thread count).
-    out_group_m1, out_group_m2 : (R, G) or (0, 0) float64; receive the readout's per-group mean
-        and uncentred second moment (skipped when empty).
-    """
-    heff = form.h * form.hp
-    for ch in prange(n_chunks):
-        # np.int64: numba types the prange index as int64, then as uint64 in the parallel
-        # loop; passed as it is, the chunk would be compiled for both
-        _curve_chunk(form, record, n_chunks, np.int64(ch), heff, out_mean, out_var, out_theta_mean,
-                     out_group_m1, out_group_m2)
 
 
 # --------------------------------------------------------------------------- O(log t) evaluation

@@ -35,9 +35,10 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
+from nqm_mc._chunks import run_chunks
 from nqm_mc.exact import _kernels as K  # noqa: F401 (the kernels, for tests and tools)
 from nqm_mc.exact._args import _check_model, _check_optimizer, _constant_hparams, _n_chunks
-from nqm_mc.exact._moments import curve_kernel, loss_at_kernel
+from nqm_mc.exact._moments import curve_chunk, loss_at_kernel
 from nqm_mc.exact.lowering import REFERENCE_BISECT_HI, crossing_search, lower  # noqa: F401
 from nqm_mc.exact.stability import Stability as Stability  # re-exported, as before
 from nqm_mc.exact.stability import SteadyState, stability, steady_state
@@ -206,7 +207,8 @@ def expected_loss(model: NQM, optimizer: Optimizer, batch_size: int | BatchSched
     gm1 = np.zeros((R, G)) if group_moments else np.zeros((0, 0))
     gm2 = np.zeros((R, G)) if group_moments else np.zeros((0, 0))
     with np.errstate(over="ignore", invalid="ignore"):
-        curve_kernel(form, steps, nc, om, ov, ot, gm1, gm2)
+        heff = form.h * form.hp
+        run_chunks(lambda ch: curve_chunk(form, steps, nc, ch, heff, om, ov, ot, gm1, gm2), nc)
     mean, var, mth = om.sum(0), ov.sum(0), ot.sum(0)
     diverged, reason = False, ""
     bad = ~(mean < DIVERGED)  # overflowed, or not finite

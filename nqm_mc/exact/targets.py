@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import ArrayLike
 
+from nqm_mc._chunks import run_chunks
 from nqm_mc.exact._args import _check_model, _check_optimizer, _constant_hparams
-from nqm_mc.exact._crossing import first_crossing_batch, first_crossing_one
+from nqm_mc.exact._crossing import first_crossing_one, first_crossing_range
 from nqm_mc.exact.lowering import crossing_search, lower
 from nqm_mc.exact.stability import stability
 from nqm_mc.spec._checks import (
@@ -227,10 +228,23 @@ def steps_to_target_batch(model: NQM, optimizer: Optimizer, target: float,
     out = np.zeros(flat[0].size, dtype=np.int64)
     stats = np.zeros((flat[0].size, 4))
     search = crossing_search(form, target, method)
-    with np.errstate(over="ignore", invalid="ignore"):
-        first_crossing_batch(form, *flat, search, out, stats, cap_flat)
+    n = out.size
+    per = max(1, -(-n // (8 * _threads())))  # chunks of configurations, several per thread
+    starts = range(0, n, per)
+
+    def chunk(c: int) -> None:
+        first_crossing_range(form, *flat, search, out, stats, cap_flat, starts[c],
+                             min(n, starts[c] + per))
+
+    run_chunks(chunk, len(starts))
     out = _bisect_convention(out, method, search.ref_bias, stats[:, 1])
     return out.reshape(shape)
+
+
+def _threads() -> int:
+    import numba
+
+    return int(numba.get_num_threads())
 
 
 def _bisect_convention(out: np.ndarray, method: str, ref_bias: bool,
@@ -291,7 +305,7 @@ def steps_to_target(model: NQM, optimizer: Optimizer, batch_size: int | BatchSch
     search = crossing_search(form, target, method)
     stats = np.zeros(4)
     with np.errstate(over="ignore", invalid="ignore"):
-        # cap 0 (none) passed, not defaulted: the signature first_crossing_batch compiles
+        # cap 0 (none) passed, not defaulted: the signature first_crossing_range compiles
         t = int(first_crossing_one(form, form.lr[0], form.batch[0], form.beta, form.gamma,
                                    search, stats, 0))
     if t >= 0:

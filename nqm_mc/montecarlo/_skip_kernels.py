@@ -25,9 +25,10 @@ which are the step kernels' update rules (``_kernels._update``) written as matri
 """
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 from numba.extending import overload
 
+from nqm_mc._chunks import run_chunks
 from nqm_mc.montecarlo._interrupt import stop_requested
 from nqm_mc.montecarlo._kernels import Work, _start, fill_normals
 from nqm_mc.montecarlo._rng import CHUNK, PURPOSE_SKIP
@@ -340,18 +341,6 @@ def _sgd_chunk(a, b, lr_r, isb_r, seg_start, grid, phi_out, fac_out, g0, n):
             fac_out[k, 0, 0, g0 + g] = _factor1(sv[g])
 
 
-@njit(cache=True, error_model="numpy", parallel=True, nogil=True)
-def build_transitions_sgd(a_g, b_g, lr_r, isb_r, seg_start, grid, phi_out, fac_out):
-    """build_transitions for plain SGD (state size 1, no EMA): scalar arithmetic, the same
-    bits as the general kernel. Chunks of GROUP_CHUNK groups run in parallel (_sgd_chunk)."""
-    G = a_g.shape[0]
-    n_chunks = (G + GROUP_CHUNK - 1) // GROUP_CHUNK
-    for c in prange(n_chunks):
-        g0 = c * GROUP_CHUNK
-        _sgd_chunk(a_g, b_g, lr_r, isb_r, seg_start, grid, phi_out, fac_out, g0,
-                   min(GROUP_CHUNK, G - g0))
-
-
 @njit(cache=True, error_model="numpy", nogil=True)
 def _general_chunk(kind, has_ema, a_g, b_g, beta, gamma, lr_r, isb_r, seg_start, grid,
                    phi_out, fac_out, g0, n):
@@ -424,7 +413,6 @@ def _general_chunk(kind, has_ema, a_g, b_g, beta, gamma, lr_r, isb_r, seg_start,
                     fac_out[k, i, j, g0 + g] = F[i, j]
 
 
-@njit(cache=True, error_model="numpy", parallel=True, nogil=True)
 def build_transitions(kind, has_ema, a_g, b_g, beta, gamma, lr_r, isb_r, seg_start, grid,
                       phi_out, fac_out):
     """Per group g and interval k (grid[k] .. grid[k + 1]): phi_out[k, :, :, g] = Phi_k and
@@ -439,15 +427,27 @@ def build_transitions(kind, has_ema, a_g, b_g, beta, gamma, lr_r, isb_r, seg_sta
     group; a run of one step (a schedule that changes every step, such as a cosine decay or a
     warmup) is applied to a chunk of GROUP_CHUNK groups at once, as vectors over the groups
     (_step_chunk: the same operations, so the same bits as one composition per group and
-    step, several times faster). Chunks of groups run in parallel. Plain SGD has its own
-    scalar kernel, build_transitions_sgd (the same bits, a fraction of the compile time).
+    step, several times faster). Chunks of GROUP_CHUNK groups run on threads
+    (_general_chunk, which releases the GIL; :func:`nqm_mc._chunks.run_chunks`). Plain SGD has
+    its own scalar chunk, build_transitions_sgd (the same bits, a fraction of the compile
+    time).
     """
-    G = a_g.shape[0]
+    by_chunks(_general_chunk, (kind, has_ema, a_g, b_g, beta, gamma, lr_r, isb_r, seg_start,
+                               grid, phi_out, fac_out), a_g.shape[0])
+
+
+def build_transitions_sgd(a_g, b_g, lr_r, isb_r, seg_start, grid, phi_out, fac_out):
+    """build_transitions for plain SGD (state size 1, no EMA): scalar arithmetic, the same
+    bits as the general chunk. Chunks of GROUP_CHUNK groups run on threads (_sgd_chunk)."""
+    by_chunks(_sgd_chunk, (a_g, b_g, lr_r, isb_r, seg_start, grid, phi_out, fac_out),
+              a_g.shape[0])
+
+
+def by_chunks(chunk, args, G):
+    """chunk(*args, g0, n) for the chunks g0 = 0, GROUP_CHUNK, ... of G groups, on threads."""
     n_chunks = (G + GROUP_CHUNK - 1) // GROUP_CHUNK
-    for c in prange(n_chunks):
-        g0 = c * GROUP_CHUNK
-        _general_chunk(kind, has_ema, a_g, b_g, beta, gamma, lr_r, isb_r, seg_start, grid,
-                       phi_out, fac_out, g0, min(GROUP_CHUNK, G - g0))
+    run_chunks(lambda c: chunk(*args, c * GROUP_CHUNK, min(GROUP_CHUNK, G - c * GROUP_CHUNK)),
+               n_chunks)
 
 
 def move_state(tag, P, L, group, identity, has_m, theta, m, ema, z, d):  # pragma: no cover

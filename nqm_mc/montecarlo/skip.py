@@ -103,18 +103,16 @@ def transitions(model, optimizer, batch_size, steps, owner="simulate", on_compil
     beta = float(getattr(optimizer, "momentum", 0.0))
     gamma = float(optimizer.ema) if optimizer.ema is not None else 0.0
     args: tuple[Any, ...]
-    if s == 1:  # plain SGD: its own scalar kernel (compiles in a fraction of the time)
-        kernel, args = SK.build_transitions_sgd, (a_g, b_g, lr_r, isb_r, seg_start, grid, phi,
-                                                   fac)
+    if s == 1:  # plain SGD: its own scalar chunk (compiles in a fraction of the time)
+        chunk, args = SK._sgd_chunk, (a_g, b_g, lr_r, isb_r, seg_start, grid, phi, fac)
     else:
-        kernel, args = SK.build_transitions, (int(optimizer.kind_code), optimizer.ema is not None,
-                                              a_g, b_g, beta, gamma, lr_r, isb_r, seg_start,
-                                              grid, phi, fac)
+        chunk, args = SK._general_chunk, (int(optimizer.kind_code), optimizer.ema is not None,
+                                          a_g, b_g, beta, gamma, lr_r, isb_r, seg_start, grid,
+                                          phi, fac)
     if on_compiled is not None:
-        kernel.compile(tuple(numba.typeof(x) for x in args))
+        chunk.compile(tuple(numba.typeof(x) for x in args) + (numba.int64, numba.int64))
         on_compiled()
-    with np.errstate(over="ignore", invalid="ignore"):
-        kernel(*args)
+    SK.by_chunks(chunk, args, model.n_groups)
     return phi, fac
 
 

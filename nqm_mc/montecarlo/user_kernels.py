@@ -414,8 +414,8 @@ def _generate(key: str, rule: UpdateRule, noise: GradientNoise | None, cache: bo
                          "        U.fill_noise(zn, nz, t, key, work.ws, dirs.single)\n"
                          f"        _noise({nargs})")
         subs["@NOISE@"] = noise_src
-        subs["@REDUCE@"] = ("        grad_sq = _sumsq16(g, np.int64(0), d)" if "grad_sq" in rule.reductions
-                            else "")
+        subs["@REDUCE@"] = ("        grad_sq = _sumsq16(g, np.int64(0), d)"
+                            if "grad_sq" in rule.reductions else "")
         subs["@LOSS@"] = "loss_th" if ro is None else "half_quadratic(h, readout, q)"
     text = _HEADER + body + _BLOCK
     for mark, src_text in subs.items():

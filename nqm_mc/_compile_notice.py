@@ -30,8 +30,8 @@ __all__ = ["watch", "estimate", "COMPILE_SECONDS", "COMMAND_KERNELS"]
 #: (shared inner functions) compiles faster
 COMPILE_SECONDS = {
     "nqm_mc.exact._moments.curve_chunk": 8.0,
-    "nqm_mc.exact._moments.loss_at_kernel": 7.0,
-    "nqm_mc.exact._moments.steady_state_kernel": 4.0,
+    "nqm_mc.exact._moments.loss_at_range": 7.0,
+    "nqm_mc.exact._moments.steady_state_range": 4.0,
     "nqm_mc.exact._crossing.first_crossing_one": 19.0,
     "nqm_mc.exact._crossing.first_crossing_range": 27.0,
     "nqm_mc.montecarlo._statistics.band_runs": 0.2,
@@ -39,8 +39,8 @@ COMPILE_SECONDS = {
     "nqm_mc.montecarlo._skip_kernels._general_chunk": 6.0,
     "nqm_mc.montecarlo._skip_kernels.run_blocks_skip": 9.0,
 }
-_EXACT = ["nqm_mc.exact._moments.curve_chunk", "nqm_mc.exact._moments.loss_at_kernel",
-          "nqm_mc.exact._moments.steady_state_kernel",
+_EXACT = ["nqm_mc.exact._moments.curve_chunk", "nqm_mc.exact._moments.loss_at_range",
+          "nqm_mc.exact._moments.steady_state_range",
           "nqm_mc.exact._crossing.first_crossing_one"]
 _STEP = ["nqm_mc.montecarlo._statistics.band_runs", "nqm_mc.montecarlo._kernels.run_blocks"]
 _SKIP = ["nqm_mc.montecarlo._skip_kernels._general_chunk",
@@ -50,7 +50,7 @@ _BATCH = ["nqm_mc.exact._crossing.first_crossing_range"]
 #: skip-ahead: the group of the kernel being compiled is added when the notice is printed)
 COMMAND_KERNELS = {
     "exact": _EXACT,
-    "simulate": ["nqm_mc.exact._moments.curve_chunk", "nqm_mc.exact._moments.loss_at_kernel"],
+    "simulate": ["nqm_mc.exact._moments.curve_chunk", "nqm_mc.exact._moments.loss_at_range"],
     "scaling": _BATCH,
     "reproduce": _EXACT + _BATCH + _SKIP,
     "validate": _EXACT + _STEP + _SKIP,

@@ -6,8 +6,9 @@ mu' = A mu,  S' = A S A^T + (c/B) b b^T.
 """
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
+from nqm_mc._chunks import run_chunks
 from nqm_mc.exact._linalg import (
     KIND_HEAVY_BALL,
     KIND_SGD,
@@ -455,9 +456,10 @@ def curve_chunk(form, record, n_chunks, ch, heff, out_mean, out_var, out_theta_m
 
 
 # --------------------------------------------------------------------------- O(log t) evaluation
-@njit(cache=True, error_model="numpy", parallel=True)
-def loss_at_kernel(form, ts, out_mean, out_var, out_theta_mean):
-    """E[L(t)], Var[L(t)] and E[L_theta(t)] at arbitrary t for constant hyperparameters.
+@njit(cache=True, error_model="numpy", nogil=True)
+def loss_at_range(form, ts, out_mean, out_var, out_theta_mean, lo, hi):
+    """E[L(t)], Var[L(t)] and E[L_theta(t)] at arbitrary t for constant hyperparameters, for
+    groups lo .. hi - 1 (loss_at_kernel runs every group).
 
     S(t) is assembled from the binary digits of t: with P_j = A^(2^j) and
     N_j = sum_{i < 2^j} A^i Q A^iT, S <- P_j S P_j^T + N_j for every set bit j. Cost O(k^3 log t)
@@ -471,9 +473,8 @@ def loss_at_kernel(form, ts, out_mean, out_var, out_theta_mean):
     h, hp, c, n, mu0, v0 = form.h, form.hp, form.c, form.n, form.mu0, form.v0
     lr = form.lr[0]
     batch = form.batch[0]
-    G = h.shape[0]
     nT = ts.shape[0]
-    for g in prange(G):
+    for g in range(lo, hi):
         A = np.zeros((3, 3))
         b = np.zeros(3)
         table = np.zeros((MAX_LOG2 + 1, 3, 3))
@@ -535,10 +536,21 @@ def loss_at_kernel(form, ts, out_mean, out_var, out_theta_mean):
             out_theta_mean[g, it] = 0.5 * n[g] * h[g] * S[0, 0]
 
 
+def loss_at_kernel(form, ts, out_mean, out_var, out_theta_mean):
+    """loss_at_range for every group (lo, hi: a chunk of groups), the chunks on threads
+    (:func:`nqm_mc._chunks.run_chunks`); each group writes only its own outputs, so neither the
+    chunks nor the thread count change them."""
+    G = form.h.shape[0]
+    per = max(64, -(-G // (4 * _threads())))
+    run_chunks(lambda c: loss_at_range(form, ts, out_mean, out_var, out_theta_mean, c * per,
+                                       min(G, (c + 1) * per)), -(-G // per))
+
+
 # --------------------------------------------------------------------------- steady state
-@njit(cache=True, error_model="numpy", parallel=True)
-def steady_state_kernel(form, out_m2, out_stable):
-    """Per group: the readout's steady-state second moment (mean is 0) and stability.
+@njit(cache=True, error_model="numpy", nogil=True)
+def steady_state_range(form, out_m2, out_stable, lo, hi):
+    """Per group (groups lo .. hi - 1; steady_state_kernel runs every group): the readout's
+    steady-state second moment (mean is 0) and stability.
 
     form : LinearForm (G groups); the learning rate and batch size are those of step 0.
     out_m2 : (G,) float64, receives S*_rr (inf when unstable).
@@ -548,8 +560,7 @@ def steady_state_kernel(form, out_m2, out_stable):
     h, hp, c = form.h, form.hp, form.c
     lr = form.lr[0]
     batch = form.batch[0]
-    G = h.shape[0]
-    for g in prange(G):
+    for g in range(lo, hi):
         A = np.zeros((3, 3))
         b = np.zeros(3)
         Q = np.zeros((3, 3))
@@ -569,3 +580,18 @@ def steady_state_kernel(form, out_m2, out_stable):
                 Q[i, j] = q * b[i] * b[j]
         doubling_sum(k, table, Q, Ss, np.bool_(False))
         out_m2[g] = Ss[ro, ro]
+
+def steady_state_kernel(form, out_m2, out_stable):
+    """steady_state_range for every group (lo, hi: a chunk of groups), the chunks on threads
+    (:func:`nqm_mc._chunks.run_chunks`); each group writes only its own outputs, so neither the
+    chunks nor the thread count change them."""
+    G = form.h.shape[0]
+    per = max(64, -(-G // (4 * _threads())))
+    run_chunks(lambda c: steady_state_range(form, out_m2, out_stable, c * per,
+                                            min(G, (c + 1) * per)), -(-G // per))
+
+
+def _threads() -> int:
+    import numba
+
+    return int(numba.get_num_threads())

@@ -23,18 +23,20 @@ size are constant (A^(2^j) and N_j = sum_{i < 2^j} A^i Q A^iT; any step up to 2^
 """
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
+from nqm_mc._chunks import run_chunks
 from nqm_mc.exact._linalg import _matmul, _sandwich, fill_linear_form
 from nqm_mc.exact._moments import JUMP_MIN
 from nqm_mc.exact._moments import _jump as _jump_run
 from nqm_mc.exact._powers import MAX_LOG2
 
 
-@njit(cache=True, error_model="numpy", parallel=True)
-def loss_covariance_kernel(form, steps, src, src_last, pair_src, pair_t, n_chunks, out_cov,
-                           out_mean, out_var):
-    """Recurrences for t = 0..steps[-1]; two-time covariances of the loss at pairs.
+@njit(cache=True, error_model="numpy", nogil=True)
+def loss_covariance_range(form, steps, src, src_last, pair_src, pair_t, n_chunks, out_cov,
+                          out_mean, out_var, lo, hi):
+    """Recurrences for t = 0..steps[-1]; two-time covariances of the loss at pairs, for the
+    chunks of groups lo .. hi - 1 (loss_covariance_kernel runs every chunk on threads).
 
     The schedules come as runs of constant hyperparameters (``form.starts``). Where the next
     named step lies JUMP_MIN steps or more ahead inside a run, the moments jump there by
@@ -63,7 +65,7 @@ def loss_covariance_kernel(form, steps, src, src_last, pair_src, pair_t, n_chunk
     T_end = steps[U - 1]
     J = src.shape[0]
     n_pairs = pair_src.shape[0]
-    for ch in prange(n_chunks):
+    for ch in range(lo, hi):
         A = np.zeros((3, 3))
         b = np.zeros(3)
         P = np.zeros((3, 3))
@@ -193,6 +195,16 @@ def loss_covariance_kernel(form, steps, src, src_last, pair_src, pair_t, n_chunk
                                        + 4.0 * mean_r[src[j]] * mean_r[pair_t[p]] * cst)
 
 
+
+def loss_covariance_kernel(form, steps, src, src_last, pair_src, pair_t, n_chunks, out_cov,
+                           out_mean, out_var):
+    """loss_covariance_range for every chunk of groups, one chunk (ch = lo) per call, on
+    threads (:func:`nqm_mc._chunks.run_chunks`); each chunk writes its own row of the
+    outputs, summed by the caller in chunk order."""
+    run_chunks(lambda c: loss_covariance_range(form, steps, src, src_last, pair_src, pair_t,
+                                               n_chunks, out_cov, out_mean, out_var, c,
+                                               c + 1), n_chunks)
+
 @njit(cache=True, error_model="numpy")
 def _jump(k, t, table, N, mu, P, tmp, T, nm, with_cov):
     """(mu, P) <- t steps of the constant map: mu <- A^t mu, P <- A^t P A^tT + N(t).
@@ -219,9 +231,10 @@ def _jump(k, t, table, N, mu, P, tmp, T, nm, with_cov):
         p += 1
 
 
-@njit(cache=True, error_model="numpy", parallel=True)
-def loss_covariance_const_kernel(form, s_arr, t_arr, out_cov, out_mean, out_var):
-    """Cov(L_s, L_t) at pairs for constant hyperparameters, in O(k^3 log t) per group and pair.
+@njit(cache=True, error_model="numpy", nogil=True)
+def loss_covariance_const_range(form, s_arr, t_arr, out_cov, out_mean, out_var, lo, hi):
+    """Cov(L_s, L_t) at pairs for constant hyperparameters, in O(k^3 log t) per group and pair,
+    for groups lo .. hi - 1 (loss_covariance_const_kernel runs every group).
 
     form : LinearForm (G groups); the learning rate and batch size are those of step 0.
     s_arr, t_arr : (P,) int64 with s_arr <= t_arr (up to 2^62).
@@ -231,9 +244,8 @@ def loss_covariance_const_kernel(form, s_arr, t_arr, out_cov, out_mean, out_var)
     """
     kind, has_ema, beta, gamma = form.kind, form.has_ema, form.beta, form.gamma
     h, hp, c, n, mu0, v0 = form.h, form.hp, form.c, form.n, form.mu0, form.v0
-    G = h.shape[0]
     n_pairs = s_arr.shape[0]
-    for g in prange(G):
+    for g in range(lo, hi):
         A = np.zeros((3, 3))
         b = np.zeros(3)
         table = np.zeros((MAX_LOG2 + 1, 3, 3))
@@ -301,3 +313,18 @@ def loss_covariance_const_kernel(form, s_arr, t_arr, out_cov, out_mean, out_var)
             out_mean[g, it, 1] = 0.5 * n[g] * h[g] * (vt + mt * mt)
             out_var[g, it, 0] = n[g] * h[g] * h[g] * (0.5 * vs * vs + ms * ms * vs)
             out_var[g, it, 1] = n[g] * h[g] * h[g] * (0.5 * vt * vt + mt * mt * vt)
+
+def loss_covariance_const_kernel(form, s_arr, t_arr, out_cov, out_mean, out_var):
+    """loss_covariance_const_range for every group (lo, hi: a chunk of groups), the chunks on
+    threads (:func:`nqm_mc._chunks.run_chunks`); each group writes only its own outputs."""
+    G = form.h.shape[0]
+    per = max(64, -(-G // (4 * _threads())))
+    run_chunks(lambda c: loss_covariance_const_range(form, s_arr, t_arr, out_cov, out_mean,
+                                                     out_var, c * per, min(G, (c + 1) * per)),
+               -(-G // per))
+
+
+def _threads() -> int:
+    import numba
+
+    return int(numba.get_num_threads())

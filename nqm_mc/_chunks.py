@@ -16,7 +16,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-__all__ = ["run_chunks"]
+__all__ = ["run_chunks", "run_ranges"]
+
+
+def _threads(threads: int | None) -> int:
+    if threads is not None:
+        return threads
+    import numba
+
+    return int(numba.get_num_threads())
 
 
 def run_chunks(work: Callable[[int], object], n_chunks: int, threads: int | None = None) -> None:
@@ -38,11 +46,7 @@ def run_chunks(work: Callable[[int], object], n_chunks: int, threads: int | None
         The first exception of a chunk, once every chunk that had started has finished; the
         chunks not yet started are cancelled, as they are on KeyboardInterrupt.
     """
-    if threads is None:
-        import numba
-
-        threads = numba.get_num_threads()
-    n = max(1, min(n_chunks, threads))
+    n = max(1, min(n_chunks, _threads(threads)))
     if n == 1:
         for c in range(n_chunks):
             work(c)
@@ -56,3 +60,29 @@ def run_chunks(work: Callable[[int], object], n_chunks: int, threads: int | None
         pool.shutdown(wait=True, cancel_futures=True)
         raise
     pool.shutdown(wait=True)
+
+
+def run_ranges(work: Callable[[int, int], object], n: int, *, size: int | None = None,
+               min_size: int = 1, per_thread: int = 4, threads: int | None = None) -> None:
+    """Call ``work(lo, hi)`` over consecutive ranges that cover 0 .. n - 1, on threads
+    (:func:`run_chunks`).
+
+    Parameters
+    ----------
+    work : callable
+        Does items lo .. hi - 1 (a compiled function that releases the GIL).
+    n : int
+        Number of items.
+    size : int, optional
+        Items per range. Default: about ``per_thread`` ranges per thread, at least
+        ``min_size`` items each (the ranges then depend on the thread count: use it only where
+        each item's results are its own).
+    min_size, per_thread : int
+        See ``size``.
+    threads : int, optional
+        As in :func:`run_chunks`.
+    """
+    t = _threads(threads)
+    if size is None:
+        size = max(min_size, -(-n // (per_thread * t)))
+    run_chunks(lambda c: work(c * size, min(n, (c + 1) * size)), -(-n // size), t)

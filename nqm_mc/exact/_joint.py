@@ -25,7 +25,7 @@ size are constant (A^(2^j) and N_j = sum_{i < 2^j} A^i Q A^iT; any step up to 2^
 import numpy as np
 from numba import njit
 
-from nqm_mc._chunks import run_chunks
+from nqm_mc._chunks import run_chunks, run_ranges
 from nqm_mc.exact._linalg import _matmul, _sandwich, fill_linear_form
 from nqm_mc.exact._moments import JUMP_MIN
 from nqm_mc.exact._moments import _jump as _jump_run
@@ -316,15 +316,7 @@ def loss_covariance_const_range(form, s_arr, t_arr, out_cov, out_mean, out_var, 
 
 def loss_covariance_const_kernel(form, s_arr, t_arr, out_cov, out_mean, out_var):
     """loss_covariance_const_range for every group (lo, hi: a chunk of groups), the chunks on
-    threads (:func:`nqm_mc._chunks.run_chunks`); each group writes only its own outputs."""
-    G = form.h.shape[0]
-    per = max(64, -(-G // (4 * _threads())))
-    run_chunks(lambda c: loss_covariance_const_range(form, s_arr, t_arr, out_cov, out_mean,
-                                                     out_var, c * per, min(G, (c + 1) * per)),
-               -(-G // per))
-
-
-def _threads() -> int:
-    import numba
-
-    return int(numba.get_num_threads())
+    threads (:func:`nqm_mc._chunks.run_ranges`); each group writes only its own outputs."""
+    run_ranges(lambda lo, hi: loss_covariance_const_range(form, s_arr, t_arr, out_cov, out_mean,
+                                                          out_var, lo, hi),
+               form.h.shape[0], min_size=64)

@@ -8,7 +8,7 @@ mu' = A mu,  S' = A S A^T + (c/B) b b^T.
 import numpy as np
 from numba import njit
 
-from nqm_mc._chunks import run_chunks
+from nqm_mc._chunks import run_ranges
 from nqm_mc.exact._linalg import (
     KIND_HEAVY_BALL,
     KIND_SGD,
@@ -538,12 +538,10 @@ def loss_at_range(form, ts, out_mean, out_var, out_theta_mean, lo, hi):
 
 def loss_at_kernel(form, ts, out_mean, out_var, out_theta_mean):
     """loss_at_range for every group (lo, hi: a chunk of groups), the chunks on threads
-    (:func:`nqm_mc._chunks.run_chunks`); each group writes only its own outputs, so neither the
+    (:func:`nqm_mc._chunks.run_ranges`); each group writes only its own outputs, so neither the
     chunks nor the thread count change them."""
-    G = form.h.shape[0]
-    per = max(64, -(-G // (4 * _threads())))
-    run_chunks(lambda c: loss_at_range(form, ts, out_mean, out_var, out_theta_mean, c * per,
-                                       min(G, (c + 1) * per)), -(-G // per))
+    run_ranges(lambda lo, hi: loss_at_range(form, ts, out_mean, out_var, out_theta_mean, lo,
+                                            hi), form.h.shape[0], min_size=64)
 
 
 # --------------------------------------------------------------------------- steady state
@@ -581,17 +579,10 @@ def steady_state_range(form, out_m2, out_stable, lo, hi):
         doubling_sum(k, table, Q, Ss, np.bool_(False))
         out_m2[g] = Ss[ro, ro]
 
+
 def steady_state_kernel(form, out_m2, out_stable):
     """steady_state_range for every group (lo, hi: a chunk of groups), the chunks on threads
-    (:func:`nqm_mc._chunks.run_chunks`); each group writes only its own outputs, so neither the
+    (:func:`nqm_mc._chunks.run_ranges`); each group writes only its own outputs, so neither the
     chunks nor the thread count change them."""
-    G = form.h.shape[0]
-    per = max(64, -(-G // (4 * _threads())))
-    run_chunks(lambda c: steady_state_range(form, out_m2, out_stable, c * per,
-                                            min(G, (c + 1) * per)), -(-G // per))
-
-
-def _threads() -> int:
-    import numba
-
-    return int(numba.get_num_threads())
+    run_ranges(lambda lo, hi: steady_state_range(form, out_m2, out_stable, lo, hi),
+               form.h.shape[0], min_size=64)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import ArrayLike
 
-from nqm_mc._chunks import run_chunks
+from nqm_mc._chunks import run_ranges
 from nqm_mc.exact._args import _check_model, _check_optimizer, _constant_hparams
 from nqm_mc.exact._crossing import first_crossing_one, first_crossing_range
 from nqm_mc.exact.lowering import crossing_search, lower
@@ -228,23 +228,11 @@ def steps_to_target_batch(model: NQM, optimizer: Optimizer, target: float,
     out = np.zeros(flat[0].size, dtype=np.int64)
     stats = np.zeros((flat[0].size, 4))
     search = crossing_search(form, target, method)
-    n = out.size
-    per = max(1, -(-n // (8 * _threads())))  # chunks of configurations, several per thread
-    starts = range(0, n, per)
-
-    def chunk(c: int) -> None:
-        first_crossing_range(form, *flat, search, out, stats, cap_flat, starts[c],
-                             min(n, starts[c] + per))
-
-    run_chunks(chunk, len(starts))
+    # several ranges of configurations per thread: their costs differ widely
+    run_ranges(lambda lo, hi: first_crossing_range(form, *flat, search, out, stats, cap_flat,
+                                                   lo, hi), out.size, per_thread=8)
     out = _bisect_convention(out, method, search.ref_bias, stats[:, 1])
     return out.reshape(shape)
-
-
-def _threads() -> int:
-    import numba
-
-    return int(numba.get_num_threads())
 
 
 def _bisect_convention(out: np.ndarray, method: str, ref_bias: bool,

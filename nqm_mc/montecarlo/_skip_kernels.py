@@ -28,7 +28,7 @@ import numpy as np
 from numba import njit
 from numba.extending import overload
 
-from nqm_mc._chunks import run_chunks
+from nqm_mc._chunks import run_ranges
 from nqm_mc.montecarlo._interrupt import stop_requested
 from nqm_mc.montecarlo._kernels import Work, _start, fill_normals
 from nqm_mc.montecarlo._rng import CHUNK, PURPOSE_SKIP
@@ -445,9 +445,7 @@ def build_transitions_sgd(a_g, b_g, lr_r, isb_r, seg_start, grid, phi_out, fac_o
 
 def by_chunks(chunk, args, G):
     """chunk(*args, g0, n) for the chunks g0 = 0, GROUP_CHUNK, ... of G groups, on threads."""
-    n_chunks = (G + GROUP_CHUNK - 1) // GROUP_CHUNK
-    run_chunks(lambda c: chunk(*args, c * GROUP_CHUNK, min(GROUP_CHUNK, G - c * GROUP_CHUNK)),
-               n_chunks)
+    run_ranges(lambda lo, hi: chunk(*args, lo, hi - lo), G, size=GROUP_CHUNK)
 
 
 def move_state(tag, P, L, group, identity, has_m, theta, m, ema, z, d):  # pragma: no cover

@@ -35,7 +35,7 @@ COMPILE_SECONDS = {
     "nqm_mc.exact._crossing.first_crossing_one": 19.0,
     "nqm_mc.exact._crossing.first_crossing_range": 27.0,
     "nqm_mc.montecarlo._statistics.band_runs": 0.2,
-    "nqm_mc.montecarlo._kernels.run_blocks": 30.0,
+    "nqm_mc.montecarlo._kernels.run_blocks": 22.0,
     "nqm_mc.montecarlo._skip_kernels._general_chunk": 6.0,
     "nqm_mc.montecarlo._skip_kernels.run_blocks_skip": 9.0,
 }

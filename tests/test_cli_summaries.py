@@ -260,12 +260,12 @@ def test_compile_notice_is_printed_once_before_a_compilation():
 def test_compile_notice_estimate_counts_cold_kernels(monkeypatch):
     run_block = "nqm_mc.montecarlo._kernels.run_blocks"
     monkeypatch.setattr(_compile_notice, "_cached", lambda name: True)
-    assert _compile_notice.estimate([], run_block) == 30  # 30 s, a multiple of 5 already
+    assert _compile_notice.estimate([], run_block) == 25  # 22 s, rounded up to 25
     monkeypatch.setattr(_compile_notice, "_cached", lambda name: False)
-    # simulate's exact curve kernels and the whole step group are cold: 30 + 0.2 + 8 + 7,
+    # simulate's exact curve kernels and the whole step group are cold: 22 + 0.2 + 8 + 7,
     # rounded up to a multiple of 5
     assert _compile_notice.estimate(_compile_notice.COMMAND_KERNELS["simulate"],
-                                    run_block) == 50
+                                    run_block) == 40
     every = set(sum(_compile_notice.COMMAND_KERNELS.values(), []))
     for name in every:  # every kernel named exists and has an estimate
         assert name in _compile_notice.COMPILE_SECONDS

@@ -7,6 +7,12 @@ block writes its own statistics (count, mean, M2 of the loss per recorded step, 
 of the readout's square, a loss histogram, divergences; summed and accumulated by
 :mod:`nqm_mc.montecarlo._statistics`), which the caller merges in block order. Nothing here
 depends on which thread runs a block.
+
+``run_block``, ``_trajectory``, ``_trajectory_general`` and ``_window`` are inlined by numba
+(``inline="always"``) into ``run_blocks``, their one caller: numba optimises and emits a
+callee's code again inside every caller, so each level of that chain cost its whole body once
+more. Inlined, the step kernel compiles in about 21 s instead of 28 s (float64, cold cache),
+with the same bits and speed. Inlining the small helpers below them gains nothing more.
 """
 
 import math
@@ -222,7 +228,7 @@ def _chunk_noise(law, batch, work, ns, key, use_f32, lo, n, t, s, z):
         _finite_chunk(law.data, ns.batches[s], batch, lo, n, z)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", inline="always")
 def _window(rule, dirs, sched, law, rec, work, ns, run_start, run_band, key, t0, w, r0, piece0):
     """Advance one trajectory by steps t0 .. t0 + w - 1, one chunk of directions at a time.
 
@@ -332,7 +338,7 @@ def _fill_diverged(work, r):
     return r
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", inline="always")
 def _trajectory(rule, dirs, sched, law, rec, work, ns, run_start, run_band, key, stop):
     """Run one trajectory (linear rules, any noise law) window by window; write its readout
     loss, theta loss and per-band sums of the readout's square at the recorded steps into
@@ -447,7 +453,7 @@ def apply_rule(kind, lr, beta, beta2, eps, t, theta, m, v, g):
             theta[i] = theta[i] - lr * sg
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", inline="always")
 def _trajectory_general(rule, dirs, sched, law, rec, work, run_start, run_band, key, stop):
     """_trajectory for every rule (adaptive ones, clipping) and every noise law, one full pass
     over the directions per step (clipping needs the whole gradient's norm first). The same
@@ -523,7 +529,7 @@ def _new_work(rule, dirs, law, n_records, n_bands):
                 np.zeros((n_records, n_bands)))
 
 
-@njit(cache=True, error_model="numpy", nogil=True)
+@njit(cache=True, error_model="numpy", nogil=True, inline="always")
 def run_block(rule, dirs, sched, law, rec, stream, b, bb, block_size, n_runs, keep_paths,
               run_start, run_band, out, stop):
     """Simulate block b: trajectory ids b * block_size + j, j < block_size, below n_runs.

@@ -9,9 +9,11 @@ process with the same rule (defined in a file) loads the compiled kernel from di
 without source (typed at an interactive prompt) is compiled in memory only.
 
 The generated module fetches the user's functions from :data:`_REGISTRY` (filled before it is
-imported) and calls them inside kernels shaped like the built-in ones, with the built-in
-helpers: initial state, noise, loss and band sums, statistics (:mod:`._kernels`,
-:mod:`._statistics`, :mod:`._user_support`). Two shapes:
+imported) and calls them inside one kernel, ``run_block``, shaped like the built-in ones, with
+the built-in helpers: initial state, noise, loss and band sums, statistics (:mod:`._kernels`,
+:mod:`._statistics`, :mod:`._user_support`). The trajectory loop is written out inside
+``run_block`` rather than called: numba optimises and emits a callee's code again inside each
+caller, and the three-level version compiled in about twice the time. Two shapes:
 
 * windowed: rules that use no reduction over directions, under the built-in Gaussian noise:
   chunks of directions advanced a window of steps at a time, like the built-in linear
@@ -51,7 +53,7 @@ if TYPE_CHECKING:
 
 __all__ = ["UserInput", "UserPlan", "kernel_for", "plan_user", "kernel_dir", "RuleError"]
 
-TEMPLATE_VERSION = "3"
+TEMPLATE_VERSION = "4"
 _REGISTRY: dict[str, dict[str, Any]] = {}
 _MODULES: dict[str, ModuleType] = {}
 _LOCK = threading.RLock()
@@ -203,129 +205,10 @@ _prepare = registered("@KEY@", "prepare")
 _first = U.first
 '''
 
-_WINDOW = '''
-
-@njit(cache=@CACHE@, error_model="numpy")
-def _window(dirs, sched, rec, work, S, hyper, hyper_start, run_start, run_band, key, t0, w, r0,
-            piece0, hpiece0):
-    single = dirs.single
-    a = dirs.coef_a
-    b = dirs.coef_b
-    h = dirs.h
-    theta = work.theta
-    q = work.q
-    lw = work.lw
-    z = work.z
-    ws = work.ws
-    readout = @READOUT@
-    record = rec.steps
-    R = record.shape[0]
-    d = theta.shape[0]
-    per = loss_chunk(single)
-    for s in range(w):
-        for k in range(32):
-            lw[s, k] = 0.0
-    for lo in range(0, d, per):
-        n = min(per, d - lo)
-        th = theta[lo:]
-        aa = a[lo:]
-        bb = b[lo:]
-        hh = h[lo:]
-@VIEWS@
-        r = r0
-        piece = piece0
-        hpiece = hpiece0
-        for s in range(w):
-            t = t0 + s
-            U.chunk_noise(lo, n, t, key, ws, z, single)
-            piece = piece_at(sched.start, t, piece)
-            hpiece = piece_at(hyper_start, t, hpiece)
-            lr = sched.learning_rate[piece]
-            isb = sched.inv_sqrt_batch[piece]
-@HYPER@
-            for i in range(n):
-                gi = aa[i] * th[i] + bb[i] * isb * z[i]
-                @CALL@
-            _add_hsq16(h, theta, lo, n, lw[s, 0:16], q)
-@READOUTSUM@
-            if r < R and record[r] == t + 1:
-                _band_sums(readout, lo, lo + n, run_start, run_band, work.rec_band[r])
-                r += 1
-
-
-@njit(cache=@CACHE@, error_model="numpy")
-def _trajectory(dirs, sched, rec, work, S, zn, user, run_start, run_band, key, stop):
-    record = rec.steps
-    R = record.shape[0]
-    T = record[R - 1]
-    theta = work.theta
-    d = theta.shape[0]
-    loss, hit, r = _start(dirs, rec, work, run_start, run_band, key)
-@INIT@
-    div = -1
-    t0 = np.int64(0)  # np.int64: a literal 0 would compile the callees once more for it
-    piece = np.int64(0)
-    hpiece = np.int64(0)
-    while t0 < T:
-        if stop_requested(stop) != 0:
-            break
-        w = min(64, T - t0)
-        piece = piece_at(sched.start, t0, piece)
-        hpiece = piece_at(user.hyper_start, t0, hpiece)
-        _window(dirs, sched, rec, work, S, user.hyper, user.hyper_start, run_start, run_band,
-                key, t0, w, r, piece, hpiece)
-        hit, div, r = U.after_window(work, rec, t0, w, hit, r, @HASREADOUT@)
-        if div >= 0:
-            break
-        t0 += w
-    return hit, div, r
-'''
-
-_PASS = '''
-
-@njit(cache=@CACHE@, error_model="numpy")
-def _trajectory(dirs, sched, rec, work, S, zn, user, run_start, run_band, key, stop):
-    h = dirs.h
-    a = dirs.coef_a
-    b = dirs.coef_b
-    c = user.c
-    theta = work.theta
-    g = work.g
-    z = work.z
-    q = work.q
-    record = rec.steps
-    d = h.shape[0]
-    R = record.shape[0]
-    T = record[R - 1]
-    hyper = user.hyper
-    loss_th, hit, r = _start(dirs, rec, work, run_start, run_band, key)
-@INIT@
-@VIEWS@
-    readout = @READOUT@
-    per = loss_chunk(dirs.single)
-    div = -1
-    piece = np.int64(0)
-    hpiece = np.int64(0)
-    for t in range(T):
-        if stop_requested(stop) != 0:
-            break
-        piece = piece_at(sched.start, t, piece)
-        hpiece = piece_at(user.hyper_start, t, hpiece)
-@NOISE@
-@REDUCE@
-        lr = sched.learning_rate[piece]
-@HYPER@
-        for i in range(d):
-            @CALL@
-        loss_th = half_quadratic(h, theta, q)
-        loss = @LOSS@
-        hit, div, r = U.after_step(work, rec, t + 1, loss, loss_th, hit, r, readout, run_start,
-                                   run_band, per)
-        if div >= 0:
-            break
-    return hit, div, r
-'''
-
+# One kernel per rule: the trajectory loop is written out inside ``run_block``, not called.
+# Numba optimises and emits the code of every callee again inside each caller, so each level
+# of calls between run_block and the rule costs its whole body once more: written out, the
+# kernel compiles in a little over half the time of the three-level version, same bits.
 _BLOCK = '''
 
 @njit(cache=@CACHE@, error_model="numpy", nogil=True)
@@ -337,6 +220,25 @@ def run_block(rule, dirs, sched, law, rec, stream, b, bb, block_size, n_runs, ke
     ft = dirs.coef_a.dtype
     S = np.zeros((@NSTATE@, dirs.h.shape[0]), ft)
     zn = np.zeros(user.n_normals + 4, ft)
+    single = dirs.single
+    h = dirs.h
+    ca = dirs.coef_a
+    cb = dirs.coef_b
+    c = user.c
+    theta = work.theta
+    g = work.g
+    q = work.q
+    lw = work.lw
+    z = work.z
+    ws = work.ws
+    record = rec.steps
+    T = record[R - 1]
+    d = h.shape[0]
+    hyper = user.hyper
+    hyper_start = user.hyper_start
+    readout = @READOUT@
+    per = loss_chunk(single)
+@BLOCKVIEWS@
     for j in range(block_size):
         traj = b * block_size + j
         if traj >= n_runs:
@@ -345,12 +247,79 @@ def run_block(rule, dirs, sched, law, rec, stream, b, bb, block_size, n_runs, ke
         if not begin_trajectory(out, slot, work, stop):
             continue
         key = (np.uint32(stream.seed_hi), np.uint32(stream.seed_lo), np.uint32(traj))
-        hit, div, done = _trajectory(dirs, sched, rec, work, S, zn, user, run_start, run_band,
-                                     key, stop)
+        loss_th, hit, r = _start(dirs, rec, work, run_start, run_band, key)
+@INIT@
+        div = -1
+        piece = np.int64(0)  # np.int64: a literal 0 would compile the callees once more for it
+        hpiece = np.int64(0)
+@TRAJECTORY@
         if U.is_nan_stop(work, div):
             nan_at[slot] = div
-        end_trajectory(out, bb, slot, traj, hit, div, done, keep_paths, work, rec)
+        end_trajectory(out, bb, slot, traj, hit, div, r, keep_paths, work, rec)
 '''
+
+# windowed: chunks of directions advanced a window of 64 steps at a time (as _kernels._window)
+_WINDOW = '''\
+        t0 = np.int64(0)
+        while t0 < T:
+            if stop_requested(stop) != 0:
+                break
+            w = min(64, T - t0)
+            piece = piece_at(sched.start, t0, piece)
+            hpiece = piece_at(hyper_start, t0, hpiece)
+            for s in range(w):
+                for k in range(32):
+                    lw[s, k] = 0.0
+            for lo in range(0, d, per):
+                n = min(per, d - lo)
+                th = theta[lo:]
+                aa = ca[lo:]
+                bv = cb[lo:]
+                hh = h[lo:]
+@VIEWS@
+                rw = r
+                wpiece = piece
+                whpiece = hpiece
+                for s in range(w):
+                    t = t0 + s
+                    U.chunk_noise(lo, n, t, key, ws, z, single)
+                    wpiece = piece_at(sched.start, t, wpiece)
+                    whpiece = piece_at(hyper_start, t, whpiece)
+                    lr = sched.learning_rate[wpiece]
+                    isb = sched.inv_sqrt_batch[wpiece]
+@HYPER@
+                    for i in range(n):
+                        gi = aa[i] * th[i] + bv[i] * isb * z[i]
+                        @CALL@
+                    _add_hsq16(h, theta, lo, n, lw[s, 0:16], q)
+@READOUTSUM@
+                    if rw < R and record[rw] == t + 1:
+                        _band_sums(readout, lo, lo + n, run_start, run_band, work.rec_band[rw])
+                        rw += 1
+            hit, div, r = U.after_window(work, rec, t0, w, hit, r, @HASREADOUT@)
+            if div >= 0:
+                break
+            t0 += w'''
+
+# one pass over the directions per step (rules with reductions, user noises)
+_PASS = '''\
+        for t in range(T):
+            if stop_requested(stop) != 0:
+                break
+            piece = piece_at(sched.start, t, piece)
+            hpiece = piece_at(hyper_start, t, hpiece)
+@NOISE@
+@REDUCE@
+            lr = sched.learning_rate[piece]
+@HYPER@
+            for i in range(d):
+                @CALL@
+            loss_th = half_quadratic(h, theta, q)
+            loss = @LOSS@
+            hit, div, r = U.after_step(work, rec, t + 1, loss, loss_th, hit, r, readout,
+                                       run_start, run_band, per)
+            if div >= 0:
+                break'''
 
 
 def _generate(key: str, rule: UpdateRule, noise: GradientNoise | None, cache: bool) -> str:
@@ -358,17 +327,22 @@ def _generate(key: str, rule: UpdateRule, noise: GradientNoise | None, cache: bo
     state = list(rule.state)
     hyper = list(rule.hyper)
     windowed = _windowed(rule, noise)
-    ind = " " * (8 if windowed else 4)
-    views = "\n".join(f"{ind}s{k} = S[{k}, lo:]" if windowed else f"{ind}s{k} = S[{k}]"
-                      for k in range(len(state)))
+    ind = " " * (20 if windowed else 12)  # the indentation of the step's body
+    hp = "whpiece" if windowed else "hpiece"
+    if windowed:
+        views = "\n".join(f"                s{k} = S[{k}, lo:]" for k in range(len(state)))
+        block_views = ""
+    else:
+        views = ""
+        block_views = "\n".join(f"    s{k} = S[{k}]" for k in range(len(state)))
     init = []
     if state:
-        init.append("    for i in range(d):")
+        init.append("        for i in range(d):")
         for k, name in enumerate(state):
             src = "theta[i]" if cast(Mapping[str, Any], rule.state)[name] == "theta" \
                 else f"user.init[{k}]"
-            init.append(f"        S[{k}, i] = {src}")
-    hyp = "\n".join(f"{ind}    hp{j} = hyper[{j}, hpiece]" for j in range(len(hyper)))
+            init.append(f"            S[{k}, i] = {src}")
+    hyp = "\n".join(f"{ind}hp{j} = hyper[{j}, {hp}]" for j in range(len(hyper)))
     theta_e, g_e, h_e = ("th[i]", "gi", "hh[i]") if windowed else ("theta[i]", "g[i]", "h[i]")
     bind = {"theta": theta_e, "g": g_e, "lr": "lr", "t": "t", "h": h_e, "dim": "d",
             "loss": "loss_th", "grad_sq": "grad_sq"}
@@ -378,8 +352,8 @@ def _generate(key: str, rule: UpdateRule, noise: GradientNoise | None, cache: bo
     if npre:
         pargs = ", ".join(bind[a] for a in rule.prepare_arguments)
         lhs = ", ".join(f"pv{j}" for j in range(npre))
-        hyp += (f"\n{ind}    {lhs} = _prepare({pargs})" if npre > 1 else
-                f"\n{ind}    pv0 = _first(_prepare({pargs}))")
+        hyp += (f"\n{ind}{lhs} = _prepare({pargs})" if npre > 1 else
+                f"\n{ind}pv0 = _first(_prepare({pargs}))")
         bind.update({name: f"pv{j}" for j, name in enumerate(rule.prepared)})
     args = ", ".join(bind[a] for a in rule.arguments)
     if state:
@@ -392,32 +366,32 @@ def _generate(key: str, rule: UpdateRule, noise: GradientNoise | None, cache: bo
     subs = {"@KEY@": key, "@NAME@": repr(rule.name),
             "@NOISENAME@": "" if noise is None else f" and noise {noise.name!r}",
             "@CACHE@": "True" if cache else "False", "@NSTATE@": str(len(state)),
-            "@VIEWS@": views, "@INIT@": "\n".join(init), "@HYPER@": hyp, "@CALL@": call,
-            "@READOUT@": readout}
+            "@VIEWS@": views, "@BLOCKVIEWS@": block_views, "@INIT@": "\n".join(init),
+            "@HYPER@": hyp, "@CALL@": call, "@READOUT@": readout}
     if windowed:
         body = _WINDOW
         subs["@HASREADOUT@"] = "np.bool_(False)" if ro is None else "np.bool_(True)"
         subs["@READOUTSUM@"] = ("" if ro is None else
-                                "            _add_hsq16(h, readout, lo, n, lw[s, 16:32], q)")
+                                f"{ind}_add_hsq16(h, readout, lo, n, lw[s, 16:32], q)")
     else:
         body = _PASS
         if noise is None:
-            noise_src = ("        U.fill_noise(z, d, t, key, work.ws, dirs.single)\n"
-                         "        U.gaussian_gradient(g, theta, a, b, sched.inv_sqrt_batch[piece], "
-                         "z)")
+            noise_src = ("            U.fill_noise(z, d, t, key, ws, single)\n"
+                         "            U.gaussian_gradient(g, theta, ca, cb, "
+                         "sched.inv_sqrt_batch[piece], z)")
         else:
             nb = {"g": "g", "theta": "theta", "h": "h", "c": "c", "z": "zn",
                   "batch": "sched.batch[piece]", "loss": "loss_th", "dim": "d"}
             nb.update({p: f"user.noise_params[{j}]" for j, p in enumerate(noise.params)})
             nargs = ", ".join(nb[a] for a in noise.arguments)
-            noise_src = ("        nz = min(_normals(d, sched.batch[piece]), zn.shape[0] - 4)\n"
-                         "        U.fill_noise(zn, nz, t, key, work.ws, dirs.single)\n"
-                         f"        _noise({nargs})")
+            noise_src = ("            nz = min(_normals(d, sched.batch[piece]), zn.shape[0] - 4)\n"
+                         "            U.fill_noise(zn, nz, t, key, ws, single)\n"
+                         f"            _noise({nargs})")
         subs["@NOISE@"] = noise_src
-        subs["@REDUCE@"] = ("        grad_sq = _sumsq16(g, np.int64(0), d)"
+        subs["@REDUCE@"] = ("            grad_sq = _sumsq16(g, np.int64(0), d)"
                             if "grad_sq" in rule.reductions else "")
         subs["@LOSS@"] = "loss_th" if ro is None else "half_quadratic(h, readout, q)"
-    text = _HEADER + body + _BLOCK
+    text = _HEADER + _BLOCK.replace("@TRAJECTORY@", body)
     for mark, src_text in subs.items():
         text = text.replace(mark, src_text)
     lines = text.split("\n")
@@ -509,7 +483,7 @@ def _announce(key: str, rule: UpdateRule, noise: GradientNoise | None) -> None:
         _ANNOUNCED.add(key)
         with_noise = "" if noise is None else f" with noise {noise.name!r}"
         sys.stderr.write(f"compiling the kernel of update rule {rule.name!r}{with_noise} "
-                         "(first run only, ~15 s)\n")
+                         "(first run only, ~5 s)\n")
         sys.stderr.flush()
 
 

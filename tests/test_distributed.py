@@ -156,17 +156,40 @@ def test_cli_scheduler_option(cluster, tmp_path):
     assert json.loads(r.stdout)["final_mean"] == remote["final_mean"]
 
 
-def test_readme_dask_example_runs_verbatim(tmp_path):
-    """The README's cluster example, as a script (it starts worker processes), on a laptop."""
+def _readme_dask_example():
     import pathlib
     import re
-    import subprocess
-    import sys
     readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
-    code = re.search(r"## From a laptop to a cluster.*?```python\n(.*?)```", readme,
+    return re.search(r"## From a laptop to a cluster.*?```python\n(.*?)```", readme,
                      re.S).group(1)
+
+
+def test_readme_dask_example_runs_on_this_files_cluster(cluster, monkeypatch, capsys):
+    """The README's cluster example, its text run in this process as a script would run it,
+    with the LocalCluster it asks for replaced by this file's (the same shape: two
+    single-threaded worker processes): its imports, calls and printed line. The example as a
+    script that starts its own worker processes is the CI tier's test below."""
+    import contextlib
+
+    calls = []
+
+    @contextlib.contextmanager
+    def local_cluster(**kwargs):
+        calls.append(kwargs)
+        yield cluster  # this file's cluster stays up for the other tests
+
+    monkeypatch.setattr(distributed, "LocalCluster", local_cluster)
+    exec(compile(_readme_dask_example(), "README.md", "exec"), {"__name__": "__main__"})
+    assert calls == [dict(n_workers=2, threads_per_worker=1, dashboard_address=":0")]
+    out = capsys.readouterr().out
+    assert "±" in out and out.count("\n") == 1
+
+
+@pytest.mark.ci
+def test_readme_dask_example_runs_verbatim(tmp_path):
+    """The README's cluster example, as a script (it starts worker processes), on a laptop."""
     script = tmp_path / "example.py"
-    script.write_text(code)
+    script.write_text(_readme_dask_example())
     r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
                        timeout=300, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]

@@ -68,3 +68,21 @@ def test_exact_figure_of_a_diverging_curve(tmp_path):
     assert not np.isfinite(curve.mean[-1])
     plotting.plot_exact(curve, str(tmp_path / "e.png"), None, 0.01, "diverging")
     assert (tmp_path / "e.png").stat().st_size > 0
+
+
+def test_loss_at_of_a_diverging_configuration_is_inf_not_nan():
+    """loss_at jumps to any step: past the overflow of a diverging configuration its mean,
+    variance and theta mean are inf, as expected_loss gives them (the variance was inf - inf
+    = NaN), and before it the values are expected_loss's."""
+    from nqm_mc import NQM, SGD, expected_loss, loss_at, stability
+    model, opt = NQM.paper(100), SGD(5.0)
+    steps = np.array([5, 100, 400, 10_000])
+    mean, var, mth = loss_at(model, opt, 16, steps)
+    curve = expected_loss(model, opt, 16, record=steps)
+    assert curve.diverged and not stability(model, opt).stable
+    for got, want in ((mean, curve.mean), (var, curve.variance), (mth, curve.mean_theta)):
+        assert not np.isnan(got).any()
+        assert np.isinf(got[-1]) and np.isfinite(got[0])
+        np.testing.assert_allclose(got[:2], want[:2], rtol=1e-9)
+        assert np.array_equal(np.isinf(got), np.isinf(want))
+    assert all(np.isinf(x) for x in loss_at(model, opt, 16, 10_000))

@@ -271,7 +271,9 @@ def loss_at(model: NQM, optimizer: Optimizer, batch_size: int | BatchSchedule,
     Returns
     -------
     mean, variance, mean_theta : float or ndarray
-        Three arrays of the shape of ``t`` (floats for scalar ``t``).
+        Three arrays of the shape of ``t`` (floats for scalar ``t``). A diverging
+        configuration gives ``inf`` (never NaN) from the step at which its expected loss
+        overflows, as :func:`expected_loss` does; :func:`stability` says why it diverges.
 
     Raises
     ------
@@ -292,7 +294,10 @@ def loss_at(model: NQM, optimizer: Optimizer, batch_size: int | BatchSchedule,
     form = lower(model, optimizer, batch_size, 1, owner)
     with np.errstate(over="ignore", invalid="ignore"):
         loss_at_kernel(form, ts, om, ov, ot)
-    out = (om.sum(0), ov.sum(0), ot.sum(0))
+    mean, var, mth = om.sum(0), ov.sum(0), ot.sum(0)
+    bad = ~(mean < DIVERGED)  # overflowed (a diverging configuration), as in expected_loss
+    out = (np.where(bad, np.inf, mean), np.where(bad | ~np.isfinite(var), np.inf, var),
+           np.where(~np.isfinite(mth), np.inf, mth))
     if len(shape) == 0:
         return tuple(float(x[0]) for x in out)
     return tuple(x.reshape(shape) for x in out)

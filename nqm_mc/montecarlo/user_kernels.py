@@ -205,10 +205,8 @@ _prepare = registered("@KEY@", "prepare")
 _first = U.first
 '''
 
-# One kernel per rule: the trajectory loop is written out inside ``run_block``, not called.
-# Numba optimises and emits the code of every callee again inside each caller, so each level
-# of calls between run_block and the rule costs its whole body once more: written out, the
-# kernel compiles in a little over half the time of the three-level version, same bits.
+# One kernel per rule, the trajectory loop written out in it (why: the module docstring);
+# @TRAJECTORY@ is _WINDOW or _PASS below.
 _BLOCK = '''
 
 @njit(cache=@CACHE@, error_model="numpy", nogil=True)

@@ -377,6 +377,25 @@ def test_cli_refuses_to_overwrite_and_force_replaces(tmp_path):
     assert (tmp_path / "o" / "exact_curve.csv").stat().st_mtime_ns != before
 
 
+def test_a_file_written_meanwhile_is_refused_in_the_flags_words(tmp_path, monkeypatch):
+    """Two runs with one --out: the second to save finds the first's file, which appeared after
+    its own check of --out. Its refusal names --force, not the library's overwrite=True (the
+    race is made certain here: the file is written just before the save)."""
+    from nqm_mc import results
+    save = results.SimulationResult.save
+
+    def first_the_other_run(self, path, *args, **kwargs):
+        save(self, path, *args, **kwargs)  # the other run's file
+        return save(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(results.SimulationResult, "save", first_the_other_run)
+    msg = one_line_error(run_cli("simulate", "--dim", "20", "--runs", "8", "--steps", "5",
+                                 "--quiet", "--out", str(tmp_path / "o")))
+    assert "simulation.npz already exists" in msg
+    assert "pass --force to replace it or choose another --out" in msg
+    assert "overwrite=True" not in msg
+
+
 def test_cli_default_output_is_a_fresh_run_directory(tmp_path):
     for _ in range(2):
         r = run_cli("exact", "--dim", "50", "--steps", "20", cwd=tmp_path)

@@ -109,7 +109,11 @@ def build_parser():
 
 
 _PYTHON_TO_CLI = (("Use nqm_mc.simulate", "Run it with nqm-mc simulate"),
-                  ("use nqm_mc.simulate", "run it with nqm-mc simulate"))
+                  ("use nqm_mc.simulate", "run it with nqm-mc simulate"),
+                  # a file that appeared after the command checked its output (another run
+                  # writing to the same place): the library's refusal, in the flags' words
+                  ("pass overwrite=True to replace it",
+                   "pass --force to replace it or choose another --out"))
 
 
 # the library's parameter names -> the flags that set them

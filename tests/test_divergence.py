@@ -86,3 +86,17 @@ def test_loss_at_of_a_diverging_configuration_is_inf_not_nan():
         np.testing.assert_allclose(got[:2], want[:2], rtol=1e-9)
         assert np.array_equal(np.isinf(got), np.isinf(want))
     assert all(np.isinf(x) for x in loss_at(model, opt, 16, 10_000))
+
+
+def test_simulate_unstable_but_not_yet_overflowed_says_it_diverges(tmp_path):
+    """lr = 5 on h = 1 is unstable, but after 60 steps the loss is about 1e70, far from the
+    1e300 at which a run counts as diverged: the summary still says that it diverges, and
+    why. A stable run (lr = 0.5) says nothing of the kind."""
+    r = run("simulate", "--lr", "5", "--dim", "100", "--runs", "8", "--steps", "60",
+            "--out", str(tmp_path / "a"))
+    assert r.returncode == 0, r.stderr
+    assert "no run passed 1e300 within 60 steps, but the configuration diverges" in r.stdout
+    assert "spectral radius" in r.stdout
+    r = run("simulate", "--lr", "0.5", "--dim", "100", "--runs", "8", "--steps", "60",
+            "--out", str(tmp_path / "b"))
+    assert r.returncode == 0 and "diverges" not in r.stdout

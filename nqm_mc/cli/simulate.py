@@ -147,6 +147,11 @@ def cmd_simulate(args):
         print(f"{res.n_diverged[-1]} of {res.n_diverged[-1] + res.n_finite[-1]} runs diverged "
               f"(loss past 1e300 by step {first}; excluded from the statistics)"
               + (f"; {why}" if why else ""))
+    elif opt.is_linear and opt.is_constant:  # unstable, but no run overflowed yet
+        st = exact.stability(model, opt, args.batch_size)
+        if not st.stable:
+            print(f"no run passed 1e300 within {args.steps} steps, but the configuration "
+                  f"{st.reason}")
     print(f"wrote {path} (and its readable copy {os.path.splitext(path)[0]}.json)\n"
           f"      {csv_path}\n      {png}")
     if status:

@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from nqm_mc import cli, config  # noqa: E402
+from tests.tiers import example_counts  # noqa: E402
 
 SETTINGS = dict(derandomize=True, deadline=None, database=None,
                 suppress_health_check=list(HealthCheck))
@@ -121,10 +122,13 @@ def command_lines(draw):
     return argv
 
 
-@settings(max_examples=250, **SETTINGS)
-@given(argv=command_lines())
-def test_any_command_line_is_ok_or_one_line_error(argv, tmp_path_factory):
-    run_checked(argv, tmp_path_factory.mktemp("o", numbered=True))
+@pytest.mark.parametrize("n", example_counts(60, 250))
+def test_any_command_line_is_ok_or_one_line_error(n, tmp_path_factory):
+    @settings(max_examples=n, **SETTINGS)
+    @given(argv=command_lines())
+    def prop(argv):
+        run_checked(argv, tmp_path_factory.mktemp("o", numbered=True))
+    prop()
 
 
 # ---------------------------------------------------------------- config files
@@ -220,18 +224,22 @@ def config_files(draw):
     return b"\xff\xfe" + text.encode() if draw(RARE) else text.encode("utf-8")
 
 
-@settings(max_examples=150, **SETTINGS)
-@given(content=config_files(), command=st.sampled_from(["exact", "simulate"]),
-       flags=st.booleans())
-def test_any_config_file_is_ok_or_one_line_error(content, command, flags, tmp_path_factory):
-    d = tmp_path_factory.mktemp("c", numbered=True)
-    (d / "c.toml").write_bytes(content)
-    # flags override the file: the defaults (10000 steps, 100 runs) would be slow, not wrong
-    argv = [command, "-c", str(d / "c.toml"), "--steps", "20"] + (
-        ["--runs", "16", "--quiet"] if command == "simulate" else [])
-    if flags:  # and the file's model (its keys are still checked)
-        argv += ["--dim", "10"]
-    run_checked(argv, d)
+@pytest.mark.parametrize("n", example_counts(40, 150))
+def test_any_config_file_is_ok_or_one_line_error(n, tmp_path_factory):
+    @settings(max_examples=n, **SETTINGS)
+    @given(content=config_files(), command=st.sampled_from(["exact", "simulate"]),
+           flags=st.booleans())
+    def prop(content, command, flags):
+        d = tmp_path_factory.mktemp("c", numbered=True)
+        (d / "c.toml").write_bytes(content)
+        # flags override the file: the defaults (10000 steps, 100 runs) would be slow, not
+        # wrong
+        argv = [command, "-c", str(d / "c.toml"), "--steps", "20"] + (
+            ["--runs", "16", "--quiet"] if command == "simulate" else [])
+        if flags:  # and the file's model (its keys are still checked)
+            argv += ["--dim", "10"]
+        run_checked(argv, d)
+    prop()
 
 
 # ---------------------------------------------------------------- power check

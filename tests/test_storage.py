@@ -5,8 +5,6 @@ import os
 import pathlib
 import random
 import signal
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -245,17 +243,23 @@ def test_inconsistent_or_foreign_files_are_rejected(tmp_path):
 
 
 # ------------------------------------------------------------------ crash safety
-CHILD = r"""
-import sys
-from tests.test_storage import make_result
-path, seeds = sys.argv[1], [int(s) for s in sys.argv[2].split(",")]
-n = int(sys.argv[3]) if len(sys.argv) > 3 else 10 ** 9
-results = [make_result(s, R=300, keep_paths=1500) for s in seeds]
-for i in range(n):
-    results[i % len(results)].save(path, overwrite=True)
-    if i == 0:
-        print("ready", flush=True)  # saving works; kill me at any moment from now on
-"""
+def _save_in_turn(path, seeds, n, ready):
+    """Save the results of ``seeds`` to ``path`` in turn, ``n`` times (a child process's work);
+    ``ready`` is set once a save has finished."""
+    results = [make_result(s, R=300, keep_paths=1500) for s in seeds]
+    for i in range(n):
+        results[i % len(results)].save(path, overwrite=True)
+        if i == 0:
+            ready.set()  # saving works; kill me at any moment from now on
+
+
+def _savers():
+    """A multiprocessing context whose children start as forks of one server that has
+    imported this module: a child is ready in milliseconds, not an interpreter's start-up."""
+    import multiprocessing
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload([__name__])
+    return ctx
 
 
 def test_sigkill_while_saving_leaves_the_old_or_the_new_result(tmp_path):
@@ -264,30 +268,33 @@ def test_sigkill_while_saving_leaves_the_old_or_the_new_result(tmp_path):
     path = tmp_path / "big"
     old.save(path)
     rng = random.Random(1)
-    seen = set()
+    ctx = _savers()
     for _ in range(8):
-        p = subprocess.Popen([sys.executable, "-c", CHILD, str(path), "22,21"],
-                             stdout=subprocess.PIPE, text=True, env=ENV, cwd=ROOT)
-        assert p.stdout.readline().strip() == "ready"
+        ready = ctx.Event()
+        p = ctx.Process(target=_save_in_turn, args=(str(path), (22, 21), 10 ** 9, ready))
+        p.start()
+        assert ready.wait(120)
         time.sleep(rng.uniform(0.05, 0.6))
-        p.send_signal(signal.SIGKILL)
-        p.wait()
-        p.stdout.close()
+        os.kill(p.pid, signal.SIGKILL)
+        p.join()
+        assert p.exitcode == -signal.SIGKILL  # killed mid-work, not finished
         back = load_result(path)  # never an error
         assert back.equals(old) or back.equals(new)
-        seen.add(back.spec["seed"])
     assert {f for f in os.listdir(tmp_path) if not f.startswith(".")} == {"big.npz",
                                                                           "big.json"}
 
 
 def test_concurrent_saves_leave_one_of_the_results(tmp_path):
     path = tmp_path / "shared"
-    procs = [subprocess.Popen([sys.executable, "-c", CHILD, str(path), seed, "4"],
-                              stdout=subprocess.PIPE, text=True, env=ENV, cwd=ROOT)
-             for seed in ("31", "32")]
+    ctx = _savers()
+    events = [ctx.Event() for _ in range(2)]  # held until the children have started
+    procs = [ctx.Process(target=_save_in_turn, args=(str(path), (seed,), 4, ev))
+             for seed, ev in zip((31, 32), events, strict=True)]
     for p in procs:
-        p.communicate(timeout=120)
-        assert p.returncode == 0
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
     back = load_result(path)
     assert any(back.equals(make_result(s, R=300, keep_paths=1500)) for s in (31, 32))
     assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]

@@ -13,18 +13,38 @@ from validation.cases import SMALL, get_cases
 from validation.report import write_report
 from validation.suite import run_case, run_suite
 
+# One cheap quick-suite case of each kind the suite checks (the step kernel with momentum,
+# float32, Student-t and finite-data noise, a batch schedule, the dense rotated engine, the
+# skip-ahead sampler in both precisions, a diverging configuration). The other quick cases have
+# tests of their own below or in test_validation_joint.py; the whole quick suite is the CI
+# tier's test (about 30 s of CPU, 30 figures).
+FAST_CASES = ("heavy_ball", "nesterov", "float32", "student_t", "finite_data", "batch_schedule",
+              "rotated_noise", "skip_p05", "skip_float32", "unstable")
 
-def test_quick_suite_passes_and_every_power_check_rejects(tmp_path):
-    cases = get_cases(quick=True)
+
+def _suite_passes_and_every_power_check_rejects(cases, tmp_path):
     results = run_suite(cases, quick=True, seed=20191)
     bad = write_report(results, str(tmp_path), {"mode": "quick"})
     summary = {r["case"]: (r["verdict"], r["power_verdict"]) for r in results}
     assert bad == 0, summary
     assert all(p in ("rejected (good)", "n/a") for _, p in summary.values())
+    assert sum(p == "rejected (good)" for _, p in summary.values()) >= len(cases) // 2
     assert (tmp_path / "plots" / "heavy_ball.png").stat().st_size > 10_000
     data = json.loads((tmp_path / "results.json").read_text())
     assert len(data["cases"]) == len(cases) and "provenance" in data
     assert -0.9 < results[0]["convergence"]["slope"] < -0.15
+
+
+def test_one_case_of_each_kind_passes_and_every_power_check_rejects(tmp_path):
+    cases = [c for c in get_cases(quick=True) if c.name in FAST_CASES]
+    assert {c.name for c in cases} == set(FAST_CASES)  # each is a quick case
+    assert cases[0].name == "heavy_ball"  # the convergence check's case
+    _suite_passes_and_every_power_check_rejects(cases, tmp_path)
+
+
+@pytest.mark.ci
+def test_quick_suite_passes_and_every_power_check_rejects(tmp_path):
+    _suite_passes_and_every_power_check_rejects(get_cases(quick=True), tmp_path)
 
 
 def test_z_scores_are_calibrated_over_seeds():

@@ -105,6 +105,29 @@ def test_sweep_is_one_graph_and_matches_local(cluster, tmp_path):
     assert all(b.equals(r) for b, r in zip(back.values(), remote, strict=True))
 
 
+def test_each_worker_alone_gives_the_local_bits(cluster):
+    """What recomputing a lost worker's tasks elsewhere relies on: a task's answer does not
+    depend on the worker that computes it. Every task on one worker, then every task on the
+    other: the local run's bits both times. (Killing a worker mid-run is the CI tier's test
+    below: a replacement worker process costs several seconds of CPU.)"""
+    from nqm_mc.montecarlo.distributed import DaskExecutor
+    opt = SGD(0.5)
+    local = simulate(MODEL, opt, 16, 60, 160, **KW)
+    with DaskExecutor(cluster, groups_per_task=2) as ex:
+        submit = ex.client.submit
+        workers = sorted(ex.client.scheduler_info()["workers"])
+        assert len(workers) == 2
+        for w in workers:
+            ex.client.submit = lambda *a, w=w, **k: submit(*a, workers=[w],
+                                                           allow_other_workers=False, **k)
+            with distributed.get_task_stream(client=ex.client) as ts:
+                res = simulate(MODEL, opt, 16, 60, 160, executor=ex, **KW)
+            ran = {t["worker"] for t in ts.data if t["key"].startswith("_run_task")}
+            assert ran == {w}, (w, ran)
+            assert res.equals(local)
+
+
+@pytest.mark.ci
 def test_killed_worker_is_recomputed_and_result_identical(cluster):
     from nqm_mc.montecarlo.distributed import DaskExecutor
     model = NQM.paper(5000)

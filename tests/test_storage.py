@@ -262,6 +262,7 @@ def _savers():
     return ctx
 
 
+@pytest.mark.early
 def test_sigkill_while_saving_leaves_the_old_or_the_new_result(tmp_path):
     old = make_result(21, R=300, keep_paths=1500)
     new = make_result(22, R=300, keep_paths=1500)

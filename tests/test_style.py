@@ -170,6 +170,7 @@ def _write(path, rows):
     return path
 
 
+@pytest.mark.early
 def test_reproduce_draws_every_curve_of_the_notebook(tmp_path, monkeypatch, figures):
     """SGD dashed and momentum/EMA solid for p in {0, 0.25, 0.5, 0.75}, coloured by p."""
     from nqm_mc.studies import reproduce, scaling, schedule_opt

@@ -35,6 +35,7 @@ def _suite_passes_and_every_power_check_rejects(cases, tmp_path):
     assert -0.9 < results[0]["convergence"]["slope"] < -0.15
 
 
+@pytest.mark.early
 def test_one_case_of_each_kind_passes_and_every_power_check_rejects(tmp_path):
     cases = [c for c in get_cases(quick=True) if c.name in FAST_CASES]
     assert {c.name for c in cases} == set(FAST_CASES)  # each is a quick case
@@ -47,6 +48,7 @@ def test_quick_suite_passes_and_every_power_check_rejects(tmp_path):
     _suite_passes_and_every_power_check_rejects(get_cases(quick=True), tmp_path)
 
 
+@pytest.mark.early
 def test_z_scores_are_calibrated_over_seeds():
     """The suite's z of the mean, over 300 independent seeds, is N(0, 1): mean within 4 s.e.,
     variance within the chi-square(299) 1e-4 interval."""

@@ -54,6 +54,7 @@ def test_the_planted_sampler_as_the_engine_fails_the_joint_case():
     assert r["verdict"] == "FAIL" and r["max_abs_z"] > r["threshold"]
 
 
+@pytest.mark.early
 def test_skip_vs_step_with_ema_compares_lag_covariances_and_rejects_the_planted_sampler():
     from validation.suite import run_case
     r = run_case(_case("skip_vs_step_ema"), quick=True, seed=20191)

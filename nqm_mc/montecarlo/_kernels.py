@@ -208,20 +208,12 @@ def _finite_chunk(data, rows, batch, lo, n, z):
 
 
 @njit(cache=True, error_model="numpy")
-def _chunk_noise(law, batch, work, ns, key, use_f32, lo, n, t, s, z):
+def _chunk_noise(law, batch, work, ns, key, lo, n, t, s, z):
     """z[0:n] <- the noise of directions lo .. lo + n - 1 at step t (step s of the window, of
     batch size ``batch``): the same values as the full-pass _noise gives them."""
     shi, k0, k1 = key
     if law.code == NOISE_GAUSSIAN:
-        gen = 4 * CHUNK if use_f32 else 2 * CHUNK  # normals per generator call
-        for sub in range(0, n, gen):
-            nn = min(gen, n - sub)
-            if use_f32:
-                normals_chunk_f32((lo + sub) // 4, (nn + 3) // 4, np.uint32(t),
-                                  np.uint32(PURPOSE_GRADIENT), shi, k0, k1, work.ws, z[sub:])
-            else:
-                normals_chunk_f64((lo + sub) // 2, (nn + 1) // 2, np.uint32(t),
-                                  np.uint32(PURPOSE_GRADIENT), shi, k0, k1, work.ws, z[sub:])
+        chunk_normals(z, lo, n, np.uint32(t), np.uint32(PURPOSE_GRADIENT), shi, k0, k1, work.ws)
     elif law.code == NOISE_STUDENT_T:
         student_t_range(z, lo, n, np.uint32(t), shi, k0, k1, law.nu, ns.ws, ns.sc, ns.idx)
     else:
@@ -244,7 +236,6 @@ def _window(rule, dirs, sched, law, rec, work, ns, run_start, run_band, key, t0,
     with the steps. The noise comes from ``law`` (ns: its scratch); finite data draws the
     window's batches first, step by step, then sums each chunk's part of them (the chunk's
     rows stay in cache for the window)."""
-    use_f32 = dirs.single
     kind, has_ema, beta, gamma = rule.kind, rule.has_ema, rule.beta, rule.gamma
     a, b, h = dirs.coef_a, dirs.coef_b, dirs.h
     lr_r, isb_r, first = sched.learning_rate, sched.inv_sqrt_batch, sched.start
@@ -254,7 +245,7 @@ def _window(rule, dirs, sched, law, rec, work, ns, run_start, run_band, key, t0,
     z = work.z
     record = rec.steps
     d = theta.shape[0]
-    per = loss_chunk(use_f32)
+    per = loss_chunk(dirs.single)
     R = record.shape[0]
     for s in range(w):
         for k in range(32):
@@ -268,7 +259,7 @@ def _window(rule, dirs, sched, law, rec, work, ns, run_start, run_band, key, t0,
         for s in range(w):
             t = t0 + s
             piece = piece_at(first, t, piece)
-            _chunk_noise(law, sched.batch[piece], work, ns, key, use_f32, lo, n, t, s, z)
+            _chunk_noise(law, sched.batch[piece], work, ns, key, lo, n, t, s, z)
             _update(kind, has_ema, a, b, lr_r[piece], isb_r[piece], beta, gamma, theta, m, ema,
                     z, lo, n)
             _add_hsq16(h, theta, lo, n, lw[s, 0:16], q)
@@ -298,6 +289,40 @@ def _fill_normals(z, n, step, purpose, shi, k0, k1, ws):
 
     def impl64(z, n, step, purpose, shi, k0, k1, ws):
         fill_normals_f64(z, n, step, purpose, shi, k0, k1, ws)
+    return impl64
+
+
+def chunk_normals(z, lo, n, step, purpose, shi, k0, k1, ws):  # pragma: no cover - compiled only
+    """z[0:n] <- the normals of directions lo .. lo + n - 1 of (step, purpose), as the windowed
+    kernels draw them (generator call by generator call: 4 CHUNK normals a call in float32,
+    2 CHUNK in float64), in z's dtype. As for fill_normals, the generator is chosen when the
+    caller is compiled, so a kernel compiles only the one of its own dtype."""
+    gen = 4 * CHUNK if z.dtype == np.float32 else 2 * CHUNK
+    for sub in range(0, n, gen):
+        nn = min(gen, n - sub)
+        if z.dtype == np.float32:
+            normals_chunk_f32((lo + sub) // 4, (nn + 3) // 4, step, purpose, shi, k0, k1, ws,
+                              z[sub:])
+        else:
+            normals_chunk_f64((lo + sub) // 2, (nn + 1) // 2, step, purpose, shi, k0, k1, ws,
+                              z[sub:])
+
+
+@overload(chunk_normals)
+def _chunk_normals(z, lo, n, step, purpose, shi, k0, k1, ws):
+    if isinstance(z, types.Array) and z.dtype == types.float32:
+        def impl32(z, lo, n, step, purpose, shi, k0, k1, ws):
+            for sub in range(0, n, 4 * CHUNK):
+                nn = min(4 * CHUNK, n - sub)
+                normals_chunk_f32((lo + sub) // 4, (nn + 3) // 4, step, purpose, shi, k0, k1,
+                                  ws, z[sub:])
+        return impl32
+
+    def impl64(z, lo, n, step, purpose, shi, k0, k1, ws):
+        for sub in range(0, n, 2 * CHUNK):
+            nn = min(2 * CHUNK, n - sub)
+            normals_chunk_f64((lo + sub) // 2, (nn + 1) // 2, step, purpose, shi, k0, k1, ws,
+                              z[sub:])
     return impl64
 
 
@@ -383,7 +408,7 @@ def _trajectory(rule, dirs, sched, law, rec, work, ns, run_start, run_band, key,
 
 
 @njit(cache=True, error_model="numpy")
-def _noise(law, batch, work, d, step, key, single):
+def _noise(law, batch, work, d, step, key):
     """work.z[0:d] <- the step's unit-variance gradient noise (of z / sqrt(B) per direction).
     Gaussian: the fast path's normals, bit for bit. Student-t: see _rng.fill_student_t_ws.
     Finite data: a batch of B of the n standardised per-example rows, drawn without
@@ -392,10 +417,7 @@ def _noise(law, batch, work, d, step, key, single):
     shi, k0, k1 = key
     z = work.z
     if law.code == NOISE_GAUSSIAN:
-        if single:
-            fill_normals_f32(z, d, step, np.uint32(PURPOSE_GRADIENT), shi, k0, k1, work.ws)
-        else:
-            fill_normals_f64(z, d, step, np.uint32(PURPOSE_GRADIENT), shi, k0, k1, work.ws)
+        fill_normals(z, d, step, np.uint32(PURPOSE_GRADIENT), shi, k0, k1, work.ws)
     elif law.code == NOISE_STUDENT_T:
         fill_student_t_ws(z, d, step, shi, k0, k1, law.nu, work.ws)
     else:
@@ -485,7 +507,7 @@ def _trajectory_general(rule, dirs, sched, law, rec, work, run_start, run_band, 
         if stop_requested(stop) != 0:
             break
         piece = piece_at(sched.start, t, piece)
-        _noise(law, sched.batch[piece], work, d, np.uint32(t), key, dirs.single)
+        _noise(law, sched.batch[piece], work, d, np.uint32(t), key)
         isb = sched.inv_sqrt_batch[piece]
         for i in range(d):  # the (fixed-preconditioned) stochastic gradient a theta + b z / sqrt(B)
             g[i] = a[i] * theta[i] + b[i] * isb * z[i]

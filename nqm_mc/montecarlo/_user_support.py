@@ -11,43 +11,26 @@ import numpy as np
 from numba import njit, types
 from numba.extending import overload
 
-from nqm_mc.montecarlo._rng import (
-    CHUNK,
-    PURPOSE_GRADIENT,
-    fill_normals_f32,
-    fill_normals_f64,
-    normals_chunk_f32,
-    normals_chunk_f64,
-)
+from nqm_mc.montecarlo._kernels import chunk_normals, fill_normals
+from nqm_mc.montecarlo._rng import PURPOSE_GRADIENT
 from nqm_mc.montecarlo._statistics import _band_sums, _total16
 from nqm_mc.spec.codes import DIVERGED
 
 
 @njit(cache=True, error_model="numpy")
-def fill_noise(z, n, t, key, ws, single):
+def fill_noise(z, n, t, key, ws):
     """z[0:n] <- the first n normals of step t's gradient purpose (those of the built-in
-    Gaussian noise first: common random numbers)."""
+    Gaussian noise first: common random numbers), in z's dtype (the state's)."""
     shi, k0, k1 = key
-    if single:
-        fill_normals_f32(z, n, np.uint32(t), np.uint32(PURPOSE_GRADIENT), shi, k0, k1, ws)
-    else:
-        fill_normals_f64(z, n, np.uint32(t), np.uint32(PURPOSE_GRADIENT), shi, k0, k1, ws)
+    fill_normals(z, n, np.uint32(t), np.uint32(PURPOSE_GRADIENT), shi, k0, k1, ws)
 
 
 @njit(cache=True, error_model="numpy")
-def chunk_noise(lo, n, t, key, ws, z, single):
+def chunk_noise(lo, n, t, key, ws, z):
     """z[0:n] <- the normals of directions lo .. lo + n - 1 at step t, as the built-in windowed
-    kernel draws them (generator call by generator call)."""
+    kernel draws them (generator call by generator call), in z's dtype (the state's)."""
     shi, k0, k1 = key
-    gen = 4 * CHUNK if single else 2 * CHUNK
-    for sub in range(0, n, gen):
-        nn = min(gen, n - sub)
-        if single:
-            normals_chunk_f32((lo + sub) // 4, (nn + 3) // 4, np.uint32(t),
-                              np.uint32(PURPOSE_GRADIENT), shi, k0, k1, ws, z[sub:])
-        else:
-            normals_chunk_f64((lo + sub) // 2, (nn + 1) // 2, np.uint32(t),
-                              np.uint32(PURPOSE_GRADIENT), shi, k0, k1, ws, z[sub:])
+    chunk_normals(z, lo, n, np.uint32(t), np.uint32(PURPOSE_GRADIENT), shi, k0, k1, ws)
 
 
 @njit(cache=True, error_model="numpy")

@@ -53,7 +53,7 @@ if TYPE_CHECKING:
 
 __all__ = ["UserInput", "UserPlan", "kernel_for", "plan_user", "kernel_dir", "RuleError"]
 
-TEMPLATE_VERSION = "4"
+TEMPLATE_VERSION = "5"
 _REGISTRY: dict[str, dict[str, Any]] = {}
 _MODULES: dict[str, ModuleType] = {}
 _LOCK = threading.RLock()
@@ -280,7 +280,7 @@ _WINDOW = '''\
                 whpiece = hpiece
                 for s in range(w):
                     t = t0 + s
-                    U.chunk_noise(lo, n, t, key, ws, z, single)
+                    U.chunk_noise(lo, n, t, key, ws, z)
                     wpiece = piece_at(sched.start, t, wpiece)
                     whpiece = piece_at(hyper_start, t, whpiece)
                     lr = sched.learning_rate[wpiece]
@@ -374,7 +374,7 @@ def _generate(key: str, rule: UpdateRule, noise: GradientNoise | None, cache: bo
     else:
         body = _PASS
         if noise is None:
-            noise_src = ("            U.fill_noise(z, d, t, key, ws, single)\n"
+            noise_src = ("            U.fill_noise(z, d, t, key, ws)\n"
                          "            U.gaussian_gradient(g, theta, ca, cb, "
                          "sched.inv_sqrt_batch[piece], z)")
         else:
@@ -383,7 +383,7 @@ def _generate(key: str, rule: UpdateRule, noise: GradientNoise | None, cache: bo
             nb.update({p: f"user.noise_params[{j}]" for j, p in enumerate(noise.params)})
             nargs = ", ".join(nb[a] for a in noise.arguments)
             noise_src = ("            nz = min(_normals(d, sched.batch[piece]), zn.shape[0] - 4)\n"
-                         "            U.fill_noise(zn, nz, t, key, ws, single)\n"
+                         "            U.fill_noise(zn, nz, t, key, ws)\n"
                          f"            _noise({nargs})")
         subs["@NOISE@"] = noise_src
         subs["@REDUCE@"] = ("            grad_sq = _sumsq16(g, np.int64(0), d)"

@@ -190,8 +190,9 @@ def _readme_dask_example():
 def test_readme_dask_example_runs_on_this_files_cluster(cluster, monkeypatch, capsys):
     """The README's cluster example, its text run in this process as a script would run it,
     with the LocalCluster it asks for replaced by this file's (the same shape: two
-    single-threaded worker processes): its imports, calls and printed line. The example as a
-    script that starts its own worker processes is the CI tier's test below."""
+    single-threaded worker processes) and its model, NQM.paper(1000), by NQM.paper(100) (a
+    tenth of the work): its imports, calls and printed line. The example verbatim, as a script
+    that starts its own worker processes, is the CI tier's test below."""
     import contextlib
 
     calls = []
@@ -201,9 +202,18 @@ def test_readme_dask_example_runs_on_this_files_cluster(cluster, monkeypatch, ca
         calls.append(kwargs)
         yield cluster  # this file's cluster stays up for the other tests
 
+    paper = NQM.paper.__func__
+    dims = []
+
+    def smaller(cls, dim=10_000):
+        dims.append(dim)
+        return paper(cls, dim // 10)
+
     monkeypatch.setattr(distributed, "LocalCluster", local_cluster)
+    monkeypatch.setattr(NQM, "paper", classmethod(smaller))
     exec(compile(_readme_dask_example(), "README.md", "exec"), {"__name__": "__main__"})
     assert calls == [dict(n_workers=2, threads_per_worker=1, dashboard_address=":0")]
+    assert dims == [1000]
     out = capsys.readouterr().out
     assert "±" in out and out.count("\n") == 1
 

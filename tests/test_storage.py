@@ -15,9 +15,6 @@ from nqm_mc.results import ResultFileError, SimulationResult, load_result, load_
 from nqm_mc.spec._checks import ParameterError
 from tests.cli_inprocess import run as run_inprocess
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-ENV = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-
 
 def make_result(seed, R=40, n_runs=64, keep_paths=4, n_bands=3, finished=True):
     """A synthetic result with consistent shapes (no simulation needed)."""

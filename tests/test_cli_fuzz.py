@@ -7,6 +7,7 @@ broken input path."""
 import contextlib
 import io
 import math
+import os
 import signal
 import warnings
 
@@ -53,6 +54,23 @@ def run_checked(argv, out_dir):
     assert rc == 2, (argv, rc, lines)
     assert len(lines) == 1 and lines[0].startswith("nqm-mc: error: "), (argv, lines)
     return rc, lines
+
+
+@pytest.fixture(scope="module", autouse=True)
+def compiled(tmp_path_factory):
+    """The kernels the commands reach most, compiled (or loaded from the disk cache) before the
+    fuzzing: its time limit is for hangs, and a cold cache's compilation takes longer."""
+    d = tmp_path_factory.mktemp("warm")
+    for argv in (["exact", "--dim", "10", "--steps", "20"],
+                 ["simulate", "--dim", "10", "--steps", "20", "--runs", "16", "--quiet"],
+                 ["simulate", "--dim", "10", "--steps", "20", "--runs", "16", "--quiet",
+                  "--dtype", "float32"],
+                 ["simulate", "--dim", "10", "--steps", "20", "--runs", "16", "--quiet",
+                  "--method", "skip"]):
+        err = io.StringIO()
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+            rc = cli.main([*argv, "--out", str(d / str(len(os.listdir(d))))])
+        assert rc == 0, (argv, err.getvalue())
 
 
 @pytest.fixture(autouse=True)

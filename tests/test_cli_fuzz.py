@@ -60,7 +60,15 @@ def run_checked(argv, out_dir):
 def compiled(tmp_path_factory):
     """The kernels the commands reach most, compiled (or loaded from the disk cache) before the
     fuzzing: its time limit is for hangs, and a cold cache's compilation takes longer."""
+    from nqm_mc import plotting
     d = tmp_path_factory.mktemp("warm")
+    with pytest.MonkeyPatch.context() as m:
+        for name in ("plot_exact", "plot_mean"):  # as in the tests (fixture fast)
+            m.setattr(plotting, name, lambda res, path, *a, **k: path)
+        _run_quietly(d)
+
+
+def _run_quietly(d):
     for argv in (["exact", "--dim", "10", "--steps", "20"],
                  ["simulate", "--dim", "10", "--steps", "20", "--runs", "16", "--quiet"],
                  ["simulate", "--dim", "10", "--steps", "20", "--runs", "16", "--quiet",

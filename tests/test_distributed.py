@@ -112,16 +112,19 @@ def test_each_worker_alone_gives_the_local_bits(cluster):
     below: a replacement worker process costs several seconds of CPU.)"""
     from nqm_mc.montecarlo.distributed import DaskExecutor
     opt = SGD(0.5)
-    local = simulate(MODEL, opt, 16, 60, 160, **KW)
     with DaskExecutor(cluster, groups_per_task=2) as ex:
         submit = ex.client.submit
         workers = sorted(ex.client.scheduler_info()["workers"])
         assert len(workers) == 2
-        for w in workers:
+        # a seed per pass: the tasks are pure, and a second pass with the same plan could be
+        # answered from the first pass's results if the scheduler still held them
+        for w, seed in zip(workers, (17, 18), strict=True):
+            kw = {**KW, "seed": seed}
+            local = simulate(MODEL, opt, 16, 60, 160, **kw)
             ex.client.submit = lambda *a, w=w, **k: submit(*a, workers=[w],
                                                            allow_other_workers=False, **k)
             with distributed.get_task_stream(client=ex.client) as ts:
-                res = simulate(MODEL, opt, 16, 60, 160, executor=ex, **KW)
+                res = simulate(MODEL, opt, 16, 60, 160, executor=ex, **kw)
             ran = {t["worker"] for t in ts.data if t["key"].startswith("_run_task")}
             assert ran == {w}, (w, ran)
             assert res.equals(local)

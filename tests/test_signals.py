@@ -82,7 +82,7 @@ def _start(cmd, marker, stream="stdout"):
         line = pipe.readline()
         if marker in line or not line:
             break
-    wait_until_busy(p, 0.5)  # past the set-up, well inside the run (16 x 2e9 dimension-steps)
+    wait_until_busy(p, 1.0)  # past the set-up, well inside the run (16 x 2e9 dimension-steps)
     return p
 
 

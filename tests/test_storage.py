@@ -285,14 +285,20 @@ def test_sigkill_while_saving_leaves_the_old_or_the_new_result(tmp_path):
 def test_concurrent_saves_leave_one_of_the_results(tmp_path):
     path = tmp_path / "shared"
     ctx = _savers()
-    events = [ctx.Event() for _ in range(2)]  # held until the children have started
+    events = [ctx.Event() for _ in range(2)]  # kept alive while the children unpickle them
     procs = [ctx.Process(target=_save_in_turn, args=(str(path), (seed,), 4, ev))
              for seed, ev in zip((31, 32), events, strict=True)]
     for p in procs:
         p.start()
-    for p in procs:
-        p.join(120)
-        assert p.exitcode == 0
+    try:
+        for p in procs:
+            p.join(120)
+            assert p.exitcode == 0
+    finally:  # never leave a saver behind the test
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+                p.join()
     back = load_result(path)
     assert any(back.equals(make_result(s, R=300, keep_paths=1500)) for s in (31, 32))
     assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]

@@ -154,8 +154,9 @@ def _bits_script() -> str:
 def test_bits_for_one_and_two_threads_in_fresh_processes():
     # the kernels the children need, compiled here first (under the test run's compile lock),
     # so that a cold run's children load them from the disk cache instead of compiling them
-    for _, rule in PAIRS:
-        simulate(MODEL, rule, 8, 5, 16, progress=False)
+    for pair in PAIRS:
+        for optimizer in pair:
+            simulate(MODEL, optimizer, 8, 5, 16, progress=False)
     digests = []
     for n in (1, 2):
         env = {**os.environ, "NUMBA_NUM_THREADS": str(n)}

@@ -13,13 +13,17 @@ from validation.cases import SMALL, get_cases
 from validation.report import write_report
 from validation.suite import run_case, run_suite
 
-# One cheap quick-suite case of each kind the suite checks (the step kernel with momentum,
-# float32, Student-t and finite-data noise, a batch schedule, the dense rotated engine, the
-# skip-ahead sampler in both precisions, a diverging configuration). The other quick cases have
-# tests of their own below or in test_validation_joint.py; the whole quick suite is the CI
-# tier's test (about 30 s of CPU, 30 figures).
-FAST_CASES = ("heavy_ball", "nesterov", "float32", "student_t", "finite_data", "batch_schedule",
-              "rotated_noise", "skip_p05", "skip_float32", "unstable")
+# One cheap quick-suite case of each kind the suite checks: the step kernel with momentum,
+# preconditioning, a learning-rate and a batch schedule, float32 with EMA, Student-t and
+# finite-data noise; the dense rotated engine with a rotated noise and with a preconditioner
+# that does not commute; the skip-ahead sampler with preconditioning, a batch schedule and
+# float32 with EMA; a diverging configuration. The whole quick suite (30 cases, about 30 s of
+# CPU) is the CI tier's test below; sgd, near_critical, skip_sgd, skip_hb_ema,
+# skip_near_critical, skip_vs_step, joint_step and skip_joint also have tests of their own here
+# or in test_validation_joint.py.
+FAST_CASES = ("sgd_p05", "heavy_ball", "nesterov", "piecewise", "batch_schedule", "float32",
+              "student_t", "finite_data", "rotated_noise", "rotated_diag_precond", "skip_batch",
+              "skip_float32", "skip_p05", "unstable")
 
 
 def _suite_passes_and_every_power_check_rejects(cases, tmp_path):
@@ -29,7 +33,7 @@ def _suite_passes_and_every_power_check_rejects(cases, tmp_path):
     assert bad == 0, summary
     assert all(p in ("rejected (good)", "n/a") for _, p in summary.values())
     assert sum(p == "rejected (good)" for _, p in summary.values()) >= len(cases) // 2
-    assert (tmp_path / "plots" / "heavy_ball.png").stat().st_size > 10_000
+    assert (tmp_path / "plots" / "heavy_ball.png").stat().st_size > 10_000  # in both sets
     data = json.loads((tmp_path / "results.json").read_text())
     assert len(data["cases"]) == len(cases) and "provenance" in data
     assert -0.9 < results[0]["convergence"]["slope"] < -0.15
@@ -39,7 +43,7 @@ def _suite_passes_and_every_power_check_rejects(cases, tmp_path):
 def test_one_case_of_each_kind_passes_and_every_power_check_rejects(tmp_path):
     cases = [c for c in get_cases(quick=True) if c.name in FAST_CASES]
     assert {c.name for c in cases} == set(FAST_CASES)  # each is a quick case
-    assert cases[0].name == "heavy_ball"  # the convergence check's case
+    assert cases[0].name == "sgd_p05"  # the convergence check's case (sgd in the whole suite)
     _suite_passes_and_every_power_check_rejects(cases, tmp_path)
 
 

@@ -4,6 +4,8 @@ the number of workers."""
 import os
 import signal
 
+import pytest
+
 if os.environ.get("PYTEST_XDIST_WORKER"):  # a worker of a parallel run (pytest-xdist)
     from tests import compile_lock
 
@@ -28,8 +30,21 @@ def pytest_xdist_auto_num_workers(config):
     return min(cores + 1, 8)
 
 
+@pytest.hookimpl(trylast=True)  # after -m and -k have deselected: the blocks xdist sends
 def pytest_collection_modifyitems(config, items):
-    """Tests marked ``early`` go first (in their own order; the others keep theirs). Under
-    pytest-xdist a test of several seconds taken last leaves the other workers idle until it
-    ends; taken first, the short tests fill in around it."""
-    items.sort(key=lambda item: item.get_closest_marker("early") is None)
+    """Tests marked ``early`` go to the front of the workers' first blocks, one after the
+    other in turn. Under pytest-xdist a test of several seconds taken last leaves the other
+    workers idle until it ends; taken first, the short tests fill in around it. Work stealing
+    first hands each worker a contiguous block of the collection and takes from a queue's end,
+    so the front of a block is what its worker runs first. (Every worker computes the same
+    order, as xdist requires.)"""
+    early = [item for item in items if item.get_closest_marker("early")]
+    rest = [item for item in items if not item.get_closest_marker("early")]
+    workers = getattr(config, "workerinput", {}).get("workercount", 1)
+    block = -(-len(items) // workers)  # the first blocks' size
+    order = []
+    for w in range(workers):
+        order += early[w::workers]
+        order += rest[:block - len(early[w::workers])]
+        rest = rest[block - len(early[w::workers]):]
+    items[:] = order + rest

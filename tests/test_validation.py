@@ -26,16 +26,19 @@ FAST_CASES = ("sgd_p05", "heavy_ball", "nesterov", "piecewise", "batch_schedule"
               "skip_float32", "skip_p05", "unstable")
 
 
-def _suite_passes_and_every_power_check_rejects(cases, tmp_path):
+def _suite_passes_and_every_power_check_rejects(cases, tmp_path, reported=None):
+    """Every case passes and every power check rejects; the report (of the cases named in
+    ``reported``, default all: a figure each) counts no failure."""
     results = run_suite(cases, quick=True, seed=20191)
-    bad = write_report(results, str(tmp_path), {"mode": "quick"})
     summary = {r["case"]: (r["verdict"], r["power_verdict"]) for r in results}
-    assert bad == 0, summary
-    assert all(p in ("rejected (good)", "n/a") for _, p in summary.values())
+    assert all(v == "pass" for v, _ in summary.values()), summary
+    assert all(p in ("rejected (good)", "n/a") for _, p in summary.values()), summary
     assert sum(p == "rejected (good)" for _, p in summary.values()) >= len(cases) // 2
+    results_out = [r for r in results if reported is None or r["case"] in reported]
+    assert write_report(results_out, str(tmp_path), {"mode": "quick"}) == 0
     assert (tmp_path / "plots" / "heavy_ball.png").stat().st_size > 10_000  # in both sets
     data = json.loads((tmp_path / "results.json").read_text())
-    assert len(data["cases"]) == len(cases) and "provenance" in data
+    assert len(data["cases"]) == len(results_out) and "provenance" in data
     assert -0.9 < results[0]["convergence"]["slope"] < -0.15
 
 
@@ -44,7 +47,9 @@ def test_one_case_of_each_kind_passes_and_every_power_check_rejects(tmp_path):
     cases = [c for c in get_cases(quick=True) if c.name in FAST_CASES]
     assert {c.name for c in cases} == set(FAST_CASES)  # each is a quick case
     assert cases[0].name == "sgd_p05"  # the convergence check's case (sgd in the whole suite)
-    _suite_passes_and_every_power_check_rejects(cases, tmp_path)
+    # the report's figures for four of them (the CI tier's test draws all 30)
+    _suite_passes_and_every_power_check_rejects(
+        cases, tmp_path, reported=("sgd_p05", "heavy_ball", "skip_float32", "unstable"))
 
 
 @pytest.mark.ci

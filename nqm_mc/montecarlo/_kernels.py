@@ -295,36 +295,24 @@ def _fill_normals(z, n, step, purpose, shi, k0, k1, ws):
 
 def chunk_normals(z, lo, n, step, purpose, shi, k0, k1, ws):  # pragma: no cover - compiled only
     """z[0:n] <- the normals of directions lo .. lo + n - 1 of (step, purpose), as the windowed
-    kernels draw them (generator call by generator call: 4 CHUNK normals a call in float32,
-    2 CHUNK in float64), in z's dtype. As for fill_normals, the generator is chosen when the
-    caller is compiled, so a kernel compiles only the one of its own dtype."""
-    gen = 4 * CHUNK if z.dtype == np.float32 else 2 * CHUNK
-    for sub in range(0, n, gen):
-        nn = min(gen, n - sub)
-        if z.dtype == np.float32:
-            normals_chunk_f32((lo + sub) // 4, (nn + 3) // 4, step, purpose, shi, k0, k1, ws,
-                              z[sub:])
-        else:
-            normals_chunk_f64((lo + sub) // 2, (nn + 1) // 2, step, purpose, shi, k0, k1, ws,
-                              z[sub:])
+    kernels draw them, generator call by generator call: 4 CHUNK normals a call into float32
+    z (normals_chunk_f32), 2 CHUNK into float64 z (normals_chunk_f64). As for fill_normals,
+    the generator is chosen when the caller is compiled, from the type of z, so a kernel
+    compiles only the one of its own dtype."""
+    raise NotImplementedError("chunk_normals runs inside compiled kernels only")
 
 
 @overload(chunk_normals)
 def _chunk_normals(z, lo, n, step, purpose, shi, k0, k1, ws):
-    if isinstance(z, types.Array) and z.dtype == types.float32:
-        def impl32(z, lo, n, step, purpose, shi, k0, k1, ws):
-            for sub in range(0, n, 4 * CHUNK):
-                nn = min(4 * CHUNK, n - sub)
-                normals_chunk_f32((lo + sub) // 4, (nn + 3) // 4, step, purpose, shi, k0, k1,
-                                  ws, z[sub:])
-        return impl32
+    f32 = isinstance(z, types.Array) and z.dtype == types.float32
+    gen = normals_chunk_f32 if f32 else normals_chunk_f64
+    k = 4 if f32 else 2  # normals per Philox call
 
-    def impl64(z, lo, n, step, purpose, shi, k0, k1, ws):
-        for sub in range(0, n, 2 * CHUNK):
-            nn = min(2 * CHUNK, n - sub)
-            normals_chunk_f64((lo + sub) // 2, (nn + 1) // 2, step, purpose, shi, k0, k1, ws,
-                              z[sub:])
-    return impl64
+    def impl(z, lo, n, step, purpose, shi, k0, k1, ws):
+        for sub in range(0, n, k * CHUNK):
+            nn = min(k * CHUNK, n - sub)
+            gen((lo + sub) // k, (nn + k - 1) // k, step, purpose, shi, k0, k1, ws, z[sub:])
+    return impl
 
 
 @njit(cache=True, error_model="numpy")
